@@ -1,0 +1,4 @@
+//! `k0sctl` binary entry point.
+fn main() {
+    println!("k0sctl");
+}

@@ -1,0 +1,2 @@
+//! testenv: test scaffolding (see testenv/README.md once written).
+fn main() {}
