@@ -1,0 +1,26 @@
+#!/bin/sh
+# Installs what testenv needs on a bare Debian 12 machine. Idempotent; run as root.
+# testenv is TEST SCAFFOLDING for k0sctl's end-to-end tests (see testenv/README.md).
+set -eu
+export DEBIAN_FRONTEND=noninteractive
+PKGS="openssh-server openssh-client sudo iproute2 util-linux systemd tar gzip curl procps binutils passwd"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    # Never start the packages' services in the machine's own network namespace:
+    # test hosts start their own sshd inside their namespaces.
+    created_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 0755 /usr/sbin/policy-rc.d
+        created_policy=1
+    fi
+    apt-get update
+    apt-get install -y --no-install-recommends $missing
+    [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+fi
+# kubectl is used by tests (real kubectl against the stand-in API server); the CI image ships it.
+command -v kubectl >/dev/null 2>&1 || echo "warning: kubectl not found on PATH; kubectl-based testenv tests will be skipped" >&2
+exit 0

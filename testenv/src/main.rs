@@ -1,2 +1,0 @@
-//! testenv: test scaffolding (see testenv/README.md once written).
-fn main() {}
