@@ -5,6 +5,10 @@
 //! - [`cli`]: command-line surface (clap) and command dispatch.
 //! - [`exit`]: the exit-code table every command uses.
 //! - [`logging`]: tracing setup and the per-run log file.
+//! - [`k0s`]: k0s versions and release lookups.
 
 pub mod config;
 pub mod k0s;
+pub mod cli;
+pub mod exit;
+pub mod logging;

@@ -1,0 +1,200 @@
+//! Logging: tracing to stderr (human on a terminal, plain lines otherwise) and a per-run log
+//! file under the XDG cache directory.
+//!
+//! Logs go to stderr so stdout stays clean for data (`k0sctl kubeconfig > admin.conf`,
+//! `k0sctl init > k0sctl.yaml`). Each run that talks to hosts gets its own file,
+//! `$XDG_CACHE_HOME/k0sctl/logs/k0sctl-<UTC time>-<pid>.log`, created 0600, always at debug level
+//! (trace with `--trace`); its path is printed when a command fails. The newest
+//! [`KEEP_LOG_FILES`] files are kept.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, IsTerminal};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+pub const KEEP_LOG_FILES: usize = 20;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Settings {
+    pub debug: bool,
+    pub trace: bool,
+    /// Only errors on screen unless --debug/--trace (k0sctl does this for `kubeconfig`).
+    pub quiet: bool,
+    /// Write a per-run log file.
+    pub log_file: bool,
+}
+
+/// Installs the global subscriber; returns the log file's path when one was created.
+pub fn init(s: Settings) -> Option<PathBuf> {
+    let screen_level = if s.trace {
+        LevelFilter::TRACE
+    } else if s.debug {
+        LevelFilter::DEBUG
+    } else if s.quiet {
+        LevelFilter::ERROR
+    } else {
+        LevelFilter::INFO
+    };
+    let tty = io::stderr().is_terminal();
+    let screen = tracing_subscriber::fmt::layer()
+        .with_writer(io::stderr)
+        .with_ansi(tty)
+        .with_target(s.debug || s.trace);
+    // Timestamps on a terminal only when debugging; always in plain (CI) output.
+    let screen = if tty && !(s.debug || s.trace) {
+        screen.without_time().with_filter(screen_level).boxed()
+    } else {
+        screen.with_filter(screen_level).boxed()
+    };
+
+    let (file_layer, path) = if s.log_file {
+        match open_log_file() {
+            Ok((file, path)) => {
+                let level = if s.trace {
+                    LevelFilter::TRACE
+                } else {
+                    LevelFilter::DEBUG
+                };
+                let layer = tracing_subscriber::fmt::layer()
+                    .with_writer(Mutex::new(file))
+                    .with_ansi(false)
+                    .with_filter(level)
+                    .boxed();
+                (Some(layer), Some(path))
+            }
+            Err(e) => {
+                eprintln!("warning: can't create a log file: {e}");
+                (None, None)
+            }
+        }
+    } else {
+        (None, None)
+    };
+
+    // Only our own crate logs at debug; dependencies stay at warn unless tracing.
+    let deps = if s.trace { LevelFilter::TRACE } else { LevelFilter::WARN };
+    let targets = tracing_subscriber::filter::Targets::new()
+        .with_target("k0sctl", LevelFilter::TRACE)
+        .with_default(deps);
+    let _ = tracing_subscriber::registry()
+        .with(targets)
+        .with(screen)
+        .with(file_layer)
+        .try_init();
+    if let Some(p) = &path {
+        tracing::debug!("###### New session ###### log file {}", p.display());
+    }
+    path
+}
+
+/// The directory for log files: `$XDG_CACHE_HOME/k0sctl/logs` (`~/.cache/k0sctl/logs`).
+pub fn log_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(dirs::cache_dir)
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("k0sctl").join("logs")
+}
+
+fn open_log_file() -> io::Result<(File, PathBuf)> {
+    let dir = log_dir();
+    fs::create_dir_all(&dir)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let name = format!("k0sctl-{}-{}.log", utc_stamp(now.as_secs()), std::process::id());
+    let path = dir.join(name);
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)?;
+    prune(&dir, KEEP_LOG_FILES);
+    Ok((file, path))
+}
+
+/// Removes all but the newest `keep` log files (names sort by time).
+fn prune(dir: &Path, keep: usize) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut logs: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("k0sctl-") && n.ends_with(".log"))
+        })
+        .collect();
+    logs.sort();
+    if logs.len() > keep {
+        for p in &logs[..logs.len() - keep] {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// `20261122T035012Z` for a Unix time (UTC), without a date crate.
+pub fn utc_stamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps() {
+        assert_eq!(utc_stamp(0), "19700101T000000Z");
+        assert_eq!(utc_stamp(1_795_315_812), "20261222T025012Z");
+        assert_eq!(utc_stamp(951_782_400), "20000229T000000Z");
+    }
+
+    #[test]
+    fn prune_keeps_newest() {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            fs::write(d.path().join(format!("k0sctl-2026010{i}T000000Z-1.log")), "").unwrap();
+        }
+        fs::write(d.path().join("other.txt"), "").unwrap();
+        prune(d.path(), 2);
+        let mut left: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec!["k0sctl-20260103T000000Z-1.log", "k0sctl-20260104T000000Z-1.log", "other.txt"]
+        );
+    }
+}
