@@ -75,8 +75,10 @@ impl Ctx {
     }
 }
 
-// The node being decoded, so custom `Deserialize` impls can report through [`invalid`].
+// The node being decoded, so custom `Deserialize` impls can report through [`invalid`], and
+// the last mapping key handed out, for [`unknown_key`].
 thread_local! {
+    static LAST_KEY: RefCell<Option<(Pos, String)>> = const { RefCell::new(None) };
     static ACTIVE: RefCell<Vec<(Pos, String, Vec<Issue>)>> = const { RefCell::new(Vec::new()) };
     static DEPTH: RefCell<usize> = const { RefCell::new(0) };
 }
@@ -124,6 +126,32 @@ pub fn invalid<T: Default, E: de::Error>(message: impl fmt::Display) -> Result<T
         }
     }
     Err(E::custom(message))
+}
+
+/// For custom `Deserialize` impls that walk a mapping themselves: report the key just read
+/// as unknown, with a suggestion from `expected`.
+pub fn unknown_key<E: de::Error>(key: &str, expected: &'static [&'static str]) -> Result<(), E> {
+    let hint = did_you_mean(key, expected.iter().copied())
+        .or_else(|| Some(format!("expected one of: {}", expected.join(", "))));
+    if collecting()
+        && let Some((pos, path)) = LAST_KEY.with(|k| k.borrow().clone())
+    {
+        let pushed = ACTIVE.with(|a| {
+            let mut a = a.borrow_mut();
+            a.last_mut().map(|(_, _, issues)| {
+                issues.push(Issue {
+                    pos,
+                    path,
+                    message: "unknown field".into(),
+                    hint: hint.clone(),
+                })
+            })
+        });
+        if pushed.is_some() {
+            return Ok(());
+        }
+    }
+    Err(E::custom(format!("unknown field `{key}`")))
 }
 
 /// The error type; only used when a visitor itself fails, which the model avoids.
@@ -664,6 +692,7 @@ impl<'de> de::MapAccess<'de> for MapAcc<'_> {
         };
         self.current = Some(entry);
         let key = entry.key_str();
+        LAST_KEY.with(|k| *k.borrow_mut() = Some((entry.key.pos, child_key(self.path, key))));
         if let Some(fields) = self.fields
             && !fields.contains(&key)
         {

@@ -40,6 +40,9 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         )
     };
     let mut s = s.trim();
+    if s.contains(char::is_whitespace) {
+        return Err(err());
+    }
     if let Some(rest) = s.strip_prefix('+') {
         s = rest;
     } else if s.starts_with('-') {

@@ -340,21 +340,17 @@ impl<'de> Deserialize<'de> for Localhost {
             fn visit_unit<E: serde::de::Error>(self) -> Result<Localhost, E> {
                 Ok(Localhost::default())
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut m: A,
-            ) -> Result<Localhost, A::Error> {
-                #[derive(Deserialize, Default)]
-                #[serde(default)]
-                struct Legacy {
-                    enabled: bool,
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Localhost, A::Error> {
+                let mut enabled = false;
+                while let Some(k) = m.next_key::<String>()? {
+                    if k == "enabled" {
+                        enabled = m.next_value()?;
+                    } else {
+                        super::decode::unknown_key::<A::Error>(&k, &["enabled"])?;
+                        m.next_value::<serde::de::IgnoredAny>()?;
+                    }
                 }
-                // Re-enter as a struct so unknown keys are reported like everywhere else.
-                let legacy: Legacy =
-                    Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(&mut m))?;
-                Ok(Localhost {
-                    enabled: legacy.enabled,
-                })
+                Ok(Localhost { enabled })
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Localhost, E> {
                 super::decode::invalid(format!(

@@ -204,7 +204,7 @@ fn validate_hosts(ck: &mut Checker, c: &Cluster) {
     }
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, h) in hosts.iter().enumerate() {
-        if h.protocols().len() == 1 {
+        if h.protocols().len() == 1 && !h.address().trim().is_empty() {
             let key = h.display_address();
             if let Some(first) = seen.get(&key) {
                 ck.err(

@@ -156,7 +156,11 @@ const MAX_DEPTH: usize = 256;
 pub fn parse_documents(text: &str, map: &SourceMap) -> (Vec<Document>, Vec<SyntaxError>) {
     let mut docs = Vec::new();
     let mut errors = Vec::new();
-    let mut parser = Parser::new_from_str(text);
+    // Comments are presentation, not data. Another crate in the build may enable
+    // granit-parser's `comments` feature, so switch their events off explicitly.
+    let mut options = granit_parser::Options::default();
+    options.set_emit_comments(false);
+    let mut parser = Parser::new_from_str_with_options(text, options);
     let line_starts = line_starts(text);
     let to_byte = |char_index: usize| char_to_byte(text, char_index);
     loop {
