@@ -1,0 +1,314 @@
+//! Control loops of the stand-in controller (what kube-controller-manager, the scheduler and the
+//! kubelets do, reduced to what the orchestrator can observe): node lifecycle (NotReady/Unknown
+//! after missed heartbeats), Deployment → ReplicaSet → Pods, a scheduler onto schedulable Ready
+//! nodes, pods turning Ready after a short delay, owner garbage collection, PDB status, and
+//! bootstrap-token expiry.
+
+use super::api::{self, node_ready, pod_ready, selector_obj_matches};
+use super::store::Store;
+use super::util;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Seconds without a heartbeat before a node is marked Unknown (kube-controller-manager's
+/// node-monitor-grace-period default).
+pub const NODE_GRACE: i64 = 40;
+/// Seconds from scheduling until a pod is Running and Ready.
+pub const POD_READY_DELAY: i64 = 2;
+
+pub async fn run(store: Arc<Store>) {
+    loop {
+        tick(&store);
+        tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    }
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+fn tick(store: &Store) {
+    let now = util::now_unix();
+    // Node lifecycle.
+    for n in store.list("nodes", None) {
+        let hb = n["status"]["conditions"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["type"] == "Ready"))
+            .and_then(|c| c["lastHeartbeatTime"].as_str())
+            .and_then(util::parse_rfc3339);
+        let stale = hb.map(|t| now - t > NODE_GRACE).unwrap_or(false);
+        let ready_status = n["status"]["conditions"].as_array().and_then(|a| a.iter().find(|c| c["type"] == "Ready")).map(|c| c["status"].clone());
+        if stale && ready_status != Some(json!("Unknown")) {
+            store.modify("nodes", "", s(&n["metadata"]["name"]), |n| {
+                if let Some(cs) = n["status"]["conditions"].as_array_mut() {
+                    for c in cs {
+                        c["status"] = json!("Unknown");
+                        c["reason"] = json!("NodeStatusUnknown");
+                        c["message"] = json!("Kubelet stopped posting node status.");
+                        c["lastTransitionTime"] = json!(util::now_rfc3339());
+                    }
+                }
+                true
+            });
+        }
+    }
+    let nodes = store.list("nodes", None);
+    // Deployments → ReplicaSets.
+    for d in store.list("apps/deployments", None) {
+        let ns = s(&d["metadata"]["namespace"]).to_string();
+        let dname = s(&d["metadata"]["name"]).to_string();
+        let hash = template_hash(&d["spec"]["template"]);
+        let rs_name = format!("{dname}-{hash}");
+        let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+        let owner = json!([{"apiVersion":"apps/v1","kind":"Deployment","name":dname,"uid":d["metadata"]["uid"],"controller":true,"blockOwnerDeletion":true}]);
+        match store.get("apps/replicasets", &ns, &rs_name) {
+            None => {
+                let mut tpl = d["spec"]["template"].clone();
+                if !tpl["metadata"]["labels"].is_object() {
+                    tpl["metadata"]["labels"] = json!({});
+                }
+                tpl["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+                let mut sel = d["spec"]["selector"].clone();
+                if !sel["matchLabels"].is_object() {
+                    sel["matchLabels"] = json!({});
+                }
+                sel["matchLabels"]["pod-template-hash"] = json!(hash);
+                let mut labels = tpl["metadata"]["labels"].clone();
+                labels["pod-template-hash"] = json!(hash);
+                let _ = store.create(
+                    "apps/replicasets",
+                    &ns,
+                    json!({"apiVersion":"apps/v1","kind":"ReplicaSet","metadata":{"name":rs_name,"namespace":ns,"labels":labels,"ownerReferences":owner,
+                        "annotations":{"deployment.kubernetes.io/revision":"1"}},"spec":{"replicas":replicas,"selector":sel,"template":tpl},"status":{"replicas":0}}),
+                );
+            }
+            Some(rs) if rs["spec"]["replicas"].as_i64() != Some(replicas) => {
+                store.modify("apps/replicasets", &ns, &rs_name, |r| {
+                    r["spec"]["replicas"] = json!(replicas);
+                    true
+                });
+            }
+            _ => {}
+        }
+        // Old ReplicaSets of this deployment scale to zero.
+        for rs in store.list("apps/replicasets", Some(&ns)) {
+            let owned = rs["metadata"]["ownerReferences"].as_array().map(|a| a.iter().any(|o| o["uid"] == d["metadata"]["uid"])).unwrap_or(false);
+            if owned && rs["metadata"]["name"] != rs_name.as_str() && rs["spec"]["replicas"] != 0 {
+                store.modify("apps/replicasets", &ns, s(&rs["metadata"]["name"]), |r| {
+                    r["spec"]["replicas"] = json!(0);
+                    true
+                });
+            }
+        }
+    }
+    // ReplicaSets → Pods, and owner garbage collection.
+    for rs in store.list("apps/replicasets", None) {
+        let ns = s(&rs["metadata"]["namespace"]).to_string();
+        let rname = s(&rs["metadata"]["name"]).to_string();
+        if let Some(o) = rs["metadata"]["ownerReferences"].as_array().and_then(|a| a.iter().find(|o| o["kind"] == "Deployment")) {
+            let alive = store.get("apps/deployments", &ns, s(&o["name"])).map(|d| d["metadata"]["uid"] == o["uid"]).unwrap_or(false);
+            if !alive {
+                store.delete("apps/replicasets", &ns, &rname);
+                continue;
+            }
+        }
+        let want = rs["spec"]["replicas"].as_i64().unwrap_or(1);
+        let pods: Vec<Value> = store
+            .list("pods", Some(&ns))
+            .into_iter()
+            .filter(|p| p["metadata"]["ownerReferences"].as_array().map(|a| a.iter().any(|o| o["uid"] == rs["metadata"]["uid"])).unwrap_or(false))
+            .collect();
+        let have = pods.len() as i64;
+        for _ in have..want {
+            let mut tpl = rs["spec"]["template"].clone();
+            let pname = format!("{rname}-{}", api::rand_suffix(5));
+            let labels = tpl["metadata"]["labels"].take();
+            let _ = store.create(
+                "pods",
+                &ns,
+                json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":pname,"namespace":ns,"labels":labels,"generateName":format!("{rname}-"),
+                    "ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":rname,"uid":rs["metadata"]["uid"],"controller":true,"blockOwnerDeletion":true}]},
+                    "spec":tpl["spec"],"status":{"phase":"Pending","conditions":[],"qosClass":"BestEffort"}}),
+            );
+        }
+        if have > want {
+            let mut ps = pods.clone();
+            ps.sort_by_key(|p| (pod_ready(p), p["spec"]["nodeName"].is_string()));
+            for p in ps.iter().take((have - want) as usize) {
+                store.delete("pods", &ns, s(&p["metadata"]["name"]));
+            }
+        }
+        let pods: Vec<Value> = store
+            .list("pods", Some(&ns))
+            .into_iter()
+            .filter(|p| p["metadata"]["ownerReferences"].as_array().map(|a| a.iter().any(|o| o["uid"] == rs["metadata"]["uid"])).unwrap_or(false))
+            .collect();
+        let ready = pods.iter().filter(|p| pod_ready(p)).count() as i64;
+        let st = json!({"replicas":pods.len(),"fullyLabeledReplicas":pods.len(),"readyReplicas":ready,"availableReplicas":ready,"observedGeneration":rs["metadata"]["generation"]});
+        if rs["status"] != st {
+            store.modify("apps/replicasets", &ns, &rname, |r| {
+                r["status"] = st;
+                true
+            });
+        }
+    }
+    // Deployment status.
+    for d in store.list("apps/deployments", None) {
+        let ns = s(&d["metadata"]["namespace"]).to_string();
+        let (mut total, mut ready, mut updated) = (0, 0, 0);
+        let hash = template_hash(&d["spec"]["template"]);
+        for rs in store.list("apps/replicasets", Some(&ns)) {
+            if rs["metadata"]["ownerReferences"].as_array().map(|a| a.iter().any(|o| o["uid"] == d["metadata"]["uid"])).unwrap_or(false) {
+                total += rs["status"]["replicas"].as_i64().unwrap_or(0);
+                ready += rs["status"]["readyReplicas"].as_i64().unwrap_or(0);
+                if rs["metadata"]["name"].as_str().map(|n| n.ends_with(&hash)).unwrap_or(false) {
+                    updated += rs["status"]["replicas"].as_i64().unwrap_or(0);
+                }
+            }
+        }
+        let want = d["spec"]["replicas"].as_i64().unwrap_or(1);
+        let avail = if ready >= want { "True" } else { "False" };
+        let old_cond = d["status"]["conditions"].as_array().and_then(|a| a.first()).cloned();
+        let ltt = match &old_cond {
+            Some(c) if c["status"] == avail => c["lastTransitionTime"].clone(),
+            _ => json!(util::now_rfc3339()),
+        };
+        let st = json!({"observedGeneration":d["metadata"]["generation"],"replicas":total,"updatedReplicas":updated,"readyReplicas":ready,"availableReplicas":ready,
+            "unavailableReplicas":(want - ready).max(0),
+            "conditions":[{"type":"Available","status":avail,"reason":if avail=="True" {"MinimumReplicasAvailable"} else {"MinimumReplicasUnavailable"},
+                "message":if avail=="True" {"Deployment has minimum availability."} else {"Deployment does not have minimum availability."},"lastTransitionTime":ltt,"lastUpdateTime":ltt}]});
+        if d["status"] != st {
+            store.modify("apps/deployments", &ns, s(&d["metadata"]["name"]), |x| {
+                x["status"] = st;
+                true
+            });
+        }
+    }
+    // Pods: garbage collection, scheduling, kubelet simulation.
+    for p in store.list("pods", None) {
+        let ns = s(&p["metadata"]["namespace"]).to_string();
+        let name = s(&p["metadata"]["name"]).to_string();
+        if let Some(o) = p["metadata"]["ownerReferences"].as_array().and_then(|a| a.iter().find(|o| o["kind"] == "ReplicaSet")) {
+            let alive = store.get("apps/replicasets", &ns, s(&o["name"])).map(|r| r["metadata"]["uid"] == o["uid"]).unwrap_or(false);
+            if !alive {
+                store.delete("pods", &ns, &name);
+                continue;
+            }
+        }
+        let node_name = p["spec"]["nodeName"].as_str().map(|s| s.to_string());
+        match node_name {
+            None => {
+                if let Some(n) = pick_node(&nodes, &store.list("pods", None), &p) {
+                    store.modify("pods", &ns, &name, |p| {
+                        p["spec"]["nodeName"] = json!(n);
+                        p["status"]["conditions"] = json!([{"type":"PodScheduled","status":"True","lastTransitionTime":util::now_rfc3339()}]);
+                        p["status"]["startTime"] = json!(util::now_rfc3339());
+                        true
+                    });
+                }
+            }
+            Some(n) => {
+                let node = nodes.iter().find(|x| x["metadata"]["name"] == n.as_str());
+                let Some(node) = node else {
+                    store.delete("pods", &ns, &name);
+                    continue;
+                };
+                let nready = node_ready(node);
+                let started = p["status"]["startTime"].as_str().and_then(util::parse_rfc3339).unwrap_or(now);
+                if nready && !pod_ready(&p) && now - started >= POD_READY_DELAY && p["status"]["phase"] != "Succeeded" && p["status"]["phase"] != "Failed" {
+                    let ip = node["status"]["addresses"].as_array().and_then(|a| a.iter().find(|a| a["type"] == "InternalIP")).map(|a| a["address"].clone()).unwrap_or(json!(""));
+                    store.modify("pods", &ns, &name, |p| {
+                        let t = util::now_rfc3339();
+                        let cs: Vec<Value> = p["spec"]["containers"]
+                            .as_array()
+                            .map(|a| a.iter().map(|c| json!({"name":c["name"],"image":c["image"],"imageID":"","ready":true,"started":true,"restartCount":0,"state":{"running":{"startedAt":t}}})).collect())
+                            .unwrap_or_default();
+                        p["status"]["phase"] = json!("Running");
+                        p["status"]["hostIP"] = ip.clone();
+                        p["status"]["podIP"] = json!(format!("10.244.{}.{}", 1 + (started % 200), 2 + (started % 250)));
+                        p["status"]["containerStatuses"] = json!(cs);
+                        p["status"]["conditions"] = json!([
+                            {"type":"Initialized","status":"True","lastTransitionTime":t},
+                            {"type":"Ready","status":"True","lastTransitionTime":t},
+                            {"type":"ContainersReady","status":"True","lastTransitionTime":t},
+                            {"type":"PodScheduled","status":"True","lastTransitionTime":t}]);
+                        true
+                    });
+                } else if !nready && pod_ready(&p) {
+                    // Node lifecycle controller marks pods of unreachable nodes NotReady.
+                    store.modify("pods", &ns, &name, |p| {
+                        if let Some(cs) = p["status"]["conditions"].as_array_mut() {
+                            for c in cs.iter_mut().filter(|c| c["type"] == "Ready" || c["type"] == "ContainersReady") {
+                                c["status"] = json!("False");
+                                c["lastTransitionTime"] = json!(util::now_rfc3339());
+                            }
+                        }
+                        true
+                    });
+                }
+            }
+        }
+    }
+    // PodDisruptionBudget status.
+    for pdb in store.list("policy/poddisruptionbudgets", None) {
+        api::refresh_pdb(store, &pdb);
+    }
+    // Token cleaner: expired bootstrap tokens are deleted.
+    for sec in store.list("secrets", Some("kube-system")) {
+        if sec["type"] != "bootstrap.kubernetes.io/token" {
+            continue;
+        }
+        let exp = sec["data"]["expiration"].as_str().and_then(|b| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(b).ok()
+        });
+        if let Some(t) = exp.and_then(|e| util::parse_rfc3339(&String::from_utf8_lossy(&e))) {
+            if t < now {
+                store.delete("secrets", "kube-system", s(&sec["metadata"]["name"]));
+            }
+        }
+    }
+}
+
+fn template_hash(tpl: &Value) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(serde_json::to_vec(tpl).unwrap_or_default());
+    let d = h.finalize();
+    const A: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    d.iter().take(10).map(|b| A[*b as usize % A.len()] as char).collect()
+}
+
+fn tolerated(taint: &Value, tolerations: &Value) -> bool {
+    tolerations.as_array().map(|a| {
+        a.iter().any(|t| {
+            let key_ok = t["key"].is_null() && t["operator"] == "Exists" || t["key"] == taint["key"];
+            let val_ok = t["operator"] == "Exists" || t["value"].as_str().unwrap_or("") == taint["value"].as_str().unwrap_or("");
+            let eff_ok = t["effect"].is_null() || t["effect"] == "" || t["effect"] == taint["effect"];
+            key_ok && val_ok && eff_ok
+        })
+    }).unwrap_or(false)
+}
+
+/// Least-loaded schedulable Ready node whose NoSchedule/NoExecute taints the pod tolerates and
+/// whose labels satisfy the pod's nodeSelector.
+fn pick_node(nodes: &[Value], pods: &[Value], pod: &Value) -> Option<String> {
+    nodes
+        .iter()
+        .filter(|n| node_ready(n) && n["spec"]["unschedulable"] != true)
+        .filter(|n| {
+            n["spec"]["taints"].as_array().map(|ts| {
+                ts.iter().filter(|t| t["effect"] == "NoSchedule" || t["effect"] == "NoExecute").all(|t| tolerated(t, &pod["spec"]["tolerations"]))
+            }).unwrap_or(true)
+        })
+        .filter(|n| {
+            pod["spec"]["nodeSelector"].as_object().map(|sel| sel.iter().all(|(k, v)| n["metadata"]["labels"].get(k) == Some(v))).unwrap_or(true)
+        })
+        .min_by_key(|n| pods.iter().filter(|p| p["spec"]["nodeName"] == n["metadata"]["name"]).count())
+        .map(|n| s(&n["metadata"]["name"]).to_string())
+}
+
+#[allow(dead_code)]
+fn matches(sel: &Value, labels: &Value) -> bool {
+    selector_obj_matches(sel, labels)
+}
