@@ -63,7 +63,11 @@ impl BinServer {
                 }
             }
         });
-        Ok(BinServer { addr, stop, thread: Some(thread) })
+        Ok(BinServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Serve forever on the current thread (used by `testenv binserver`).
@@ -130,20 +134,35 @@ fn handle(mut s: TcpStream, root: &Path) -> Result<()> {
             }
         }
         let path = percent_decode(target.split('?').next().unwrap_or("/"));
-        let rel: PathBuf = path.split('/').filter(|c| !c.is_empty() && *c != "." && *c != "..").collect();
+        let rel: PathBuf = path
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != "." && *c != "..")
+            .collect();
         let file = root.join(rel);
         let conn = if keep_alive { "keep-alive" } else { "close" };
         match std::fs::read(&file).ok().filter(|_| file.is_file()) {
             Some(data) if method == "GET" || method == "HEAD" => {
-                let ctype = if path.ends_with(".txt") { "text/plain; charset=utf-8" } else { "application/octet-stream" };
-                write!(s, "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n", data.len())?;
+                let ctype = if path.ends_with(".txt") {
+                    "text/plain; charset=utf-8"
+                } else {
+                    "application/octet-stream"
+                };
+                write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n",
+                    data.len()
+                )?;
                 if method == "GET" {
                     s.write_all(&data)?;
                 }
             }
             _ => {
                 let body = b"Not Found\n";
-                write!(s, "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n", body.len())?;
+                write!(
+                    s,
+                    "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n",
+                    body.len()
+                )?;
                 if method != "HEAD" {
                     s.write_all(body)?;
                 }

@@ -137,9 +137,16 @@ pub struct Env {
 }
 
 fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("spawn {cmd:?}"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("spawn {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -154,12 +161,18 @@ fn ip_batch(netns: Option<&str>, script: &str) -> Result<()> {
     if let Some(n) = netns {
         c.args(["-n", n]);
     }
-    c.args(["-batch", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    c.args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut ch = c.spawn().context("spawn ip -batch")?;
     ch.stdin.take().unwrap().write_all(script.as_bytes())?;
     let out = ch.wait_with_output()?;
     if !out.status.success() {
-        bail!("ip -batch failed: {}\n{script}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip -batch failed: {}\n{script}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -167,7 +180,9 @@ fn ip_batch(netns: Option<&str>, script: &str) -> Result<()> {
 fn rand_hex(n: usize) -> String {
     use rand::Rng;
     let mut r = rand::rng();
-    (0..n).map(|_| format!("{:x}", r.random_range(0..16u8))).collect()
+    (0..n)
+        .map(|_| format!("{:x}", r.random_range(0..16u8)))
+        .collect()
 }
 
 /// Claim a free 10.213.N.0/24: not present on any interface or route of the machine, and not
@@ -187,7 +202,11 @@ fn claim_subnet(dir: &Path) -> Result<u8> {
                 let _ = std::fs::remove_file(&lock);
             }
         }
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&lock) {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+        {
             Ok(mut f) => {
                 use std::io::Write;
                 writeln!(f, "{}", dir.display())?;
@@ -229,15 +248,33 @@ pub fn find_k0s_bin() -> Result<PathBuf> {
 
 fn os_release(os: &str) -> Result<&'static str> {
     Ok(match os {
-        "ubuntu" => "PRETTY_NAME=\"Ubuntu 22.04.4 LTS\"\nNAME=\"Ubuntu\"\nVERSION_ID=\"22.04\"\nVERSION=\"22.04.4 LTS (Jammy Jellyfish)\"\nVERSION_CODENAME=jammy\nID=ubuntu\nID_LIKE=debian\nHOME_URL=\"https://www.ubuntu.com/\"\nUBUNTU_CODENAME=jammy\n",
-        "debian" => "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\nVERSION_CODENAME=bookworm\nID=debian\nHOME_URL=\"https://www.debian.org/\"\n",
-        "alpine" => "NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.20.3\nPRETTY_NAME=\"Alpine Linux v3.20\"\nHOME_URL=\"https://alpinelinux.org/\"\n",
-        "rhel" => "NAME=\"Red Hat Enterprise Linux\"\nVERSION=\"9.4 (Plow)\"\nID=\"rhel\"\nID_LIKE=\"fedora\"\nVERSION_ID=\"9.4\"\nPLATFORM_ID=\"platform:el9\"\nPRETTY_NAME=\"Red Hat Enterprise Linux 9.4 (Plow)\"\n",
-        "centos" => "NAME=\"CentOS Stream\"\nVERSION=\"9\"\nID=\"centos\"\nID_LIKE=\"rhel fedora\"\nVERSION_ID=\"9\"\nPRETTY_NAME=\"CentOS Stream 9\"\n",
-        "rocky" => "NAME=\"Rocky Linux\"\nVERSION=\"9.4 (Blue Onyx)\"\nID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"9.4\"\nPRETTY_NAME=\"Rocky Linux 9.4 (Blue Onyx)\"\n",
-        "fedora" => "NAME=\"Fedora Linux\"\nVERSION=\"40 (Server Edition)\"\nID=fedora\nVERSION_ID=40\nPRETTY_NAME=\"Fedora Linux 40 (Server Edition)\"\n",
-        "sles" => "NAME=\"SLES\"\nVERSION=\"15-SP5\"\nVERSION_ID=\"15.5\"\nPRETTY_NAME=\"SUSE Linux Enterprise Server 15 SP5\"\nID=\"sles\"\nID_LIKE=\"suse\"\n",
-        other => bail!("unsupported --os {other:?} (ubuntu, debian, alpine, rhel, centos, rocky, fedora, sles)"),
+        "ubuntu" => {
+            "PRETTY_NAME=\"Ubuntu 22.04.4 LTS\"\nNAME=\"Ubuntu\"\nVERSION_ID=\"22.04\"\nVERSION=\"22.04.4 LTS (Jammy Jellyfish)\"\nVERSION_CODENAME=jammy\nID=ubuntu\nID_LIKE=debian\nHOME_URL=\"https://www.ubuntu.com/\"\nUBUNTU_CODENAME=jammy\n"
+        }
+        "debian" => {
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\nVERSION_CODENAME=bookworm\nID=debian\nHOME_URL=\"https://www.debian.org/\"\n"
+        }
+        "alpine" => {
+            "NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.20.3\nPRETTY_NAME=\"Alpine Linux v3.20\"\nHOME_URL=\"https://alpinelinux.org/\"\n"
+        }
+        "rhel" => {
+            "NAME=\"Red Hat Enterprise Linux\"\nVERSION=\"9.4 (Plow)\"\nID=\"rhel\"\nID_LIKE=\"fedora\"\nVERSION_ID=\"9.4\"\nPLATFORM_ID=\"platform:el9\"\nPRETTY_NAME=\"Red Hat Enterprise Linux 9.4 (Plow)\"\n"
+        }
+        "centos" => {
+            "NAME=\"CentOS Stream\"\nVERSION=\"9\"\nID=\"centos\"\nID_LIKE=\"rhel fedora\"\nVERSION_ID=\"9\"\nPRETTY_NAME=\"CentOS Stream 9\"\n"
+        }
+        "rocky" => {
+            "NAME=\"Rocky Linux\"\nVERSION=\"9.4 (Blue Onyx)\"\nID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"9.4\"\nPRETTY_NAME=\"Rocky Linux 9.4 (Blue Onyx)\"\n"
+        }
+        "fedora" => {
+            "NAME=\"Fedora Linux\"\nVERSION=\"40 (Server Edition)\"\nID=fedora\nVERSION_ID=40\nPRETTY_NAME=\"Fedora Linux 40 (Server Edition)\"\n"
+        }
+        "sles" => {
+            "NAME=\"SLES\"\nVERSION=\"15-SP5\"\nVERSION_ID=\"15.5\"\nPRETTY_NAME=\"SUSE Linux Enterprise Server 15 SP5\"\nID=\"sles\"\nID_LIKE=\"suse\"\n"
+        }
+        other => bail!(
+            "unsupported --os {other:?} (ubuntu, debian, alpine, rhel, centos, rocky, fedora, sles)"
+        ),
     })
 }
 
@@ -272,6 +309,26 @@ cd "$R"
 export container=testenv
 exec chroot "$R" /lib/systemd/systemd --system --unit=testenv-host.target --log-target=journal-or-kmsg
 "#;
+
+const MASKED_UNITS: &[&str] = &[
+    "systemd-modules-load.service",
+    "systemd-remount-fs.service",
+    "systemd-binfmt.service",
+    "systemd-sysctl.service",
+    "proc-sys-fs-binfmt_misc.automount",
+    "proc-sys-fs-binfmt_misc.mount",
+    "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount",
+    "sys-kernel-config.mount",
+    "sys-fs-fuse-connections.mount",
+    "dev-hugepages.mount",
+    "systemd-udevd.service",
+    "systemd-udev-trigger.service",
+    "systemd-firstboot.service",
+    "systemd-hwdb-update.service",
+    "e2scrub_reap.service",
+    "postgresql.service",
+];
 
 const HOST_TARGET: &str = "[Unit]\nDescription=testenv host (minimal boot: journald + sshd)\nWants=ssh.service systemd-user-sessions.service\nAfter=ssh.service systemd-user-sessions.service\nAllowIsolate=yes\n";
 
@@ -313,10 +370,15 @@ impl Env {
         for v in &opts.versions {
             crate::stamp::validate_version(v)?;
         }
-        std::fs::create_dir_all(&opts.dir).with_context(|| format!("create {}", opts.dir.display()))?;
+        std::fs::create_dir_all(&opts.dir)
+            .with_context(|| format!("create {}", opts.dir.display()))?;
         let dir = std::fs::canonicalize(&opts.dir)?;
         if dir.join("state.json").exists() {
-            bail!("{} already holds an environment (run `testenv down --dir {}` first)", dir.display(), dir.display());
+            bail!(
+                "{} already holds an environment (run `testenv down --dir {}` first)",
+                dir.display(),
+                dir.display()
+            );
         }
         let k0s_bin = match &opts.k0s_bin {
             Some(p) => p.clone(),
@@ -325,13 +387,22 @@ impl Env {
         let mut prefix;
         loop {
             prefix = format!("te{}", rand_hex(4));
-            if !Path::new("/run/netns").join(format!("{prefix}-controller0")).exists()
-                && !Path::new("/sys/class/net").join(format!("{prefix}br")).exists()
+            if !Path::new("/run/netns")
+                .join(format!("{prefix}-controller0"))
+                .exists()
+                && !Path::new("/sys/class/net")
+                    .join(format!("{prefix}br"))
+                    .exists()
             {
                 break;
             }
         }
-        let mut st = State { prefix: prefix.clone(), dir: dir.clone(), versions: opts.versions.clone(), ..Default::default() };
+        let mut st = State {
+            prefix: prefix.clone(),
+            dir: dir.clone(),
+            versions: opts.versions.clone(),
+            ..Default::default()
+        };
         st.subnet = claim_subnet(&dir)?;
         st.bridge = format!("{prefix}br");
         if opts.bastion {
@@ -387,10 +458,17 @@ impl Env {
         st.links = std::iter::once(st.bridge.clone())
             .chain(st.inner_bridge.clone())
             .chain(planned.iter().map(|p| p.veth.clone()))
-            .chain(planned.iter().filter_map(|p| p.inner.as_ref().map(|i| i.0.clone())))
+            .chain(
+                planned
+                    .iter()
+                    .filter_map(|p| p.inner.as_ref().map(|i| i.0.clone())),
+            )
             .collect();
         save_state(&st)?;
-        std::fs::write(Path::new(REGISTRY).join(format!("env-{prefix}")), format!("{}\n", dir.display()))?;
+        std::fs::write(
+            Path::new(REGISTRY).join(format!("env-{prefix}")),
+            format!("{}\n", dir.display()),
+        )?;
         match Self::build(&opts, &dir, &mut st, &planned, os_rel, &k0s_bin) {
             Ok(env) => Ok(env),
             Err(e) => {
@@ -410,24 +488,50 @@ impl Env {
     ) -> Result<Env> {
         let bridge_ip = Ipv4Addr::new(10, 213, st.subnet, 1);
         // Network: bridges, veths, addresses.
-        let mut root_batch = format!("link add {} type bridge\naddr add {bridge_ip}/24 dev {}\nlink set {} up\n", st.bridge, st.bridge, st.bridge);
+        let mut root_batch = format!(
+            "link add {} type bridge\naddr add {bridge_ip}/24 dev {}\nlink set {} up\n",
+            st.bridge, st.bridge, st.bridge
+        );
         if let Some(ib) = &st.inner_bridge {
             // The inner bridge has no address: the machine cannot reach hosts behind the bastion.
             root_batch += &format!("link add {ib} type bridge\nlink set {ib} up\n");
         }
         for p in planned {
             ip(&["netns", "add", &p.netns])?;
-            root_batch += &format!("link add {} type veth peer name eth0 netns {}\nlink set {} master {} up\n", p.veth, p.netns, p.veth, p.bridge);
+            root_batch += &format!(
+                "link add {} type veth peer name eth0 netns {}\nlink set {} master {} up\n",
+                p.veth, p.netns, p.veth, p.bridge
+            );
             if let Some((iv, _)) = &p.inner {
-                root_batch += &format!("link add {iv} type veth peer name eth1 netns {}\nlink set {iv} master {} up\n", p.netns, st.inner_bridge.as_ref().unwrap());
+                root_batch += &format!(
+                    "link add {iv} type veth peer name eth1 netns {}\nlink set {iv} master {} up\n",
+                    p.netns,
+                    st.inner_bridge.as_ref().unwrap()
+                );
             }
         }
         ip_batch(None, &root_batch)?;
         if let Some(m) = opts.uplink_mbit {
-            run(Command::new("tc").args(["qdisc", "add", "dev", &st.bridge, "root", "tbf", "rate", &format!("{m}mbit"), "burst", "256kb", "latency", "100ms"]))?;
+            run(Command::new("tc").args([
+                "qdisc",
+                "add",
+                "dev",
+                &st.bridge,
+                "root",
+                "tbf",
+                "rate",
+                &format!("{m}mbit"),
+                "burst",
+                "256kb",
+                "latency",
+                "100ms",
+            ]))?;
         }
         for p in planned {
-            let mut b = format!("link set lo up\naddr add {}/24 dev eth0\nlink set eth0 up\nroute add default via {} dev eth0 onlink\n", p.ip, p.gateway);
+            let mut b = format!(
+                "link set lo up\naddr add {}/24 dev eth0\nlink set eth0 up\nroute add default via {} dev eth0 onlink\n",
+                p.ip, p.gateway
+            );
             if let Some((_, iip)) = &p.inner {
                 b += &format!("addr add {iip}/24 dev eth1\nlink set eth1 up\n");
             }
@@ -436,14 +540,17 @@ impl Env {
         // SSH client key and known_hosts.
         let key = dir.join("id_ed25519");
         if !key.exists() {
-            run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "testenv", "-f"]).arg(&key))?;
+            run(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "testenv", "-f"])
+                .arg(&key))?;
         }
         let pubkey = std::fs::read_to_string(dir.join("id_ed25519.pub"))?;
         let password = opts.user.as_ref().map(|_| format!("te-{}", rand_hex(12)));
         st.user = opts.user.clone();
         st.password = password.clone();
         // /etc/hosts shared by all hosts.
-        let mut etc_hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        let mut etc_hosts =
+            String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
         for p in planned {
             etc_hosts += &format!("{}\t{}\n", p.ip, p.name);
         }
@@ -457,25 +564,57 @@ impl Env {
             for d in ["work", "root"] {
                 std::fs::create_dir_all(h.join(d))?;
             }
-            write_file(&up.join("etc/systemd/system/testenv-host.target"), HOST_TARGET.as_bytes(), 0o644)?;
-            write_file(&up.join("etc/hostname"), format!("{}\n", p.name).as_bytes(), 0o644)?;
+            write_file(
+                &up.join("etc/systemd/system/testenv-host.target"),
+                HOST_TARGET.as_bytes(),
+                0o644,
+            )?;
+            // Units that make no sense in a namespace host, or would touch the machine's global
+            // kernel state (sysctl, modules, binfmt), are masked.
+            for unit in MASKED_UNITS {
+                let l = up.join("etc/systemd/system").join(unit);
+                let _ = std::fs::remove_file(&l);
+                std::os::unix::fs::symlink("/dev/null", &l)?;
+            }
+            write_file(
+                &up.join("etc/hostname"),
+                format!("{}\n", p.name).as_bytes(),
+                0o644,
+            )?;
             write_file(&up.join("etc/hosts"), etc_hosts.as_bytes(), 0o644)?;
             write_file(&up.join("etc/os-release"), os_rel.as_bytes(), 0o644)?;
             write_file(&up.join("usr/lib/os-release"), os_rel.as_bytes(), 0o644)?;
-            write_file(&up.join("etc/machine-id"), format!("{}\n", rand_hex(32)).as_bytes(), 0o444)?;
-            write_file(&up.join("root/.ssh/authorized_keys"), pubkey.as_bytes(), 0o600)?;
+            write_file(
+                &up.join("etc/machine-id"),
+                format!("{}\n", rand_hex(32)).as_bytes(),
+                0o444,
+            )?;
+            write_file(
+                &up.join("root/.ssh/authorized_keys"),
+                pubkey.as_bytes(),
+                0o600,
+            )?;
+            // A fresh root home (Debian's skeleton), not the machine operator's shell setup.
+            for f in [".bashrc", ".profile"] {
+                if let Ok(c) = std::fs::read(Path::new("/etc/skel").join(f)) {
+                    write_file(&up.join("root").join(f), &c, 0o644)?;
+                }
+            }
             // Fresh, empty state the machine may have in these places.
             std::fs::create_dir_all(up.join("var/lib/k0s").parent().unwrap())?;
             for stub in pkg_stubs(&opts.os) {
                 write_file(
                     &up.join("usr/local/sbin").join(stub),
-                    format!("#!/bin/sh\necho \"{stub} $*\" >> /var/log/testenv-pkg.log\nexit 0\n").as_bytes(),
+                    format!("#!/bin/sh\necho \"{stub} $*\" >> /var/log/testenv-pkg.log\nexit 0\n")
+                        .as_bytes(),
                     0o755,
                 )?;
             }
             let hk = up.join("etc/ssh/ssh_host_ed25519_key");
             std::fs::create_dir_all(hk.parent().unwrap())?;
-            run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", &p.name, "-f"]).arg(&hk))?;
+            run(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", &p.name, "-f"])
+                .arg(&hk))?;
             // Only the ed25519 host key: sshd must not fall back to the machine's own host keys.
             write_file(
                 &up.join("etc/ssh/sshd_config.d/testenv.conf"),
@@ -535,7 +674,14 @@ impl Env {
                 let ok = if st.inner_subnet.is_some() && p.role != "bastion" {
                     let bastion_ns = format!("{}-bastion", st.prefix);
                     Command::new("ip")
-                        .args(["netns", "exec", &bastion_ns, "bash", "-c", &format!("exec 3<>/dev/tcp/{}/22 && head -c 4 <&3", p.ip)])
+                        .args([
+                            "netns",
+                            "exec",
+                            &bastion_ns,
+                            "bash",
+                            "-c",
+                            &format!("exec 3<>/dev/tcp/{}/22 && head -c 4 <&3", p.ip),
+                        ])
                         .stderr(Stdio::null())
                         .output()
                         .map(|o| o.stdout.starts_with(b"SSH-"))
@@ -547,15 +693,22 @@ impl Env {
                     break;
                 }
                 if Instant::now() > deadline {
-                    let log = std::fs::read_to_string(dir.join("hosts").join(&p.name).join("console.log")).unwrap_or_default();
-                    bail!("host {} did not start sshd within 120 s; console: {log}", p.name);
+                    let log = std::fs::read_to_string(
+                        dir.join("hosts").join(&p.name).join("console.log"),
+                    )
+                    .unwrap_or_default();
+                    bail!(
+                        "host {} did not start sshd within 120 s; console: {log}",
+                        p.name
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
         let mut hosts = Vec::new();
         for p in planned {
-            let pid = pid1_of(&p.netns).with_context(|| format!("host {}: PID 1 not found", p.name))?;
+            let pid =
+                pid1_of(&p.netns).with_context(|| format!("host {}: PID 1 not found", p.name))?;
             hosts.push(Host {
                 name: p.name.clone(),
                 role: p.role.clone(),
@@ -578,9 +731,20 @@ impl Env {
         let k0s_binaries: Vec<PathBuf> = opts
             .versions
             .iter()
-            .map(|v| bin_root.join("k0sproject/k0s/releases/download").join(v).join(format!("k0s-{v}-amd64")))
+            .map(|v| {
+                bin_root
+                    .join("k0sproject/k0s/releases/download")
+                    .join(v)
+                    .join(format!("k0s-{v}-amd64"))
+            })
             .collect();
-        std::fs::write(dir.join("k0s-versions"), opts.versions.iter().map(|v| format!("{v}\n")).collect::<String>())?;
+        std::fs::write(
+            dir.join("k0s-versions"),
+            opts.versions
+                .iter()
+                .map(|v| format!("{v}\n"))
+                .collect::<String>(),
+        )?;
         let mut binserver = None;
         if opts.binserver_in_process {
             let s = crate::binserver::BinServer::start(bin_root.clone(), (bridge_ip, 0).into())?;
@@ -617,7 +781,8 @@ impl Env {
             }
         }
         save_state(st)?;
-        let (cluster, bastion): (Vec<Host>, Vec<Host>) = hosts.into_iter().partition(|h| h.role != "bastion");
+        let (cluster, bastion): (Vec<Host>, Vec<Host>) =
+            hosts.into_iter().partition(|h| h.role != "bastion");
         let bastion = bastion.into_iter().next();
         let env = Env {
             dir: dir.to_path_buf(),
@@ -628,7 +793,11 @@ impl Env {
             known_hosts: dir.join("known_hosts"),
             manifest: dir.join("k0sctl.yaml"),
             hosts_json: dir.join("hosts.json"),
-            binserver_url: if st.inner_subnet.is_some() { None } else { st.binserver_url.clone() },
+            binserver_url: if st.inner_subnet.is_some() {
+                None
+            } else {
+                st.binserver_url.clone()
+            },
             versions: opts.versions.clone(),
             k0s_binaries,
             password,
@@ -637,7 +806,10 @@ impl Env {
             down_done: false,
         };
         std::fs::write(&env.manifest, env.manifest_yaml())?;
-        std::fs::write(&env.hosts_json, serde_json::to_string_pretty(&env.hosts_json_value())? + "\n")?;
+        std::fs::write(
+            &env.hosts_json,
+            serde_json::to_string_pretty(&env.hosts_json_value())? + "\n",
+        )?;
         Ok(env)
     }
 
@@ -645,18 +817,46 @@ impl Env {
     pub fn manifest_yaml(&self) -> String {
         let user = self.user.clone().unwrap_or_else(|| "root".into());
         let q = |s: &str| serde_json::to_string(s).unwrap();
-        let mut y = String::from("apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: Cluster\nmetadata:\n  name: testenv-");
+        let mut y = String::from(
+            "apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: Cluster\nmetadata:\n  name: testenv-",
+        );
         y += &self.prefix;
         y += "\n  user: admin\nspec:\n  hosts:\n";
         for h in &self.hosts {
-            y += &format!("  - role: {}\n    ssh:\n      address: {}\n      user: {user}\n      port: {}\n      keyPath: {}\n", h.role, h.ip, h.ssh_port, q(&self.key_path.display().to_string()));
-            y += &format!("      options:\n        UserKnownHostsFile: {}\n        StrictHostKeyChecking: \"yes\"\n", q(&self.known_hosts.display().to_string()));
+            y += &format!(
+                "  - role: {}\n    ssh:\n      address: {}\n      user: {user}\n      port: {}\n      keyPath: {}\n",
+                h.role,
+                h.ip,
+                h.ssh_port,
+                q(&self.key_path.display().to_string())
+            );
+            y += &format!(
+                "      options:\n        UserKnownHostsFile: {}\n        StrictHostKeyChecking: \"yes\"\n",
+                q(&self.known_hosts.display().to_string())
+            );
             if let Some(b) = &self.bastion {
-                y += &format!("      bastion:\n        address: {}\n        user: root\n        port: {}\n        keyPath: {}\n", b.ip, b.ssh_port, q(&self.key_path.display().to_string()));
+                y += &format!(
+                    "      bastion:\n        address: {}\n        user: root\n        port: {}\n        keyPath: {}\n",
+                    b.ip,
+                    b.ssh_port,
+                    q(&self.key_path.display().to_string())
+                );
             }
             match &self.binserver_url {
-                Some(u) => y += &format!("    k0sDownloadURL: {}\n", q(&format!("{u}/k0sproject/k0s/releases/download/%v/k0s-%v-%p"))),
-                None => y += &format!("    k0sBinaryPath: {}\n", q(&self.k0s_binaries[0].display().to_string())),
+                Some(u) => {
+                    y += &format!(
+                        "    k0sDownloadURL: {}\n",
+                        q(&format!(
+                            "{u}/k0sproject/k0s/releases/download/%v/k0s-%v-%p"
+                        ))
+                    )
+                }
+                None => {
+                    y += &format!(
+                        "    k0sBinaryPath: {}\n",
+                        q(&self.k0s_binaries[0].display().to_string())
+                    )
+                }
             }
         }
         y += &format!("  k0s:\n    version: {}\n", q(&self.versions[0]));
@@ -685,8 +885,18 @@ impl Env {
     pub fn ssh_command(&self, host: &Host) -> Command {
         let mut c = Command::new("ssh");
         c.args(["-i"]).arg(&self.key_path);
-        c.arg("-o").arg(format!("UserKnownHostsFile={}", self.known_hosts.display()));
-        c.args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"]);
+        c.arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()));
+        c.args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "LogLevel=ERROR",
+        ]);
         if let Some(b) = &self.bastion {
             c.arg("-o").arg(format!(
                 "ProxyCommand=ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes -W %h:%p root@{}",
@@ -712,7 +922,10 @@ impl Env {
 
     /// Host by name.
     pub fn host(&self, name: &str) -> Option<&Host> {
-        self.hosts.iter().chain(self.bastion.iter()).find(|h| h.name == name)
+        self.hosts
+            .iter()
+            .chain(self.bastion.iter())
+            .find(|h| h.name == name)
     }
 
     /// Tear everything down (idempotent).
@@ -749,10 +962,18 @@ fn add_user(up: &Path, u: &str, pubkey: &str, sudo: SudoMode) -> Result<()> {
         SudoMode::Nopasswd => format!("{u} ALL=(ALL:ALL) NOPASSWD:ALL\n"),
         SudoMode::Password => format!("{u} ALL=(ALL:ALL) ALL\n"),
     };
-    write_file(&up.join("etc/sudoers.d/testenv-user"), rule.as_bytes(), 0o440)?;
+    write_file(
+        &up.join("etc/sudoers.d/testenv-user"),
+        rule.as_bytes(),
+        0o440,
+    )?;
     let home = up.join("home").join(u);
     write_file(&home.join(".ssh/authorized_keys"), pubkey.as_bytes(), 0o600)?;
-    for p in [home.clone(), home.join(".ssh"), home.join(".ssh/authorized_keys")] {
+    for p in [
+        home.clone(),
+        home.join(".ssh"),
+        home.join(".ssh/authorized_keys"),
+    ] {
         std::os::unix::fs::chown(&p, Some(uid), Some(uid))?;
     }
     Ok(())
@@ -760,7 +981,9 @@ fn add_user(up: &Path, u: &str, pubkey: &str, sudo: SudoMode) -> Result<()> {
 
 fn ssh_banner(ip: Ipv4Addr) -> bool {
     use std::io::Read;
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&(ip, 22).into(), Duration::from_millis(300)) else {
+    let Ok(mut s) =
+        std::net::TcpStream::connect_timeout(&(ip, 22).into(), Duration::from_millis(300))
+    else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
@@ -806,20 +1029,28 @@ pub fn load_state(dir: &Path) -> Result<Option<State>> {
     if !p.exists() {
         return Ok(None);
     }
-    Ok(Some(serde_json::from_str(&std::fs::read_to_string(&p)?).with_context(|| format!("parse {}", p.display()))?))
+    Ok(Some(
+        serde_json::from_str(&std::fs::read_to_string(&p)?)
+            .with_context(|| format!("parse {}", p.display()))?,
+    ))
 }
 
 /// Tear down the environment recorded in `dir` (idempotent; works after a crash of `up`).
 pub fn down_dir(dir: &Path) -> Result<()> {
     let dir = std::fs::canonicalize(dir).unwrap_or(dir.to_path_buf());
-    let Some(st) = load_state(&dir)? else { return Ok(()) };
+    let Some(st) = load_state(&dir)? else {
+        return Ok(());
+    };
     let mut errors = Vec::new();
     // 1. Kill every process in every host namespace (SIGKILL of a PID namespace's init kills the
     //    whole namespace; the launcher processes live in the netns too).
     for ns in &st.netns {
         for _ in 0..50 {
             let pids = ip(&["netns", "pids", ns]).unwrap_or_default();
-            let pids: Vec<i32> = pids.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+            let pids: Vec<i32> = pids
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect();
             if pids.is_empty() {
                 break;
             }
@@ -832,7 +1063,12 @@ pub fn down_dir(dir: &Path) -> Result<()> {
     // Wait until every namespace is empty before removing it.
     for ns in &st.netns {
         let dl = Instant::now() + Duration::from_secs(10);
-        while !ip(&["netns", "pids", ns]).unwrap_or_default().trim().is_empty() && Instant::now() < dl {
+        while !ip(&["netns", "pids", ns])
+            .unwrap_or_default()
+            .trim()
+            .is_empty()
+            && Instant::now() < dl
+        {
             std::thread::sleep(Duration::from_millis(100));
         }
         if Path::new("/run/netns").join(ns).exists() {
@@ -875,7 +1111,11 @@ pub fn down_dir(dir: &Path) -> Result<()> {
         }
     }
     if !errors.is_empty() {
-        bail!("teardown of {} incomplete: {}", dir.display(), errors.join("; "));
+        bail!(
+            "teardown of {} incomplete: {}",
+            dir.display(),
+            errors.join("; ")
+        );
     }
     // 5. Host layers and bookkeeping.
     let _ = std::fs::remove_dir_all(dir.join("hosts"));
@@ -917,15 +1157,37 @@ pub fn registered_envs() -> Vec<(String, PathBuf)> {
 
 /// Human-readable status of the environment in `dir`.
 pub fn status(dir: &Path) -> Result<String> {
-    let Some(st) = load_state(dir)? else { return Ok(format!("{}: no environment\n", dir.display())) };
-    let mut s = format!("environment {} (prefix {}, subnet 10.213.{}.0/24)\n", st.dir.display(), st.prefix, st.subnet);
+    let Some(st) = load_state(dir)? else {
+        return Ok(format!("{}: no environment\n", dir.display()));
+    };
+    let mut s = format!(
+        "environment {} (prefix {}, subnet 10.213.{}.0/24)\n",
+        st.dir.display(),
+        st.prefix,
+        st.subnet
+    );
     if let Some(u) = &st.binserver_url {
         s += &format!("binary server: {u}\n");
     }
     for h in &st.hosts {
         let alive = pid1_of(&h.netns).map(|p| p == h.pid).unwrap_or(false);
-        let sshd = if alive { if ssh_banner(h.ip) { "ssh up" } else { "ssh unreachable from here" } } else { "DOWN" };
-        s += &format!("{:<14} {:<10} {:<15} pid {:<8} {}\n", h.name, h.role, h.ip, h.pid, if alive { sshd } else { "DOWN" });
+        let sshd = if alive {
+            if ssh_banner(h.ip) {
+                "ssh up"
+            } else {
+                "ssh unreachable from here"
+            }
+        } else {
+            "DOWN"
+        };
+        s += &format!(
+            "{:<14} {:<10} {:<15} pid {:<8} {}\n",
+            h.name,
+            h.role,
+            h.ip,
+            h.pid,
+            if alive { sshd } else { "DOWN" }
+        );
     }
     Ok(s)
 }

@@ -55,7 +55,9 @@ pub fn validate_version(v: &str) -> Result<()> {
     let body = v.strip_prefix('v').unwrap_or(v);
     if body.is_empty()
         || body.len() > SLOT_VALUE_LEN - 1
-        || !body.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c))
+        || !body
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c))
     {
         bail!("invalid k0s version {v:?}");
     }
@@ -77,14 +79,20 @@ pub fn stamp_copy(src: &Path, dst: &Path, version: &str) -> Result<()> {
         .map(|s| s.success())
         .unwrap_or(false);
     if !stripped {
-        std::fs::copy(src, &tmp).with_context(|| format!("copy {} -> {}", src.display(), tmp.display()))?;
+        std::fs::copy(src, &tmp)
+            .with_context(|| format!("copy {} -> {}", src.display(), tmp.display()))?;
     }
     let mut data = std::fs::read(&tmp).with_context(|| format!("read {}", tmp.display()))?;
     let m = marker();
     let pos = data
         .windows(m.len())
         .position(|w| w == m.as_slice())
-        .with_context(|| format!("{} has no version slot (not a testenv k0s stand-in?)", src.display()))?;
+        .with_context(|| {
+            format!(
+                "{} has no version slot (not a testenv k0s stand-in?)",
+                src.display()
+            )
+        })?;
     let off = pos + m.len();
     data[off..off + SLOT_VALUE_LEN].fill(0);
     data[off..off + version.len()].copy_from_slice(version.as_bytes());

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use testenv::{Env, Options, SudoMode};
 
 #[derive(Parser)]
-#[command(name = "testenv", about = "Test hosts in Linux namespaces with a k0s stand-in (test scaffolding; run as root)")]
+#[command(
+    name = "testenv",
+    about = "Test hosts in Linux namespaces with a k0s stand-in (test scaffolding; run as root)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -73,7 +76,18 @@ enum SudoArg {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Up { dir, hosts, controllers, os, user, sudo, bastion, uplink_mbit, k0s_bin, versions } => {
+        Cmd::Up {
+            dir,
+            hosts,
+            controllers,
+            os,
+            user,
+            sudo,
+            bastion,
+            uplink_mbit,
+            k0s_bin,
+            versions,
+        } => {
             let mut o = Options::new(dir, hosts);
             o.controllers = controllers;
             o.os = os;
@@ -119,6 +133,8 @@ fn main() -> Result<()> {
             print!("{}", testenv::env::status(&dir)?);
             Ok(())
         }
-        Cmd::Binserver { root, listen } => testenv::binserver::BinServer::serve_forever(root, listen),
+        Cmd::Binserver { root, listen } => {
+            testenv::binserver::BinServer::serve_forever(root, listen)
+        }
     }
 }

@@ -34,14 +34,23 @@ pub struct ApiCtx {
 }
 
 pub fn full(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Body> {
-    Response::builder().status(status).header("Content-Type", ctype).body(Full::new(body.into()).boxed()).unwrap()
+    Response::builder()
+        .status(status)
+        .header("Content-Type", ctype)
+        .body(Full::new(body.into()).boxed())
+        .unwrap()
 }
 
 pub fn json_resp(status: StatusCode, v: &Value) -> Response<Body> {
     full(status, "application/json", serde_json::to_vec(v).unwrap())
 }
 
-pub fn status_err(code: u16, reason: &str, message: &str, details: Option<Value>) -> Response<Body> {
+pub fn status_err(
+    code: u16,
+    reason: &str,
+    message: &str,
+    details: Option<Value>,
+) -> Response<Body> {
     let mut s = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":message,"reason":reason,"code":code});
     if let Some(d) = details {
         s["details"] = d;
@@ -50,18 +59,34 @@ pub fn status_err(code: u16, reason: &str, message: &str, details: Option<Value>
 }
 
 fn not_found(res: &Res, name: &str) -> Response<Body> {
-    let gr = if res.group.is_empty() { res.plural.to_string() } else { format!("{}.{}", res.plural, res.group) };
-    status_err(404, "NotFound", &format!("{gr} \"{name}\" not found"), Some(json!({"name":name,"group":res.group,"kind":res.plural})))
+    let gr = if res.group.is_empty() {
+        res.plural.to_string()
+    } else {
+        format!("{}.{}", res.plural, res.group)
+    };
+    status_err(
+        404,
+        "NotFound",
+        &format!("{gr} \"{name}\" not found"),
+        Some(json!({"name":name,"group":res.group,"kind":res.plural})),
+    )
 }
 
 /// Authenticate a bearer token against bootstrap-token secrets.
 pub fn check_token(store: &Store, tok: &str) -> Caller {
-    let Some((id, secret)) = tok.split_once('.') else { return Caller::BadToken };
-    let Some(s) = store.get("secrets", "kube-system", &format!("bootstrap-token-{id}")) else { return Caller::BadToken };
+    let Some((id, secret)) = tok.split_once('.') else {
+        return Caller::BadToken;
+    };
+    let Some(s) = store.get("secrets", "kube-system", &format!("bootstrap-token-{id}")) else {
+        return Caller::BadToken;
+    };
     let field = |f: &str| {
         s["data"][f].as_str().and_then(|b| {
             use base64::Engine;
-            base64::engine::general_purpose::STANDARD.decode(b).ok().map(|v| String::from_utf8_lossy(&v).into_owned())
+            base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .ok()
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
         })
     };
     if field("token-secret").as_deref() != Some(secret) {
@@ -72,7 +97,8 @@ pub fn check_token(store: &Store, tok: &str) -> Caller {
             return Caller::BadToken;
         }
     }
-    let controller = field("usage-bootstrap-controller-join").as_deref() == Some("true") || field("usage-controller-join").as_deref() == Some("true");
+    let controller = field("usage-bootstrap-controller-join").as_deref() == Some("true")
+        || field("usage-controller-join").as_deref() == Some("true");
     Caller::Bootstrap(id.to_string(), controller)
 }
 
@@ -123,30 +149,42 @@ pub fn label_selector_matches(sel: &str, labels: &Value) -> bool {
         cur.push(c);
     }
     reqs.push(cur);
-    reqs.iter().map(|r| r.trim()).filter(|r| !r.is_empty()).all(|r| {
-        let get = |k: &str| labels.get(k.trim()).and_then(|v| v.as_str());
-        if let Some((k, v)) = r.split_once("!=") {
-            get(k) != Some(v.trim())
-        } else if let Some((k, v)) = r.split_once("==") {
-            get(k) == Some(v.trim())
-        } else if let Some((k, v)) = r.split_once('=') {
-            get(k) == Some(v.trim())
-        } else if let Some(i) = r.find(" notin ") {
-            let vals = set_vals(&r[i + 7..]);
-            !get(&r[..i]).map(|x| vals.contains(&x.to_string())).unwrap_or(false)
-        } else if let Some(i) = r.find(" in ") {
-            let vals = set_vals(&r[i + 4..]);
-            get(&r[..i]).map(|x| vals.contains(&x.to_string())).unwrap_or(false)
-        } else if let Some(k) = r.strip_prefix('!') {
-            get(k).is_none()
-        } else {
-            get(r).is_some()
-        }
-    })
+    reqs.iter()
+        .map(|r| r.trim())
+        .filter(|r| !r.is_empty())
+        .all(|r| {
+            let get = |k: &str| labels.get(k.trim()).and_then(|v| v.as_str());
+            if let Some((k, v)) = r.split_once("!=") {
+                get(k) != Some(v.trim())
+            } else if let Some((k, v)) = r.split_once("==") {
+                get(k) == Some(v.trim())
+            } else if let Some((k, v)) = r.split_once('=') {
+                get(k) == Some(v.trim())
+            } else if let Some(i) = r.find(" notin ") {
+                let vals = set_vals(&r[i + 7..]);
+                !get(&r[..i])
+                    .map(|x| vals.contains(&x.to_string()))
+                    .unwrap_or(false)
+            } else if let Some(i) = r.find(" in ") {
+                let vals = set_vals(&r[i + 4..]);
+                get(&r[..i])
+                    .map(|x| vals.contains(&x.to_string()))
+                    .unwrap_or(false)
+            } else if let Some(k) = r.strip_prefix('!') {
+                get(k).is_none()
+            } else {
+                get(r).is_some()
+            }
+        })
 }
 
 fn set_vals(s: &str) -> Vec<String> {
-    s.trim().trim_start_matches('(').trim_end_matches(')').split(',').map(|x| x.trim().to_string()).collect()
+    s.trim()
+        .trim_start_matches('(')
+        .trim_end_matches(')')
+        .split(',')
+        .map(|x| x.trim().to_string())
+        .collect()
 }
 
 /// metav1.LabelSelector object matches labels? (an empty selector matches everything)
@@ -161,7 +199,10 @@ pub fn selector_obj_matches(sel: &Value, labels: &Value) -> bool {
     if let Some(exprs) = sel["matchExpressions"].as_array() {
         for e in exprs {
             let k = e["key"].as_str().unwrap_or("");
-            let vals: Vec<&str> = e["values"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+            let vals: Vec<&str> = e["values"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
             let have = labels.get(k).and_then(|v| v.as_str());
             let ok = match e["operator"].as_str().unwrap_or("") {
                 "In" => have.map(|h| vals.contains(&h)).unwrap_or(false),
@@ -210,7 +251,9 @@ pub fn field_selector_matches(sel: &str, obj: &Value) -> bool {
 // ---------- tables ----------
 
 pub fn human_age(created: &Value) -> String {
-    let Some(t) = created.as_str().and_then(util::parse_rfc3339) else { return "<unknown>".into() };
+    let Some(t) = created.as_str().and_then(util::parse_rfc3339) else {
+        return "<unknown>".into();
+    };
     let d = (util::now_unix() - t).max(0);
     if d < 120 {
         format!("{d}s")
@@ -228,7 +271,11 @@ pub fn human_age(created: &Value) -> String {
 }
 
 fn cond_status<'a>(obj: &'a Value, typ: &str) -> Option<&'a str> {
-    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == typ)?["status"].as_str()
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == typ)?["status"]
+        .as_str()
 }
 
 pub fn pod_ready(p: &Value) -> bool {
@@ -243,7 +290,13 @@ fn table(res: &Res, items: &[Value], rv: u64) -> Value {
     let col = |n: &str, t: &str| json!({"name":n,"type":t,"format":if n=="Name" {"name"} else {""},"description":"","priority":0});
     let (cols, rows): (Vec<Value>, Vec<Vec<Value>>) = match res.plural {
         "nodes" => (
-            vec![col("Name", "string"), col("Status", "string"), col("Roles", "string"), col("Age", "string"), col("Version", "string")],
+            vec![
+                col("Name", "string"),
+                col("Status", "string"),
+                col("Roles", "string"),
+                col("Age", "string"),
+                col("Version", "string"),
+            ],
             items
                 .iter()
                 .map(|n| {
@@ -257,35 +310,81 @@ fn table(res: &Res, items: &[Value], rv: u64) -> Value {
                     }
                     let mut roles: Vec<String> = n["metadata"]["labels"]
                         .as_object()
-                        .map(|l| l.keys().filter_map(|k| k.strip_prefix("node-role.kubernetes.io/").map(|s| s.to_string())).collect())
+                        .map(|l| {
+                            l.keys()
+                                .filter_map(|k| {
+                                    k.strip_prefix("node-role.kubernetes.io/")
+                                        .map(|s| s.to_string())
+                                })
+                                .collect()
+                        })
                         .unwrap_or_default();
                     roles.sort();
-                    let roles = if roles.is_empty() { "<none>".to_string() } else { roles.join(",") };
-                    vec![n["metadata"]["name"].clone(), json!(st), json!(roles), json!(human_age(&n["metadata"]["creationTimestamp"])), n["status"]["nodeInfo"]["kubeletVersion"].clone()]
+                    let roles = if roles.is_empty() {
+                        "<none>".to_string()
+                    } else {
+                        roles.join(",")
+                    };
+                    vec![
+                        n["metadata"]["name"].clone(),
+                        json!(st),
+                        json!(roles),
+                        json!(human_age(&n["metadata"]["creationTimestamp"])),
+                        n["status"]["nodeInfo"]["kubeletVersion"].clone(),
+                    ]
                 })
                 .collect(),
         ),
         "pods" => (
-            vec![col("Name", "string"), col("Ready", "string"), col("Status", "string"), col("Restarts", "string"), col("Age", "string")],
+            vec![
+                col("Name", "string"),
+                col("Ready", "string"),
+                col("Status", "string"),
+                col("Restarts", "string"),
+                col("Age", "string"),
+            ],
             items
                 .iter()
                 .map(|p| {
-                    let n = p["spec"]["containers"].as_array().map(|a| a.len()).unwrap_or(1);
+                    let n = p["spec"]["containers"]
+                        .as_array()
+                        .map(|a| a.len())
+                        .unwrap_or(1);
                     let r = if pod_ready(p) { n } else { 0 };
-                    let st = if p["metadata"]["deletionTimestamp"].is_string() { json!("Terminating") } else { p["status"]["phase"].clone() };
-                    vec![p["metadata"]["name"].clone(), json!(format!("{r}/{n}")), st, json!("0"), json!(human_age(&p["metadata"]["creationTimestamp"]))]
+                    let st = if p["metadata"]["deletionTimestamp"].is_string() {
+                        json!("Terminating")
+                    } else {
+                        p["status"]["phase"].clone()
+                    };
+                    vec![
+                        p["metadata"]["name"].clone(),
+                        json!(format!("{r}/{n}")),
+                        st,
+                        json!("0"),
+                        json!(human_age(&p["metadata"]["creationTimestamp"])),
+                    ]
                 })
                 .collect(),
         ),
         "deployments" => (
-            vec![col("Name", "string"), col("Ready", "string"), col("Up-to-date", "integer"), col("Available", "integer"), col("Age", "string")],
+            vec![
+                col("Name", "string"),
+                col("Ready", "string"),
+                col("Up-to-date", "integer"),
+                col("Available", "integer"),
+                col("Age", "string"),
+            ],
             items
                 .iter()
                 .map(|d| {
                     let s = &d["status"];
                     vec![
                         d["metadata"]["name"].clone(),
-                        json!(format!("{}/{}", s["readyReplicas"].as_i64().unwrap_or(0), d["spec"]["replicas"].as_i64().unwrap_or(1))),
+                        json!(format!(
+                            "{}/{}",
+                            s["readyReplicas"].as_i64().unwrap_or(0),
+                            d["spec"]["replicas"].as_i64().unwrap_or(1)
+                        )),
                         json!(s["updatedReplicas"].as_i64().unwrap_or(0)),
                         json!(s["availableReplicas"].as_i64().unwrap_or(0)),
                         json!(human_age(&d["metadata"]["creationTimestamp"])),
@@ -294,11 +393,23 @@ fn table(res: &Res, items: &[Value], rv: u64) -> Value {
                 .collect(),
         ),
         "poddisruptionbudgets" => (
-            vec![col("Name", "string"), col("Min Available", "string"), col("Max Unavailable", "string"), col("Allowed Disruptions", "integer"), col("Age", "string")],
+            vec![
+                col("Name", "string"),
+                col("Min Available", "string"),
+                col("Max Unavailable", "string"),
+                col("Allowed Disruptions", "integer"),
+                col("Age", "string"),
+            ],
             items
                 .iter()
                 .map(|p| {
-                    let f = |v: &Value| if v.is_null() { json!("N/A") } else { json!(v.to_string().trim_matches('"')) };
+                    let f = |v: &Value| {
+                        if v.is_null() {
+                            json!("N/A")
+                        } else {
+                            json!(v.to_string().trim_matches('"'))
+                        }
+                    };
                     vec![
                         p["metadata"]["name"].clone(),
                         f(&p["spec"]["minAvailable"]),
@@ -310,20 +421,47 @@ fn table(res: &Res, items: &[Value], rv: u64) -> Value {
                 .collect(),
         ),
         "namespaces" => (
-            vec![col("Name", "string"), col("Status", "string"), col("Age", "string")],
-            items.iter().map(|n| vec![n["metadata"]["name"].clone(), n["status"]["phase"].clone(), json!(human_age(&n["metadata"]["creationTimestamp"]))]).collect(),
+            vec![
+                col("Name", "string"),
+                col("Status", "string"),
+                col("Age", "string"),
+            ],
+            items
+                .iter()
+                .map(|n| {
+                    vec![
+                        n["metadata"]["name"].clone(),
+                        n["status"]["phase"].clone(),
+                        json!(human_age(&n["metadata"]["creationTimestamp"])),
+                    ]
+                })
+                .collect(),
         ),
         "events" => (
-            vec![col("Last Seen", "string"), col("Type", "string"), col("Reason", "string"), col("Object", "string"), col("Message", "string")],
+            vec![
+                col("Last Seen", "string"),
+                col("Type", "string"),
+                col("Reason", "string"),
+                col("Object", "string"),
+                col("Message", "string"),
+            ],
             items
                 .iter()
                 .map(|e| {
                     let io = &e["involvedObject"];
                     vec![
-                        json!(human_age(if e["lastTimestamp"].is_string() { &e["lastTimestamp"] } else { &e["metadata"]["creationTimestamp"] })),
+                        json!(human_age(if e["lastTimestamp"].is_string() {
+                            &e["lastTimestamp"]
+                        } else {
+                            &e["metadata"]["creationTimestamp"]
+                        })),
                         e["type"].clone(),
                         e["reason"].clone(),
-                        json!(format!("{}/{}", io["kind"].as_str().unwrap_or("").to_lowercase(), io["name"].as_str().unwrap_or(""))),
+                        json!(format!(
+                            "{}/{}",
+                            io["kind"].as_str().unwrap_or("").to_lowercase(),
+                            io["name"].as_str().unwrap_or("")
+                        )),
                         e["message"].clone(),
                     ]
                 })
@@ -331,7 +469,15 @@ fn table(res: &Res, items: &[Value], rv: u64) -> Value {
         ),
         _ => (
             vec![col("Name", "string"), col("Age", "string")],
-            items.iter().map(|o| vec![o["metadata"]["name"].clone(), json!(human_age(&o["metadata"]["creationTimestamp"]))]).collect(),
+            items
+                .iter()
+                .map(|o| {
+                    vec![
+                        o["metadata"]["name"].clone(),
+                        json!(human_age(&o["metadata"]["creationTimestamp"])),
+                    ]
+                })
+                .collect(),
         ),
     };
     let rows: Vec<Value> = rows
@@ -346,15 +492,23 @@ fn table(res: &Res, items: &[Value], rv: u64) -> Value {
 
 fn resource_list(group: &str, version: &str) -> Value {
     let mut rs = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
         rs.push(json!({"name":r.plural,"singularName":r.kind.to_lowercase(),"namespaced":r.namespaced,"kind":r.kind,
             "verbs":["create","delete","deletecollection","get","list","patch","update","watch"],"shortNames":r.short}));
         for s in r.subresources {
             let (kind, verbs, grp, ver) = match *s {
                 "eviction" => ("Eviction", json!(["create"]), Some("policy"), Some("v1")),
-                "scale" => ("Scale", json!(["get","patch","update"]), Some("autoscaling"), Some("v1")),
+                "scale" => (
+                    "Scale",
+                    json!(["get", "patch", "update"]),
+                    Some("autoscaling"),
+                    Some("v1"),
+                ),
                 "finalize" => (r.kind, json!(["update"]), None, None),
-                _ => (r.kind, json!(["get","patch","update"]), None, None),
+                _ => (r.kind, json!(["get", "patch", "update"]), None, None),
             };
             let mut e = json!({"name":format!("{}/{}", r.plural, s),"singularName":"","namespaced":r.namespaced,"kind":kind,"verbs":verbs});
             if let (Some(g), Some(v)) = (grp, ver) {
@@ -364,7 +518,11 @@ fn resource_list(group: &str, version: &str) -> Value {
             rs.push(e);
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     json!({"kind":"APIResourceList","apiVersion":"v1","groupVersion":gv,"resources":rs})
 }
 
@@ -387,10 +545,16 @@ fn group_list() -> Value {
 
 fn openapi_root() -> Value {
     let mut paths = serde_json::Map::new();
-    paths.insert("api/v1".into(), json!({"serverRelativeURL":"/openapi/v3/api/v1?hash=testenv"}));
+    paths.insert(
+        "api/v1".into(),
+        json!({"serverRelativeURL":"/openapi/v3/api/v1?hash=testenv"}),
+    );
     for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
         let k = format!("apis/{}/{}", r.group, r.version);
-        paths.insert(k.clone(), json!({"serverRelativeURL":format!("/openapi/v3/{k}?hash=testenv")}));
+        paths.insert(
+            k.clone(),
+            json!({"serverRelativeURL":format!("/openapi/v3/{k}?hash=testenv")}),
+        );
     }
     json!({"paths":paths})
 }
@@ -400,9 +564,20 @@ fn openapi_root() -> Value {
 /// that the server validates fields itself.
 fn openapi_gv(group: &str, version: &str) -> Value {
     let mut paths = serde_json::Map::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
-        let base = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
-        let p = if r.namespaced { format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural) } else { format!("{base}/{}/{{name}}", r.plural) };
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        let base = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        let p = if r.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+        } else {
+            format!("{base}/{}/{{name}}", r.plural)
+        };
         let op = json!({"x-kubernetes-group-version-kind":{"group":group,"version":version,"kind":r.kind},
             "parameters":[{"name":"fieldValidation","in":"query","schema":{"type":"string","uniqueItems":true}},
                           {"name":"dryRun","in":"query","schema":{"type":"string","uniqueItems":true}}],
@@ -434,15 +609,34 @@ fn parse_target(path: &str) -> Option<Target> {
         (None, rest)
     };
     let res = store::find_res(group, version, rest.first()?)?;
-    Some(Target { res, ns, name: rest.get(1).map(|s| s.to_string()), sub: rest.get(2).map(|s| s.to_string()) })
+    Some(Target {
+        res,
+        ns,
+        name: rest.get(1).map(|s| s.to_string()),
+        sub: rest.get(2).map(|s| s.to_string()),
+    })
 }
 
-pub async fn handle(ctx: Arc<ApiCtx>, caller: Caller, req: Request<hyper::body::Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    ctx: Arc<ApiCtx>,
+    caller: Caller,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let q = query_map(req.uri().query());
-    let accept = req.headers().get("accept").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let ctype = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let accept = req
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let ctype = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
@@ -459,7 +653,16 @@ pub async fn handle(ctx: Arc<ApiCtx>, caller: Caller, req: Request<hyper::body::
         }
         "/readyz" | "/livez" | "/healthz" => {
             if q.contains_key("verbose") {
-                let checks = ["ping", "log", "etcd", "etcd-readiness", "informer-sync", "poststarthook/start-apiserver-admission-initializer", "poststarthook/generic-apiserver-start-informers", "shutdown"];
+                let checks = [
+                    "ping",
+                    "log",
+                    "etcd",
+                    "etcd-readiness",
+                    "informer-sync",
+                    "poststarthook/start-apiserver-admission-initializer",
+                    "poststarthook/generic-apiserver-start-informers",
+                    "shutdown",
+                ];
                 let mut s = String::new();
                 for c in checks {
                     s += &format!("[+]{c} ok\n");
@@ -478,23 +681,49 @@ pub async fn handle(ctx: Arc<ApiCtx>, caller: Caller, req: Request<hyper::body::
         // Stand-in for kubelet TLS bootstrap (CSR + csr-approver): a bootstrap token gets a
         // client certificate for its node.
         if !matches!(caller, Caller::Bootstrap(_, _) | Caller::Cert) {
-            return Ok(status_err(403, "Forbidden", "forbidden: bootstrap token required", None));
+            return Ok(status_err(
+                403,
+                "Forbidden",
+                "forbidden: bootstrap token required",
+                None,
+            ));
         }
         let v: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
         let node = v["nodeName"].as_str().unwrap_or("unknown").to_string();
-        return Ok(match super::pki::issue(&ctx.pki, &format!("system:node:{node}"), &["system:nodes"], &[], false, true) {
-            Ok((c, k)) => json_resp(StatusCode::OK, &json!({"cert":c,"key":k})),
-            Err(e) => status_err(500, "InternalError", &format!("{e:#}"), None),
-        });
+        return Ok(
+            match super::pki::issue(
+                &ctx.pki,
+                &format!("system:node:{node}"),
+                &["system:nodes"],
+                &[],
+                false,
+                true,
+            ) {
+                Ok((c, k)) => json_resp(StatusCode::OK, &json!({"cert":c,"key":k})),
+                Err(e) => status_err(500, "InternalError", &format!("{e:#}"), None),
+            },
+        );
     }
     if caller != Caller::Cert {
-        let user = if caller == Caller::Anonymous { "system:anonymous".to_string() } else { "system:bootstrap".to_string() };
-        return Ok(status_err(403, "Forbidden", &format!("forbidden: User \"{user}\" cannot access path \"{path}\""), None));
+        let user = if caller == Caller::Anonymous {
+            "system:anonymous".to_string()
+        } else {
+            "system:bootstrap".to_string()
+        };
+        return Ok(status_err(
+            403,
+            "Forbidden",
+            &format!("forbidden: User \"{user}\" cannot access path \"{path}\""),
+            None,
+        ));
     }
     // Discovery.
     match path.as_str() {
         "/api" => {
-            return Ok(json_resp(StatusCode::OK, &json!({"kind":"APIVersions","versions":["v1"],"serverAddressByClientCIDRs":[{"clientCIDR":"0.0.0.0/0","serverAddress":format!("{}:6443", ctx.advertise)}]})));
+            return Ok(json_resp(
+                StatusCode::OK,
+                &json!({"kind":"APIVersions","versions":["v1"],"serverAddressByClientCIDRs":[{"clientCIDR":"0.0.0.0/0","serverAddress":format!("{}:6443", ctx.advertise)}]}),
+            ));
         }
         "/apis" => return Ok(json_resp(StatusCode::OK, &group_list())),
         "/api/v1" => return Ok(json_resp(StatusCode::OK, &resource_list("", "v1"))),
@@ -502,17 +731,31 @@ pub async fn handle(ctx: Arc<ApiCtx>, caller: Caller, req: Request<hyper::body::
         _ => {}
     }
     if let Some(gv) = path.strip_prefix("/openapi/v3/") {
-        let (g, v) = if let Some(v) = gv.strip_prefix("api/") { ("", v) } else { gv.strip_prefix("apis/").and_then(|x| x.rsplit_once('/')).unwrap_or(("", "")) };
+        let (g, v) = if let Some(v) = gv.strip_prefix("api/") {
+            ("", v)
+        } else {
+            gv.strip_prefix("apis/")
+                .and_then(|x| x.rsplit_once('/'))
+                .unwrap_or(("", ""))
+        };
         return Ok(json_resp(StatusCode::OK, &openapi_gv(g, v)));
     }
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     if segs.len() == 3 && segs[0] == "apis" {
-        if RESOURCES.iter().any(|r| r.group == segs[1] && r.version == segs[2]) {
+        if RESOURCES
+            .iter()
+            .any(|r| r.group == segs[1] && r.version == segs[2])
+        {
             return Ok(json_resp(StatusCode::OK, &resource_list(segs[1], segs[2])));
         }
     }
     if segs.len() == 2 && segs[0] == "apis" {
-        if let Some(g) = group_list()["groups"].as_array().unwrap().iter().find(|g| g["name"] == segs[1]) {
+        if let Some(g) = group_list()["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == segs[1])
+        {
             let mut g = g.clone();
             g["kind"] = json!("APIGroup");
             g["apiVersion"] = json!("v1");
@@ -520,15 +763,27 @@ pub async fn handle(ctx: Arc<ApiCtx>, caller: Caller, req: Request<hyper::body::
         }
     }
     let Some(t) = parse_target(&path) else {
-        return Ok(status_err(404, "NotFound", "the server could not find the requested resource", None));
+        return Ok(status_err(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+            None,
+        ));
     };
     let gr = t.res.gr();
-    let ns = if t.res.namespaced { t.ns.clone().unwrap_or_default() } else { String::new() };
+    let ns = if t.res.namespaced {
+        t.ns.clone().unwrap_or_default()
+    } else {
+        String::new()
+    };
     let dry = q.contains_key("dryRun");
     let want_table = accept.contains("as=Table");
     match (method.as_str(), &t.name, t.sub.as_deref()) {
         ("GET", None, _) => {
-            if q.get("watch").map(|w| w == "true" || w == "1").unwrap_or(false) {
+            if q.get("watch")
+                .map(|w| w == "true" || w == "1")
+                .unwrap_or(false)
+            {
                 return Ok(watch(ctx, t.res, t.ns.clone(), q));
             }
             let ls = q.get("labelSelector").cloned().unwrap_or_default();
@@ -536,31 +791,54 @@ pub async fn handle(ctx: Arc<ApiCtx>, caller: Caller, req: Request<hyper::body::
             let rv = ctx.store.current_rv();
             let items: Vec<Value> = ctx
                 .store
-                .list(&gr, if t.res.namespaced { t.ns.as_deref() } else { None })
+                .list(
+                    &gr,
+                    if t.res.namespaced {
+                        t.ns.as_deref()
+                    } else {
+                        None
+                    },
+                )
                 .into_iter()
-                .filter(|o| label_selector_matches(&ls, &o["metadata"]["labels"]) && field_selector_matches(&fs, o))
+                .filter(|o| {
+                    label_selector_matches(&ls, &o["metadata"]["labels"])
+                        && field_selector_matches(&fs, o)
+                })
                 .map(|o| with_kind(o, t.res))
                 .collect();
             if want_table {
                 return Ok(json_resp(StatusCode::OK, &table(t.res, &items, rv)));
             }
-            Ok(json_resp(StatusCode::OK, &json!({"kind":format!("{}List", t.res.kind),"apiVersion":t.res.api_version(),"metadata":{"resourceVersion":rv.to_string()},"items":items})))
+            Ok(json_resp(
+                StatusCode::OK,
+                &json!({"kind":format!("{}List", t.res.kind),"apiVersion":t.res.api_version(),"metadata":{"resourceVersion":rv.to_string()},"items":items}),
+            ))
         }
         ("GET", Some(name), sub) => match ctx.store.get(&gr, &ns, name) {
             Some(o) if sub == Some("scale") => Ok(json_resp(StatusCode::OK, &scale_of(&o))),
             Some(o) => {
                 let o = with_kind(o, t.res);
                 if want_table {
-                    return Ok(json_resp(StatusCode::OK, &table(t.res, &[o], ctx.store.current_rv())));
+                    return Ok(json_resp(
+                        StatusCode::OK,
+                        &table(t.res, &[o], ctx.store.current_rv()),
+                    ));
                 }
                 Ok(json_resp(StatusCode::OK, &o))
             }
             None => Ok(not_found(t.res, name)),
         },
-        ("POST", Some(name), Some("eviction")) if t.res.plural == "pods" => Ok(evict(&ctx, &ns, name, &body, dry)),
+        ("POST", Some(name), Some("eviction")) if t.res.plural == "pods" => {
+            Ok(evict(&ctx, &ns, name, &body, dry))
+        }
         ("POST", None, _) => {
             let Ok(mut obj) = serde_json::from_slice::<Value>(&body) else {
-                return Ok(status_err(400, "BadRequest", "the body of the request was in an unknown format", None));
+                return Ok(status_err(
+                    400,
+                    "BadRequest",
+                    "the body of the request was in an unknown format",
+                    None,
+                ));
             };
             if !obj["metadata"].is_object() {
                 obj["metadata"] = json!({});
@@ -568,11 +846,27 @@ pub async fn handle(ctx: Arc<ApiCtx>, caller: Caller, req: Request<hyper::body::
             if obj["metadata"]["name"].as_str().unwrap_or("").is_empty() {
                 match obj["metadata"]["generateName"].as_str() {
                     Some(g) => obj["metadata"]["name"] = json!(format!("{g}{}", rand_suffix(5))),
-                    None => return Ok(status_err(422, "Invalid", &format!("{} \"\" is invalid: metadata.name: Required value: name or generateName is required", t.res.kind), None)),
+                    None => {
+                        return Ok(status_err(
+                            422,
+                            "Invalid",
+                            &format!(
+                                "{} \"\" is invalid: metadata.name: Required value: name or generateName is required",
+                                t.res.kind
+                            ),
+                            None,
+                        ));
+                    }
                 }
             }
-            if t.res.namespaced && !ns.is_empty() && ctx.store.get("namespaces", "", &ns).is_none() {
-                return Ok(status_err(404, "NotFound", &format!("namespaces \"{ns}\" not found"), Some(json!({"name":ns,"kind":"namespaces"}))));
+            if t.res.namespaced && !ns.is_empty() && ctx.store.get("namespaces", "", &ns).is_none()
+            {
+                return Ok(status_err(
+                    404,
+                    "NotFound",
+                    &format!("namespaces \"{ns}\" not found"),
+                    Some(json!({"name":ns,"kind":"namespaces"})),
+                ));
             }
             obj["apiVersion"] = json!(t.res.api_version());
             obj["kind"] = json!(t.res.kind);
@@ -584,16 +878,32 @@ pub async fn handle(ctx: Arc<ApiCtx>, caller: Caller, req: Request<hyper::body::
             match ctx.store.create(&gr, &ns, obj) {
                 Ok(o) => Ok(json_resp(StatusCode::CREATED, &o)),
                 Err(_) => {
-                    let g = if t.res.group.is_empty() { t.res.plural.to_string() } else { format!("{}.{}", t.res.plural, t.res.group) };
-                    Ok(status_err(409, "AlreadyExists", &format!("{g} \"{name}\" already exists"), Some(json!({"name":name,"group":t.res.group,"kind":t.res.plural}))))
+                    let g = if t.res.group.is_empty() {
+                        t.res.plural.to_string()
+                    } else {
+                        format!("{}.{}", t.res.plural, t.res.group)
+                    };
+                    Ok(status_err(
+                        409,
+                        "AlreadyExists",
+                        &format!("{g} \"{name}\" already exists"),
+                        Some(json!({"name":name,"group":t.res.group,"kind":t.res.plural})),
+                    ))
                 }
             }
         }
         ("PUT", Some(name), sub) => {
             let Ok(mut obj) = serde_json::from_slice::<Value>(&body) else {
-                return Ok(status_err(400, "BadRequest", "the body of the request was in an unknown format", None));
+                return Ok(status_err(
+                    400,
+                    "BadRequest",
+                    "the body of the request was in an unknown format",
+                    None,
+                ));
             };
-            let Some(old) = ctx.store.get(&gr, &ns, name) else { return Ok(not_found(t.res, name)) };
+            let Some(old) = ctx.store.get(&gr, &ns, name) else {
+                return Ok(not_found(t.res, name));
+            };
             if let Some(rv) = obj["metadata"]["resourceVersion"].as_str() {
                 if !rv.is_empty() && Some(rv) != old["metadata"]["resourceVersion"].as_str() {
                     return Ok(conflict(t.res, name));
@@ -620,12 +930,26 @@ pub async fn handle(ctx: Arc<ApiCtx>, caller: Caller, req: Request<hyper::body::
                 return Ok(json_resp(StatusCode::OK, &obj));
             }
             let o = ctx.store.update(&gr, &ns, obj).unwrap_or(old);
-            Ok(json_resp(StatusCode::OK, &if sub == Some("scale") { scale_of(&o) } else { o }))
+            Ok(json_resp(
+                StatusCode::OK,
+                &if sub == Some("scale") {
+                    scale_of(&o)
+                } else {
+                    o
+                },
+            ))
         }
         ("PATCH", Some(name), sub) => {
-            let Some(old) = ctx.store.get(&gr, &ns, name) else { return Ok(not_found(t.res, name)) };
+            let Some(old) = ctx.store.get(&gr, &ns, name) else {
+                return Ok(not_found(t.res, name));
+            };
             let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
-                return Ok(status_err(400, "BadRequest", "the body of the request was in an unknown format", None));
+                return Ok(status_err(
+                    400,
+                    "BadRequest",
+                    "the body of the request was in an unknown format",
+                    None,
+                ));
             };
             let mut obj = old.clone();
             if sub == Some("scale") {
@@ -636,10 +960,19 @@ pub async fn handle(ctx: Arc<ApiCtx>, caller: Caller, req: Request<hyper::body::
                 if let Err(e) = json_patch(&mut obj, &patch) {
                     return Ok(status_err(422, "Invalid", &e, None));
                 }
-            } else if ctype.starts_with("application/merge-patch+json") || ctype.starts_with("application/strategic-merge-patch+json") {
+            } else if ctype.starts_with("application/merge-patch+json")
+                || ctype.starts_with("application/strategic-merge-patch+json")
+            {
                 merge_patch(&mut obj, &patch);
             } else {
-                return Ok(status_err(415, "UnsupportedMediaType", &format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ctype})"), None));
+                return Ok(status_err(
+                    415,
+                    "UnsupportedMediaType",
+                    &format!(
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ctype})"
+                    ),
+                    None,
+                ));
             }
             if sub == Some("status") {
                 let st = obj["status"].take();
@@ -650,7 +983,14 @@ pub async fn handle(ctx: Arc<ApiCtx>, caller: Caller, req: Request<hyper::body::
                 return Ok(json_resp(StatusCode::OK, &obj));
             }
             let o = ctx.store.update(&gr, &ns, obj).unwrap_or(old);
-            Ok(json_resp(StatusCode::OK, &if sub == Some("scale") { scale_of(&o) } else { with_kind(o, t.res) }))
+            Ok(json_resp(
+                StatusCode::OK,
+                &if sub == Some("scale") {
+                    scale_of(&o)
+                } else {
+                    with_kind(o, t.res)
+                },
+            ))
         }
         ("DELETE", Some(name), None) => {
             if dry {
@@ -666,21 +1006,47 @@ pub async fn handle(ctx: Arc<ApiCtx>, caller: Caller, req: Request<hyper::body::
         }
         ("DELETE", None, None) => {
             let ls = q.get("labelSelector").cloned().unwrap_or_default();
-            let items: Vec<Value> = ctx.store.list(&gr, t.ns.as_deref()).into_iter().filter(|o| label_selector_matches(&ls, &o["metadata"]["labels"])).collect();
+            let items: Vec<Value> = ctx
+                .store
+                .list(&gr, t.ns.as_deref())
+                .into_iter()
+                .filter(|o| label_selector_matches(&ls, &o["metadata"]["labels"]))
+                .collect();
             for o in &items {
                 let n = o["metadata"]["name"].as_str().unwrap_or("");
                 let ons = o["metadata"]["namespace"].as_str().unwrap_or("");
                 delete_cascade(&ctx.store, t.res, ons, n);
             }
-            Ok(json_resp(StatusCode::OK, &json!({"kind":format!("{}List", t.res.kind),"apiVersion":t.res.api_version(),"metadata":{},"items":items})))
+            Ok(json_resp(
+                StatusCode::OK,
+                &json!({"kind":format!("{}List", t.res.kind),"apiVersion":t.res.api_version(),"metadata":{},"items":items}),
+            ))
         }
-        _ => Ok(status_err(405, "MethodNotAllowed", &format!("the server does not allow this method on the requested resource ({method} {path})"), None)),
+        _ => Ok(status_err(
+            405,
+            "MethodNotAllowed",
+            &format!(
+                "the server does not allow this method on the requested resource ({method} {path})"
+            ),
+            None,
+        )),
     }
 }
 
 fn conflict(res: &Res, name: &str) -> Response<Body> {
-    let g = if res.group.is_empty() { res.plural.to_string() } else { format!("{}.{}", res.plural, res.group) };
-    status_err(409, "Conflict", &format!("Operation cannot be fulfilled on {g} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"), Some(json!({"name":name,"group":res.group,"kind":res.plural})))
+    let g = if res.group.is_empty() {
+        res.plural.to_string()
+    } else {
+        format!("{}.{}", res.plural, res.group)
+    };
+    status_err(
+        409,
+        "Conflict",
+        &format!(
+            "Operation cannot be fulfilled on {g} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+        ),
+        Some(json!({"name":name,"group":res.group,"kind":res.plural})),
+    )
 }
 
 fn scale_of(o: &Value) -> Value {
@@ -698,7 +1064,9 @@ pub fn rand_suffix(n: usize) -> String {
     use rand::Rng;
     const A: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut r = rand::rng();
-    (0..n).map(|_| A[r.random_range(0..A.len())] as char).collect()
+    (0..n)
+        .map(|_| A[r.random_range(0..A.len())] as char)
+        .collect()
 }
 
 /// Server-side defaults applied on create.
@@ -752,7 +1120,11 @@ pub fn delete_cascade(store: &Store, res: &Res, ns: &str, name: &str) -> Option<
         "nodes" => {
             for p in store.list("pods", None) {
                 if p["spec"]["nodeName"] == name {
-                    store.delete("pods", p["metadata"]["namespace"].as_str().unwrap_or(""), p["metadata"]["name"].as_str().unwrap_or(""));
+                    store.delete(
+                        "pods",
+                        p["metadata"]["namespace"].as_str().unwrap_or(""),
+                        p["metadata"]["name"].as_str().unwrap_or(""),
+                    );
                 }
             }
         }
@@ -785,13 +1157,19 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
     for op in ops.as_array().ok_or("json patch must be an array")? {
         let path = op["path"].as_str().unwrap_or("");
-        let ptr: Vec<String> = path.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
+        let ptr: Vec<String> = path
+            .split('/')
+            .skip(1)
+            .map(|s| s.replace("~1", "/").replace("~0", "~"))
+            .collect();
         let (last, parent_path) = ptr.split_last().ok_or("empty path")?;
         let mut parent = &mut *target;
         for p in parent_path {
             parent = match parent {
                 Value::Object(m) => m.entry(p.clone()).or_insert(json!({})),
-                Value::Array(a) => a.get_mut(p.parse::<usize>().map_err(|e| e.to_string())?).ok_or("index out of range")?,
+                Value::Array(a) => a
+                    .get_mut(p.parse::<usize>().map_err(|e| e.to_string())?)
+                    .ok_or("index out of range")?,
                 _ => return Err(format!("invalid path {path}")),
             };
         }
@@ -835,7 +1213,10 @@ pub fn pdb_numbers(store: &Store, pdb: &Value) -> (i64, i64, i64, i64) {
     let pods: Vec<Value> = store
         .list("pods", Some(ns))
         .into_iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && selector_obj_matches(sel, &p["metadata"]["labels"]))
+        .filter(|p| {
+            p["metadata"]["deletionTimestamp"].is_null()
+                && selector_obj_matches(sel, &p["metadata"]["labels"])
+        })
         .collect();
     let current = pods.iter().filter(|p| pod_ready(p)).count() as i64;
     // Expected pods: scale of the pods' controllers (ReplicaSet → owning Deployment).
@@ -843,11 +1224,20 @@ pub fn pdb_numbers(store: &Store, pdb: &Value) -> (i64, i64, i64, i64) {
         let mut seen = std::collections::BTreeSet::new();
         let mut total = 0;
         for p in &pods {
-            let Some(o) = p["metadata"]["ownerReferences"].as_array().and_then(|a| a.iter().find(|o| o["controller"] == true)) else { continue };
+            let Some(o) = p["metadata"]["ownerReferences"]
+                .as_array()
+                .and_then(|a| a.iter().find(|o| o["controller"] == true))
+            else {
+                continue;
+            };
             let oname = o["name"].as_str().unwrap_or("");
             if o["kind"] == "ReplicaSet" {
                 if let Some(rs) = store.get("apps/replicasets", ns, oname) {
-                    let dep = rs["metadata"]["ownerReferences"].as_array().and_then(|a| a.iter().find(|o| o["kind"] == "Deployment")).and_then(|o| o["name"].as_str()).map(|s| s.to_string());
+                    let dep = rs["metadata"]["ownerReferences"]
+                        .as_array()
+                        .and_then(|a| a.iter().find(|o| o["kind"] == "Deployment"))
+                        .and_then(|o| o["name"].as_str())
+                        .map(|s| s.to_string());
                     match dep.and_then(|d| store.get("apps/deployments", ns, &d)) {
                         Some(d) => {
                             if seen.insert(format!("d/{}", d["metadata"]["name"])) {
@@ -870,7 +1260,11 @@ pub fn pdb_numbers(store: &Store, pdb: &Value) -> (i64, i64, i64, i64) {
     let pct = |v: &Value, of: i64| -> Option<i64> {
         match v {
             Value::Number(n) => n.as_i64(),
-            Value::String(s) if s.ends_with('%') => s.trim_end_matches('%').parse::<i64>().ok().map(|p| (p * of + 99) / 100),
+            Value::String(s) if s.ends_with('%') => s
+                .trim_end_matches('%')
+                .parse::<i64>()
+                .ok()
+                .map(|p| (p * of + 99) / 100),
             Value::String(s) => s.parse().ok(),
             _ => None,
         }
@@ -882,7 +1276,10 @@ pub fn pdb_numbers(store: &Store, pdb: &Value) -> (i64, i64, i64, i64) {
         (pct(&pdb["spec"]["minAvailable"], e).unwrap_or(0), e)
     } else if !pdb["spec"]["maxUnavailable"].is_null() {
         let e = expected_from_controllers();
-        ((e - pct(&pdb["spec"]["maxUnavailable"], e).unwrap_or(0)).max(0), e)
+        (
+            (e - pct(&pdb["spec"]["maxUnavailable"], e).unwrap_or(0)).max(0),
+            e,
+        )
     } else {
         (0, pods.len() as i64)
     };
@@ -892,7 +1289,10 @@ pub fn pdb_numbers(store: &Store, pdb: &Value) -> (i64, i64, i64, i64) {
 /// Recompute and store a PDB's status; returns the updated object.
 pub fn refresh_pdb(store: &Store, pdb: &Value) -> Value {
     let (cur, des, exp, allowed) = pdb_numbers(store, pdb);
-    let ns = pdb["metadata"]["namespace"].as_str().unwrap_or("").to_string();
+    let ns = pdb["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let name = pdb["metadata"]["name"].as_str().unwrap_or("").to_string();
     store
         .modify("policy/poddisruptionbudgets", &ns, &name, |p| {
@@ -917,17 +1317,34 @@ pub fn refresh_pdb(store: &Store, pdb: &Value) -> Value {
 fn evict(ctx: &ApiCtx, ns: &str, name: &str, body: &[u8], dry: bool) -> Response<Body> {
     let store = &ctx.store;
     let Some(pod) = store.get("pods", ns, name) else {
-        return status_err(404, "NotFound", &format!("pods \"{name}\" not found"), Some(json!({"name":name,"kind":"pods"})));
+        return status_err(
+            404,
+            "NotFound",
+            &format!("pods \"{name}\" not found"),
+            Some(json!({"name":name,"kind":"pods"})),
+        );
     };
     let ev: Value = serde_json::from_slice(body).unwrap_or(json!({}));
     if let Some(n) = ev["metadata"]["name"].as_str() {
         if n != name {
-            return status_err(400, "BadRequest", "name in URL does not match name in Eviction object", None);
+            return status_err(
+                400,
+                "BadRequest",
+                "name in URL does not match name in Eviction object",
+                None,
+            );
         }
     }
-    let dry = dry || ev["deleteOptions"]["dryRun"].as_array().map(|a| !a.is_empty()).unwrap_or(false);
+    let dry = dry
+        || ev["deleteOptions"]["dryRun"]
+            .as_array()
+            .map(|a| !a.is_empty())
+            .unwrap_or(false);
     let success = || {
-        json_resp(StatusCode::CREATED, &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":201}))
+        json_resp(
+            StatusCode::CREATED,
+            &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":201}),
+        )
     };
     let do_delete = || {
         if !dry {
@@ -935,7 +1352,9 @@ fn evict(ctx: &ApiCtx, ns: &str, name: &str, body: &[u8], dry: bool) -> Response
         }
     };
     let phase = pod["status"]["phase"].as_str().unwrap_or("");
-    if matches!(phase, "Succeeded" | "Failed" | "Pending") || pod["metadata"]["deletionTimestamp"].is_string() {
+    if matches!(phase, "Succeeded" | "Failed" | "Pending")
+        || pod["metadata"]["deletionTimestamp"].is_string()
+    {
         do_delete();
         return success();
     }
@@ -944,11 +1363,17 @@ fn evict(ctx: &ApiCtx, ns: &str, name: &str, body: &[u8], dry: bool) -> Response
         .into_iter()
         .filter(|p| {
             let sel = &p["spec"]["selector"];
-            !(sel.is_null() || sel.as_object().map(|o| o.is_empty()).unwrap_or(false)) && selector_obj_matches(sel, &pod["metadata"]["labels"])
+            !(sel.is_null() || sel.as_object().map(|o| o.is_empty()).unwrap_or(false))
+                && selector_obj_matches(sel, &pod["metadata"]["labels"])
         })
         .collect();
     if pdbs.len() > 1 {
-        return status_err(500, "InternalError", "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.", None);
+        return status_err(
+            500,
+            "InternalError",
+            "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+            None,
+        );
     }
     if let Some(pdb) = pdbs.first() {
         let pdb = refresh_pdb(store, pdb);
@@ -964,7 +1389,9 @@ fn evict(ctx: &ApiCtx, ns: &str, name: &str, body: &[u8], dry: bool) -> Response
                 429,
                 "TooManyRequests",
                 "Cannot evict pod as it would violate the pod's disruption budget.",
-                Some(json!({"causes":[{"reason":"DisruptionBudget","message":format!("The disruption budget {pname} needs {des} healthy pods and has {cur} currently")}]})),
+                Some(
+                    json!({"causes":[{"reason":"DisruptionBudget","message":format!("The disruption budget {pname} needs {des} healthy pods and has {cur} currently")}]}),
+                ),
             );
             let _ = &mut r;
             return r;
@@ -986,22 +1413,43 @@ struct ChanBody(tokio::sync::mpsc::Receiver<Bytes>);
 impl hyper::body::Body for ChanBody {
     type Data = Bytes;
     type Error = Infallible;
-    fn poll_frame(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
     }
 }
 
-fn watch(ctx: Arc<ApiCtx>, res: &'static Res, ns: Option<String>, q: std::collections::HashMap<String, String>) -> Response<Body> {
+fn watch(
+    ctx: Arc<ApiCtx>,
+    res: &'static Res,
+    ns: Option<String>,
+    q: std::collections::HashMap<String, String>,
+) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     let gr = res.gr();
     let ls = q.get("labelSelector").cloned().unwrap_or_default();
     let fs = q.get("fieldSelector").cloned().unwrap_or_default();
-    let since: Option<u64> = q.get("resourceVersion").and_then(|r| r.parse().ok()).filter(|r| *r > 0);
-    let timeout = q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).unwrap_or(1800);
+    let since: Option<u64> = q
+        .get("resourceVersion")
+        .and_then(|r| r.parse().ok())
+        .filter(|r| *r > 0);
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(1800);
     let mut sub = ctx.store.tx.subscribe();
     let matches = {
         let gr = gr.clone();
-        move |e: &Event| e.gr == gr && ns.as_ref().map(|n| *n == e.ns).unwrap_or(true) && label_selector_matches(&ls, &e.obj["metadata"]["labels"]) && field_selector_matches(&fs, &e.obj)
+        move |e: &Event| {
+            e.gr == gr
+                && ns.as_ref().map(|n| *n == e.ns).unwrap_or(true)
+                && label_selector_matches(&ls, &e.obj["metadata"]["labels"])
+                && field_selector_matches(&fs, &e.obj)
+        }
     };
     // Initial events: history after `since`, or synthetic ADDED for the current state.
     let mut initial = Vec::new();
@@ -1021,7 +1469,16 @@ fn watch(ctx: Arc<ApiCtx>, res: &'static Res, ns: Option<String>, q: std::collec
         None => {
             last_rv = ctx.store.current_rv();
             for o in ctx.store.list(&gr, None) {
-                let e = Event { rv: 0, gr: gr.clone(), ns: o["metadata"]["namespace"].as_str().unwrap_or("").to_string(), typ: "ADDED", obj: o };
+                let e = Event {
+                    rv: 0,
+                    gr: gr.clone(),
+                    ns: o["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    typ: "ADDED",
+                    obj: o,
+                };
                 if matches(&e) {
                     initial.push(json!({"type":"ADDED","object":with_kind(e.obj, res)}));
                 }
@@ -1057,7 +1514,11 @@ fn watch(ctx: Arc<ApiCtx>, res: &'static Res, ns: Option<String>, q: std::collec
             }
         }
     });
-    Response::builder().status(200).header("Content-Type", "application/json").body(BoxBody::new(ChanBody(rx))).unwrap()
+    Response::builder()
+        .status(200)
+        .header("Content-Type", "application/json")
+        .body(BoxBody::new(ChanBody(rx)))
+        .unwrap()
 }
 
 fn line(v: &Value) -> Bytes {

@@ -37,7 +37,10 @@ fn tick(store: &Store) {
             .and_then(|c| c["lastHeartbeatTime"].as_str())
             .and_then(util::parse_rfc3339);
         let stale = hb.map(|t| now - t > NODE_GRACE).unwrap_or(false);
-        let ready_status = n["status"]["conditions"].as_array().and_then(|a| a.iter().find(|c| c["type"] == "Ready")).map(|c| c["status"].clone());
+        let ready_status = n["status"]["conditions"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["type"] == "Ready"))
+            .map(|c| c["status"].clone());
         if stale && ready_status != Some(json!("Unknown")) {
             store.modify("nodes", "", s(&n["metadata"]["name"]), |n| {
                 if let Some(cs) = n["status"]["conditions"].as_array_mut() {
@@ -92,7 +95,10 @@ fn tick(store: &Store) {
         }
         // Old ReplicaSets of this deployment scale to zero.
         for rs in store.list("apps/replicasets", Some(&ns)) {
-            let owned = rs["metadata"]["ownerReferences"].as_array().map(|a| a.iter().any(|o| o["uid"] == d["metadata"]["uid"])).unwrap_or(false);
+            let owned = rs["metadata"]["ownerReferences"]
+                .as_array()
+                .map(|a| a.iter().any(|o| o["uid"] == d["metadata"]["uid"]))
+                .unwrap_or(false);
             if owned && rs["metadata"]["name"] != rs_name.as_str() && rs["spec"]["replicas"] != 0 {
                 store.modify("apps/replicasets", &ns, s(&rs["metadata"]["name"]), |r| {
                     r["spec"]["replicas"] = json!(0);
@@ -105,8 +111,14 @@ fn tick(store: &Store) {
     for rs in store.list("apps/replicasets", None) {
         let ns = s(&rs["metadata"]["namespace"]).to_string();
         let rname = s(&rs["metadata"]["name"]).to_string();
-        if let Some(o) = rs["metadata"]["ownerReferences"].as_array().and_then(|a| a.iter().find(|o| o["kind"] == "Deployment")) {
-            let alive = store.get("apps/deployments", &ns, s(&o["name"])).map(|d| d["metadata"]["uid"] == o["uid"]).unwrap_or(false);
+        if let Some(o) = rs["metadata"]["ownerReferences"]
+            .as_array()
+            .and_then(|a| a.iter().find(|o| o["kind"] == "Deployment"))
+        {
+            let alive = store
+                .get("apps/deployments", &ns, s(&o["name"]))
+                .map(|d| d["metadata"]["uid"] == o["uid"])
+                .unwrap_or(false);
             if !alive {
                 store.delete("apps/replicasets", &ns, &rname);
                 continue;
@@ -116,7 +128,12 @@ fn tick(store: &Store) {
         let pods: Vec<Value> = store
             .list("pods", Some(&ns))
             .into_iter()
-            .filter(|p| p["metadata"]["ownerReferences"].as_array().map(|a| a.iter().any(|o| o["uid"] == rs["metadata"]["uid"])).unwrap_or(false))
+            .filter(|p| {
+                p["metadata"]["ownerReferences"]
+                    .as_array()
+                    .map(|a| a.iter().any(|o| o["uid"] == rs["metadata"]["uid"]))
+                    .unwrap_or(false)
+            })
             .collect();
         let have = pods.len() as i64;
         for _ in have..want {
@@ -141,7 +158,12 @@ fn tick(store: &Store) {
         let pods: Vec<Value> = store
             .list("pods", Some(&ns))
             .into_iter()
-            .filter(|p| p["metadata"]["ownerReferences"].as_array().map(|a| a.iter().any(|o| o["uid"] == rs["metadata"]["uid"])).unwrap_or(false))
+            .filter(|p| {
+                p["metadata"]["ownerReferences"]
+                    .as_array()
+                    .map(|a| a.iter().any(|o| o["uid"] == rs["metadata"]["uid"]))
+                    .unwrap_or(false)
+            })
             .collect();
         let ready = pods.iter().filter(|p| pod_ready(p)).count() as i64;
         let st = json!({"replicas":pods.len(),"fullyLabeledReplicas":pods.len(),"readyReplicas":ready,"availableReplicas":ready,"observedGeneration":rs["metadata"]["generation"]});
@@ -158,17 +180,28 @@ fn tick(store: &Store) {
         let (mut total, mut ready, mut updated) = (0, 0, 0);
         let hash = template_hash(&d["spec"]["template"]);
         for rs in store.list("apps/replicasets", Some(&ns)) {
-            if rs["metadata"]["ownerReferences"].as_array().map(|a| a.iter().any(|o| o["uid"] == d["metadata"]["uid"])).unwrap_or(false) {
+            if rs["metadata"]["ownerReferences"]
+                .as_array()
+                .map(|a| a.iter().any(|o| o["uid"] == d["metadata"]["uid"]))
+                .unwrap_or(false)
+            {
                 total += rs["status"]["replicas"].as_i64().unwrap_or(0);
                 ready += rs["status"]["readyReplicas"].as_i64().unwrap_or(0);
-                if rs["metadata"]["name"].as_str().map(|n| n.ends_with(&hash)).unwrap_or(false) {
+                if rs["metadata"]["name"]
+                    .as_str()
+                    .map(|n| n.ends_with(&hash))
+                    .unwrap_or(false)
+                {
                     updated += rs["status"]["replicas"].as_i64().unwrap_or(0);
                 }
             }
         }
         let want = d["spec"]["replicas"].as_i64().unwrap_or(1);
         let avail = if ready >= want { "True" } else { "False" };
-        let old_cond = d["status"]["conditions"].as_array().and_then(|a| a.first()).cloned();
+        let old_cond = d["status"]["conditions"]
+            .as_array()
+            .and_then(|a| a.first())
+            .cloned();
         let ltt = match &old_cond {
             Some(c) if c["status"] == avail => c["lastTransitionTime"].clone(),
             _ => json!(util::now_rfc3339()),
@@ -188,8 +221,14 @@ fn tick(store: &Store) {
     for p in store.list("pods", None) {
         let ns = s(&p["metadata"]["namespace"]).to_string();
         let name = s(&p["metadata"]["name"]).to_string();
-        if let Some(o) = p["metadata"]["ownerReferences"].as_array().and_then(|a| a.iter().find(|o| o["kind"] == "ReplicaSet")) {
-            let alive = store.get("apps/replicasets", &ns, s(&o["name"])).map(|r| r["metadata"]["uid"] == o["uid"]).unwrap_or(false);
+        if let Some(o) = p["metadata"]["ownerReferences"]
+            .as_array()
+            .and_then(|a| a.iter().find(|o| o["kind"] == "ReplicaSet"))
+        {
+            let alive = store
+                .get("apps/replicasets", &ns, s(&o["name"]))
+                .map(|r| r["metadata"]["uid"] == o["uid"])
+                .unwrap_or(false);
             if !alive {
                 store.delete("pods", &ns, &name);
                 continue;
@@ -214,9 +253,21 @@ fn tick(store: &Store) {
                     continue;
                 };
                 let nready = node_ready(node);
-                let started = p["status"]["startTime"].as_str().and_then(util::parse_rfc3339).unwrap_or(now);
-                if nready && !pod_ready(&p) && now - started >= POD_READY_DELAY && p["status"]["phase"] != "Succeeded" && p["status"]["phase"] != "Failed" {
-                    let ip = node["status"]["addresses"].as_array().and_then(|a| a.iter().find(|a| a["type"] == "InternalIP")).map(|a| a["address"].clone()).unwrap_or(json!(""));
+                let started = p["status"]["startTime"]
+                    .as_str()
+                    .and_then(util::parse_rfc3339)
+                    .unwrap_or(now);
+                if nready
+                    && !pod_ready(&p)
+                    && now - started >= POD_READY_DELAY
+                    && p["status"]["phase"] != "Succeeded"
+                    && p["status"]["phase"] != "Failed"
+                {
+                    let ip = node["status"]["addresses"]
+                        .as_array()
+                        .and_then(|a| a.iter().find(|a| a["type"] == "InternalIP"))
+                        .map(|a| a["address"].clone())
+                        .unwrap_or(json!(""));
                     store.modify("pods", &ns, &name, |p| {
                         let t = util::now_rfc3339();
                         let cs: Vec<Value> = p["spec"]["containers"]
@@ -238,7 +289,10 @@ fn tick(store: &Store) {
                     // Node lifecycle controller marks pods of unreachable nodes NotReady.
                     store.modify("pods", &ns, &name, |p| {
                         if let Some(cs) = p["status"]["conditions"].as_array_mut() {
-                            for c in cs.iter_mut().filter(|c| c["type"] == "Ready" || c["type"] == "ContainersReady") {
+                            for c in cs
+                                .iter_mut()
+                                .filter(|c| c["type"] == "Ready" || c["type"] == "ContainersReady")
+                            {
                                 c["status"] = json!("False");
                                 c["lastTransitionTime"] = json!(util::now_rfc3339());
                             }
@@ -276,18 +330,27 @@ fn template_hash(tpl: &Value) -> String {
     h.update(serde_json::to_vec(tpl).unwrap_or_default());
     let d = h.finalize();
     const A: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    d.iter().take(10).map(|b| A[*b as usize % A.len()] as char).collect()
+    d.iter()
+        .take(10)
+        .map(|b| A[*b as usize % A.len()] as char)
+        .collect()
 }
 
 fn tolerated(taint: &Value, tolerations: &Value) -> bool {
-    tolerations.as_array().map(|a| {
-        a.iter().any(|t| {
-            let key_ok = t["key"].is_null() && t["operator"] == "Exists" || t["key"] == taint["key"];
-            let val_ok = t["operator"] == "Exists" || t["value"].as_str().unwrap_or("") == taint["value"].as_str().unwrap_or("");
-            let eff_ok = t["effect"].is_null() || t["effect"] == "" || t["effect"] == taint["effect"];
-            key_ok && val_ok && eff_ok
+    tolerations
+        .as_array()
+        .map(|a| {
+            a.iter().any(|t| {
+                let key_ok =
+                    t["key"].is_null() && t["operator"] == "Exists" || t["key"] == taint["key"];
+                let val_ok = t["operator"] == "Exists"
+                    || t["value"].as_str().unwrap_or("") == taint["value"].as_str().unwrap_or("");
+                let eff_ok =
+                    t["effect"].is_null() || t["effect"] == "" || t["effect"] == taint["effect"];
+                key_ok && val_ok && eff_ok
+            })
         })
-    }).unwrap_or(false)
+        .unwrap_or(false)
 }
 
 /// Least-loaded schedulable Ready node whose NoSchedule/NoExecute taints the pod tolerates and
@@ -297,14 +360,29 @@ fn pick_node(nodes: &[Value], pods: &[Value], pod: &Value) -> Option<String> {
         .iter()
         .filter(|n| node_ready(n) && n["spec"]["unschedulable"] != true)
         .filter(|n| {
-            n["spec"]["taints"].as_array().map(|ts| {
-                ts.iter().filter(|t| t["effect"] == "NoSchedule" || t["effect"] == "NoExecute").all(|t| tolerated(t, &pod["spec"]["tolerations"]))
-            }).unwrap_or(true)
+            n["spec"]["taints"]
+                .as_array()
+                .map(|ts| {
+                    ts.iter()
+                        .filter(|t| t["effect"] == "NoSchedule" || t["effect"] == "NoExecute")
+                        .all(|t| tolerated(t, &pod["spec"]["tolerations"]))
+                })
+                .unwrap_or(true)
         })
         .filter(|n| {
-            pod["spec"]["nodeSelector"].as_object().map(|sel| sel.iter().all(|(k, v)| n["metadata"]["labels"].get(k) == Some(v))).unwrap_or(true)
+            pod["spec"]["nodeSelector"]
+                .as_object()
+                .map(|sel| {
+                    sel.iter()
+                        .all(|(k, v)| n["metadata"]["labels"].get(k) == Some(v))
+                })
+                .unwrap_or(true)
         })
-        .min_by_key(|n| pods.iter().filter(|p| p["spec"]["nodeName"] == n["metadata"]["name"]).count())
+        .min_by_key(|n| {
+            pods.iter()
+                .filter(|p| p["spec"]["nodeName"] == n["metadata"]["name"])
+                .count()
+        })
         .map(|n| s(&n["metadata"]["name"]).to_string())
 }
 

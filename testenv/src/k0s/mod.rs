@@ -37,7 +37,11 @@ impl Flags {
 /// (long, short, is_bool)
 type Spec = &'static [(&'static str, &'static str, bool)];
 
-const DEBUG: Spec = &[("verbose", "v", true), ("debug", "d", true), ("debugListenOn", "", false)];
+const DEBUG: Spec = &[
+    ("verbose", "v", true),
+    ("debug", "d", true),
+    ("debugListenOn", "", false),
+];
 const DATA: Spec = &[("data-dir", "", false), ("status-socket", "", false)];
 const CONTROLLER: Spec = &[
     ("config", "c", false),
@@ -69,14 +73,30 @@ const WORKER: Spec = &[
     ("cri-socket", "", false),
     ("cidr-range", "", false),
 ];
-const INSTALL: Spec = &[("force", "", true), ("env", "e", false), ("start", "", true)];
+const INSTALL: Spec = &[
+    ("force", "", true),
+    ("env", "e", false),
+    ("start", "", true),
+];
 
 /// Parse args against flag specs; returns (flags, positionals).
 fn parse(args: &[String], specs: &[Spec]) -> Result<(Flags, Vec<String>)> {
     let mut f = Flags::default();
     let mut pos = Vec::new();
-    let find_long = |n: &str| specs.iter().flat_map(|s| s.iter()).find(|x| x.0 == n).copied();
-    let find_short = |n: &str| specs.iter().flat_map(|s| s.iter()).find(|x| !x.1.is_empty() && x.1 == n).copied();
+    let find_long = |n: &str| {
+        specs
+            .iter()
+            .flat_map(|s| s.iter())
+            .find(|x| x.0 == n)
+            .copied()
+    };
+    let find_short = |n: &str| {
+        specs
+            .iter()
+            .flat_map(|s| s.iter())
+            .find(|x| !x.1.is_empty() && x.1 == n)
+            .copied()
+    };
     let mut i = 0;
     while i < args.len() {
         let a = &args[i];
@@ -90,12 +110,20 @@ fn parse(args: &[String], specs: &[Spec]) -> Result<(Flags, Vec<String>)> {
                 Some((n, v)) => (n, Some(v.to_string())),
                 None => (l, None),
             };
-            (find_long(n).ok_or_else(|| anyhow::anyhow!("unknown flag: --{n}"))?, v)
+            (
+                find_long(n).ok_or_else(|| anyhow::anyhow!("unknown flag: --{n}"))?,
+                v,
+            )
         } else if a.starts_with('-') && a.len() > 1 {
             let s = &a[1..2];
             let rest = &a[2..];
-            let sp = find_short(s).ok_or_else(|| anyhow::anyhow!("unknown shorthand flag: '{s}' in {a}"))?;
-            let v = if rest.is_empty() { None } else { Some(rest.trim_start_matches('=').to_string()) };
+            let sp = find_short(s)
+                .ok_or_else(|| anyhow::anyhow!("unknown shorthand flag: '{s}' in {a}"))?;
+            let v = if rest.is_empty() {
+                None
+            } else {
+                Some(rest.trim_start_matches('=').to_string())
+            };
             (sp, v)
         } else {
             pos.push(a.clone());
@@ -106,13 +134,19 @@ fn parse(args: &[String], specs: &[Spec]) -> Result<(Flags, Vec<String>)> {
                 None => "true".to_string(),
                 Some("true" | "1" | "t" | "T" | "TRUE" | "True") => "true".into(),
                 Some("false" | "0" | "f" | "F" | "FALSE" | "False") => "false".into(),
-                Some(v) => bail!("invalid argument \"{v}\" for \"--{}\" flag: strconv.ParseBool: parsing \"{v}\": invalid syntax", spec.0),
+                Some(v) => bail!(
+                    "invalid argument \"{v}\" for \"--{}\" flag: strconv.ParseBool: parsing \"{v}\": invalid syntax",
+                    spec.0
+                ),
             }
         } else {
             match inline {
                 Some(v) => v,
                 None => {
-                    let v = args.get(i).cloned().ok_or_else(|| anyhow::anyhow!("flag needs an argument: --{}", spec.0))?;
+                    let v = args
+                        .get(i)
+                        .cloned()
+                        .ok_or_else(|| anyhow::anyhow!("flag needs an argument: --{}", spec.0))?;
                     i += 1;
                     v
                 }
@@ -143,7 +177,12 @@ impl K0sConfig {
         }
         match std::fs::read_to_string(&p) {
             Ok(s) => {
-                let v: Value = if s.trim().is_empty() { json!({}) } else { serde_saphyr::from_str(&s).with_context(|| format!("failed to parse configuration {p}"))? };
+                let v: Value = if s.trim().is_empty() {
+                    json!({})
+                } else {
+                    serde_saphyr::from_str(&s)
+                        .with_context(|| format!("failed to parse configuration {p}"))?
+                };
                 Ok(K0sConfig { v })
             }
             Err(e) if explicit => Err(anyhow::anyhow!("failed to load node config: open {p}: {e}")),
@@ -151,7 +190,15 @@ impl K0sConfig {
         }
     }
     pub fn api_address(&self) -> String {
-        self.v["spec"]["api"]["address"].as_str().map(|s| s.to_string()).unwrap_or_else(|| util::host_ipv4s().into_iter().next().unwrap_or_else(|| "127.0.0.1".into()))
+        self.v["spec"]["api"]["address"]
+            .as_str()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| {
+                util::host_ipv4s()
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| "127.0.0.1".into())
+            })
     }
     pub fn api_port(&self) -> u16 {
         self.v["spec"]["api"]["port"].as_u64().unwrap_or(6443) as u16
@@ -161,17 +208,35 @@ impl K0sConfig {
     }
     /// host:port for join URLs: externalAddress (verbatim if it has a port) or api.address.
     pub fn external_host_port(&self, port: u16) -> String {
-        if let Some(e) = self.v["spec"]["api"]["externalAddress"].as_str().filter(|s| !s.is_empty()) {
+        if let Some(e) = self.v["spec"]["api"]["externalAddress"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+        {
             if e.parse::<std::net::IpAddr>().is_err() && e.contains(':') && !e.contains("::") {
                 return e.to_string();
             }
-            return if e.contains(':') { format!("[{e}]:{port}") } else { format!("{e}:{port}") };
+            return if e.contains(':') {
+                format!("[{e}]:{port}")
+            } else {
+                format!("{e}:{port}")
+            };
         }
         let a = self.api_address();
-        if a.contains(':') { format!("[{a}]:{port}") } else { format!("{a}:{port}") }
+        if a.contains(':') {
+            format!("[{a}]:{port}")
+        } else {
+            format!("{a}:{port}")
+        }
     }
     pub fn sans(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.v["spec"]["api"]["sans"].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(|s| s.to_string())).collect()).unwrap_or_default();
+        let mut v: Vec<String> = self.v["spec"]["api"]["sans"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(|s| s.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
         if let Some(e) = self.v["spec"]["api"]["externalAddress"].as_str() {
             v.push(e.split(':').next().unwrap_or(e).to_string());
         }
@@ -179,10 +244,16 @@ impl K0sConfig {
         v
     }
     pub fn storage_type(&self, single: bool) -> String {
-        self.v["spec"]["storage"]["type"].as_str().map(|s| s.to_string()).unwrap_or_else(|| if single { "kine".into() } else { "etcd".into() })
+        self.v["spec"]["storage"]["type"]
+            .as_str()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| if single { "kine".into() } else { "etcd".into() })
     }
     pub fn peer_address(&self) -> String {
-        self.v["spec"]["storage"]["etcd"]["peerAddress"].as_str().map(|s| s.to_string()).unwrap_or_else(|| self.api_address())
+        self.v["spec"]["storage"]["etcd"]["peerAddress"]
+            .as_str()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| self.api_address())
     }
     pub fn cluster_config_json(&self) -> Value {
         let mut c = default_config(&self.api_address());
@@ -235,7 +306,11 @@ fn to_yaml(v: &Value, indent: usize, out: &mut String) {
                                 Value::Object(_) => {
                                     let mut sub = String::new();
                                     to_yaml(e, indent + 2, &mut sub);
-                                    let sub = sub.replacen(&" ".repeat(indent + 2), &format!("{pad}- "), 1);
+                                    let sub = sub.replacen(
+                                        &" ".repeat(indent + 2),
+                                        &format!("{pad}- "),
+                                        1,
+                                    );
                                     out.push_str(&sub);
                                 }
                                 _ => out.push_str(&format!("{pad}- {}\n", scalar(e))),
@@ -258,12 +333,19 @@ fn scalar(v: &Value) -> String {
         Value::String(s) => {
             let needs = s.is_empty()
                 || s.parse::<f64>().is_ok()
-                || ["true", "false", "null", "yes", "no", "on", "off", "~"].contains(&s.to_lowercase().as_str())
+                || ["true", "false", "null", "yes", "no", "on", "off", "~"]
+                    .contains(&s.to_lowercase().as_str())
                 || s.contains(": ")
-                || s.starts_with(['*', '&', '!', '|', '>', '\'', '"', '%', '@', '`', '{', '[', '-', ' ', '#'])
+                || s.starts_with([
+                    '*', '&', '!', '|', '>', '\'', '"', '%', '@', '`', '{', '[', '-', ' ', '#',
+                ])
                 || s.ends_with(' ')
                 || s.contains(" #");
-            if needs { format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")) } else { s.clone() }
+            if needs {
+                format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+            } else {
+                s.clone()
+            }
         }
         other => other.to_string(),
     }
@@ -284,7 +366,13 @@ fn require_root() -> Result<()> {
 
 fn abs(p: &str) -> String {
     let pb = PathBuf::from(p);
-    if pb.is_absolute() { p.to_string() } else { std::env::current_dir().map(|c| c.join(pb).display().to_string()).unwrap_or(p.to_string()) }
+    if pb.is_absolute() {
+        p.to_string()
+    } else {
+        std::env::current_dir()
+            .map(|c| c.join(pb).display().to_string())
+            .unwrap_or(p.to_string())
+    }
 }
 
 fn systemd() -> bool {
@@ -292,13 +380,24 @@ fn systemd() -> bool {
 }
 
 fn unit_path(svc: &str) -> PathBuf {
-    if systemd() { PathBuf::from(format!("/etc/systemd/system/{svc}.service")) } else { PathBuf::from(format!("/etc/init.d/{svc}")) }
+    if systemd() {
+        PathBuf::from(format!("/etc/systemd/system/{svc}.service"))
+    } else {
+        PathBuf::from(format!("/etc/init.d/{svc}"))
+    }
 }
 
 fn sh(cmd: &str, args: &[&str]) -> Result<String> {
-    let o = Command::new(cmd).args(args).output().with_context(|| format!("run {cmd}"))?;
+    let o = Command::new(cmd)
+        .args(args)
+        .output()
+        .with_context(|| format!("run {cmd}"))?;
     if !o.status.success() {
-        bail!("{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr).trim());
+        bail!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
@@ -320,7 +419,11 @@ fn uninstall_service(svc: &str) {
 
 fn cmd_install(role: &str, args: &[String]) -> Result<()> {
     require_root()?;
-    let specs: Vec<Spec> = if role == "controller" { vec![DEBUG, DATA, CONTROLLER, WORKER, INSTALL] } else { vec![DEBUG, DATA, WORKER, INSTALL] };
+    let specs: Vec<Spec> = if role == "controller" {
+        vec![DEBUG, DATA, CONTROLLER, WORKER, INSTALL]
+    } else {
+        vec![DEBUG, DATA, WORKER, INSTALL]
+    };
     let (f, pos) = parse(args, &specs)?;
     if !pos.is_empty() {
         bail!("unknown command \"{}\" for \"k0s install {role}\"", pos[0]);
@@ -329,13 +432,36 @@ fn cmd_install(role: &str, args: &[String]) -> Result<()> {
         let cfg = K0sConfig::load(f.get("config").map(|s| s.as_str()))?;
         if let Some(a) = cfg.v["spec"]["api"]["address"].as_str() {
             if a == "0.0.0.0" || a == "::" {
-                bail!("invalid node config: spec: api: address: Invalid value: \"{a}\": invalid INADDR_ANY");
+                bail!(
+                    "invalid node config: spec: api: address: Invalid value: \"{a}\": invalid INADDR_ANY"
+                );
             }
         }
-        for u in ["etcd", "kube-apiserver", "konnectivity-server", "kube-scheduler"] {
-            if Command::new("id").arg("-u").arg(u).output().map(|o| !o.status.success()).unwrap_or(false) {
+        for u in [
+            "etcd",
+            "kube-apiserver",
+            "konnectivity-server",
+            "kube-scheduler",
+        ] {
+            if Command::new("id")
+                .arg("-u")
+                .arg(u)
+                .output()
+                .map(|o| !o.status.success())
+                .unwrap_or(false)
+            {
                 let dd = f.get("data-dir").cloned().unwrap_or("/var/lib/k0s".into());
-                let _ = Command::new("useradd").args(["--home", &dd, "--shell", "/usr/sbin/nologin", "--system", "--no-create-home", u]).output();
+                let _ = Command::new("useradd")
+                    .args([
+                        "--home",
+                        &dd,
+                        "--shell",
+                        "/usr/sbin/nologin",
+                        "--system",
+                        "--no-create-home",
+                        u,
+                    ])
+                    .output();
             }
         }
     }
@@ -345,7 +471,11 @@ fn cmd_install(role: &str, args: &[String]) -> Result<()> {
         if ["env", "force", "start"].contains(&k.as_str()) {
             continue;
         }
-        let v = if ["data-dir", "kubelet-root-dir", "token-file", "config"].contains(&k.as_str()) { abs(v) } else { v.trim_start_matches('[').trim_end_matches(']').to_string() };
+        let v = if ["data-dir", "kubelet-root-dir", "token-file", "config"].contains(&k.as_str()) {
+            abs(v)
+        } else {
+            v.trim_start_matches('[').trim_end_matches(']').to_string()
+        };
         svc_args.push(format!("--{k}={v}"));
     }
     let svc = format!("k0s{role}");
@@ -353,15 +483,27 @@ fn cmd_install(role: &str, args: &[String]) -> Result<()> {
     let force = f.bool("force");
     if path.exists() {
         if !force {
-            bail!("failed to install {role} service: Init already exists: {}", path.display());
+            bail!(
+                "failed to install {role} service: Init already exists: {}",
+                path.display()
+            );
         }
         uninstall_service(&svc);
     }
-    let exe = std::fs::canonicalize(std::env::current_exe()?)?.display().to_string();
+    let exe = std::fs::canonicalize(std::env::current_exe()?)?
+        .display()
+        .to_string();
     if systemd() {
         let esc = |s: &str| s.replace(' ', "\\x20");
-        let exec = std::iter::once(esc(&exe)).chain(svc_args.iter().map(|a| esc(a))).collect::<Vec<_>>().join(" ");
-        let env: String = f.env.iter().map(|e| format!("Environment=\"{e}\"\n")).collect();
+        let exec = std::iter::once(esc(&exe))
+            .chain(svc_args.iter().map(|a| esc(a)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let env: String = f
+            .env
+            .iter()
+            .map(|e| format!("Environment=\"{e}\"\n"))
+            .collect();
         let unit = format!(
             "[Unit]\nDescription=k0s - Zero Friction Kubernetes\nDocumentation=https://docs.k0sproject.io\nConditionFileIsExecutable={exe}\n\nAfter=network-online.target \nWants=network-online.target \n[Service]\nStartLimitInterval=5\nStartLimitBurst=10\nExecStart={exec}\n{env}RestartSec=10\nDelegate=yes\nKillMode=process\nLimitCORE=infinity\nTasksMax=infinity\nTimeoutStartSec=0\nLimitNOFILE=999999\nRestart=always\n[Install]\nWantedBy=multi-user.target\n"
         );
@@ -388,9 +530,17 @@ fn cmd_install(role: &str, args: &[String]) -> Result<()> {
 
 fn service_active(svc: &str) -> bool {
     if systemd() {
-        Command::new("systemctl").args(["is-active", "--quiet", svc]).status().map(|s| s.success()).unwrap_or(false)
+        Command::new("systemctl")
+            .args(["is-active", "--quiet", svc])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
     } else {
-        Command::new("rc-service").args([svc, "status"]).output().map(|o| String::from_utf8_lossy(&o.stdout).contains("started")).unwrap_or(false)
+        Command::new("rc-service")
+            .args([svc, "status"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("started"))
+            .unwrap_or(false)
     }
 }
 
@@ -404,13 +554,20 @@ fn svc_ctl(action: &str, svc: &str) -> Result<()> {
 }
 
 fn installed_service() -> Option<String> {
-    ["k0scontroller", "k0sworker"].into_iter().find(|s| unit_path(s).exists()).map(|s| s.to_string())
+    ["k0scontroller", "k0sworker"]
+        .into_iter()
+        .find(|s| unit_path(s).exists())
+        .map(|s| s.to_string())
 }
 
 /// GET/POST over the status socket. Returns (code, body).
 fn socket_req(sock: &str, path: &str) -> Result<(u16, String)> {
     use std::io::{Read, Write};
-    let what = if path == "/status" { "status".to_string() } else { path.trim_start_matches('/').to_string() };
+    let what = if path == "/status" {
+        "status".to_string()
+    } else {
+        path.trim_start_matches('/').to_string()
+    };
     let mut s = std::os::unix::net::UnixStream::connect(sock).map_err(|e| {
         let reason = match e.kind() {
             std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
@@ -419,33 +576,60 @@ fn socket_req(sock: &str, path: &str) -> Result<(u16, String)> {
         };
         anyhow::anyhow!("status: can't get \"{what}\" via \"{sock}\": Get \"http://localhost{path}\": dial unix {sock}: connect: {reason}")
     })?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
     let mut r = String::new();
     s.read_to_string(&mut r)?;
     let (head, body) = r.split_once("\r\n\r\n").unwrap_or((&r, ""));
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(500);
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(500);
     Ok((code, body.to_string()))
 }
 
 fn status_socket(f: &Flags) -> String {
-    f.get("status-socket").cloned().filter(|s| !s.is_empty()).unwrap_or_else(|| format!("{}/status.sock", daemon::RUN_DIR))
+    f.get("status-socket")
+        .cloned()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("{}/status.sock", daemon::RUN_DIR))
 }
 
 fn get_status(f: &Flags) -> Result<Value> {
     let (code, body) = socket_req(&status_socket(f), "/status")?;
     if code != 200 {
-        bail!("status: can't get \"status\" via \"{}\": HTTP {code}", status_socket(f));
+        bail!(
+            "status: can't get \"status\" via \"{}\": HTTP {code}",
+            status_socket(f)
+        );
     }
     Ok(serde_json::from_str(&body)?)
 }
 
 fn q(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn op(f: &Flags, name: &str, params: &[(&str, &str)]) -> Result<String> {
-    let qs: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", q(v))).collect();
-    let (code, body) = socket_req(&status_socket(f), &format!("/testenv/{name}?{}", qs.join("&")))?;
+    let qs: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", q(v)))
+        .collect();
+    let (code, body) = socket_req(
+        &status_socket(f),
+        &format!("/testenv/{name}?{}", qs.join("&")),
+    )?;
     if code != 200 {
         bail!("{body}");
     }
@@ -453,11 +637,17 @@ fn op(f: &Flags, name: &str, params: &[(&str, &str)]) -> Result<String> {
 }
 
 fn data_dir(f: &Flags) -> PathBuf {
-    PathBuf::from(abs(f.get("data-dir").map(|s| s.as_str()).unwrap_or("/var/lib/k0s")))
+    PathBuf::from(abs(f
+        .get("data-dir")
+        .map(|s| s.as_str())
+        .unwrap_or("/var/lib/k0s")))
 }
 
 fn run_cli(argv: Vec<String>) -> Result<i32> {
-    let prog = Path::new(&argv[0]).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let prog = Path::new(&argv[0])
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let prog = prog.strip_prefix("k0s-").unwrap_or(&prog).to_string();
     if prog == "kubectl" {
         return cmd_kubectl(&argv[1..]);
@@ -471,11 +661,23 @@ fn run_cli(argv: Vec<String>) -> Result<i32> {
         "version" => {
             let (f, _) = parse(&rest, &[&[("all", "a", true), ("json", "j", true)]])?;
             let v = crate::stamp::slot_version();
-            let k8s = v.trim_start_matches('v').split('+').next().unwrap_or("").to_string();
+            let k8s = v
+                .trim_start_matches('v')
+                .split('+')
+                .next()
+                .unwrap_or("")
+                .to_string();
             if f.bool("all") {
-                println!("k0s : {v}\nrunc : 1.1.15\ncontainerd : 1.7.22\nkubernetes : {k8s}\nkine : 0.13.2\netcd : 3.5.16\nkonnectivity : 0.30.3");
+                println!(
+                    "k0s : {v}\nrunc : 1.1.15\ncontainerd : 1.7.22\nkubernetes : {k8s}\nkine : 0.13.2\netcd : 3.5.16\nkonnectivity : 0.30.3"
+                );
             } else if f.bool("json") {
-                println!("{}", util::json_indent3(&json!({"k0s":v,"runc":"1.1.15","containerd":"1.7.22","kubernetes":k8s,"kine":"0.13.2","etcd":"3.5.16","konnectivity":"0.30.3"})));
+                println!(
+                    "{}",
+                    util::json_indent3(
+                        &json!({"k0s":v,"runc":"1.1.15","containerd":"1.7.22","kubernetes":k8s,"kine":"0.13.2","etcd":"3.5.16","konnectivity":"0.30.3"})
+                    )
+                );
             } else {
                 println!("{v}");
             }
@@ -483,7 +685,9 @@ fn run_cli(argv: Vec<String>) -> Result<i32> {
         "install" => match sub2 {
             "controller" | "server" => cmd_install("controller", &rest2)?,
             "worker" => cmd_install("worker", &rest2)?,
-            "" => println!("Install k0s on a brand-new system. Must be run as root (or with sudo)\n\nUsage:\n  k0s install [command]\n\nAvailable Commands:\n  controller  Install k0s controller on a brand-new system. Must be run as root (or with sudo)\n  worker      Install k0s worker on a brand-new system. Must be run as root (or with sudo)"),
+            "" => println!(
+                "Install k0s on a brand-new system. Must be run as root (or with sudo)\n\nUsage:\n  k0s install [command]\n\nAvailable Commands:\n  controller  Install k0s controller on a brand-new system. Must be run as root (or with sudo)\n  worker      Install k0s worker on a brand-new system. Must be run as root (or with sudo)"
+            ),
             o => bail!("unknown command \"{o}\" for \"k0s install\""),
         },
         "start" | "stop" => {
@@ -498,7 +702,13 @@ fn run_cli(argv: Vec<String>) -> Result<i32> {
                 svc_ctl("start", &svc)?;
             } else {
                 if !active {
-                    if systemd() && Command::new("systemctl").args(["is-failed", "--quiet", &svc]).status().map(|s| s.success()).unwrap_or(false) {
+                    if systemd()
+                        && Command::new("systemctl")
+                            .args(["is-failed", "--quiet", &svc])
+                            .status()
+                            .map(|s| s.success())
+                            .unwrap_or(false)
+                    {
                         bail!("service in failed state");
                     }
                     bail!("already stopped");
@@ -507,17 +717,30 @@ fn run_cli(argv: Vec<String>) -> Result<i32> {
             }
         }
         "controller" | "server" | "worker" => {
-            let role = if sub == "worker" { "worker" } else { "controller" };
-            let specs: Vec<Spec> = if role == "controller" { vec![DEBUG, DATA, CONTROLLER, WORKER] } else { vec![DEBUG, DATA, WORKER] };
+            let role = if sub == "worker" {
+                "worker"
+            } else {
+                "controller"
+            };
+            let specs: Vec<Spec> = if role == "controller" {
+                vec![DEBUG, DATA, CONTROLLER, WORKER]
+            } else {
+                vec![DEBUG, DATA, WORKER]
+            };
             let (f, pos) = parse(&rest, &specs)?;
             daemon::run(role, f, pos, argv.clone())?;
         }
         "status" => {
             if sub2 == "components" {
-                eprintln!("!!! per component status is not yet finally ready, information here might be incomplete !!!");
+                eprintln!(
+                    "!!! per component status is not yet finally ready, information here might be incomplete !!!"
+                );
                 return Ok(0);
             }
-            let (f, _) = parse(&rest, &[DEBUG, &[("out", "o", false), ("status-socket", "", false)]])?;
+            let (f, _) = parse(
+                &rest,
+                &[DEBUG, &[("out", "o", false), ("status-socket", "", false)]],
+            )?;
             let st = get_status(&f)?;
             match f.get("out").map(|s| s.as_str()).unwrap_or("") {
                 "json" => println!("{}", util::json_indent3(&st)),
@@ -529,20 +752,35 @@ fn run_cli(argv: Vec<String>) -> Result<i32> {
                     println!("Workloads: {}", st["Workloads"]);
                     println!("SingleNode: {}", st["SingleNode"]);
                     if st["Workloads"] == true {
-                        println!("Kube-api probing successful: {}", st["WorkerToAPIConnectionStatus"]["Success"]);
-                        println!("Kube-api probing last error:  {}", st["WorkerToAPIConnectionStatus"]["Message"].as_str().unwrap_or(""));
+                        println!(
+                            "Kube-api probing successful: {}",
+                            st["WorkerToAPIConnectionStatus"]["Success"]
+                        );
+                        println!(
+                            "Kube-api probing last error:  {}",
+                            st["WorkerToAPIConnectionStatus"]["Message"]
+                                .as_str()
+                                .unwrap_or("")
+                        );
                     }
                 }
             }
         }
         "token" => {
-            let tspec: Spec = &[("role", "", false), ("expiry", "", false), ("wait", "", true), ("config", "c", false)];
+            let tspec: Spec = &[
+                ("role", "", false),
+                ("expiry", "", false),
+                ("wait", "", true),
+                ("config", "c", false),
+            ];
             let (f, pos) = parse(&rest2, &[DEBUG, DATA, tspec])?;
             match sub2 {
                 "create" => {
                     let role = f.get("role").cloned().unwrap_or("worker".into());
                     if role != "worker" && role != "controller" {
-                        bail!("unsupported role \"{role}\"; supported roles are \"controller\" and \"worker\"");
+                        bail!(
+                            "unsupported role \"{role}\"; supported roles are \"controller\" and \"worker\""
+                        );
                     }
                     let expiry = f.get("expiry").cloned().unwrap_or("0s".into());
                     util::parse_duration(&expiry)?;
@@ -571,14 +809,23 @@ fn run_cli(argv: Vec<String>) -> Result<i32> {
                     }
                 }
                 "list" => {
-                    let body = op(&f, "token-list", &[("role", f.get("role").map(|s| s.as_str()).unwrap_or(""))])?;
+                    let body = op(
+                        &f,
+                        "token-list",
+                        &[("role", f.get("role").map(|s| s.as_str()).unwrap_or(""))],
+                    )?;
                     let rows: Vec<Value> = serde_json::from_str(&body)?;
                     if rows.is_empty() && f.get("role").is_none() {
                         println!("No k0s join tokens found");
                     } else if !rows.is_empty() {
                         println!("ID       ROLE     EXPIRES AT");
                         for r in rows {
-                            println!("{:<8} {:<8} {}", r["id"].as_str().unwrap_or(""), r["role"].as_str().unwrap_or(""), r["expiry"].as_str().unwrap_or(""));
+                            println!(
+                                "{:<8} {:<8} {}",
+                                r["id"].as_str().unwrap_or(""),
+                                r["role"].as_str().unwrap_or(""),
+                                r["expiry"].as_str().unwrap_or("")
+                            );
                         }
                     }
                 }
@@ -594,30 +841,56 @@ fn run_cli(argv: Vec<String>) -> Result<i32> {
                     let s = std::fs::read_to_string(&p).map_err(|_| anyhow::anyhow!("admin config \"{}\" not found, check if the control plane is initialized on this node", p.display()))?;
                     let cfg = K0sConfig::load(None).unwrap_or_default();
                     let port = cfg.api_port();
-                    print!("{}", s.replace(&format!("https://localhost:{port}"), &format!("https://{}", cfg.external_host_port(port))));
+                    print!(
+                        "{}",
+                        s.replace(
+                            &format!("https://localhost:{port}"),
+                            &format!("https://{}", cfg.external_host_port(port))
+                        )
+                    );
                 }
-                "" => println!("Create a kubeconfig file for a specified user\n\nUsage:\n  k0s kubeconfig [command]"),
+                "" => println!(
+                    "Create a kubeconfig file for a specified user\n\nUsage:\n  k0s kubeconfig [command]"
+                ),
                 o => bail!("unknown command \"{o}\" for \"k0s kubeconfig\""),
             }
         }
         "kubectl" | "kc" => return cmd_kubectl(&rest),
         "etcd" => {
-            let (f, _) = parse(&rest2, &[DEBUG, DATA, &[("peer-address", "", false), ("config", "c", false)]])?;
+            let (f, _) = parse(
+                &rest2,
+                &[
+                    DEBUG,
+                    DATA,
+                    &[("peer-address", "", false), ("config", "c", false)],
+                ],
+            )?;
             let cfg = K0sConfig::load(f.get("config").map(|s| s.as_str())).unwrap_or_default();
             if cfg.storage_type(false) != "etcd" {
                 bail!("wrong storage type: {}", cfg.storage_type(false));
             }
             match sub2 {
                 "member-list" => {
-                    let body = op(&f, "etcd-members", &[]).map_err(|e| anyhow::anyhow!("can't list etcd cluster members: {e}"))?;
+                    let body = op(&f, "etcd-members", &[])
+                        .map_err(|e| anyhow::anyhow!("can't list etcd cluster members: {e}"))?;
                     println!("{}", body.trim());
                 }
                 "leave" => {
-                    let peer = f.get("peer-address").cloned().unwrap_or_else(|| cfg.peer_address());
-                    if peer.parse::<std::net::IpAddr>().is_err() && !peer.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
-                        bail!("invalid value \"{peer}\" for \"--peer-address\" flag: neither an IP address nor a DNS name");
+                    let peer = f
+                        .get("peer-address")
+                        .cloned()
+                        .unwrap_or_else(|| cfg.peer_address());
+                    if peer.parse::<std::net::IpAddr>().is_err()
+                        && !peer
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                    {
+                        bail!(
+                            "invalid value \"{peer}\" for \"--peer-address\" flag: neither an IP address nor a DNS name"
+                        );
                     }
-                    op(&f, "etcd-leave", &[("peer", &peer)]).map_err(|e| anyhow::anyhow!("can't leave etcd cluster: {e}"))?;
+                    op(&f, "etcd-leave", &[("peer", &peer)])
+                        .map_err(|e| anyhow::anyhow!("can't leave etcd cluster: {e}"))?;
                 }
                 "" => println!("Manage etcd cluster\n\nUsage:\n  k0s etcd [command]"),
                 o => bail!("unknown command \"{o}\" for \"k0s etcd\""),
@@ -627,7 +900,18 @@ fn run_cli(argv: Vec<String>) -> Result<i32> {
         "default-config" => cmd_config("create", &rest)?,
         "validate" if sub2 == "config" => cmd_config("validate", &rest2)?,
         "reset" => {
-            let (f, _) = parse(&rest, &[DEBUG, DATA, &[("kubelet-root-dir", "", false), ("config", "c", false), ("cri-socket", "", false)]])?;
+            let (f, _) = parse(
+                &rest,
+                &[
+                    DEBUG,
+                    DATA,
+                    &[
+                        ("kubelet-root-dir", "", false),
+                        ("config", "c", false),
+                        ("cri-socket", "", false),
+                    ],
+                ],
+            )?;
             require_root()?;
             if daemon::is_running() {
                 bail!("another k0s process is still running, please stop k0s before reset");
@@ -653,18 +937,39 @@ fn run_cli(argv: Vec<String>) -> Result<i32> {
             cmd_restore(&f, pos.first().cloned().unwrap_or_default())?;
         }
         "sysinfo" => {
-            let (f, _) = parse(&rest, &[DEBUG, &[("controller", "", true), ("worker", "", true), ("data-dir", "", false), ("output", "o", false)]])?;
+            let (f, _) = parse(
+                &rest,
+                &[
+                    DEBUG,
+                    &[
+                        ("controller", "", true),
+                        ("worker", "", true),
+                        ("data-dir", "", false),
+                        ("output", "o", false),
+                    ],
+                ],
+            )?;
             cmd_sysinfo(&f)?;
         }
         "airgap" if sub2 == "list-images" => {
             let v = crate::stamp::slot_version();
             let k8s = v.split('+').next().unwrap_or("");
-            for i in ["quay.io/k0sproject/pause:3.9", "quay.io/k0sproject/apiserver-network-proxy-agent:v0.30.3", &format!("quay.io/k0sproject/kube-proxy:{k8s}"), "quay.io/k0sproject/coredns:1.11.3", "quay.io/k0sproject/metrics-server:v0.7.2-0", "quay.io/k0sproject/kube-router:v2.2.1-iptables1.8.9-0", "quay.io/k0sproject/cni-node:1.3.0-k0s.0"] {
+            for i in [
+                "quay.io/k0sproject/pause:3.9",
+                "quay.io/k0sproject/apiserver-network-proxy-agent:v0.30.3",
+                &format!("quay.io/k0sproject/kube-proxy:{k8s}"),
+                "quay.io/k0sproject/coredns:1.11.3",
+                "quay.io/k0sproject/metrics-server:v0.7.2-0",
+                "quay.io/k0sproject/kube-router:v2.2.1-iptables1.8.9-0",
+                "quay.io/k0sproject/cni-node:1.3.0-k0s.0",
+            ] {
                 println!("{i}");
             }
         }
         "" | "help" | "--help" | "-h" => {
-            println!("k0s - The zero friction Kubernetes - https://k0sproject.io\n(testenv stand-in: test scaffolding, not the real k0s)\n\nUsage:\n  k0s [command]\n\nAvailable Commands:\n  backup, config, controller, etcd, install, kubeconfig, kubectl, reset, restore, start, status, stop, sysinfo, token, version, worker");
+            println!(
+                "k0s - The zero friction Kubernetes - https://k0sproject.io\n(testenv stand-in: test scaffolding, not the real k0s)\n\nUsage:\n  k0s [command]\n\nAvailable Commands:\n  backup, config, controller, etcd, install, kubeconfig, kubectl, reset, restore, start, status, stop, sysinfo, token, version, worker"
+            );
         }
         o => bail!("unknown command \"{o}\" for \"k0s\""),
     }
@@ -699,7 +1004,9 @@ fn cmd_kubectl(args: &[String]) -> Result<i32> {
         out.push(a.clone());
     }
     let kubectl = std::env::var("TESTENV_KUBECTL").unwrap_or_else(|_| "/usr/bin/kubectl".into());
-    let me = std::env::current_exe().ok().and_then(|p| std::fs::canonicalize(p).ok());
+    let me = std::env::current_exe()
+        .ok()
+        .and_then(|p| std::fs::canonicalize(p).ok());
     if std::fs::canonicalize(&kubectl).ok() == me {
         bail!("no real kubectl found at {kubectl} (the stand-in delegates `k0s kubectl` to it)");
     }
@@ -707,10 +1014,16 @@ fn cmd_kubectl(args: &[String]) -> Result<i32> {
     c.args(&out);
     if has_kubeconfig {
         c.env_remove("KUBECONFIG");
-    } else if std::env::var("KUBECONFIG").map(|k| k.is_empty()).unwrap_or(true) {
+    } else if std::env::var("KUBECONFIG")
+        .map(|k| k.is_empty())
+        .unwrap_or(true)
+    {
         let p = Path::new(&dd).join("pki/admin.conf");
         if !p.exists() {
-            bail!("cannot stat k0s kubeconfig, is the server running?: stat {}: no such file or directory", p.display());
+            bail!(
+                "cannot stat k0s kubeconfig, is the server running?: stat {}: no such file or directory",
+                p.display()
+            );
         }
         c.env("KUBECONFIG", p);
     }
@@ -722,15 +1035,33 @@ fn cmd_kubectl(args: &[String]) -> Result<i32> {
 fn cmd_config(sub: &str, args: &[String]) -> Result<()> {
     match sub {
         "create" => {
-            let (f, _) = parse(args, &[DEBUG, DATA, &[("include-images", "", true), ("feature-gates", "", false)]])?;
+            let (f, _) = parse(
+                args,
+                &[
+                    DEBUG,
+                    DATA,
+                    &[("include-images", "", true), ("feature-gates", "", false)],
+                ],
+            )?;
             if f.get("data-dir").is_some() {
-                eprintln!("Flag --data-dir has been deprecated, it has no effect and will be removed in a future release");
+                eprintln!(
+                    "Flag --data-dir has been deprecated, it has no effect and will be removed in a future release"
+                );
             }
-            let addr = util::host_ipv4s().into_iter().next().unwrap_or_else(|| "127.0.0.1".into());
+            let addr = util::host_ipv4s()
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| "127.0.0.1".into());
             print!("{}", yaml(&default_config(&addr)));
         }
         "validate" => {
-            let (f, _) = parse(args, &[DEBUG, &[("config", "c", false), ("feature-gates", "", false)]])?;
+            let (f, _) = parse(
+                args,
+                &[
+                    DEBUG,
+                    &[("config", "c", false), ("feature-gates", "", false)],
+                ],
+            )?;
             let p = f.get("config").cloned().unwrap_or_default();
             if p.is_empty() {
                 bail!("--config can't be empty");
@@ -740,11 +1071,14 @@ fn cmd_config(sub: &str, args: &[String]) -> Result<()> {
                 std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
                 s
             } else {
-                std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("failed to parse configuration: open {p}: {e}"))?
+                std::fs::read_to_string(&p)
+                    .map_err(|e| anyhow::anyhow!("failed to parse configuration: open {p}: {e}"))?
             };
             validate_config(&s)?;
         }
-        "status" | "edit" => bail!("k0s config {sub}: use `k0s kubectl -n kube-system get event --field-selector involvedObject.name=k0s` (not supported by the stand-in)"),
+        "status" | "edit" => bail!(
+            "k0s config {sub}: use `k0s kubectl -n kube-system get event --field-selector involvedObject.name=k0s` (not supported by the stand-in)"
+        ),
         "" => println!("Configuration related sub-commands\n\nUsage:\n  k0s config [command]"),
         o => bail!("unknown command \"{o}\" for \"k0s config\""),
     }
@@ -752,29 +1086,54 @@ fn cmd_config(sub: &str, args: &[String]) -> Result<()> {
 }
 
 fn validate_config(s: &str) -> Result<()> {
-    let v: Value = serde_saphyr::from_str(s).map_err(|e| anyhow::anyhow!("failed to parse configuration: {e}"))?;
+    let v: Value = serde_saphyr::from_str(s)
+        .map_err(|e| anyhow::anyhow!("failed to parse configuration: {e}"))?;
     let v = if v.is_null() { json!({}) } else { v };
-    let m = v.as_object().context("failed to parse configuration: not a mapping")?;
+    let m = v
+        .as_object()
+        .context("failed to parse configuration: not a mapping")?;
     for k in m.keys() {
         if !["apiVersion", "kind", "metadata", "spec", "status"].contains(&k.as_str()) {
-            bail!("failed to parse configuration: error unmarshaling JSON: while decoding JSON: json: unknown field \"{k}\"");
+            bail!(
+                "failed to parse configuration: error unmarshaling JSON: while decoding JSON: json: unknown field \"{k}\""
+            );
         }
     }
     if let Some(a) = v["apiVersion"].as_str() {
         if a != "k0s.k0sproject.io/v1beta1" {
-            bail!("failed to parse configuration: no kind \"ClusterConfig\" is registered for version \"{a}\"");
+            bail!(
+                "failed to parse configuration: no kind \"ClusterConfig\" is registered for version \"{a}\""
+            );
         }
     }
     if let Some(k) = v["kind"].as_str() {
         if k != "ClusterConfig" && k != "Cluster" {
-            bail!("failed to parse configuration: no kind \"{k}\" is registered for version \"k0s.k0sproject.io/v1beta1\"");
+            bail!(
+                "failed to parse configuration: no kind \"{k}\" is registered for version \"k0s.k0sproject.io/v1beta1\""
+            );
         }
     }
-    let known = ["api", "controllerManager", "scheduler", "storage", "network", "podSecurityPolicy", "telemetry", "installConfig", "images", "extensions", "konnectivity", "featureGates", "workerProfiles"];
+    let known = [
+        "api",
+        "controllerManager",
+        "scheduler",
+        "storage",
+        "network",
+        "podSecurityPolicy",
+        "telemetry",
+        "installConfig",
+        "images",
+        "extensions",
+        "konnectivity",
+        "featureGates",
+        "workerProfiles",
+    ];
     if let Some(sp) = v["spec"].as_object() {
         for k in sp.keys() {
             if !known.contains(&k.as_str()) {
-                bail!("failed to parse configuration: error unmarshaling JSON: while decoding JSON: json: unknown field \"{k}\"");
+                bail!(
+                    "failed to parse configuration: error unmarshaling JSON: while decoding JSON: json: unknown field \"{k}\""
+                );
             }
         }
     }
@@ -788,7 +1147,9 @@ fn validate_config(s: &str) -> Result<()> {
     }
     if let Some(t) = v["spec"]["storage"]["type"].as_str() {
         if !["etcd", "kine"].contains(&t) {
-            bail!("spec: storage: type: Unsupported value: \"{t}\": supported values: \"etcd\", \"kine\"");
+            bail!(
+                "spec: storage: type: Unsupported value: \"{t}\": supported values: \"etcd\", \"kine\""
+            );
         }
     }
     Ok(())
@@ -805,7 +1166,10 @@ fn cmd_backup(f: &Flags) -> Result<()> {
     }
     let st = get_status(f).map_err(|e| anyhow::anyhow!("unable to detect cluster status {e}"))?;
     if st["Role"] != "controller" {
-        bail!("backup command must be run on the controller node, have `{}`", st["Role"].as_str().unwrap_or(""));
+        bail!(
+            "backup command must be run on the controller node, have `{}`",
+            st["Role"].as_str().unwrap_or("")
+        );
     }
     let stage = tempdir("k0s-backup")?;
     let db = dd.join("db/state.json");
@@ -817,7 +1181,14 @@ fn cmd_backup(f: &Flags) -> Result<()> {
     }
     for d in ["pki", "manifests", "images", "helmhome"] {
         if dd.join(d).exists() {
-            sh("cp", &["-a", &dd.join(d).display().to_string(), &stage.display().to_string()])?;
+            sh(
+                "cp",
+                &[
+                    "-a",
+                    &dd.join(d).display().to_string(),
+                    &stage.display().to_string(),
+                ],
+            )?;
         }
     }
     if Path::new("/etc/k0s/k0s.yaml").exists() {
@@ -825,9 +1196,20 @@ fn cmd_backup(f: &Flags) -> Result<()> {
     }
     let (y, mo, d, h, mi, s) = util::civil(util::now_unix());
     let name = format!("k0s_backup_{y:04}-{mo:02}-{d:02}T{h:02}_{mi:02}_{s:02}_000Z.tar.gz");
-    let entries: Vec<String> = std::fs::read_dir(&stage)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let entries: Vec<String> = std::fs::read_dir(&stage)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     let mut c = Command::new("tar");
-    c.arg("-czf").arg(if sp == "-" { "-".to_string() } else { Path::new(&sp).join(&name).display().to_string() }).arg("-C").arg(&stage).args(&entries);
+    c.arg("-czf")
+        .arg(if sp == "-" {
+            "-".to_string()
+        } else {
+            Path::new(&sp).join(&name).display().to_string()
+        })
+        .arg("-C")
+        .arg(&stage)
+        .args(&entries);
     let st = c.status()?;
     let _ = std::fs::remove_dir_all(&stage);
     if !st.success() {
@@ -866,7 +1248,14 @@ fn cmd_restore(f: &Flags, archive: String) -> Result<()> {
     for d in ["pki", "manifests", "images", "helmhome"] {
         if stage.join(d).exists() {
             let _ = std::fs::remove_dir_all(dd.join(d));
-            sh("cp", &["-a", &stage.join(d).display().to_string(), &dd.display().to_string()])?;
+            sh(
+                "cp",
+                &[
+                    "-a",
+                    &stage.join(d).display().to_string(),
+                    &dd.display().to_string(),
+                ],
+            )?;
         }
     }
     let _ = std::fs::remove_file(dd.join("testenv-leader"));
@@ -874,8 +1263,14 @@ fn cmd_restore(f: &Flags, archive: String) -> Result<()> {
         let out = match f.get("config-out") {
             Some(o) => PathBuf::from(o),
             None => {
-                let base = Path::new(&archive).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                let base = base.trim_end_matches(".tar.gz").trim_start_matches("k0s_backup_").to_string();
+                let base = Path::new(&archive)
+                    .file_name()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let base = base
+                    .trim_end_matches(".tar.gz")
+                    .trim_start_matches("k0s_backup_")
+                    .to_string();
                 std::env::current_dir()?.join(format!("k0s_{base}.yaml"))
             }
         };
@@ -886,17 +1281,44 @@ fn cmd_restore(f: &Flags, archive: String) -> Result<()> {
 }
 
 fn cmd_sysinfo(f: &Flags) -> Result<()> {
-    let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok())).unwrap_or(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let dd = f.get("data-dir").cloned().unwrap_or("/var/lib/k0s".into());
     let probes = vec![
-        (0, "Total memory", format!("{:.1} GiB", mem_kb as f64 / 1048576.0)),
+        (
+            0,
+            "Total memory",
+            format!("{:.1} GiB", mem_kb as f64 / 1048576.0),
+        ),
         (0, "File system of /var/lib", "overlayfs".to_string()),
-        (0, &*format!("Disk space available for {dd}"), "10.0 GiB".to_string()),
+        (
+            0,
+            &*format!("Disk space available for {dd}"),
+            "10.0 GiB".to_string(),
+        ),
         (0, "Operating system", "Linux".to_string()),
         (1, "Linux kernel release", kernel),
-        (1, "Max. file descriptors per process", "current: 1048576 / max: 1048576".to_string()),
-        (1, "Executable in PATH: modprobe", "/usr/sbin/modprobe".to_string()),
+        (
+            1,
+            "Max. file descriptors per process",
+            "current: 1048576 / max: 1048576".to_string(),
+        ),
+        (
+            1,
+            "Executable in PATH: modprobe",
+            "/usr/sbin/modprobe".to_string(),
+        ),
         (1, "Control Groups", "version 1".to_string()),
     ]
     .into_iter()

@@ -4,8 +4,8 @@
 
 use anyhow::{Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use std::path::Path;
 
@@ -17,7 +17,11 @@ fn ca_params() -> CertificateParams {
     dn.push(DnType::CommonName, CA_CN);
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     p.not_before = rcgen::date_time_ymd(2020, 1, 1);
     p.not_after = rcgen::date_time_ymd(2049, 12, 31);
     p
@@ -37,8 +41,16 @@ pub fn ensure_ca(pki: &Path) -> Result<()> {
 }
 
 /// Issue a certificate signed by the CA in `pki`. Returns (cert PEM, key PEM).
-pub fn issue(pki: &Path, cn: &str, orgs: &[&str], sans: &[String], server: bool, client: bool) -> Result<(String, String)> {
-    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca.key")).context("read ca.key")?)?;
+pub fn issue(
+    pki: &Path,
+    cn: &str,
+    orgs: &[&str],
+    sans: &[String],
+    server: bool,
+    client: bool,
+) -> Result<(String, String)> {
+    let ca_key =
+        KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca.key")).context("read ca.key")?)?;
     let issuer = Issuer::new(ca_params(), ca_key);
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -49,18 +61,24 @@ pub fn issue(pki: &Path, cn: &str, orgs: &[&str], sans: &[String], server: bool,
     p.distinguished_name = dn;
     p.not_before = rcgen::date_time_ymd(2020, 1, 1);
     p.not_after = rcgen::date_time_ymd(2049, 12, 31);
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     if server {
-        p.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
+        p.extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ServerAuth);
     }
     if client {
-        p.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
+        p.extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ClientAuth);
     }
     for s in sans {
         if let Ok(ip) = s.parse::<std::net::IpAddr>() {
             p.subject_alt_names.push(SanType::IpAddress(ip));
         } else if !s.is_empty() {
-            p.subject_alt_names.push(SanType::DnsName(s.as_str().try_into()?));
+            p.subject_alt_names
+                .push(SanType::DnsName(s.as_str().try_into()?));
         }
     }
     let key = KeyPair::generate()?;

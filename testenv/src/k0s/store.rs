@@ -24,33 +24,155 @@ pub struct Res {
 
 impl Res {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
     /// Store key prefix, e.g. `apps/deployments`.
     pub fn gr(&self) -> String {
-        if self.group.is_empty() { self.plural.to_string() } else { format!("{}/{}", self.group, self.plural) }
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}/{}", self.group, self.plural)
+        }
     }
 }
 
 pub static RESOURCES: &[Res] = &[
-    Res { group: "", version: "v1", plural: "namespaces", kind: "Namespace", namespaced: false, short: &["ns"], subresources: &["status", "finalize"] },
-    Res { group: "", version: "v1", plural: "nodes", kind: "Node", namespaced: false, short: &["no"], subresources: &["status"] },
-    Res { group: "", version: "v1", plural: "pods", kind: "Pod", namespaced: true, short: &["po"], subresources: &["status", "eviction"] },
-    Res { group: "", version: "v1", plural: "events", kind: "Event", namespaced: true, short: &["ev"], subresources: &[] },
-    Res { group: "", version: "v1", plural: "secrets", kind: "Secret", namespaced: true, short: &[], subresources: &[] },
-    Res { group: "", version: "v1", plural: "configmaps", kind: "ConfigMap", namespaced: true, short: &["cm"], subresources: &[] },
-    Res { group: "", version: "v1", plural: "services", kind: "Service", namespaced: true, short: &["svc"], subresources: &["status"] },
-    Res { group: "", version: "v1", plural: "serviceaccounts", kind: "ServiceAccount", namespaced: true, short: &["sa"], subresources: &[] },
-    Res { group: "apps", version: "v1", plural: "deployments", kind: "Deployment", namespaced: true, short: &["deploy"], subresources: &["status", "scale"] },
-    Res { group: "apps", version: "v1", plural: "replicasets", kind: "ReplicaSet", namespaced: true, short: &["rs"], subresources: &["status", "scale"] },
-    Res { group: "apps", version: "v1", plural: "daemonsets", kind: "DaemonSet", namespaced: true, short: &["ds"], subresources: &["status"] },
-    Res { group: "policy", version: "v1", plural: "poddisruptionbudgets", kind: "PodDisruptionBudget", namespaced: true, short: &["pdb"], subresources: &["status"] },
-    Res { group: "coordination.k8s.io", version: "v1", plural: "leases", kind: "Lease", namespaced: true, short: &[], subresources: &[] },
-    Res { group: "k0s.k0sproject.io", version: "v1beta1", plural: "clusterconfigs", kind: "ClusterConfig", namespaced: true, short: &[], subresources: &[] },
+    Res {
+        group: "",
+        version: "v1",
+        plural: "namespaces",
+        kind: "Namespace",
+        namespaced: false,
+        short: &["ns"],
+        subresources: &["status", "finalize"],
+    },
+    Res {
+        group: "",
+        version: "v1",
+        plural: "nodes",
+        kind: "Node",
+        namespaced: false,
+        short: &["no"],
+        subresources: &["status"],
+    },
+    Res {
+        group: "",
+        version: "v1",
+        plural: "pods",
+        kind: "Pod",
+        namespaced: true,
+        short: &["po"],
+        subresources: &["status", "eviction"],
+    },
+    Res {
+        group: "",
+        version: "v1",
+        plural: "events",
+        kind: "Event",
+        namespaced: true,
+        short: &["ev"],
+        subresources: &[],
+    },
+    Res {
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        kind: "Secret",
+        namespaced: true,
+        short: &[],
+        subresources: &[],
+    },
+    Res {
+        group: "",
+        version: "v1",
+        plural: "configmaps",
+        kind: "ConfigMap",
+        namespaced: true,
+        short: &["cm"],
+        subresources: &[],
+    },
+    Res {
+        group: "",
+        version: "v1",
+        plural: "services",
+        kind: "Service",
+        namespaced: true,
+        short: &["svc"],
+        subresources: &["status"],
+    },
+    Res {
+        group: "",
+        version: "v1",
+        plural: "serviceaccounts",
+        kind: "ServiceAccount",
+        namespaced: true,
+        short: &["sa"],
+        subresources: &[],
+    },
+    Res {
+        group: "apps",
+        version: "v1",
+        plural: "deployments",
+        kind: "Deployment",
+        namespaced: true,
+        short: &["deploy"],
+        subresources: &["status", "scale"],
+    },
+    Res {
+        group: "apps",
+        version: "v1",
+        plural: "replicasets",
+        kind: "ReplicaSet",
+        namespaced: true,
+        short: &["rs"],
+        subresources: &["status", "scale"],
+    },
+    Res {
+        group: "apps",
+        version: "v1",
+        plural: "daemonsets",
+        kind: "DaemonSet",
+        namespaced: true,
+        short: &["ds"],
+        subresources: &["status"],
+    },
+    Res {
+        group: "policy",
+        version: "v1",
+        plural: "poddisruptionbudgets",
+        kind: "PodDisruptionBudget",
+        namespaced: true,
+        short: &["pdb"],
+        subresources: &["status"],
+    },
+    Res {
+        group: "coordination.k8s.io",
+        version: "v1",
+        plural: "leases",
+        kind: "Lease",
+        namespaced: true,
+        short: &[],
+        subresources: &[],
+    },
+    Res {
+        group: "k0s.k0sproject.io",
+        version: "v1beta1",
+        plural: "clusterconfigs",
+        kind: "ClusterConfig",
+        namespaced: true,
+        short: &[],
+        subresources: &[],
+    },
 ];
 
 pub fn find_res(group: &str, version: &str, plural: &str) -> Option<&'static Res> {
-    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 pub fn res_by_kind(kind: &str) -> Option<&'static Res> {
@@ -92,7 +214,14 @@ pub fn new_uid() -> String {
     use rand::Rng;
     let b: [u8; 16] = rand::rng().random();
     let h = hex::encode(b);
-    format!("{}-{}-4{}-a{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
 }
 
 impl Store {
@@ -103,7 +232,13 @@ impl Store {
             Data::default()
         };
         let (tx, _) = broadcast::channel(4096);
-        let s = Store { data: Mutex::new(data), history: Mutex::new(VecDeque::new()), tx, path, dirty: false.into() };
+        let s = Store {
+            data: Mutex::new(data),
+            history: Mutex::new(VecDeque::new()),
+            tx,
+            path,
+            dirty: false.into(),
+        };
         s.bootstrap();
         Ok(s)
     }
@@ -129,7 +264,13 @@ impl Store {
     }
 
     fn emit(&self, rv: u64, gr: &str, ns: &str, typ: &'static str, obj: &Value) {
-        let ev = Event { rv, gr: gr.to_string(), ns: ns.to_string(), typ, obj: obj.clone() };
+        let ev = Event {
+            rv,
+            gr: gr.to_string(),
+            ns: ns.to_string(),
+            typ,
+            obj: obj.clone(),
+        };
         let mut h = self.history.lock().unwrap();
         h.push_back(ev.clone());
         if h.len() > 5000 {
@@ -141,7 +282,12 @@ impl Store {
     }
 
     pub fn get(&self, gr: &str, ns: &str, name: &str) -> Option<Value> {
-        self.data.lock().unwrap().objects.get(&key(gr, ns, name)).cloned()
+        self.data
+            .lock()
+            .unwrap()
+            .objects
+            .get(&key(gr, ns, name))
+            .cloned()
     }
 
     pub fn current_rv(&self) -> u64 {
@@ -155,7 +301,11 @@ impl Store {
             Some(ns) => format!("{gr}/{ns}/"),
             None => format!("{gr}/"),
         };
-        d.objects.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(_, v)| v.clone()).collect()
+        d.objects
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// Create; fills uid, resourceVersion, creationTimestamp, generation. Err(existing) if present.
@@ -174,7 +324,10 @@ impl Store {
         }
         m.insert("uid".into(), json!(new_uid()));
         m.insert("resourceVersion".into(), json!(rv.to_string()));
-        m.insert("creationTimestamp".into(), json!(super::util::now_rfc3339()));
+        m.insert(
+            "creationTimestamp".into(),
+            json!(super::util::now_rfc3339()),
+        );
         if gr.starts_with("apps/") || gr.starts_with("policy/") || gr == "pods" {
             m.insert("generation".into(), json!(1));
         }
@@ -228,7 +381,13 @@ impl Store {
     }
 
     /// Read-modify-write helper; `f` returns false to skip the write.
-    pub fn modify(&self, gr: &str, ns: &str, name: &str, f: impl FnOnce(&mut Value) -> bool) -> Option<Value> {
+    pub fn modify(
+        &self,
+        gr: &str,
+        ns: &str,
+        name: &str,
+        f: impl FnOnce(&mut Value) -> bool,
+    ) -> Option<Value> {
         let mut o = self.get(gr, ns, name)?;
         if !f(&mut o) {
             return Some(o);

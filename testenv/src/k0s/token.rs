@@ -18,17 +18,27 @@ pub fn encode(url: &str, ca_pem: &[u8], user: &str, token: &str) -> Result<Strin
 
 /// The kubeconfig inside a token.
 pub fn decode_kubeconfig(token: &str) -> Result<String> {
-    let raw = base64::engine::general_purpose::STANDARD.decode(token.trim()).context("failed to decode token: illegal base64 data")?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .context("failed to decode token: illegal base64 data")?;
     let mut s = String::new();
-    flate2::read::GzDecoder::new(&raw[..]).read_to_string(&mut s).context("failed to decode token: not gzip")?;
+    flate2::read::GzDecoder::new(&raw[..])
+        .read_to_string(&mut s)
+        .context("failed to decode token: not gzip")?;
     Ok(s)
 }
 
 /// Decode a token into (server URL, CA PEM, token type = user name, bootstrap token).
 pub fn decode(token: &str) -> Result<(String, String, String, String)> {
     let kc = decode_kubeconfig(token)?;
-    let v: serde_json::Value = serde_saphyr::from_str(&kc).context("failed to parse token kubeconfig")?;
+    let v: serde_json::Value =
+        serde_saphyr::from_str(&kc).context("failed to parse token kubeconfig")?;
     let (server, ca, _, _, tok) = super::daemon::parse_kubeconfig(&kc)?;
     let user = v["users"][0]["name"].as_str().unwrap_or("").to_string();
-    Ok((server, ca, user, tok.context("token has no bootstrap token")?))
+    Ok((
+        server,
+        ca,
+        user,
+        tok.context("token has no bootstrap token")?,
+    ))
 }

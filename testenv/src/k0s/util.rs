@@ -20,7 +20,10 @@ pub fn write_mode(p: &Path, data: &[u8], mode: u32) -> Result<()> {
 }
 
 pub fn now_unix() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// (year, month, day, hour, minute, second) in UTC.
@@ -37,7 +40,14 @@ pub fn civil(t: i64) -> (i64, i64, i64, i64, i64, i64) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d, secs / 3600, secs % 3600 / 60, secs % 60)
+    (
+        if m <= 2 { y + 1 } else { y },
+        m,
+        d,
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    )
 }
 
 /// RFC 3339 UTC timestamp, e.g. `2026-11-22T03:20:00Z`.
@@ -57,7 +67,14 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         return None;
     }
     let n = |a: usize, l: usize| s.get(a..a + l)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (n(0, 4)?, n(5, 2)?, n(8, 2)?, n(11, 2)?, n(14, 2)?, n(17, 2)?);
+    let (y, mo, d, h, mi, se) = (
+        n(0, 4)?,
+        n(5, 2)?,
+        n(8, 2)?,
+        n(11, 2)?,
+        n(14, 2)?,
+        n(17, 2)?,
+    );
     let y2 = if mo <= 2 { y - 1 } else { y };
     let era = y2.div_euclid(400);
     let yoe = y2 - era * 400;
@@ -90,7 +107,9 @@ pub fn parse_duration(s: &str) -> Result<i64> {
                 break;
             }
         }
-        let v: f64 = num.parse().with_context(|| format!("time: invalid duration \"{s}\""))?;
+        let v: f64 = num
+            .parse()
+            .with_context(|| format!("time: invalid duration \"{s}\""))?;
         num.clear();
         total += v * match unit.as_str() {
             "h" => 3600.0,
@@ -121,18 +140,26 @@ pub fn json_indent3(v: &serde_json::Value) -> String {
 /// A logrus text-formatter line (non-TTY form) on stderr.
 pub fn log_warn(msg: &str) {
     let (y, mo, d, h, mi, s) = civil(now_unix());
-    eprintln!("time=\"{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}\" level=warning msg=\"{}\"", msg.replace('"', "\\\""));
+    eprintln!(
+        "time=\"{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}\" level=warning msg=\"{}\"",
+        msg.replace('"', "\\\"")
+    );
 }
 
 /// logrus line at info level on stdout (daemons log at Info to stdout).
 pub fn log_info(msg: &str) {
     let (y, mo, d, h, mi, s) = civil(now_unix());
-    println!("time=\"{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}\" level=info msg=\"{}\"", msg.replace('"', "\\\""));
+    println!(
+        "time=\"{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}\" level=info msg=\"{}\"",
+        msg.replace('"', "\\\"")
+    );
 }
 
 /// Global-scope IPv4 addresses of this host (from `ip -4 -o addr`), first one first.
 pub fn host_ipv4s() -> Vec<String> {
-    let out = std::process::Command::new("ip").args(["-4", "-o", "addr", "show", "scope", "global"]).output();
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output();
     let mut v = Vec::new();
     if let Ok(o) = out {
         for l in String::from_utf8_lossy(&o.stdout).lines() {
@@ -148,7 +175,9 @@ pub fn host_ipv4s() -> Vec<String> {
 }
 
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 /// Client TLS identity and trust for `https_request`.
@@ -162,12 +191,17 @@ pub struct TlsClient {
 
 fn pem_certs(pem: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
     use rustls::pki_types::pem::PemObject;
-    Ok(rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<Vec<_>, _>>()?)
+    Ok(
+        rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()?,
+    )
 }
 
 pub fn pem_key(pem: &str) -> Result<rustls::pki_types::PrivateKeyDer<'static>> {
     use rustls::pki_types::pem::PemObject;
-    Ok(rustls::pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes())?)
+    Ok(rustls::pki_types::PrivateKeyDer::from_pem_slice(
+        pem.as_bytes(),
+    )?)
 }
 
 pub fn pem_to_certs(pem: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
@@ -204,7 +238,9 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -221,16 +257,29 @@ pub async fn https_request(
     body: Option<&[u8]>,
 ) -> Result<(u16, Vec<u8>)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("https://").with_context(|| format!("not an https URL: {url}"))?;
+    let rest = url
+        .strip_prefix("https://")
+        .with_context(|| format!("not an https URL: {url}"))?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let host = hostport.rsplit_once(':').map(|x| x.0).unwrap_or(hostport).trim_matches(['[', ']']);
-    let hostport = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:443") };
-    let builder = rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let host = hostport
+        .rsplit_once(':')
+        .map(|x| x.0)
+        .unwrap_or(hostport)
+        .trim_matches(['[', ']']);
+    let hostport = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:443")
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?;
     let builder = if tls.insecure {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify))
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify))
     } else {
         let mut roots = rustls::RootCertStore::empty();
         for c in pem_certs(&tls.ca_pem)? {
@@ -243,13 +292,21 @@ pub async fn https_request(
         _ => builder.with_no_client_auth(),
     };
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect(&hostport))
-        .await
-        .with_context(|| format!("connect {hostport}: timeout"))?
-        .with_context(|| format!("dial tcp {hostport}"))?;
+    let tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::net::TcpStream::connect(&hostport),
+    )
+    .await
+    .with_context(|| format!("connect {hostport}: timeout"))?
+    .with_context(|| format!("dial tcp {hostport}"))?;
     let sn = rustls::pki_types::ServerName::try_from(host.to_string())?;
-    let mut s = connector.connect(sn, tcp).await.with_context(|| format!("TLS handshake with {hostport}"))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nUser-Agent: k0s-standin\r\n");
+    let mut s = connector
+        .connect(sn, tcp)
+        .await
+        .with_context(|| format!("TLS handshake with {hostport}"))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nUser-Agent: k0s-standin\r\n"
+    );
     for (k, v) in headers {
         req += &format!("{k}: {v}\r\n");
     }
@@ -258,12 +315,23 @@ pub async fn https_request(
     s.write_all(req.as_bytes()).await?;
     s.write_all(b).await?;
     let mut resp = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), s.read_to_end(&mut resp)).await;
-    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").context("malformed HTTP response")?;
+    let _ =
+        tokio::time::timeout(std::time::Duration::from_secs(30), s.read_to_end(&mut resp)).await;
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("malformed HTTP response")?;
     let head = String::from_utf8_lossy(&resp[..split]).to_string();
-    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no HTTP status")?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status")?;
     let mut body = resp[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     Ok((status, body))
@@ -273,8 +341,11 @@ fn dechunk(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
-        let Some(e) = b[i..].windows(2).position(|w| w == b"\r\n") else { break };
-        let n = usize::from_str_radix(String::from_utf8_lossy(&b[i..i + e]).trim(), 16).unwrap_or(0);
+        let Some(e) = b[i..].windows(2).position(|w| w == b"\r\n") else {
+            break;
+        };
+        let n =
+            usize::from_str_radix(String::from_utf8_lossy(&b[i..i + e]).trim(), 16).unwrap_or(0);
         i += e + 2;
         if n == 0 || i + n > b.len() {
             break;
