@@ -63,7 +63,9 @@ impl Code {
             Code::Failure => "unexpected error",
             Code::Usage => "bad command-line usage",
             Code::InvalidConfig => "invalid configuration",
-            Code::Unreachable => "a host or service could not be reached (connection, authentication, host key)",
+            Code::Unreachable => {
+                "a host or service could not be reached (connection, authentication, host key)"
+            }
             Code::PhaseFailed => "a phase failed on one or more hosts",
             Code::BlockedByCluster => "blocked by the cluster (e.g. a PodDisruptionBudget)",
             Code::Locked => "another k0sctl holds a host lock",

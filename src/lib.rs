@@ -7,8 +7,8 @@
 //! - [`logging`]: tracing setup and the per-run log file.
 //! - [`k0s`]: k0s versions and release lookups.
 
-pub mod config;
-pub mod k0s;
 pub mod cli;
+pub mod config;
 pub mod exit;
+pub mod k0s;
 pub mod logging;

@@ -79,7 +79,11 @@ pub fn init(s: Settings) -> Option<PathBuf> {
     };
 
     // Only our own crate logs at debug; dependencies stay at warn unless tracing.
-    let deps = if s.trace { LevelFilter::TRACE } else { LevelFilter::WARN };
+    let deps = if s.trace {
+        LevelFilter::TRACE
+    } else {
+        LevelFilter::WARN
+    };
     let targets = tracing_subscriber::filter::Targets::new()
         .with_target("k0sctl", LevelFilter::TRACE)
         .with_default(deps);
@@ -107,8 +111,14 @@ pub fn log_dir() -> PathBuf {
 fn open_log_file() -> io::Result<(File, PathBuf)> {
     let dir = log_dir();
     fs::create_dir_all(&dir)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let name = format!("k0sctl-{}-{}.log", utc_stamp(now.as_secs()), std::process::id());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let name = format!(
+        "k0sctl-{}-{}.log",
+        utc_stamp(now.as_secs()),
+        std::process::id()
+    );
     let path = dir.join(name);
     let file = OpenOptions::new()
         .create(true)
@@ -183,7 +193,11 @@ mod tests {
     fn prune_keeps_newest() {
         let d = tempfile::tempdir().unwrap();
         for i in 0..5 {
-            fs::write(d.path().join(format!("k0sctl-2026010{i}T000000Z-1.log")), "").unwrap();
+            fs::write(
+                d.path().join(format!("k0sctl-2026010{i}T000000Z-1.log")),
+                "",
+            )
+            .unwrap();
         }
         fs::write(d.path().join("other.txt"), "").unwrap();
         prune(d.path(), 2);
@@ -194,7 +208,11 @@ mod tests {
         left.sort();
         assert_eq!(
             left,
-            vec!["k0sctl-20260103T000000Z-1.log", "k0sctl-20260104T000000Z-1.log", "other.txt"]
+            vec![
+                "k0sctl-20260103T000000Z-1.log",
+                "k0sctl-20260104T000000Z-1.log",
+                "other.txt"
+            ]
         );
     }
 }

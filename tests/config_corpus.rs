@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use k0sctl::config::{self, Diagnostic, LoadOptions};
 
 fn manifests(kind: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/manifests").join(kind);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/manifests")
+        .join(kind);
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -75,7 +77,10 @@ fn check(kind: &str, want_ok: bool) {
         }
         let want = expectations(&path);
         if ok != want_ok {
-            failures.push(format!("{file}: loaded ok={ok}, want ok={want_ok}; got:\n  {}", got.join("\n  ")));
+            failures.push(format!(
+                "{file}: loaded ok={ok}, want ok={want_ok}; got:\n  {}",
+                got.join("\n  ")
+            ));
         } else if got != want {
             failures.push(format!(
                 "{file}:\n  want:\n    {}\n  got:\n    {}",
@@ -84,7 +89,9 @@ fn check(kind: &str, want_ok: bool) {
             ));
         }
         if !want_ok && want.is_empty() {
-            failures.push(format!("{file}: an invalid manifest must list its # expect: lines"));
+            failures.push(format!(
+                "{file}: an invalid manifest must list its # expect: lines"
+            ));
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));

@@ -9,7 +9,11 @@ fn no_env(_: &str) -> Option<String> {
     None
 }
 
-fn load_args(cwd: &Path, args: &[&str], env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
+fn load_args(
+    cwd: &Path,
+    args: &[&str],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigError> {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let mut stdin = || -> std::io::Result<String> { Ok(String::new()) };
     config::load(LoadOptions {
@@ -21,7 +25,9 @@ fn load_args(cwd: &Path, args: &[&str], env: &dyn Fn(&str) -> Option<String>) ->
 }
 
 fn corpus(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/manifests/valid").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/manifests/valid")
+        .join(name)
 }
 
 const CLUSTER: &str = "apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: Cluster\nspec:\n  hosts:\n  - role: controller\n    ssh:\n      address: 10.0.0.1\n";
@@ -62,12 +68,22 @@ fn multi_document_merges_clusterconfig_without_overwriting_and_keeps_manifests()
     );
     let l = config::load_str(&text, "cluster.yaml", &no_env).unwrap();
     let cfg = serde_json::Value::Object(l.cluster.spec.k0s.config.clone());
-    assert_eq!(cfg["spec"]["api"]["port"], 7443, "values in spec.k0s.config win");
-    assert_eq!(cfg["spec"]["api"]["sans"][0], "a.example", "missing keys are added");
+    assert_eq!(
+        cfg["spec"]["api"]["port"], 7443,
+        "values in spec.k0s.config win"
+    );
+    assert_eq!(
+        cfg["spec"]["api"]["sans"][0], "a.example",
+        "missing keys are added"
+    );
     assert_eq!(cfg["spec"]["telemetry"]["enabled"], false);
     assert_eq!(cfg["metadata"]["name"], "k0s");
     let names: Vec<&str> = l.manifests.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(names, ["cluster.yaml", "cluster-2.yaml"], "two manifests of one file must not collide");
+    assert_eq!(
+        names,
+        ["cluster.yaml", "cluster-2.yaml"],
+        "two manifests of one file must not collide"
+    );
     assert!(l.manifests[0].raw.contains("name: one"));
     assert!(l.manifests[1].raw.contains("name: two"));
     assert!(!l.manifests[1].raw.contains("name: one"));
@@ -90,7 +106,10 @@ fn directory_glob_and_repeated_config() {
     // A directory: every *.yaml/*.yml below it.
     let l = load_args(d.path(), &["conf"], &no_env).unwrap();
     assert_eq!(l.sources.len(), 2);
-    assert_eq!(l.cluster.spec.k0s.config["spec"]["telemetry"]["enabled"], false);
+    assert_eq!(
+        l.cluster.spec.k0s.config["spec"]["telemetry"]["enabled"],
+        false
+    );
 
     // A ** glob.
     let l = load_args(d.path(), &["conf/**/*.{yml,yaml}"], &no_env).unwrap();
@@ -99,7 +118,11 @@ fn directory_glob_and_repeated_config() {
     // Repeated --config, duplicates removed.
     let l = load_args(
         d.path(),
-        &["conf/a-cluster.yaml", "conf/nested/b-k0s.yml", "conf/a-cluster.yaml"],
+        &[
+            "conf/a-cluster.yaml",
+            "conf/nested/b-k0s.yml",
+            "conf/a-cluster.yaml",
+        ],
         &no_env,
     )
     .unwrap();
@@ -107,14 +130,21 @@ fn directory_glob_and_repeated_config() {
 
     // A glob that matches nothing.
     let e = load_args(d.path(), &["conf/*.json"], &no_env).unwrap_err();
-    assert_eq!(e.diagnostics[0].message, "no configuration files match \"conf/*.json\"");
+    assert_eq!(
+        e.diagnostics[0].message,
+        "no configuration files match \"conf/*.json\""
+    );
 }
 
 #[test]
 fn default_falls_back_to_k0sctl_yml() {
     let d = tempfile::tempdir().unwrap();
     let e = load_args(d.path(), &[], &no_env).unwrap_err();
-    assert!(e.diagnostics[0].message.starts_with("failed to locate configuration"));
+    assert!(
+        e.diagnostics[0]
+            .message
+            .starts_with("failed to locate configuration")
+    );
     std::fs::write(d.path().join("k0sctl.yml"), CLUSTER).unwrap();
     let l = load_args(d.path(), &[], &no_env).unwrap();
     assert_eq!(l.origin, Path::new("k0sctl.yml"));
@@ -137,7 +167,12 @@ fn stdin_is_read_for_dash() {
 #[test]
 fn install_flags_are_normalised() {
     let p = corpus("installflags-normalised.yaml");
-    let l = load_args(p.parent().unwrap(), &["installflags-normalised.yaml"], &no_env).unwrap();
+    let l = load_args(
+        p.parent().unwrap(),
+        &["installflags-normalised.yaml"],
+        &no_env,
+    )
+    .unwrap();
     let h = &l.cluster.spec.hosts[0];
     assert_eq!(h.role, "controller+worker");
     assert!(h.no_taints);
@@ -158,7 +193,14 @@ fn defaults_match_k0sctl() {
     assert!(o.wait.enabled && o.drain.enabled && o.drain.force);
     assert_eq!(o.drain.grace_period.to_string(), "2m0s");
     assert_eq!(o.drain.timeout.to_string(), "5m0s");
-    assert_eq!((o.concurrency.limit, o.concurrency.worker_disruption_percent, o.concurrency.uploads), (30, 10, 5));
+    assert_eq!(
+        (
+            o.concurrency.limit,
+            o.concurrency.worker_disruption_percent,
+            o.concurrency.uploads
+        ),
+        (30, 10, 5)
+    );
     assert_eq!(o.evict_taint.taint, "k0sctl.k0sproject.io/evict=true");
     assert_eq!(c.spec.k0s.version_channel, "stable");
 }
@@ -172,7 +214,11 @@ fn round_trip_keeps_everything_and_k0s_config_key_order() {
     assert_eq!(l.cluster, again.cluster);
     let keys: Vec<&String> = again.cluster.spec.k0s.config.keys().collect();
     assert_eq!(keys, ["apiVersion", "kind", "spec"]);
-    let spec_keys: Vec<&String> = again.cluster.spec.k0s.config["spec"].as_object().unwrap().keys().collect();
+    let spec_keys: Vec<&String> = again.cluster.spec.k0s.config["spec"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
     assert_eq!(spec_keys, ["api", "telemetry"]);
     // Written back in the order it was read, not sorted.
     let api = yaml.find("externalAddress").unwrap();
@@ -186,7 +232,16 @@ fn every_host_field_is_read() {
     let l = load_args(p.parent().unwrap(), &["every-field.yaml"], &no_env).unwrap();
     let h = &l.cluster.spec.hosts;
     let ssh = h[0].ssh.as_ref().unwrap();
-    assert_eq!(ssh.bastion.as_ref().unwrap().bastion.as_ref().unwrap().address, "192.0.2.1");
+    assert_eq!(
+        ssh.bastion
+            .as_ref()
+            .unwrap()
+            .bastion
+            .as_ref()
+            .unwrap()
+            .address,
+        "192.0.2.1"
+    );
     assert_eq!(ssh.options["ServerAliveInterval"], 15);
     assert_eq!(h[0].files[0].perm.as_ref().unwrap().octal, "0600");
     assert_eq!(h[0].files[1].perm.as_ref().unwrap().octal, "0644");
@@ -202,6 +257,9 @@ fn every_host_field_is_read() {
     assert!(h[4].reset);
     let k = &l.cluster.spec.k0s;
     assert!(k.dynamic_config);
-    assert_eq!(l.cluster.spec.options.drain.grace_period.to_string(), "1m30s");
+    assert_eq!(
+        l.cluster.spec.options.drain.grace_period.to_string(),
+        "1m30s"
+    );
     assert_eq!(l.cluster.spec.options.evict_taint.effect, "NoSchedule");
 }

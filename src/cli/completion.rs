@@ -6,7 +6,9 @@ use clap_complete::Shell;
 use crate::exit::{CliError, Code};
 
 #[derive(Debug, Args)]
-#[command(long_about = "Generate a shell completion script. Typical locations:\n  Bash: /etc/bash_completion.d/k0sctl\n  Zsh: /usr/local/share/zsh/site-functions/_k0sctl\n  Fish: ~/.config/fish/completions/k0sctl.fish")]
+#[command(
+    long_about = "Generate a shell completion script. Typical locations:\n  Bash: /etc/bash_completion.d/k0sctl\n  Zsh: /usr/local/share/zsh/site-functions/_k0sctl\n  Fish: ~/.config/fish/completions/k0sctl.fish"
+)]
 pub struct CompletionArgs {
     /// Shell to generate the script for (bash, zsh or fish); a path such as /bin/zsh works too
     #[arg(long, short = 's', env = "SHELL", default_value = "bash")]

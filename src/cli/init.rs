@@ -124,7 +124,12 @@ pub fn build(a: &InitArgs, lines: &[String]) -> Cluster {
         } else {
             "controller"
         };
-        hosts.push(host_from_address(l, role, a.user.as_deref(), key_path.clone()));
+        hosts.push(host_from_address(
+            l,
+            role,
+            a.user.as_deref(),
+            key_path.clone(),
+        ));
     }
     if hosts.is_empty() {
         hosts = vec![
@@ -167,7 +172,9 @@ fn host_from_address(addr: &str, role: &str, user: Option<&str>, key_path: Optio
     Host {
         ssh: Some(Ssh {
             address: addr,
-            user: user.filter(|u| !u.is_empty()).unwrap_or_else(|| "root".into()),
+            user: user
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| "root".into()),
             port,
             key_path,
             bastion: None,
@@ -202,17 +209,26 @@ mod tests {
 
     #[test]
     fn addresses_roles_users_ports() {
-        let lines: Vec<String> = ["10.0.0.1", "# comment", "", "ubuntu@10.0.0.3:8022 # trailing", "10.0.0.4:x"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let lines: Vec<String> = [
+            "10.0.0.1",
+            "# comment",
+            "",
+            "ubuntu@10.0.0.3:8022 # trailing",
+            "10.0.0.4:x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let c = build(&args(1), &lines);
         let h = &c.spec.hosts;
         assert_eq!(h.len(), 3);
         assert_eq!(h[0].role, "controller");
         assert_eq!(h[1].role, "worker");
         let s = h[1].ssh.as_ref().unwrap();
-        assert_eq!((s.user.as_str(), s.address.as_str(), s.port), ("ubuntu", "10.0.0.3", 8022));
+        assert_eq!(
+            (s.user.as_str(), s.address.as_str(), s.port),
+            ("ubuntu", "10.0.0.3", 8022)
+        );
         let s = h[2].ssh.as_ref().unwrap();
         assert_eq!((s.address.as_str(), s.port), ("10.0.0.4", 22));
     }

@@ -67,7 +67,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, Args)]
 pub struct ConfigArgs {
     /// Path or glob to config yaml. Can be given multiple times. Use '-' to read from stdin.
-    #[arg(long = "config", short = 'c', value_name = "PATH", default_value = "k0sctl.yaml")]
+    #[arg(
+        long = "config",
+        short = 'c',
+        value_name = "PATH",
+        default_value = "k0sctl.yaml"
+    )]
     pub config: Vec<String>,
 }
 
@@ -146,7 +151,9 @@ pub struct ApplyArgs {
 fn parse_evict_taint(s: &str) -> Result<(String, String), String> {
     let parts: Vec<&str> = s.split(':').collect();
     if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
-        return Err(format!("invalid evict-taint format, expected <key>:<effect>, got {s}"));
+        return Err(format!(
+            "invalid evict-taint format, expected <key>:<effect>, got {s}"
+        ));
     }
     if !config::TAINT_EFFECTS.contains(&parts[1]) {
         return Err(format!(
@@ -348,16 +355,33 @@ mod tests {
             parse_evict_taint("k=v:NoExecute").unwrap(),
             ("k=v".to_string(), "NoExecute".to_string())
         );
-        assert!(parse_evict_taint("k=v").unwrap_err().contains("expected <key>:<effect>"));
+        assert!(
+            parse_evict_taint("k=v")
+                .unwrap_err()
+                .contains("expected <key>:<effect>")
+        );
         assert!(parse_evict_taint("k=v:Nope").is_err());
     }
 
     #[test]
     fn globals_after_the_command() {
-        let c = Cli::try_parse_from(["k0sctl", "apply", "-d", "--timeout", "1m", "-c", "a.yaml", "-c", "b.yaml"]).unwrap();
+        let c = Cli::try_parse_from([
+            "k0sctl",
+            "apply",
+            "-d",
+            "--timeout",
+            "1m",
+            "-c",
+            "a.yaml",
+            "-c",
+            "b.yaml",
+        ])
+        .unwrap();
         assert!(c.global.debug);
         assert_eq!(c.global.timeout, Duration::from_secs(60));
-        let Command::Apply(a) = c.command else { panic!() };
+        let Command::Apply(a) = c.command else {
+            panic!()
+        };
         assert_eq!(a.config.config, vec!["a.yaml", "b.yaml"]);
     }
 }

@@ -33,11 +33,15 @@ pub fn run(_ctx: &Context, a: VersionArgs) -> Result<(), CliError> {
         .build()?;
     rt.block_on(async {
         if a.k0s {
-            let v = release::latest_k0s(a.pre).await.map_err(lookup_failed("k0s"))?;
+            let v = release::latest_k0s(a.pre)
+                .await
+                .map_err(lookup_failed("k0s"))?;
             println!("{}", v.to_string().trim_start_matches('v'));
         }
         if a.k0sctl {
-            let t = release::latest_k0sctl(a.pre).await.map_err(lookup_failed("k0sctl"))?;
+            let t = release::latest_k0sctl(a.pre)
+                .await
+                .map_err(lookup_failed("k0sctl"))?;
             println!("{t}");
         }
         Ok(())
@@ -48,7 +52,9 @@ fn lookup_failed(what: &'static str) -> impl Fn(anyhow::Error) -> CliError {
     move |e| {
         CliError::new(
             Code::Unreachable,
-            format!("failed to look up the latest {what} version: {e:#} (check network access, or set spec.k0s.version in the configuration)"),
+            format!(
+                "failed to look up the latest {what} version: {e:#} (check network access, or set spec.k0s.version in the configuration)"
+            ),
         )
     }
 }

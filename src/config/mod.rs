@@ -353,7 +353,11 @@ fn load_inputs(
     apply_defaults(&mut cluster);
     // A value the decoder already rejected was replaced by a neutral one; don't report the
     // same key again from validation.
-    let decoded_bad: Vec<String> = diags.iter().filter(|d| d.is_error()).map(|d| d.path.clone()).collect();
+    let decoded_bad: Vec<String> = diags
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.path.clone())
+        .collect();
     for mut d in validate::validate(&cluster, &cdoc.doc.root) {
         if decoded_bad.contains(&d.path) {
             continue;

@@ -340,7 +340,10 @@ impl<'de> Deserialize<'de> for Localhost {
             fn visit_unit<E: serde::de::Error>(self) -> Result<Localhost, E> {
                 Ok(Localhost::default())
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Localhost, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Localhost, A::Error> {
                 let mut enabled = false;
                 while let Some(k) = m.next_key::<String>()? {
                     if k == "enabled" {

@@ -149,7 +149,7 @@ pub struct SyntaxError {
 /// How many nodes alias expansion may create in one document (guards against "billion laughs").
 const ALIAS_BUDGET: usize = 200_000;
 /// How deep collections may nest.
-const MAX_DEPTH: usize = 256;
+const MAX_DEPTH: usize = 64;
 
 /// Parses every document of `text`. Documents that fail to parse produce a [`SyntaxError`] and
 /// parsing resumes at the next `---`, so one bad document does not hide problems in the next.

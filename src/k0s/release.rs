@@ -37,8 +37,12 @@ pub async fn latest_k0s(pre: bool) -> anyhow::Result<K0sVersion> {
     let base = env_or("K0SCTL_K0S_VERSION_BASE_URL", DEFAULT_K0S_VERSION_BASE_URL);
     let url = format!("{base}/{}", if pre { "latest.txt" } else { "stable.txt" });
     let body = get_text(&url).await?;
-    K0sVersion::parse(body.trim())
-        .map_err(|e| anyhow::anyhow!("{url} returned {:?}, which is not a k0s version: {e}", body.trim()))
+    K0sVersion::parse(body.trim()).map_err(|e| {
+        anyhow::anyhow!(
+            "{url} returned {:?}, which is not a k0s version: {e}",
+            body.trim()
+        )
+    })
 }
 
 /// The newest k0sctl release tag (not a pre-release unless `pre`).
@@ -59,7 +63,9 @@ pub async fn latest_k0sctl(pre: bool) -> anyhow::Result<String> {
         if r["prerelease"].as_bool().unwrap_or(false) {
             continue;
         }
-        let Some(t) = r["tag_name"].as_str() else { continue };
+        let Some(t) = r["tag_name"].as_str() else {
+            continue;
+        };
         if let Ok(v) = K0sVersion::parse(t)
             && best.as_ref().is_none_or(|(b, _)| v > *b)
         {
