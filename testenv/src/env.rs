@@ -325,6 +325,8 @@ const MASKED_UNITS: &[&str] = &[
     "systemd-udevd.service",
     "systemd-udev-trigger.service",
     "systemd-firstboot.service",
+    "systemd-pcrphase.service",
+    "systemd-pcrphase-sysinit.service",
     "systemd-hwdb-update.service",
     "e2scrub_reap.service",
     "postgresql.service",
@@ -367,6 +369,7 @@ impl Env {
             bail!("--controllers must not exceed --hosts");
         }
         let os_rel = os_release(&opts.os)?;
+        raise_sysctls();
         for v in &opts.versions {
             crate::stamp::validate_version(v)?;
         }
@@ -977,6 +980,18 @@ fn add_user(up: &Path, u: &str, pubkey: &str, sudo: SudoMode) -> Result<()> {
         std::os::unix::fs::chown(&p, Some(uid), Some(uid))?;
     }
     Ok(())
+}
+
+/// Every host runs its own systemd, which needs several inotify instances; the kernel's default
+/// per-user limit (128) allows only a dozen or so hosts. Raise (never lower) the limits.
+fn raise_sysctls() {
+    for (k, min) in [("fs/inotify/max_user_instances", 8192u64), ("fs/inotify/max_user_watches", 524288)] {
+        let p = Path::new("/proc/sys").join(k);
+        let cur: u64 = std::fs::read_to_string(&p).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        if cur < min {
+            let _ = std::fs::write(&p, min.to_string());
+        }
+    }
 }
 
 fn ssh_banner(ip: Ipv4Addr) -> bool {
