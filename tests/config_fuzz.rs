@@ -299,7 +299,7 @@ fn hostile_inputs() {
     check("\u{0}\u{1}\u{2}");
     check("");
     check("---\n---\n---\n");
-    check(&"a: &a [x]\n".repeat(1));
+    check("a: &a [x]\nb: *a\nc: *b\n");
     let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
     for i in 1..12 {
         let p = i - 1;

@@ -4,6 +4,9 @@
 //! directory means every `*.yml`/`*.yaml` below it; anything with glob characters is a glob with
 //! `**` support; the arguments may repeat. Results are sorted per argument and de-duplicated.
 
+// Diagnostics are the error type on purpose: these are one-off, cold paths.
+#![allow(clippy::result_large_err)]
+
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use granit_parser::{Event, Parser, ScalarStyle, StructureStyle};
+use granit_parser::{Event, Parser, ScalarStyle};
 
 use super::envsubst::SourceMap;
 
@@ -161,18 +161,15 @@ pub fn parse_documents(text: &str, map: &SourceMap) -> (Vec<Document>, Vec<Synta
     let mut options = granit_parser::Options::default();
     options.set_emit_comments(false);
     let mut parser = Parser::new_from_str_with_options(text, options);
-    let line_starts = line_starts(text);
-    let to_byte = |char_index: usize| char_to_byte(text, char_index);
     loop {
         let mut b = Builder {
             parser: &mut parser,
             map,
             text,
-            line_starts: &line_starts,
             anchors: HashMap::new(),
             alias_nodes: 0,
         };
-        match b.next_document(&to_byte) {
+        match b.next_document() {
             Ok(Some(doc)) => {
                 if let Some(doc) = doc {
                     docs.push(doc);
@@ -191,12 +188,6 @@ pub fn parse_documents(text: &str, map: &SourceMap) -> (Vec<Document>, Vec<Synta
     (docs, errors)
 }
 
-fn line_starts(text: &str) -> Vec<usize> {
-    let mut v = vec![0];
-    v.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-    v
-}
-
 fn char_to_byte(text: &str, char_index: usize) -> usize {
     text.char_indices()
         .nth(char_index)
@@ -208,7 +199,6 @@ struct Builder<'p, 'i> {
     parser: &'p mut Parser<'i, granit_parser::StrInput<'i>>,
     map: &'p SourceMap,
     text: &'i str,
-    line_starts: &'p [usize],
     anchors: HashMap<usize, Node>,
     alias_nodes: usize,
 }
@@ -232,7 +222,6 @@ impl<'i> Builder<'_, 'i> {
             .byte_offset()
             .unwrap_or_else(|| char_to_byte(self.text, m.index()));
         // Position in the substituted text, then mapped back to the original.
-        let _ = self.line_starts;
         self.map.original_pos(byte)
     }
 
@@ -242,10 +231,7 @@ impl<'i> Builder<'_, 'i> {
     }
 
     /// Returns Ok(None) at end of stream, Ok(Some(None)) for an empty document.
-    fn next_document(
-        &mut self,
-        _to_byte: &dyn Fn(usize) -> usize,
-    ) -> Result<Option<Option<Document>>, SyntaxError> {
+    fn next_document(&mut self) -> Result<Option<Option<Document>>, SyntaxError> {
         loop {
             let Some((ev, span)) = self.next_event()? else {
                 return Ok(None);
@@ -333,8 +319,7 @@ impl<'i> Builder<'_, 'i> {
                     anchor,
                 )
             }
-            Event::MappingStart(style, anchor, _tag) => {
-                let _flow = style == StructureStyle::Flow;
+            Event::MappingStart(_style, anchor, _tag) => {
                 let mut entries: Vec<Entry> = Vec::new();
                 let mut merges: Vec<(usize, Node)> = Vec::new();
                 loop {
