@@ -579,6 +579,12 @@ impl Env {
                 let _ = std::fs::remove_file(&l);
                 std::os::unix::fs::symlink("/dev/null", &l)?;
             }
+            // Logs in memory, small: hosts are short-lived.
+            write_file(
+                &up.join("etc/systemd/journald.conf.d/testenv.conf"),
+                b"[Journal]\nStorage=volatile\nRuntimeMaxUse=4M\n",
+                0o644,
+            )?;
             write_file(
                 &up.join("etc/hostname"),
                 format!("{}\n", p.name).as_bytes(),
