@@ -471,3 +471,32 @@ fn config_from_stdin_dash() {
     assert!(child.wait().unwrap().success());
     assert!(out.starts_with("<stdin>: valid configuration"), "{out}");
 }
+
+#[test]
+fn sigint_interrupts_with_exit_130() {
+    // A loopback server that accepts and never answers, so the lookup hangs until interrupted.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let (accepted_tx, accepted) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let conn = l.accept().map(|(s, _)| s);
+        accepted_tx.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        drop(conn);
+    });
+    let mut child = k0sctl(&["version", "--k0s"])
+        .env("K0SCTL_K0S_VERSION_BASE_URL", &url)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the request has arrived, the signal handlers are installed.
+    accepted
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("k0sctl connected");
+    // SAFETY: signalling the child process we spawned, by its PID.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("Aborting"));
+    holder.join().unwrap();
+}

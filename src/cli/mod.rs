@@ -339,6 +339,46 @@ fn not_yet(ctx: &Context, name: &str, args: &ConfigArgs) -> Result<(), CliError>
     ))
 }
 
+/// Runs an async command body on a tokio runtime. SIGINT or SIGTERM cancels it (the future is
+/// dropped) and the command ends with the "interrupted" exit code; a second signal while the
+/// runtime winds down exits at once, as k0sctl does.
+pub fn block_on<F>(fut: F) -> Result<(), CliError>
+where
+    F: std::future::Future<Output = Result<(), CliError>>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        tokio::select! {
+            r = fut => r,
+            sig = shutdown_signal() => {
+                eprintln!("Aborting ({sig})... Press Ctrl-C again to exit now.");
+                tokio::spawn(async {
+                    shutdown_signal().await;
+                    eprintln!("Forced exit");
+                    std::process::exit(Code::Interrupted.as_i32());
+                });
+                Err(CliError::new(Code::Interrupted, format!("interrupted by {sig}")))
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,10 +28,7 @@ pub fn run(_ctx: &Context, a: VersionArgs) -> Result<(), CliError> {
         println!("version: {VERSION}\ncommit: {COMMIT}");
         return Ok(());
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    super::block_on(async {
         if a.k0s {
             let v = release::latest_k0s(a.pre)
                 .await
