@@ -484,7 +484,7 @@ fn sigint_interrupts_with_exit_130() {
         std::thread::sleep(std::time::Duration::from_secs(3));
         drop(conn);
     });
-    let mut child = k0sctl(&["version", "--k0s"])
+    let child = k0sctl(&["version", "--k0s"])
         .env("K0SCTL_K0S_VERSION_BASE_URL", &url)
         .stderr(Stdio::piped())
         .spawn()
