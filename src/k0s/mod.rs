@@ -3,6 +3,7 @@
 
 pub mod download;
 pub mod install;
+pub mod kubeconfig;
 pub mod release;
 pub mod token;
 pub mod version;
