@@ -5,7 +5,8 @@
 //! - [`cli`]: command-line surface (clap) and command dispatch.
 //! - [`exit`]: the exit-code table every command uses.
 //! - [`logging`]: tracing setup and the per-run log file.
-//! - [`k0s`]: k0s versions and release lookups.
+//! - [`k0s`]: k0s knowledge that needs no host (versions, releases, download URLs, join
+//!   tokens, install/reset command lines, kubeconfig rewriting).
 
 pub mod cli;
 pub mod config;
