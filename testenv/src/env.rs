@@ -196,9 +196,14 @@ fn claim_subnet(dir: &Path) -> Result<u8> {
             continue;
         }
         let lock = Path::new(REGISTRY).join(format!("subnet-{n}"));
-        // A stale claim (its environment's state file is gone) is reclaimed.
+        // A stale claim (another directory whose state file is gone, claimed more than two minutes
+        // ago so it is not an environment still being set up) is reclaimed.
         if let Ok(owner) = std::fs::read_to_string(&lock) {
-            if !Path::new(owner.trim()).join("state.json").exists() {
+            let old = std::fs::metadata(&lock)
+                .and_then(|m| m.modified())
+                .map(|t| t.elapsed().map(|e| e.as_secs() > 120).unwrap_or(false))
+                .unwrap_or(false);
+            if Path::new(owner.trim()) != dir && old && !Path::new(owner.trim()).join("state.json").exists() {
                 let _ = std::fs::remove_file(&lock);
             }
         }
@@ -513,6 +518,11 @@ impl Env {
                 );
             }
         }
+        if let Some(n) = st.inner_subnet {
+            // The machine has no address on the inner bridge; make sure packets for that subnet
+            // are refused locally instead of following the machine's default route.
+            root_batch += &format!("route add unreachable 10.213.{n}.0/24\n");
+        }
         ip_batch(None, &root_batch)?;
         if let Some(m) = opts.uplink_mbit {
             run(Command::new("tc").args([
@@ -613,7 +623,7 @@ impl Env {
             std::fs::create_dir_all(up.join("var/lib/k0s").parent().unwrap())?;
             for stub in pkg_stubs(&opts.os) {
                 write_file(
-                    &up.join("usr/local/sbin").join(stub),
+                    &up.join("usr/local/bin").join(stub),
                     format!("#!/bin/sh\necho \"{stub} $*\" >> /var/log/testenv-pkg.log\nexit 0\n")
                         .as_bytes(),
                     0o755,
@@ -1109,6 +1119,9 @@ pub fn down_dir(dir: &Path) -> Result<()> {
                 errors.push(format!("{e:#}"));
             }
         }
+    }
+    if let Some(n) = st.inner_subnet {
+        let _ = ip(&["route", "del", "unreachable", &format!("10.213.{n}.0/24")]);
     }
     // 3. The binary server daemon (only if it is still our process).
     if let Some(pid) = st.binserver_pid {
