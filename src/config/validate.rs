@@ -148,18 +148,9 @@ pub fn validate(c: &Cluster, root: &Node) -> Vec<Diagnostic> {
     };
     use Anchor::*;
 
-    if !ck.loc.exists("apiVersion") {
-        ck.err(
-            "apiVersion",
-            Key,
-            format!("required; must equal {API_VERSION}"),
-        );
-    } else if c.api_version != API_VERSION {
-        ck.err("apiVersion", Value, format!("must equal {API_VERSION}"));
-    }
-    if !ck.loc.exists("kind") {
-        ck.err("kind", Key, "required; must equal Cluster");
-    } else if c.kind != "Cluster" && c.kind != "cluster" {
+    // The loader selects the Cluster document by apiVersion (and reports a wrong one), and by
+    // kind case-insensitively; k0sctl accepts only these two spellings.
+    if c.kind != "Cluster" && c.kind != "cluster" {
         ck.err("kind", Value, "must equal Cluster");
     }
 
