@@ -32,54 +32,40 @@ impl<'a> Locator<'a> {
         Self { root }
     }
 
-    /// The position of `path`, or of its nearest ancestor that exists.
-    pub fn pos(&self, path: &str, anchor: Anchor) -> Pos {
+    /// Walks `path`: the node it names (if it exists) and the position of the deepest key or
+    /// item that exists on the way.
+    fn walk(&self, path: &str) -> (Option<&'a Node>, Pos) {
         let mut node = self.root;
         let mut best = self.root.pos;
         for seg in split_path(path) {
-            match (seg, &node.kind) {
-                (Seg::Key(k), NodeKind::Map(entries)) => {
-                    let Some(e) = entries.iter().find(|e| e.key_str() == k) else {
-                        return best;
-                    };
-                    best = e.key.pos;
-                    node = &e.value;
-                }
-                (Seg::Index(i), NodeKind::Seq(items)) => {
-                    let Some(n) = items.get(i) else {
-                        return best;
-                    };
-                    best = n.pos;
-                    node = n;
-                }
-                _ => return best,
-            }
+            let next = match (seg, &node.kind) {
+                (Seg::Key(k), NodeKind::Map(entries)) => entries
+                    .iter()
+                    .find(|e| e.key_str() == k)
+                    .map(|e| (&e.value, e.key.pos)),
+                (Seg::Index(i), NodeKind::Seq(items)) => items.get(i).map(|n| (n, n.pos)),
+                _ => None,
+            };
+            let Some((n, pos)) = next else {
+                return (None, best);
+            };
+            node = n;
+            best = pos;
         }
-        match anchor {
-            Anchor::Key => best,
-            Anchor::Value => node.pos,
+        (Some(node), best)
+    }
+
+    /// The position of `path`, or of its nearest ancestor that exists.
+    pub fn pos(&self, path: &str, anchor: Anchor) -> Pos {
+        match (self.walk(path), anchor) {
+            ((Some(node), _), Anchor::Value) => node.pos,
+            ((_, best), _) => best,
         }
     }
 
     /// True when the path exists in the document (as opposed to coming from a default).
     pub fn exists(&self, path: &str) -> bool {
-        let mut node = self.root;
-        for seg in split_path(path) {
-            node = match (seg, &node.kind) {
-                (Seg::Key(k), NodeKind::Map(entries)) => {
-                    match entries.iter().find(|e| e.key_str() == k) {
-                        Some(e) => &e.value,
-                        None => return false,
-                    }
-                }
-                (Seg::Index(i), NodeKind::Seq(items)) => match items.get(i) {
-                    Some(n) => n,
-                    None => return false,
-                },
-                _ => return false,
-            };
-        }
-        true
+        self.walk(path).0.is_some()
     }
 }
 
@@ -115,16 +101,19 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    fn push(&mut self, d: Diagnostic, anchor: Anchor) -> &mut Diagnostic {
+        let pos = self.loc.pos(&d.path, anchor);
+        self.out.push(d.at(pos));
+        self.out.last_mut().expect("just pushed")
+    }
+
     fn err(
         &mut self,
         path: impl Into<String>,
         anchor: Anchor,
         message: impl Into<String>,
     ) -> &mut Diagnostic {
-        let path = path.into();
-        let pos = self.loc.pos(&path, anchor);
-        self.out.push(Diagnostic::error(path, message).at(pos));
-        self.out.last_mut().expect("just pushed")
+        self.push(Diagnostic::error(path, message), anchor)
     }
 
     fn warn(
@@ -133,10 +122,7 @@ impl Checker<'_> {
         anchor: Anchor,
         message: impl Into<String>,
     ) -> &mut Diagnostic {
-        let path = path.into();
-        let pos = self.loc.pos(&path, anchor);
-        self.out.push(Diagnostic::warning(path, message).at(pos));
-        self.out.last_mut().expect("just pushed")
+        self.push(Diagnostic::warning(path, message), anchor)
     }
 }
 
