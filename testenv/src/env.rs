@@ -203,7 +203,10 @@ fn claim_subnet(dir: &Path) -> Result<u8> {
                 .and_then(|m| m.modified())
                 .map(|t| t.elapsed().map(|e| e.as_secs() > 120).unwrap_or(false))
                 .unwrap_or(false);
-            if Path::new(owner.trim()) != dir && old && !Path::new(owner.trim()).join("state.json").exists() {
+            if Path::new(owner.trim()) != dir
+                && old
+                && !Path::new(owner.trim()).join("state.json").exists()
+            {
                 let _ = std::fs::remove_file(&lock);
             }
         }
@@ -1001,9 +1004,15 @@ fn add_user(up: &Path, u: &str, pubkey: &str, sudo: SudoMode) -> Result<()> {
 /// Every host runs its own systemd, which needs several inotify instances; the kernel's default
 /// per-user limit (128) allows only a dozen or so hosts. Raise (never lower) the limits.
 fn raise_sysctls() {
-    for (k, min) in [("fs/inotify/max_user_instances", 8192u64), ("fs/inotify/max_user_watches", 524288)] {
+    for (k, min) in [
+        ("fs/inotify/max_user_instances", 8192u64),
+        ("fs/inotify/max_user_watches", 524288),
+    ] {
         let p = Path::new("/proc/sys").join(k);
-        let cur: u64 = std::fs::read_to_string(&p).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        let cur: u64 = std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
         if cur < min {
             let _ = std::fs::write(&p, min.to_string());
         }

@@ -302,8 +302,8 @@ fn table(res: &Res, items: &[Value], rv: u64) -> Value {
                 .map(|n| {
                     let mut st = match cond_status(n, "Ready") {
                         Some("True") => "Ready".to_string(),
-                        Some("False") => "NotReady".to_string(),
-                        _ => "Unknown".to_string(),
+                        Some(_) => "NotReady".to_string(),
+                        None => "Unknown".to_string(),
                     };
                     if n["spec"]["unschedulable"] == true {
                         st += ",SchedulingDisabled";
@@ -498,6 +498,17 @@ fn resource_list(group: &str, version: &str) -> Value {
     {
         rs.push(json!({"name":r.plural,"singularName":r.kind.to_lowercase(),"namespaced":r.namespaced,"kind":r.kind,
             "verbs":["create","delete","deletecollection","get","list","patch","update","watch"],"shortNames":r.short}));
+        if [
+            "pods",
+            "services",
+            "deployments",
+            "replicasets",
+            "daemonsets",
+        ]
+        .contains(&r.plural)
+        {
+            rs.last_mut().unwrap()["categories"] = json!(["all"]);
+        }
         for s in r.subresources {
             let (kind, verbs, grp, ver) = match *s {
                 "eviction" => ("Eviction", json!(["create"]), Some("policy"), Some("v1")),
@@ -784,7 +795,7 @@ pub async fn handle(
                 .map(|w| w == "true" || w == "1")
                 .unwrap_or(false)
             {
-                return Ok(watch(ctx, t.res, t.ns.clone(), q));
+                return Ok(watch(ctx, t.res, t.ns.clone(), q, want_table));
             }
             let ls = q.get("labelSelector").cloned().unwrap_or_default();
             let fs = q.get("fieldSelector").cloned().unwrap_or_default();
@@ -1428,6 +1439,7 @@ fn watch(
     res: &'static Res,
     ns: Option<String>,
     q: std::collections::HashMap<String, String>,
+    want_table: bool,
 ) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     let gr = res.gr();
@@ -1442,6 +1454,11 @@ fn watch(
         .and_then(|t| t.parse::<u64>().ok())
         .unwrap_or(1800);
     let mut sub = ctx.store.tx.subscribe();
+    // kubectl get -w asks for tables: every event then carries a one-row Table.
+    let render = move |o: Value| {
+        let o = with_kind(o, res);
+        if want_table { table(res, &[o], 0) } else { o }
+    };
     let matches = {
         let gr = gr.clone();
         move |e: &Event| {
@@ -1461,7 +1478,7 @@ fn watch(
                 initial.push(json!({"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":format!("too old resource version: {rv}"),"reason":"Expired","code":410}}));
             } else {
                 for e in h.iter().filter(|e| e.rv > rv && matches(e)) {
-                    initial.push(json!({"type":e.typ,"object":with_kind(e.obj.clone(), res)}));
+                    initial.push(json!({"type":e.typ,"object":render(e.obj.clone())}));
                 }
             }
             last_rv = h.back().map(|e| e.rv).unwrap_or(rv).max(rv);
@@ -1480,7 +1497,7 @@ fn watch(
                     obj: o,
                 };
                 if matches(&e) {
-                    initial.push(json!({"type":"ADDED","object":with_kind(e.obj, res)}));
+                    initial.push(json!({"type":"ADDED","object":render(e.obj)}));
                 }
             }
         }
@@ -1504,7 +1521,7 @@ fn watch(
                         continue;
                     }
                     last_rv = e.rv;
-                    let l = json!({"type":e.typ,"object":with_kind(e.obj, res)});
+                    let l = json!({"type":e.typ,"object":render(e.obj)});
                     if tx.send(line(&l)).await.is_err() {
                         return;
                     }
