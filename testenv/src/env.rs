@@ -18,7 +18,19 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const REGISTRY: &str = "/run/testenv";
-const CGROUP_BASE: &str = "/sys/fs/cgroup/systemd/testenv";
+/// Where host cgroups live on the machine and how a host mounts its cgroup filesystem:
+/// cgroup v2 (pure v2 machine, or the `unified` hierarchy of a hybrid one) is preferred; a named
+/// `name=systemd` v1 hierarchy is the fallback. Each host gets a sub-cgroup and a cgroup namespace.
+fn cgroup_mode() -> (&'static str, &'static str) {
+    let is_v2 = |p: &str| std::fs::metadata(format!("{p}/cgroup.controllers")).is_ok();
+    if is_v2("/sys/fs/cgroup") {
+        ("/sys/fs/cgroup/testenv", "v2")
+    } else if is_v2("/sys/fs/cgroup/unified") {
+        ("/sys/fs/cgroup/unified/testenv", "v2")
+    } else {
+        ("/sys/fs/cgroup/systemd/testenv", "v1")
+    }
+}
 /// Default stand-in versions offered by the binary server (oldest first).
 pub const DEFAULT_VERSIONS: &[&str] = &["v1.30.5+k0s.0", "v1.31.2+k0s.0"];
 
@@ -306,9 +318,13 @@ R="$H/root"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$H/upper,workdir=$H/work" "$R"
 mount -t proc proc "$R/proc"
 mount -t sysfs sysfs "$R/sys"
-mount -t tmpfs -o mode=755 tmpfs "$R/sys/fs/cgroup"
-mkdir -p "$R/sys/fs/cgroup/systemd"
-mount -t cgroup -o none,name=systemd cgroup "$R/sys/fs/cgroup/systemd"
+if [ "$3" = v2 ]; then
+    mount -t cgroup2 cgroup2 "$R/sys/fs/cgroup"
+else
+    mount -t tmpfs -o mode=755 tmpfs "$R/sys/fs/cgroup"
+    mkdir -p "$R/sys/fs/cgroup/systemd"
+    mount -t cgroup -o none,name=systemd cgroup "$R/sys/fs/cgroup/systemd"
+fi
 mount -t tmpfs -o mode=755 tmpfs "$R/run"
 mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
 mount --rbind /dev "$R/dev"
@@ -334,6 +350,7 @@ const MASKED_UNITS: &[&str] = &[
     "systemd-udev-trigger.service",
     "systemd-firstboot.service",
     "systemd-pcrphase.service",
+    "systemd-journal-flush.service",
     "systemd-pcrphase-sysinit.service",
     "systemd-hwdb-update.service",
     "e2scrub_reap.service",
@@ -659,17 +676,18 @@ impl Env {
         let mut children = Vec::new();
         for p in planned {
             let h = dir.join("hosts").join(&p.name);
-            let cg = format!("{CGROUP_BASE}/{}", p.netns);
+            let cg = format!("{}/{}", cgroup_mode().0, p.netns);
             std::fs::create_dir_all(&cg).with_context(|| format!("create cgroup {cg}"))?;
             let log = std::fs::File::create(h.join("console.log"))?;
             let mut c = Command::new("sh");
             c.arg("-c")
                 .arg(format!(
-                    "echo $$ > {cg}/cgroup.procs && exec ip netns exec {} unshare --mount --uts --pid --cgroup --fork --propagation private sh {} {} {}",
+                    "echo $$ > {cg}/cgroup.procs && exec ip netns exec {} unshare --mount --uts --pid --cgroup --fork --propagation private sh {} {} {} {}",
                     p.netns,
                     boot.display(),
                     h.display(),
-                    p.name
+                    p.name,
+                    cgroup_mode().1
                 ))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
@@ -905,6 +923,11 @@ impl Env {
     /// `ssh` command (system OpenSSH client) preconfigured for `host`: key, known_hosts, user,
     /// and the bastion as ProxyJump when there is one. Append the remote command yourself.
     pub fn ssh_command(&self, host: &Host) -> Command {
+        self.ssh_command_as(host, "root")
+    }
+
+    /// Like `ssh_command`, logging in as `user` (e.g. the `--user` account).
+    pub fn ssh_command_as(&self, host: &Host, user: &str) -> Command {
         let mut c = Command::new("ssh");
         c.args(["-i"]).arg(&self.key_path);
         c.arg("-o")
@@ -928,7 +951,7 @@ impl Env {
             ));
         }
         c.arg("-p").arg(host.ssh_port.to_string());
-        c.arg(format!("root@{}", host.ip));
+        c.arg(format!("{user}@{}", host.ip));
         c
     }
 
@@ -1116,7 +1139,7 @@ pub fn down_dir(dir: &Path) -> Result<()> {
                 errors.push(format!("{e:#}"));
             }
         }
-        let cg = PathBuf::from(format!("{CGROUP_BASE}/{ns}"));
+        let cg = PathBuf::from(format!("{}/{ns}", cgroup_mode().0));
         if cg.exists() {
             remove_cgroup_tree(&cg);
         }

@@ -319,3 +319,58 @@ fn cluster_by_hand_with_pdb_blocked_eviction() {
     assert_clean(&prefix, &dir, &pids);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bastion_user_with_sudo_password_and_os_personality() {
+    if !is_root() {
+        eprintln!("skipping: testenv tests need root");
+        return;
+    }
+    let mut o = opts("bastion", 1);
+    o.bastion = true;
+    o.user = Some("alice".into());
+    o.sudo = testenv::SudoMode::Password;
+    o.os = "rhel".into();
+    let env = Env::up(o).expect("testenv up");
+    let (prefix, dir) = (env.prefix.clone(), env.dir.clone());
+    let mut pids: Vec<i32> = env.hosts.iter().map(|h| h.pid).collect();
+    let b = env.bastion.clone().expect("bastion");
+    pids.push(b.pid);
+    let h = &env.hosts[0];
+    // The operator cannot reach the host directly (refused locally: unreachable route) …
+    assert!(
+        std::net::TcpStream::connect_timeout(&(h.ip, 22).into(), Duration::from_secs(3)).is_err()
+    );
+    // … but through the bastion.
+    let pw = env.password.clone().unwrap();
+    let out = env
+        .ssh_command_as(h, "alice")
+        .arg(format!("id -un; . /etc/os-release; echo $ID; sudo -n true 2>/dev/null && echo nopasswd || echo needs-password; echo '{pw}' | sudo -S -p '' id -u; yum install -y curl >/dev/null && echo yum-ok"))
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        s.lines().collect::<Vec<_>>(),
+        vec!["alice", "rhel", "needs-password", "0", "yum-ok"],
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest = std::fs::read_to_string(&env.manifest).unwrap();
+    assert!(
+        manifest.contains("bastion:")
+            && manifest.contains("user: alice")
+            && manifest.contains("k0sBinaryPath"),
+        "{manifest}"
+    );
+    drop(env);
+    assert_clean(&prefix, &dir, &pids);
+    let routes = std::process::Command::new("ip")
+        .args(["route", "show", "table", "all"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&routes.stdout).contains("unreachable 10.213."),
+        "route left behind"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
