@@ -315,6 +315,76 @@ fn cluster_by_hand_with_pdb_blocked_eviction() {
     let log = String::from_utf8_lossy(&o.stderr);
     assert!(log.contains("429 Too Many Requests"), "{log}");
     assert!(log.contains("\"reason\":\"DisruptionBudget\""), "{log}");
+    // kubectl drain: blocked by the PDB until --timeout, then (PDB relaxed) the pod is evicted
+    // and recreated by the ReplicaSet loop on the other, schedulable worker.
+    let node = String::from_utf8_lossy(
+        &kubectl(&["get", "pod", &pod, "-o", "jsonpath={.spec.nodeName}"]).stdout,
+    )
+    .into_owned();
+    let drain = |timeout: &str| {
+        kubectl(&[
+            "drain",
+            "--force",
+            "--grace-period=120",
+            &format!("--timeout={timeout}"),
+            "--delete-emptydir-data",
+            "--ignore-daemonsets",
+            &node,
+        ])
+    };
+    let o = drain("7s");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "drain should fail while the PDB blocks"
+    );
+    assert!(
+        err.contains("Cannot evict pod as it would violate the pod's disruption budget"),
+        "{err}"
+    );
+    assert!(err.contains("global timeout reached: 7s"), "{err}");
+    let o = kubectl(&[
+        "patch",
+        "pdb",
+        "web-pdb",
+        "--type=merge",
+        "-p",
+        "{\"spec\":{\"minAvailable\":1}}",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = drain("60s");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "drain: {out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains(&format!("pod/{pod} evicted"))
+            && out.contains(&format!("node/{node} drained")),
+        "{out}"
+    );
+    wait_for(
+        "replacement pod Ready on the other node",
+        Duration::from_secs(60),
+        || {
+            let o = kubectl(&["get", "pods", "-o", "json"]);
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+            let items = v["items"].as_array()?;
+            let ok = items.len() == 2
+                && items.iter().all(|p| p["spec"]["nodeName"] != node.as_str())
+                && items.iter().all(|p| {
+                    p["status"]["conditions"]
+                        .as_array()
+                        .map(|c| {
+                            c.iter()
+                                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                        })
+                        .unwrap_or(false)
+                });
+            ok.then_some(())
+        },
+    );
     drop(env);
     assert_clean(&prefix, &dir, &pids);
     let _ = std::fs::remove_dir_all(&dir);

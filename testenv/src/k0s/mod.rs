@@ -1341,6 +1341,8 @@ fn cmd_sysinfo(f: &Flags) -> Result<()> {
 /// Entry point of the `k0s` binary; returns the exit code.
 pub fn main() -> i32 {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Like Go programs: die quietly on a closed pipe (`k0s status -o json | head`).
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let argv: Vec<String> = std::env::args().collect();
     match run_cli(argv) {
         Ok(c) => c,
