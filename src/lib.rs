@@ -5,3 +5,6 @@
 //! - [`cli`]: command-line surface (clap) and command dispatch.
 //! - [`exit`]: the exit-code table every command uses.
 //! - [`logging`]: tracing setup and the per-run log file.
+
+pub mod host;
+pub mod transport;

@@ -1,0 +1,1 @@
+//! Host OS layer (filled in below).
