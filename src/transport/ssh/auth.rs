@@ -165,16 +165,19 @@ where
     let user = opts.user.clone();
     let mut tried: Vec<String> = Vec::new();
 
-    let mut agent = if opts.use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
-        match AgentClient::connect_env().await {
+    let sock = opts
+        .agent_socket
+        .clone()
+        .or_else(|| std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from));
+    let mut agent = match (opts.use_agent, sock) {
+        (true, Some(sock)) => match AgentClient::connect_uds(&sock).await {
             Ok(a) => Some(a),
             Err(e) => {
-                tracing::debug!("{label}: ssh-agent unavailable: {e}");
+                tracing::debug!("{label}: ssh-agent at {} unavailable: {e}", sock.display());
                 None
             }
-        }
-    } else {
-        None
+        },
+        _ => None,
     };
     let mut agent_ids: Vec<AgentIdentity> = match agent.as_mut() {
         Some(a) => a.request_identities().await.unwrap_or_default(),

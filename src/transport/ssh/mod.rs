@@ -46,8 +46,10 @@ pub struct SshOptions {
     pub certificates: Vec<PathBuf>,
     /// Only the configured keys, no other agent keys.
     pub identities_only: bool,
-    /// Use `SSH_AUTH_SOCK`.
+    /// Use ssh-agent.
     pub use_agent: bool,
+    /// Agent socket (default `$SSH_AUTH_SOCK`).
+    pub agent_socket: Option<PathBuf>,
     /// Passphrase for encrypted keys (else env, else TTY prompt).
     pub passphrase: Option<Secret>,
     pub known_hosts: KnownHostsConfig,
@@ -74,6 +76,7 @@ impl SshOptions {
             certificates: vec![],
             identities_only: false,
             use_agent: true,
+            agent_socket: None,
             passphrase: None,
             known_hosts: KnownHostsConfig::default(),
             connect_timeout: Duration::from_secs(10),
