@@ -145,7 +145,10 @@ impl Remote {
             "umask 077; cat > {qtmp} || {{ rm -f {qtmp}; exit 1; }}; \
              (sha256sum {qtmp} 2>/dev/null || openssl dgst -sha256 -r {qtmp}) | cut -c1-64"
         );
-        let mut cmd = Cmd::new(script).sudo_if(opts.sudo).stdin_reader(reader);
+        let mut cmd = Cmd::new(script)
+            .sudo_if(opts.sudo)
+            .stdin_reader(reader)
+            .display_as(format!("upload to {tmp} (cat > temp; sha256sum)"));
         if let Some(t) = opts.timeout {
             cmd = cmd.timeout(t);
         }
@@ -180,7 +183,12 @@ impl Remote {
             " && mv -f {qtmp} {} || {{ rc=$?; rm -f {qtmp}; exit $rc; }}",
             shell_quote(dst)
         ));
-        self.run(Cmd::new(fin).sudo_if(opts.sudo)).await?;
+        self.run(
+            Cmd::new(fin)
+                .sudo_if(opts.sudo)
+                .display_as(format!("install {tmp} as {dst} (chmod {mode:o}; mv)")),
+        )
+        .await?;
         Ok(UploadReport {
             bytes,
             sha256: sent,

@@ -328,6 +328,7 @@ pub struct Cmd {
     pub(crate) timeout: Option<Duration>,
     pub(crate) redact: Vec<String>,
     pub(crate) on_output: Option<OutputCallback>,
+    pub(crate) shown: Option<String>,
 }
 
 impl Cmd {
@@ -367,9 +368,14 @@ impl Cmd {
         self.on_output = Some(cb);
         self
     }
-    /// The command as shown in errors and logs.
+    /// Show this instead of the command line in errors and logs (for long generated scripts).
+    pub fn display_as(mut self, shown: impl Into<String>) -> Self {
+        self.shown = Some(shown.into());
+        self
+    }
+    /// The command as shown in errors and logs (secrets redacted).
     pub fn display(&self) -> String {
-        redact(&self.cmd, &self.redact)
+        redact(self.shown.as_deref().unwrap_or(&self.cmd), &self.redact)
     }
 }
 
