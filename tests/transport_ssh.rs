@@ -52,7 +52,7 @@ async fn key_auth_and_exec_semantics() {
     )
     .await
     .unwrap();
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     assert!(
         seen.iter()
             .any(|(k, b)| *k == StreamKind::Stdout && b == b"a\n")

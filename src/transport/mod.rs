@@ -18,6 +18,8 @@
 //!
 //! The transport knows nothing of operating systems or k0s: that is [`crate::host`].
 
+#![allow(clippy::result_large_err)] // rich error context (host, command, stderr) is the point; cold path
+
 pub mod error;
 pub mod files;
 pub mod local;

@@ -166,10 +166,8 @@ impl SshConfig {
                     "user" => {
                         hc.user.get_or_insert(first);
                     }
-                    "port" => {
-                        if hc.port.is_none() {
-                            hc.port = first.parse().ok();
-                        }
+                    "port" if hc.port.is_none() => {
+                        hc.port = first.parse().ok();
                     }
                     "identityfile" => hc.identity_files.push(expand_tilde(&first)),
                     "certificatefile" => hc.certificate_files.push(expand_tilde(&first)),
@@ -190,15 +188,11 @@ impl SshConfig {
                     "stricthostkeychecking" => {
                         hc.strict_host_key_checking.get_or_insert(first);
                     }
-                    "connecttimeout" => {
-                        if hc.connect_timeout.is_none() {
-                            hc.connect_timeout = first.parse().ok();
-                        }
+                    "connecttimeout" if hc.connect_timeout.is_none() => {
+                        hc.connect_timeout = first.parse().ok();
                     }
-                    "serveraliveinterval" => {
-                        if hc.server_alive_interval.is_none() {
-                            hc.server_alive_interval = first.parse().ok();
-                        }
+                    "serveraliveinterval" if hc.server_alive_interval.is_none() => {
+                        hc.server_alive_interval = first.parse().ok();
                     }
                     _ => {}
                 }
