@@ -4,8 +4,9 @@
 //! Upload protocol (two round trips, any transport, works into root-owned directories via the
 //! privilege wrapper):
 //! 1. `umask 077; cat > <dst>.tmp.<random>` with the bytes streamed on stdin in 256 KiB writes
-//!    while they are hashed (SHA-256) on this side; the same remote command then prints
-//!    `sha256sum` of the temp file.
+//!    while they are hashed (SHA-256) on this side; the same remote command then prints the
+//!    SHA-256 of the temp file as stored (`openssl dgst -sha256`, about 4x faster than coreutils
+//!    `sha256sum` on SHA-NI CPUs, with `sha256sum` as the fallback).
 //! 2. If the digests match: `chmod`, optional `chown`, `mv -f` temp → dst. Otherwise the temp
 //!    file is removed and [`TransportError::UploadVerify`] is returned.
 //!
@@ -143,7 +144,7 @@ impl Remote {
         };
         let script = format!(
             "umask 077; cat > {qtmp} || {{ rm -f {qtmp}; exit 1; }}; \
-             (sha256sum {qtmp} 2>/dev/null || openssl dgst -sha256 -r {qtmp}) | cut -c1-64"
+             (openssl dgst -sha256 -r {qtmp} 2>/dev/null || sha256sum {qtmp}) | cut -c1-64"
         );
         let mut cmd = Cmd::new(script)
             .sudo_if(opts.sudo)
@@ -244,7 +245,7 @@ impl Remote {
         let out = self
             .run(
                 Cmd::new(format!(
-                    "(sha256sum {q} 2>/dev/null || openssl dgst -sha256 -r {q}) | cut -c1-64 >&2 && cat -- {q}"
+                    "(openssl dgst -sha256 -r {q} 2>/dev/null || sha256sum {q}) | cut -c1-64 >&2 && cat -- {q}"
                 ))
                 .sudo_if(sudo),
             )
