@@ -24,6 +24,7 @@ pub mod error;
 pub mod files;
 pub mod local;
 pub mod openssh;
+pub mod output;
 pub mod privilege;
 pub mod ssh;
 

@@ -122,3 +122,37 @@ echo none"#;
         Ok(Privilege::None)
     }
 }
+
+/// Environment variable holding the sudo password (for CI).
+pub const SUDO_PASSWORD_ENV: &str = "K0SCTL_SUDO_PASSWORD";
+
+/// The sudo password, given once for the whole run: `$K0SCTL_SUDO_PASSWORD`, else the first
+/// line of `file` (which should be 0600: a group/world-readable file is refused), else — when
+/// `prompt` is true and there is a terminal — asked once on the TTY. `Ok(None)` when none.
+pub fn sudo_password(
+    file: Option<&std::path::Path>,
+    prompt: bool,
+) -> Result<Option<Secret>, String> {
+    if let Some(s) = Secret::from_env(SUDO_PASSWORD_ENV) {
+        return Ok(Some(s));
+    }
+    if let Some(f) = file {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(format!(
+                "{}: the sudo password file must not be readable by group or others (chmod 600 it)",
+                f.display()
+            ));
+        }
+        return Secret::from_file(f)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", f.display()));
+    }
+    if prompt {
+        return Ok(super::ssh::auth::prompt_tty(
+            "sudo password for the hosts: ",
+        ));
+    }
+    Ok(None)
+}
