@@ -94,3 +94,56 @@ async fn proxyjump_from_ssh_config() {
     assert_eq!(r.run_str("echo jumped").await.unwrap(), "jumped");
     assert!(bastion.log().contains("direct-tcpip"));
 }
+
+#[tokio::test]
+async fn bastion_handshake_limit_stays_below_max_startups() {
+    let bastion = Sshd::start();
+    // The target drops unauthenticated connections beyond 3.
+    let target = Sshd::start_with(SshdSetup {
+        extra: vec!["MaxStartups 3".into()],
+        ..Default::default()
+    });
+    let client = tempfile::tempdir().unwrap();
+    let key = keygen(client.path(), "id", "ed25519", "");
+    bastion.authorize("root", &key);
+    target.authorize("root", &key);
+    let kh = client.path().join("known_hosts");
+    let mk = |s: &Sshd| {
+        let mut t = s.target_with_key("root", key.clone());
+        t.known_hosts = kh.clone();
+        t.ssh_options()
+    };
+    let mut o = mk(&target).bastion(mk(&bastion));
+    if let Some(b) = o.bastion.as_mut() {
+        b.bastion_handshakes = 2;
+    }
+    let pool = std::sync::Arc::new(k0sctl::transport::ssh::BastionPool::default());
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let (o, pool) = (o.clone(), pool.clone());
+        set.spawn(async move {
+            let c = k0sctl::transport::ssh::SshConnection::connect_via(&o, &pool).await?;
+            use k0sctl::transport::Transport;
+            let out = c
+                .exec(k0sctl::transport::ExecRequest {
+                    command: "echo ok".into(),
+                    display: "echo ok".into(),
+                    stdin_prefix: None,
+                    stdin: Default::default(),
+                    timeout: None,
+                    on_output: None,
+                })
+                .await?;
+            Ok::<_, k0sctl::transport::TransportError>(out.stdout_str())
+        });
+    }
+    for r in set.join_all().await {
+        assert_eq!(r.expect("every host behind the bastion connects"), "ok");
+    }
+    assert_eq!(bastion.log().matches("Accepted publickey").count(), 1);
+    assert!(
+        !target.log().contains("drop connection"),
+        "{}",
+        target.log()
+    );
+}

@@ -276,3 +276,138 @@ async fn bench_exec_stream_variants() {
         median(v)
     );
 }
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+#[ignore]
+async fn bench_cold_fanout_and_memory() {
+    let sshd = Sshd::start();
+    let user = common::sshd::TestUser::create(None);
+    let t = sshd.target(&user.name);
+    // Warm the known_hosts file so every run is "known host".
+    let pool = Pool::new(Limits::new(0, 0));
+    pool.connect(&ConnectSpec::Ssh(t.ssh_options()))
+        .await
+        .unwrap();
+    pool.close_all().await;
+    // One connection per simulated host (direct SshConnection::connect, no pool dedup).
+    let specs = |n: usize| -> Vec<ConnectSpec> {
+        (0..n)
+            .map(|_| {
+                let mut o = t.ssh_options();
+                o.retries = 3;
+                ConnectSpec::Ssh(o)
+            })
+            .collect()
+    };
+    for n in [50usize] {
+        let t0 = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for s in specs(n) {
+            set.spawn(async move {
+                let c = k0sctl::transport::ssh::SshConnection::connect(match &s {
+                    ConnectSpec::Ssh(o) => o,
+                    _ => unreachable!(),
+                })
+                .await
+                .unwrap();
+                use k0sctl::transport::Transport;
+                let out = c
+                    .exec(k0sctl::transport::ExecRequest {
+                        command: "true".into(),
+                        display: "true".into(),
+                        stdin_prefix: None,
+                        stdin: Default::default(),
+                        timeout: None,
+                        on_output: None,
+                    })
+                    .await
+                    .unwrap();
+                assert!(out.success());
+                c
+            });
+        }
+        let conns = set.join_all().await;
+        let native = t0.elapsed();
+        for c in &conns {
+            use k0sctl::transport::Transport;
+            c.close().await;
+        }
+        drop(conns);
+        // The same with 50 parallel OpenSSH client processes.
+        let t0 = Instant::now();
+        let mut kids = vec![];
+        for _ in 0..n {
+            kids.push(
+                std::process::Command::new("ssh")
+                    .args([
+                        "-q",
+                        "-T",
+                        "-F",
+                        "/dev/null",
+                        "-o",
+                        "BatchMode=yes",
+                        "-o",
+                        "IdentityAgent=none",
+                    ])
+                    .arg("-o")
+                    .arg(format!("UserKnownHostsFile={}", t.known_hosts.display()))
+                    .arg("-i")
+                    .arg(&t.key)
+                    .arg("-p")
+                    .arg(t.port.to_string())
+                    .arg(format!("{}@127.0.0.1", user.name))
+                    .arg("true")
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+        for mut k in kids {
+            assert!(k.wait().unwrap().success());
+        }
+        let openssh = t0.elapsed();
+        println!(
+            "{n} hosts cold (connect+auth+`true`, one sshd on loopback): native {:?}, {n} parallel OpenSSH `ssh` {:?}, ratio {:.2}",
+            native,
+            openssh,
+            native.as_secs_f64() / openssh.as_secs_f64()
+        );
+    }
+    // Memory with 100 connections open.
+    let before = rss_kib("VmRSS:");
+    let mut conns = vec![];
+    let mut set = tokio::task::JoinSet::new();
+    for s in specs(100) {
+        set.spawn(async move {
+            let ConnectSpec::Ssh(o) = &s else {
+                unreachable!()
+            };
+            k0sctl::transport::ssh::SshConnection::connect(o)
+                .await
+                .unwrap()
+        });
+    }
+    conns.extend(set.join_all().await);
+    let after = rss_kib("VmRSS:");
+    println!(
+        "100 native connections open: RSS {} KiB -> {} KiB (+{} KiB, {:.0} KiB per connection); peak VmHWM {} KiB",
+        before,
+        after,
+        after.saturating_sub(before),
+        after.saturating_sub(before) as f64 / 100.0,
+        rss_kib("VmHWM:")
+    );
+    for c in &conns {
+        use k0sctl::transport::Transport;
+        c.close().await;
+    }
+}

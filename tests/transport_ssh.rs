@@ -421,3 +421,23 @@ async fn pool_reuses_one_connection_per_host() {
         sshd.log()
     );
 }
+
+#[tokio::test]
+async fn reconnect_replaces_the_connection() {
+    let sshd = Sshd::start();
+    let spec = ConnectSpec::Ssh(sshd.target("root").ssh_options());
+    let pool = Pool::new(Limits::default());
+    let a = pool.connect(&spec).await.unwrap();
+    let b = pool.reconnect(&spec).await.unwrap();
+    assert!(!Arc::ptr_eq(a.connection(), b.connection()));
+    assert_eq!(b.run_str("echo again").await.unwrap(), "again");
+    // The old one was closed: using it fails with a connection error, not a hang.
+    let e = tokio::time::timeout(Duration::from_secs(60), a.run("true"))
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert!(matches!(e, TransportError::Disconnected { .. }), "{e}");
+    // A dead cached connection is replaced transparently.
+    let c = pool.connect(&spec).await.unwrap();
+    assert!(Arc::ptr_eq(b.connection(), c.connection()));
+}

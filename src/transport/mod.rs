@@ -164,6 +164,17 @@ pub enum Connection {
     Local(local::LocalConnection),
 }
 
+impl Connection {
+    /// True when the connection is known to be gone (native SSH only; the others reconnect per
+    /// command or have no connection).
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Connection::Ssh(c) => c.handle().is_closed(),
+            _ => false,
+        }
+    }
+}
+
 impl Transport for Connection {
     async fn exec(&self, req: ExecRequest) -> Result<Output, TransportError> {
         match self {
@@ -280,11 +291,17 @@ impl Pool {
     }
 
     /// Connect (or reuse the existing connection) and return a [`Remote`] with no privilege
-    /// wrapper yet; call [`Remote::detect_privilege`] before running things with sudo.
+    /// wrapper yet; call [`Remote::detect_privilege`] before running things with sudo. A cached
+    /// connection that has died is replaced.
     pub async fn connect(&self, spec: &ConnectSpec) -> Result<Remote, TransportError> {
+        let key = spec.key();
         let cell = {
             let mut m = self.conns.lock().await;
-            m.entry(spec.key()).or_default().clone()
+            let cell = m.entry(key.clone()).or_default();
+            if cell.get().is_some_and(|c| c.is_closed()) {
+                *cell = Arc::default();
+            }
+            cell.clone()
         };
         let conn = cell
             .get_or_try_init(|| async {
@@ -303,6 +320,16 @@ impl Pool {
             .await?
             .clone();
         Ok(Remote::new(conn, self.limits.clone()))
+    }
+
+    /// Drop the host's connection (closing it) and connect again, e.g. after changing
+    /// `/etc/environment`. Existing [`Remote`]s keep the old connection until dropped.
+    pub async fn reconnect(&self, spec: &ConnectSpec) -> Result<Remote, TransportError> {
+        let old = self.conns.lock().await.remove(&spec.key());
+        if let Some(c) = old.as_ref().and_then(|c| c.get()) {
+            c.close().await;
+        }
+        self.connect(spec).await
     }
 
     /// Close every connection (and the bastions).
