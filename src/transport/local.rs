@@ -75,10 +75,13 @@ pub(crate) async fn run_child(
     })
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
-    .kill_on_drop(true);
+    .kill_on_drop(true)
+    // Own process group, so a timeout kills the whole tree, not just `sh`.
+    .process_group(0);
     let mut child = cmd
         .spawn()
         .map_err(|e| TransportError::io(host, format!("spawn {}", req.display), e))?;
+    let child_pid = child.id();
     let stdin = child.stdin.take();
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
@@ -102,6 +105,10 @@ pub(crate) async fn run_child(
             Ok(r) => r,
             Err(_) => {
                 writer.abort();
+                if let Some(pid) = child_pid {
+                    // SAFETY: signalling the process group we created for this child.
+                    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+                }
                 return Err(TransportError::Timeout {
                     host: host.to_string(),
                     cmd: req.display,

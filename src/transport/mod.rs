@@ -470,13 +470,30 @@ impl Remote {
     pub async fn exec(&self, cmd: impl Into<Cmd>) -> Result<Output, TransportError> {
         let cmd = cmd.into();
         let shown = cmd.display();
-        let (command, stdin_prefix) = if cmd.sudo {
+        let sudo = cmd.sudo;
+        let (mut command, stdin_prefix) = if cmd.sudo {
             self.privilege.wrap(&cmd.cmd, self.name())?
         } else {
             (cmd.cmd, None)
         };
+        // With a timeout on a remote host, record the process group so the command can be
+        // killed when it times out: sshd refuses "signal" requests for root sessions
+        // ("session signalling requires privilege separation") and closing the channel does
+        // not stop a process that does not read or write.
+        let pidfile = match (&cmd.timeout, &*self.conn) {
+            (Some(_), Connection::Ssh(_) | Connection::OpenSsh(_)) => {
+                let f = format!("/tmp/.k0sctl-{:016x}.pid", rand::random::<u64>());
+                command = format!(
+                    "echo $$ > {f}; sh -c {}; rc=$?; rm -f {f}; exit $rc",
+                    shell_quote(&command)
+                );
+                Some(f)
+            }
+            _ => None,
+        };
         tracing::debug!(host = self.name(), cmd = %shown, "exec");
-        self.conn
+        let res = self
+            .conn
             .exec(ExecRequest {
                 command,
                 display: shown,
@@ -485,7 +502,32 @@ impl Remote {
                 timeout: cmd.timeout,
                 on_output: cmd.on_output,
             })
-            .await
+            .await;
+        if let (Err(TransportError::Timeout { .. }), Some(f)) = (&res, pidfile) {
+            // TERM first, then KILL, the whole process group (`kill -SIG -PGID`: dash rejects `--`); as root when the command ran
+            // as root (the user cannot signal what sudo started).
+            let kill = format!(
+                "p=$(cat {f} 2>/dev/null) && [ -n \"$p\" ] && {{ kill -TERM -$p 2>/dev/null; \
+                 sleep 1; kill -KILL -$p 2>/dev/null; }}; rm -f {f}; true"
+            );
+            let (kill, prefix) = if sudo {
+                self.privilege.wrap(&kill, self.name())?
+            } else {
+                (kill, None)
+            };
+            let _ = self
+                .conn
+                .exec(ExecRequest {
+                    command: kill,
+                    display: "(kill timed-out command)".into(),
+                    stdin_prefix: prefix,
+                    stdin: Stdin::Null,
+                    timeout: Some(Duration::from_secs(30)),
+                    on_output: None,
+                })
+                .await;
+        }
+        res
     }
 
     /// Run a command; a non-zero exit is a [`TransportError::Command`] carrying host, the
