@@ -147,3 +147,35 @@ async fn bastion_handshake_limit_stays_below_max_startups() {
         target.log()
     );
 }
+
+#[tokio::test]
+async fn two_hop_bastion_chain() {
+    let outer = Sshd::start();
+    let inner = Sshd::start();
+    let target = Sshd::start();
+    let client = tempfile::tempdir().unwrap();
+    let key = keygen(client.path(), "id", "ed25519", "");
+    for s in [&outer, &inner, &target] {
+        s.authorize("root", &key);
+    }
+    let kh = client.path().join("known_hosts");
+    let mk = |s: &Sshd| {
+        let mut t = s.target_with_key("root", key.clone());
+        t.known_hosts = kh.clone();
+        t.ssh_options()
+    };
+    // target via inner via outer
+    let o = mk(&target).bastion(mk(&inner).bastion(mk(&outer)));
+    let pool = Pool::new(Limits::default());
+    let r = pool.connect(&ConnectSpec::Ssh(o)).await.expect("two hops");
+    assert_eq!(r.run_str("echo deep").await.unwrap(), "deep");
+    for s in [&outer, &inner, &target] {
+        assert_eq!(
+            s.log().matches("Accepted publickey").count(),
+            1,
+            "{}",
+            s.log()
+        );
+    }
+    pool.close_all().await;
+}

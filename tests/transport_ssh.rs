@@ -189,6 +189,17 @@ async fn user_certificate_auth() {
     let r = remote(&t.ssh_options()).await.expect("cert auth");
     assert_eq!(r.run_str("echo cert").await.unwrap(), "cert");
     assert!(sshd.log().contains("ED25519-CERT"), "{}", sshd.log());
+
+    // The same certificate held by an agent (ssh-add loads key-cert.pub with the key), with no
+    // key file configured: agent certificate identities are tried too.
+    let agent = Agent::start();
+    agent.add(&t.key);
+    let mut o = t.ssh_options();
+    o.key_paths.clear();
+    o.use_agent = true;
+    o.agent_socket = Some(agent.socket.clone());
+    let r = remote(&o).await.expect("agent cert auth");
+    assert_eq!(r.run_str("echo agent-cert").await.unwrap(), "agent-cert");
 }
 
 #[tokio::test]
@@ -440,4 +451,21 @@ async fn reconnect_replaces_the_connection() {
     // A dead cached connection is replaced transparently.
     let c = pool.connect(&spec).await.unwrap();
     assert!(Arc::ptr_eq(b.connection(), c.connection()));
+}
+
+#[tokio::test]
+async fn global_known_hosts_file_is_read_not_written() {
+    let sshd = Sshd::start();
+    let t = sshd.target("root");
+    let global = sshd.path().join("ssh_known_hosts");
+    std::fs::write(
+        &global,
+        format!("[127.0.0.1]:{} {}\n", sshd.port, sshd.host_pub()),
+    )
+    .unwrap();
+    let mut o = t.ssh_options();
+    o.known_hosts.global_files = vec![global.clone()];
+    o.known_hosts.policy = k0sctl::transport::ssh::StrictHostKeyChecking::Yes;
+    remote(&o).await.expect("trusted through the global file");
+    assert!(!t.known_hosts.exists(), "nothing recorded in the user file");
 }

@@ -622,3 +622,50 @@ impl Transport for SshConnection {
             .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_merges_explicit_config_and_defaults() {
+        let cfg = SshConfig::parse(
+            "Host web*\n  User deploy\n  Port 2200\n  ProxyJump ops@jump.example:2222\n\
+             Host jump.example\n  IdentityFile /k/jump\n\
+             Host *\n  StrictHostKeyChecking no\n  ServerAliveInterval 0\n",
+        );
+        let o = SshOptions::resolve("web1", None, None, Some("/k/web".into()), &cfg).unwrap();
+        assert_eq!((o.user.as_str(), o.port), ("deploy", 2200));
+        assert_eq!(o.key_paths, vec![PathBuf::from("/k/web")]);
+        assert_eq!(o.known_hosts.policy, StrictHostKeyChecking::No);
+        assert_eq!(o.keepalive_interval, None);
+        let b = o.bastion.as_ref().unwrap();
+        assert_eq!(
+            (b.address.as_str(), b.port, b.user.as_str()),
+            ("jump.example", 2222, "ops")
+        );
+        assert_eq!(b.key_paths, vec![PathBuf::from("/k/jump")]);
+        // Explicit values win over the config; k0sctl's default user is root.
+        let o = SshOptions::resolve("web1", Some(22), Some("admin"), None, &cfg).unwrap();
+        assert_eq!((o.user.as_str(), o.port), ("admin", 22));
+        let o = SshOptions::resolve("db1", None, None, None, &SshConfig::default()).unwrap();
+        assert_eq!(
+            (o.user.as_str(), o.port, o.bastion.is_none()),
+            ("root", 22, true)
+        );
+        let mut o = o;
+        o.set_option("StrictHostKeyChecking", "yes").unwrap();
+        assert_eq!(o.known_hosts.policy, StrictHostKeyChecking::Yes);
+        assert!(o.set_option("ProxyCommand", "nc %h %p").is_err());
+        assert!(
+            format!(
+                "{:?}",
+                SshOptions {
+                    passphrase: Some(Secret::new("pp")),
+                    ..o
+                }
+            )
+            .contains("REDACTED")
+        );
+    }
+}
