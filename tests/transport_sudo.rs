@@ -35,12 +35,13 @@ fn global_logs() -> Captured {
     static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
     LOGS.get_or_init(|| {
         let logs = Captured::default();
-        let sub = tracing_subscriber::fmt()
+        // try_init also bridges the `log` crate, so russh's own TRACE output is checked too.
+        tracing_subscriber::fmt()
             .with_max_level(tracing::Level::TRACE)
             .with_ansi(false)
             .with_writer(logs.clone())
-            .finish();
-        tracing::subscriber::set_global_default(sub).expect("global subscriber");
+            .try_init()
+            .expect("global subscriber");
         logs
     })
     .clone()
@@ -189,6 +190,7 @@ async fn sudo_with_password_never_leaks() {
 
     let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
     assert!(logs.contains("exec"), "tracing captured nothing: {logs}");
+    assert!(logs.contains("russh"), "russh's log output not captured");
     assert!(!logs.contains(&pw), "password in our logs");
     let slog = sshd.log();
     assert!(

@@ -17,6 +17,16 @@
 //! `--concurrency` limit on connection set-up and the `--concurrent-uploads` limit on uploads.
 //!
 //! The transport knows nothing of operating systems or k0s: that is [`crate::host`].
+//!
+//! Measured on this 2-core VM against OpenSSH 9.2 on loopback, release build
+//! (`cargo test --release --test transport_bench -- --ignored --nocapture --test-threads 1`):
+//! one command on an open connection 1.8 ms (median of 50; a remote login shell that reads a
+//! heavy rc file adds its own cost: root's bashrc here added ~90 ms per command); 8 parallel
+//! commands on one connection 14 ms; 50 hosts cold (connect + auth + `true`) 0.57-0.64 s vs
+//! 3.1 s for 50 parallel OpenSSH `ssh` processes (ratio 0.18-0.20); 100 open connections
+//! +4 MiB RSS (about 40 KiB each); 200 MiB upload verified (stream + remote digest + rename)
+//! 152 MiB/s vs `scp` 124 MiB/s (1.2x); raw exec stream 272 MiB/s vs russh-sftp (16 writes in
+//! flight) 207 MiB/s, hence uploads over an exec stream.
 
 #![allow(clippy::result_large_err)] // rich error context (host, command, stderr) is the point; cold path
 
@@ -484,7 +494,7 @@ impl Remote {
             (Some(_), Connection::Ssh(_) | Connection::OpenSsh(_)) => {
                 let f = format!("/tmp/.k0sctl-{:016x}.pid", rand::random::<u64>());
                 command = format!(
-                    "echo $$ > {f}; sh -c {}; rc=$?; rm -f {f}; exit $rc",
+                    "{{ echo $$ > {f}; }} 2>/dev/null; sh -c {}; rc=$?; rm -f {f}; exit $rc",
                     shell_quote(&command)
                 );
                 Some(f)
