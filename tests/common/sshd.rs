@@ -150,7 +150,6 @@ impl Sshd {
         let mut cfg = String::new();
         let port = setup.port.unwrap_or_else(free_port);
         let lines = [
-            format!("Port {port}"),
             "ListenAddress 127.0.0.1".into(),
             format!("HostKey {}", host_key.display()),
             format!("PidFile {}/sshd.pid", d.display()),
@@ -177,16 +176,22 @@ impl Sshd {
         }
         let cfg_path = d.join("sshd_config");
         std::fs::write(&cfg_path, cfg).unwrap();
-        let child = Command::new("/usr/sbin/sshd")
-            .arg("-D")
-            .arg("-f")
-            .arg(&cfg_path)
-            .arg("-E")
-            .arg(d.join("sshd.log"))
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn sshd");
-        let s = Sshd {
+        let spawn = |port: u16| {
+            Command::new("/usr/sbin/sshd")
+                .arg("-D")
+                .arg("-f")
+                .arg(&cfg_path)
+                .arg("-p")
+                .arg(port.to_string())
+                .arg("-E")
+                .arg(d.join("sshd.log"))
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn sshd")
+        };
+        let mut port = port;
+        let child = spawn(port);
+        let mut s = Sshd {
             port,
             dir,
             host_key,
@@ -194,6 +199,12 @@ impl Sshd {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            // Lost the race for a free port to someone else: try another one.
+            if setup.port.is_none() && matches!(s.child.try_wait(), Ok(Some(_))) {
+                port = free_port();
+                s.port = port;
+                s.child = spawn(port);
+            }
             assert!(Instant::now() < deadline, "sshd did not start: {}", s.log());
             std::thread::sleep(Duration::from_millis(20));
         }
