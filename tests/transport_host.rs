@@ -26,7 +26,14 @@ async fn probe_over_ssh_in_one_round_trip() {
     .await
     .expect("probe");
     let sessions = sshd.log().matches("Starting session").count() - before;
-    assert_eq!(sessions, 1, "facts must take one round trip");
+    assert_eq!(
+        sessions, 1,
+        "facts and privilege detection must take one round trip"
+    );
+    assert!(matches!(
+        h.remote.privilege(),
+        k0sctl::transport::Privilege::Root
+    ));
     let local_os = std::fs::read_to_string("/etc/os-release").unwrap();
     let os = k0sctl::host::OsRelease::parse(&local_os);
     assert_eq!(h.facts.os, os);
@@ -82,4 +89,27 @@ async fn os_override_and_install_path() {
     .err()
     .unwrap();
     assert!(e.to_string().contains("unsupported OS"), "{e}");
+}
+
+#[tokio::test]
+async fn probe_detects_sudo_for_a_user() {
+    let sshd = Sshd::start();
+    let user = common::sshd::TestUser::create(Some(true));
+    let r = Pool::new(Limits::default())
+        .connect(&ConnectSpec::Ssh(sshd.target(&user.name).ssh_options()))
+        .await
+        .unwrap();
+    let h = Host::probe(r, &ProbeOptions::default()).await.unwrap();
+    assert!(matches!(
+        h.remote.privilege(),
+        k0sctl::transport::Privilege::SudoNoPassword
+    ));
+    assert_ne!(h.facts.uid, 0);
+    assert_eq!(
+        h.remote
+            .run_str(k0sctl::transport::Cmd::new("id -u").sudo())
+            .await
+            .unwrap(),
+        "0"
+    );
 }

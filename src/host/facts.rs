@@ -37,9 +37,12 @@ pub struct Facts {
     pub addresses: Vec<String>,
     /// Remote clock minus local clock, seconds (positive: host is ahead).
     pub clock_skew_secs: f64,
+    /// Output of the privilege detection: `root`, `sudo-n`, `doas`, `has-sudo`, `none`.
+    pub privilege: String,
 }
 
-/// The facts script (exported for the record and for tests).
+/// The facts script (exported for the record and for tests); [`gather`] appends the privilege
+/// detection ([`crate::transport::Privilege::DETECT_SCRIPT`]) and the end marker.
 pub const SCRIPT: &str = r#"export PATH=/usr/local/sbin:/usr/sbin:/sbin:$PATH
 echo @@uname; uname -s
 echo @@machine; uname -m
@@ -64,7 +67,8 @@ fi
 echo "$IFACE"
 echo @@addrs; if [ -n "$IFACE" ]; then ip -o -4 addr show dev "$IFACE" scope global 2>/dev/null; fi
 echo @@date; date -u +%s.%N
-echo @@end"#;
+echo @@privilege
+"#;
 
 /// Split `@@name` sections.
 pub fn parse_sections(out: &str) -> HashMap<String, String> {
@@ -161,6 +165,7 @@ pub fn parse(
         private_address,
         addresses,
         clock_skew_secs: remote_now - mid,
+        privilege: get("privilege"),
     })
 }
 
@@ -177,9 +182,13 @@ pub async fn gather(
     private_interface: Option<&str>,
     connect_address: Option<&str>,
 ) -> Result<Facts, HostError> {
+    let detect = crate::transport::Privilege::DETECT_SCRIPT;
     let script = match private_interface {
-        Some(i) => format!("K0SCTL_PRIVATE_IFACE={}\n{SCRIPT}", shell_quote(i)),
-        None => SCRIPT.to_string(),
+        Some(i) => format!(
+            "K0SCTL_PRIVATE_IFACE={}\n{SCRIPT}{detect}\necho @@end",
+            shell_quote(i)
+        ),
+        None => format!("{SCRIPT}{detect}\necho @@end"),
     };
     let t0 = now_secs();
     let started = Instant::now();
@@ -200,7 +209,8 @@ mod tests {
                    @@hostname\nNode-1\n@@machine-id\nabc\n@@uid\n1000\n@@init\nsystemd\n@@container\nno\n\
                    @@lockdir\nyes\n@@curl\n/usr/bin/curl\n@@k0s\n\n@@iface\neth1\n\
                    @@addrs\n3: eth1    inet 10.0.0.5/24 brd 10.0.0.255 scope global eth1\\       valid_lft forever\n\
-                   3: eth1    inet 10.0.0.9/24 scope global secondary eth1\n@@date\n1000.5\n@@end\n";
+                   3: eth1    inet 10.0.0.9/24 scope global secondary eth1\n@@date\n1000.5\n\
+                   @@privilege\nsudo-n\n@@end\n";
         let f = parse(out, Some("10.0.0.5"), 1000.0, "h").unwrap();
         assert_eq!(f.arch, "arm64");
         assert_eq!(f.hostname, "node-1");
@@ -212,6 +222,7 @@ mod tests {
         assert!((f.clock_skew_secs - 0.5).abs() < 1e-9);
         assert!(f.has_curl && f.k0s_in_path.is_none());
         assert_eq!(f.lock_file, "/run/lock/k0sctl");
+        assert_eq!(f.privilege, "sudo-n");
         assert!(matches!(
             parse("@@uname\nDarwin\n@@end\n", None, 0.0, "h"),
             Err(HostError::NotLinux { .. })

@@ -53,6 +53,8 @@ pub struct ProbeOptions {
     pub connect_address: Option<String>,
     /// `k0sInstallPath:` override.
     pub k0s_install_path: Option<String>,
+    /// The sudo password, when sudo needs one (checked with one extra round trip).
+    pub sudo_password: Option<crate::transport::Secret>,
 }
 
 /// A probed host: its connection, facts and OS support module.
@@ -68,14 +70,25 @@ pub struct Host {
 }
 
 impl Host {
-    /// Gather facts (one round trip) and select the OS module.
-    pub async fn probe(remote: Remote, opts: &ProbeOptions) -> Result<Host, HostError> {
+    /// Gather facts and detect the privilege wrapper (one round trip; two when a sudo password
+    /// has to be checked) and select the OS module. The returned [`Host::remote`] has its
+    /// privilege set unless it already had one.
+    pub async fn probe(mut remote: Remote, opts: &ProbeOptions) -> Result<Host, HostError> {
         let mut facts = facts::gather(
             &remote,
             opts.private_interface.as_deref(),
             opts.connect_address.as_deref(),
         )
         .await?;
+        if matches!(remote.privilege(), crate::transport::Privilege::Unknown) {
+            let p = crate::transport::Privilege::from_detection(
+                remote.connection(),
+                &facts.privilege,
+                opts.sudo_password.clone(),
+            )
+            .await?;
+            remote.set_privilege(p);
+        }
         if let Some(id) = &opts.os_override {
             tracing::info!("{}: OS ID has been manually set to {id}", remote.name());
             facts.os = OsRelease {

@@ -465,6 +465,10 @@ impl Remote {
         self.privilege = p;
         self
     }
+    /// Set the privilege wrapper in place.
+    pub fn set_privilege(&mut self, p: Privilege) {
+        self.privilege = p;
+    }
 
     /// Find out how to become root on this host: root already, `sudo -n`, `doas -n`, or sudo
     /// with `password` (fed on stdin). Fails with a clear message when none works.

@@ -60,21 +60,23 @@ impl Privilege {
         !matches!(self, Privilege::Unknown | Privilege::None)
     }
 
+    /// Shell snippet printing one word: `root`, `sudo-n`, `doas`, `has-sudo` (sudo needs a
+    /// password) or `none`. Exposed so other one-round-trip scripts (host facts) can embed it.
+    /// It runs in a subshell, so it can be embedded in a larger script.
+    pub const DETECT_SCRIPT: &str = r#"(if [ "$(id -u)" = 0 ]; then echo root; exit 0; fi
+if command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then echo sudo-n; exit 0; fi
+if command -v doas >/dev/null 2>&1 && doas -n true >/dev/null 2>&1; then echo doas; exit 0; fi
+if command -v sudo >/dev/null 2>&1; then echo has-sudo; exit 0; fi
+echo none)"#;
+
     /// Detect the privilege method in one round trip (two when a sudo password must be checked).
     pub async fn detect(
         conn: &Connection,
         password: Option<Secret>,
     ) -> Result<Privilege, TransportError> {
-        const SCRIPT: &str = r#"if [ "$(id -u)" = 0 ]; then echo root; exit 0; fi
-if command -v sudo >/dev/null 2>&1; then
-  if sudo -n true >/dev/null 2>&1; then echo sudo-n; exit 0; fi
-  echo has-sudo
-fi
-if command -v doas >/dev/null 2>&1 && doas -n true >/dev/null 2>&1; then echo doas; exit 0; fi
-echo none"#;
         let out = conn
             .exec(ExecRequest {
-                command: SCRIPT.to_string(),
+                command: Self::DETECT_SCRIPT.to_string(),
                 display: "(privilege detection)".into(),
                 stdin_prefix: None,
                 stdin: Stdin::Null,
@@ -82,18 +84,23 @@ echo none"#;
                 on_output: None,
             })
             .await?;
-        let s = out.stdout_str();
-        let found: Vec<&str> = s.lines().map(str::trim).collect();
-        if found.contains(&"root") {
-            return Ok(Privilege::Root);
+        Self::from_detection(conn, &out.stdout_str(), password).await
+    }
+
+    /// Interpret the output of [`Privilege::DETECT_SCRIPT`]; with `has-sudo` and a password,
+    /// check the password with one more round trip.
+    pub async fn from_detection(
+        conn: &Connection,
+        word: &str,
+        password: Option<Secret>,
+    ) -> Result<Privilege, TransportError> {
+        match word.trim() {
+            "root" => return Ok(Privilege::Root),
+            "sudo-n" => return Ok(Privilege::SudoNoPassword),
+            "doas" => return Ok(Privilege::Doas),
+            _ => {}
         }
-        if found.contains(&"sudo-n") {
-            return Ok(Privilege::SudoNoPassword);
-        }
-        if found.contains(&"doas") {
-            return Ok(Privilege::Doas);
-        }
-        if found.contains(&"has-sudo")
+        if word.trim() == "has-sudo"
             && let Some(pw) = password
         {
             let p = Privilege::SudoPassword(pw);

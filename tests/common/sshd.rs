@@ -144,7 +144,8 @@ impl Sshd {
             .prefix("k0sctl-sshd-")
             .tempdir()
             .expect("tempdir");
-        let d = dir.path();
+        let d = dir.path().to_path_buf();
+        let d = d.as_path();
         std::fs::create_dir_all(d.join("authorized_keys")).unwrap();
         let host_key = keygen(d, "ssh_host_key", &setup.host_key_type, "");
         let mut cfg = String::new();
