@@ -7,9 +7,15 @@
 //! - [`logging`]: tracing setup and the per-run log file.
 //! - [`k0s`]: k0s knowledge that needs no host (versions, releases, download URLs, join
 //!   tokens, install/reset command lines, kubeconfig rewriting).
+//! - [`transport`]: how bytes reach a host (native SSH, OpenSSH, localhost): exec, upload,
+//!   download, privilege; knows nothing of OSes or k0s.
+//! - [`host`]: host-OS knowledge on top of a transport (os-release, configurers, init
+//!   systems, facts).
 
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod host;
 pub mod k0s;
 pub mod logging;
+pub mod transport;

@@ -1,0 +1,231 @@
+//! Host facts gathered in one round trip: one POSIX sh script prints `@@section` blocks (uname,
+//! arch, os-release, hostname, machine-id, uid, init system, container, lock dir, curl, k0s,
+//! private interface and its addresses, `date`), parsed here. Clock skew is the remote time
+//! minus the midpoint of the local send/receive times.
+
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::HostError;
+use super::initsys::InitSystem;
+use super::os::OsRelease;
+use crate::transport::{Cmd, Remote, shell_quote};
+
+/// What the host layer knows about a host after [`gather`].
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub os: OsRelease,
+    /// k0s arch name: `amd64`, `arm64`, `arm`, `riscv64`, `386` (else `uname -m` as is).
+    pub arch: String,
+    /// `uname -m`.
+    pub machine: String,
+    /// Lowercased.
+    pub hostname: String,
+    pub machine_id: String,
+    pub uid: u32,
+    pub init: Option<InitSystem>,
+    pub in_container: bool,
+    /// `/run/lock/k0sctl` when `/run/lock` exists, else `/tmp/k0sctl.lock`.
+    pub lock_file: String,
+    pub has_curl: bool,
+    /// `command -v k0s`, if any.
+    pub k0s_in_path: Option<String>,
+    pub private_interface: Option<String>,
+    /// First global IPv4 on the private interface that is not the connection address.
+    pub private_address: Option<String>,
+    /// All global IPv4 addresses of the private interface.
+    pub addresses: Vec<String>,
+    /// Remote clock minus local clock, seconds (positive: host is ahead).
+    pub clock_skew_secs: f64,
+    /// Output of the privilege detection: `root`, `sudo-n`, `doas`, `has-sudo`, `none`.
+    pub privilege: String,
+}
+
+/// The facts script (exported for the record and for tests); [`gather`] appends the privilege
+/// detection ([`crate::transport::Privilege::DETECT_SCRIPT`]) and the end marker.
+pub const SCRIPT: &str = r#"export PATH=/usr/local/sbin:/usr/sbin:/sbin:$PATH
+echo @@uname; uname -s
+echo @@machine; uname -m
+echo @@os-release; cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null
+echo @@hostname; hostname 2>/dev/null || cat /proc/sys/kernel/hostname
+echo @@machine-id; cat /etc/machine-id 2>/dev/null || cat /var/lib/dbus/machine-id 2>/dev/null
+echo @@uid; id -u
+echo @@init
+if [ -d /run/systemd/system ]; then echo systemd
+elif command -v openrc-run >/dev/null 2>&1 || command -v rc-service >/dev/null 2>&1; then echo openrc
+else echo unknown; fi
+echo @@container
+if [ -f /.dockerenv ] || [ -f /run/.containerenv ] || grep -qE 'docker|lxc|kubepods' /proc/1/cgroup 2>/dev/null; then echo yes; else echo no; fi
+echo @@lockdir; if [ -d /run/lock ]; then echo yes; else echo no; fi
+echo @@curl; command -v curl 2>/dev/null || true
+echo @@k0s; command -v k0s 2>/dev/null || true
+echo @@iface
+IFACE="$K0SCTL_PRIVATE_IFACE"
+if [ -z "$IFACE" ]; then
+  IFACE=$( (ip route list scope global 2>/dev/null | grep -E '\b(172|10|192\.168)\.' || ip route list 2>/dev/null | grep -m1 default) | sed -n 's/.* dev \([^ ]*\).*/\1/p' | head -n1)
+fi
+echo "$IFACE"
+echo @@addrs; if [ -n "$IFACE" ]; then ip -o -4 addr show dev "$IFACE" scope global 2>/dev/null; fi
+echo @@date; date -u +%s.%N
+echo @@privilege
+"#;
+
+/// Split `@@name` sections.
+pub fn parse_sections(out: &str) -> HashMap<String, String> {
+    let mut m: HashMap<String, String> = HashMap::new();
+    let mut cur: Option<String> = None;
+    for line in out.lines() {
+        if let Some(name) = line.strip_prefix("@@") {
+            cur = Some(name.trim().to_string());
+            m.entry(name.trim().to_string()).or_default();
+        } else if let Some(c) = &cur {
+            let e = m.entry(c.clone()).or_default();
+            e.push_str(line);
+            e.push('\n');
+        }
+    }
+    m
+}
+
+/// Normalise `uname -m` to the k0s download arch.
+pub fn normalize_arch(machine: &str) -> String {
+    match machine {
+        "x86_64" | "amd64" => "amd64",
+        "aarch64" | "arm64" => "arm64",
+        "armv7l" | "armv8l" | "armv7" | "armhf" | "arm" => "arm",
+        "riscv64" => "riscv64",
+        "i386" | "i686" | "x86" => "386",
+        other => other,
+    }
+    .to_string()
+}
+
+/// Build [`Facts`] from the script output; `mid` is the local time (s) at the request midpoint.
+pub fn parse(
+    out: &str,
+    connect_address: Option<&str>,
+    mid: f64,
+    host: &str,
+) -> Result<Facts, HostError> {
+    let s = parse_sections(out);
+    let get = |k: &str| s.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
+    if !s.contains_key("end") {
+        return Err(HostError::Facts {
+            host: host.into(),
+            what: format!("the facts script output was cut short: {out:?}"),
+        });
+    }
+    let uname = get("uname");
+    if uname != "Linux" {
+        return Err(HostError::NotLinux {
+            host: host.into(),
+            uname,
+        });
+    }
+    let machine = get("machine");
+    let addresses: Vec<String> = get("addrs")
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            it.position(|w| w == "inet")?;
+            it.next()
+                .map(|a| a.split('/').next().unwrap_or(a).to_string())
+        })
+        .collect();
+    let private_address = addresses
+        .iter()
+        .find(|a| Some(a.as_str()) != connect_address)
+        .cloned();
+    let date = get("date");
+    let remote_now: f64 = date
+        .parse()
+        .or_else(|_| date.split('.').next().unwrap_or("").parse())
+        .map_err(|_| HostError::Facts {
+            host: host.into(),
+            what: format!("unparsable date output {date:?}"),
+        })?;
+    let iface = get("iface");
+    Ok(Facts {
+        os: OsRelease::parse(&get("os-release")),
+        arch: normalize_arch(&machine),
+        machine,
+        hostname: get("hostname").to_lowercase(),
+        machine_id: get("machine-id"),
+        uid: get("uid").parse().unwrap_or(u32::MAX),
+        init: InitSystem::from_fact(&get("init")),
+        in_container: get("container") == "yes",
+        lock_file: if get("lockdir") == "yes" {
+            super::configurer::paths::LOCK.into()
+        } else {
+            super::configurer::paths::LOCK_FALLBACK.into()
+        },
+        has_curl: !get("curl").is_empty(),
+        k0s_in_path: Some(get("k0s")).filter(|s| !s.is_empty()),
+        private_interface: Some(iface).filter(|s| !s.is_empty()),
+        private_address,
+        addresses,
+        clock_skew_secs: remote_now - mid,
+        privilege: get("privilege"),
+    })
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Run the facts script on `r` (one round trip).
+pub async fn gather(
+    r: &Remote,
+    private_interface: Option<&str>,
+    connect_address: Option<&str>,
+) -> Result<Facts, HostError> {
+    let detect = crate::transport::Privilege::DETECT_SCRIPT;
+    let script = match private_interface {
+        Some(i) => format!(
+            "K0SCTL_PRIVATE_IFACE={}\n{SCRIPT}{detect}\necho @@end",
+            shell_quote(i)
+        ),
+        None => format!("{SCRIPT}{detect}\necho @@end"),
+    };
+    let t0 = now_secs();
+    let started = Instant::now();
+    let out = r
+        .run(Cmd::new(script).display_as("(gather host facts)"))
+        .await?;
+    let mid = t0 + started.elapsed().as_secs_f64() / 2.0;
+    parse(&out.stdout_str(), connect_address, mid, r.name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_script_output() {
+        let out = "@@uname\nLinux\n@@machine\naarch64\n@@os-release\nID=ubuntu\nID_LIKE=debian\n\
+                   @@hostname\nNode-1\n@@machine-id\nabc\n@@uid\n1000\n@@init\nsystemd\n@@container\nno\n\
+                   @@lockdir\nyes\n@@curl\n/usr/bin/curl\n@@k0s\n\n@@iface\neth1\n\
+                   @@addrs\n3: eth1    inet 10.0.0.5/24 brd 10.0.0.255 scope global eth1\\       valid_lft forever\n\
+                   3: eth1    inet 10.0.0.9/24 scope global secondary eth1\n@@date\n1000.5\n\
+                   @@privilege\nsudo-n\n@@end\n";
+        let f = parse(out, Some("10.0.0.5"), 1000.0, "h").unwrap();
+        assert_eq!(f.arch, "arm64");
+        assert_eq!(f.hostname, "node-1");
+        assert_eq!(f.os.id, "ubuntu");
+        assert_eq!(f.init, Some(InitSystem::Systemd));
+        assert_eq!(f.private_interface.as_deref(), Some("eth1"));
+        assert_eq!(f.addresses, vec!["10.0.0.5", "10.0.0.9"]);
+        assert_eq!(f.private_address.as_deref(), Some("10.0.0.9"));
+        assert!((f.clock_skew_secs - 0.5).abs() < 1e-9);
+        assert!(f.has_curl && f.k0s_in_path.is_none());
+        assert_eq!(f.lock_file, "/run/lock/k0sctl");
+        assert_eq!(f.privilege, "sudo-n");
+        assert!(matches!(
+            parse("@@uname\nDarwin\n@@end\n", None, 0.0, "h"),
+            Err(HostError::NotLinux { .. })
+        ));
+    }
+}

@@ -1,0 +1,335 @@
+//! Remote file operations on top of [`Remote::exec`]: atomic verified upload, download, stat,
+//! write-with-mode.
+//!
+//! Upload protocol (two round trips, any transport, works into root-owned directories via the
+//! privilege wrapper):
+//! 1. `umask 077; cat > <dst>.tmp.<random>` with the bytes streamed on stdin in 256 KiB writes
+//!    while they are hashed (SHA-256) on this side; the same remote command then prints the
+//!    SHA-256 of the temp file as stored (`openssl dgst -sha256`, about 4x faster than coreutils
+//!    `sha256sum` on SHA-NI CPUs, with `sha256sum` as the fallback).
+//! 2. If the digests match: `chmod`, optional `chown`, `mv -f` temp → dst. Otherwise the temp
+//!    file is removed and [`TransportError::UploadVerify`] is returned.
+//!
+//! Nothing half-written ever appears at the final path, and the temp file is removed on every
+//! failure. Exec-stream was chosen over SFTP by measurement (rust-deps.md §4.3: 215 vs 169
+//! MiB/s with ring; SFTP also needs the sftp-server subsystem and cannot write through sudo).
+
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, ReadBuf};
+
+use super::{Cmd, Remote, TransportError, shell_quote};
+
+/// Options for [`Remote::upload`].
+#[derive(Debug, Clone, Default)]
+pub struct UploadOptions {
+    /// Final file mode (default 0644).
+    pub mode: Option<u32>,
+    /// `chown` argument (`user`, `user:group`), if any.
+    pub owner: Option<String>,
+    /// Write through the privilege wrapper (root-owned target directories).
+    pub sudo: bool,
+    /// Timeout for the whole streaming step.
+    pub timeout: Option<Duration>,
+    /// Test hook: flip the byte at this offset after it was hashed (simulates corruption in
+    /// flight). Never set this outside tests.
+    #[doc(hidden)]
+    pub corrupt_byte_at: Option<u64>,
+}
+
+impl UploadOptions {
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = Some(mode);
+        self
+    }
+    pub fn sudo(mut self, yes: bool) -> Self {
+        self.sudo = yes;
+        self
+    }
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+}
+
+/// What an upload did.
+#[derive(Debug, Clone)]
+pub struct UploadReport {
+    pub bytes: u64,
+    /// Hex SHA-256 of the bytes sent (and verified on the host).
+    pub sha256: String,
+    pub elapsed: Duration,
+}
+
+/// Result of [`Remote::stat`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStat {
+    pub size: u64,
+    /// Permission bits (e.g. 0o644).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub is_dir: bool,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+}
+
+struct HashState {
+    hasher: Sha256,
+    count: u64,
+}
+
+/// Reader that hashes what passes through (and can corrupt it afterwards, for tests).
+struct HashingReader<R> {
+    inner: R,
+    state: Arc<Mutex<HashState>>,
+    corrupt_at: Option<u64>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &r {
+            let corrupt_at = self.corrupt_at;
+            let filled = &mut buf.filled_mut()[before..];
+            let mut st = self.state.lock().expect("hash state");
+            let start = st.count;
+            st.hasher.update(&*filled);
+            st.count += filled.len() as u64;
+            if let Some(at) = corrupt_at
+                && at >= start
+                && at < st.count
+            {
+                filled[(at - start) as usize] ^= 0xff;
+            }
+        }
+        r
+    }
+}
+
+fn temp_name(dst: &str) -> String {
+    format!("{dst}.tmp.{:016x}", rand::random::<u64>())
+}
+
+impl Remote {
+    /// Upload `src` to `dst` atomically and verified (see the module docs).
+    pub async fn upload(
+        &self,
+        src: impl AsyncRead + Send + Unpin + 'static,
+        dst: &str,
+        opts: &UploadOptions,
+    ) -> Result<UploadReport, TransportError> {
+        let _slot = self.limits().upload_slot().await;
+        let started = Instant::now();
+        let tmp = temp_name(dst);
+        let qtmp = shell_quote(&tmp);
+        let state = Arc::new(Mutex::new(HashState {
+            hasher: Sha256::new(),
+            count: 0,
+        }));
+        let reader = HashingReader {
+            inner: src,
+            state: state.clone(),
+            corrupt_at: opts.corrupt_byte_at,
+        };
+        let script = format!(
+            "umask 077; cat > {qtmp} || {{ rm -f {qtmp}; exit 1; }}; \
+             (openssl dgst -sha256 -r {qtmp} 2>/dev/null || sha256sum {qtmp}) | cut -c1-64"
+        );
+        let mut cmd = Cmd::new(script)
+            .sudo_if(opts.sudo)
+            .stdin_reader(reader)
+            .display_as(format!("upload to {tmp} (cat > temp; sha256sum)"));
+        if let Some(t) = opts.timeout {
+            cmd = cmd.timeout(t);
+        }
+        let res = self.run(cmd).await;
+        let out = match res {
+            Ok(o) => o,
+            Err(e) => {
+                self.remove_quietly(&tmp, opts.sudo).await;
+                return Err(e);
+            }
+        };
+        let (sent, bytes) = {
+            let st = state.lock().expect("hash state");
+            (hex::encode(st.hasher.clone().finalize()), st.count)
+        };
+        let got = out.stdout_str();
+        if got != sent {
+            self.remove_quietly(&tmp, opts.sudo).await;
+            return Err(TransportError::UploadVerify {
+                host: self.name().to_string(),
+                dst: dst.to_string(),
+                sent,
+                got,
+            });
+        }
+        let mode = opts.mode.unwrap_or(0o644);
+        let mut fin = format!("chmod {mode:o} {qtmp}");
+        if let Some(owner) = &opts.owner {
+            fin.push_str(&format!(" && chown {} {qtmp}", shell_quote(owner)));
+        }
+        fin.push_str(&format!(
+            " && mv -f {qtmp} {} || {{ rc=$?; rm -f {qtmp}; exit $rc; }}",
+            shell_quote(dst)
+        ));
+        self.run(
+            Cmd::new(fin)
+                .sudo_if(opts.sudo)
+                .display_as(format!("install {tmp} as {dst} (chmod {mode:o}; mv)")),
+        )
+        .await?;
+        Ok(UploadReport {
+            bytes,
+            sha256: sent,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Upload a local file (see [`Remote::upload`]).
+    pub async fn upload_file(
+        &self,
+        local: &Path,
+        dst: &str,
+        opts: &UploadOptions,
+    ) -> Result<UploadReport, TransportError> {
+        let f = tokio::fs::File::open(local)
+            .await
+            .map_err(|e| TransportError::io(self.name(), format!("open {}", local.display()), e))?;
+        self.upload(f, dst, opts).await
+    }
+
+    /// Write `bytes` to `dst` with `mode`, atomically (an upload of an in-memory buffer).
+    pub async fn write_file(
+        &self,
+        dst: &str,
+        bytes: impl Into<Vec<u8>>,
+        mode: u32,
+        sudo: bool,
+    ) -> Result<(), TransportError> {
+        let data = std::io::Cursor::new(bytes.into());
+        self.upload(data, dst, &UploadOptions::default().mode(mode).sudo(sudo))
+            .await
+            .map(|_| ())
+    }
+
+    /// Read a remote file into memory.
+    pub async fn read_file(&self, path: &str, sudo: bool) -> Result<Vec<u8>, TransportError> {
+        let out = self
+            .run(Cmd::new(format!("cat -- {}", shell_quote(path))).sudo_if(sudo))
+            .await?;
+        Ok(out.stdout)
+    }
+
+    /// Download a remote file, verified against the host's `sha256sum`, into `local`, created
+    /// with `mode` (set at open, then renamed into place).
+    pub async fn download(
+        &self,
+        path: &str,
+        local: &Path,
+        mode: u32,
+        sudo: bool,
+    ) -> Result<u64, TransportError> {
+        let q = shell_quote(path);
+        let out = self
+            .run(
+                Cmd::new(format!(
+                    "(openssl dgst -sha256 -r {q} 2>/dev/null || sha256sum {q}) | cut -c1-64 >&2 && cat -- {q}"
+                ))
+                .sudo_if(sudo),
+            )
+            .await?;
+        let want = out.stderr_str();
+        let got = hex::encode(Sha256::digest(&out.stdout));
+        if want.lines().last().unwrap_or("") != got {
+            return Err(TransportError::UploadVerify {
+                host: self.name().to_string(),
+                dst: local.display().to_string(),
+                sent: want,
+                got,
+            });
+        }
+        let dir = local.parent().unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(
+            ".{}.tmp.{:08x}",
+            local
+                .file_name()
+                .and_then(|s| s.to_str())
+                .unwrap_or("download"),
+            rand::random::<u32>()
+        ));
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&tmp)?;
+            f.write_all(&out.stdout)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, local)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            TransportError::io(self.name(), format!("write {}", local.display()), e)
+        })?;
+        Ok(out.stdout.len() as u64)
+    }
+
+    /// `stat` a remote path; `None` when it does not exist.
+    pub async fn stat(&self, path: &str, sudo: bool) -> Result<Option<FileStat>, TransportError> {
+        let q = shell_quote(path);
+        let out = self
+            .run(
+                Cmd::new(format!(
+                    "if [ -e {q} ] || [ -L {q} ]; then stat -c '%s %a %u %g %Y %F' -- {q}; else echo missing; fi"
+                ))
+                .sudo_if(sudo),
+            )
+            .await?;
+        let s = out.stdout_str();
+        if s == "missing" {
+            return Ok(None);
+        }
+        let parse = || -> Option<FileStat> {
+            let mut it = s.splitn(6, ' ');
+            Some(FileStat {
+                size: it.next()?.parse().ok()?,
+                mode: u32::from_str_radix(it.next()?, 8).ok()?,
+                uid: it.next()?.parse().ok()?,
+                gid: it.next()?.parse().ok()?,
+                mtime: it.next()?.parse().ok()?,
+                is_dir: it.next()? == "directory",
+            })
+        };
+        parse().map(Some).ok_or_else(|| {
+            TransportError::io(
+                self.name(),
+                format!("stat {path}"),
+                format!("unexpected output {s:?}"),
+            )
+        })
+    }
+
+    async fn remove_quietly(&self, path: &str, sudo: bool) {
+        let _ = self
+            .exec(
+                Cmd::new(format!("rm -f -- {}", shell_quote(path)))
+                    .sudo_if(sudo)
+                    .timeout(Duration::from_secs(30)),
+            )
+            .await;
+    }
+}
