@@ -1543,3 +1543,41 @@ fn line(v: &Value) -> Bytes {
     b.push(b'\n');
     Bytes::from(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors() {
+        let l = json!({"app":"web","tier":"fe"});
+        assert!(label_selector_matches("app=web,tier in (fe,be)", &l));
+        assert!(!label_selector_matches("app!=web", &l));
+        assert!(label_selector_matches("!missing,app", &l));
+        assert!(selector_obj_matches(
+            &json!({"matchLabels":{"app":"web"},"matchExpressions":[{"key":"tier","operator":"NotIn","values":["db"]}]}),
+            &l
+        ));
+        assert!(field_selector_matches(
+            "spec.nodeName=w1",
+            &json!({"spec":{"nodeName":"w1"}})
+        ));
+    }
+
+    #[test]
+    fn pdb_numbers_follow_min_available_and_max_unavailable() {
+        let dir = std::env::temp_dir().join(format!("testenv-unit-{}", std::process::id()));
+        let store = Store::load(dir.join("state.json")).unwrap();
+        for i in 0..3 {
+            let ready = if i < 2 { "True" } else { "False" };
+            store
+                .create("pods", "default", json!({"metadata":{"name":format!("p{i}"),"labels":{"app":"web"}},"status":{"phase":"Running","conditions":[{"type":"Ready","status":ready}]}}))
+                .unwrap();
+        }
+        let pdb = json!({"metadata":{"name":"x","namespace":"default"},"spec":{"minAvailable":2,"selector":{"matchLabels":{"app":"web"}}}});
+        assert_eq!(pdb_numbers(&store, &pdb), (2, 2, 3, 0));
+        let pdb = json!({"metadata":{"name":"x","namespace":"default"},"spec":{"minAvailable":1,"selector":{"matchLabels":{"app":"web"}}}});
+        assert_eq!(pdb_numbers(&store, &pdb).3, 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

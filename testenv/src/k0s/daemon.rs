@@ -792,6 +792,9 @@ async fn run_async(
                 },
             )
             .await?;
+            if d.flags.bool("enable-dynamic-config") {
+                publish_cluster_config(&store, &d.cfg);
+            }
             d.store = Some(store.clone());
             tokio::spawn(super::controllers::run(store.clone()));
         }
@@ -1221,4 +1224,28 @@ async fn kubelet(d: Arc<Daemon>, server: String, tls: TlsClient) {
         }))
         .await;
     }
+}
+
+/// Dynamic config (`--enable-dynamic-config`): the ClusterConfig `kube-system/k0s` object and the
+/// `SuccessfulReconcile` event k0sctl waits for (k0s-cli.md §10.4).
+fn publish_cluster_config(store: &Store, cfg: &K0sConfig) {
+    let mut cc = cfg.cluster_config_json();
+    cc["metadata"] = json!({"name": "k0s", "namespace": "kube-system"});
+    if store
+        .get("k0s.k0sproject.io/clusterconfigs", "kube-system", "k0s")
+        .is_none()
+    {
+        let _ = store.create("k0s.k0sproject.io/clusterconfigs", "kube-system", cc);
+    }
+    let now = util::now_rfc3339();
+    let _ = store.create(
+        "events",
+        "kube-system",
+        json!({"apiVersion":"v1","kind":"Event",
+            "metadata":{"name":format!("k0s.{}", super::api::rand_suffix(10)),"generateName":"k0s.","namespace":"kube-system"},
+            "involvedObject":{"kind":"ClusterConfig","name":"k0s","namespace":"kube-system","apiVersion":"k0s.k0sproject.io/v1beta1"},
+            "reason":"SuccessfulReconcile","message":"Successfully reconciled cluster config","type":"Normal",
+            "action":"ConfigReconciling","reportingComponent":"k0s-controller","reportingInstance":util::hostname(),
+            "source":{"component":"k0s-controller"},"firstTimestamp":now,"lastTimestamp":now,"count":1}),
+    );
 }

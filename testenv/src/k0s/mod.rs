@@ -417,6 +417,24 @@ fn uninstall_service(svc: &str) {
     }
 }
 
+/// Service arguments as `k0s install` stores them (k0s cmdFlagsToArgs): only flags that were set,
+/// sorted by name, `--name=value`, `--env/--force/--start` skipped, paths made absolute.
+pub fn normalized_args(role: &str, f: &Flags) -> Vec<String> {
+    let mut svc_args = vec![role.to_string()];
+    for (k, v) in &f.set {
+        if ["env", "force", "start"].contains(&k.as_str()) {
+            continue;
+        }
+        let v = if ["data-dir", "kubelet-root-dir", "token-file", "config"].contains(&k.as_str()) {
+            abs(v)
+        } else {
+            v.trim_start_matches('[').trim_end_matches(']').to_string()
+        };
+        svc_args.push(format!("--{k}={v}"));
+    }
+    svc_args
+}
+
 fn cmd_install(role: &str, args: &[String]) -> Result<()> {
     require_root()?;
     let specs: Vec<Spec> = if role == "controller" {
@@ -465,19 +483,7 @@ fn cmd_install(role: &str, args: &[String]) -> Result<()> {
             }
         }
     }
-    // Argument normalisation (k0s cmdFlagsToArgs).
-    let mut svc_args = vec![role.to_string()];
-    for (k, v) in &f.set {
-        if ["env", "force", "start"].contains(&k.as_str()) {
-            continue;
-        }
-        let v = if ["data-dir", "kubelet-root-dir", "token-file", "config"].contains(&k.as_str()) {
-            abs(v)
-        } else {
-            v.trim_start_matches('[').trim_end_matches(']').to_string()
-        };
-        svc_args.push(format!("--{k}={v}"));
-    }
+    let svc_args = normalized_args(role, &f);
     let svc = format!("k0s{role}");
     let path = unit_path(&svc);
     let force = f.bool("force");
@@ -1350,5 +1356,50 @@ pub fn main() -> i32 {
             eprintln!("Error: {e:#}");
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn install_args_are_normalised_like_k0s() {
+        let specs: Vec<Spec> = vec![DEBUG, DATA, CONTROLLER, WORKER, INSTALL];
+        let (f, pos) = parse(&args("--enable-worker --no-taints -c /etc/k0s/k0s.yaml --data-dir=/var/lib/k0s --force -e A=b"), &specs).unwrap();
+        assert!(pos.is_empty());
+        assert_eq!(
+            normalized_args("controller", &f),
+            args(
+                "controller --config=/etc/k0s/k0s.yaml --data-dir=/var/lib/k0s --enable-worker=true --no-taints=true"
+            )
+        );
+        assert_eq!(f.env, vec!["A=b".to_string()]);
+    }
+
+    #[test]
+    fn unknown_flags_fail_like_cobra() {
+        let e = parse(
+            &args("--peer-address 10.0.0.1 --datadir /var/lib/k0s"),
+            &[DEBUG, DATA, &[("peer-address", "", false)]],
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "unknown flag: --datadir");
+    }
+
+    #[test]
+    fn config_validation() {
+        validate_config("apiVersion: k0s.k0sproject.io/v1beta1\nkind: ClusterConfig\nspec:\n  api:\n    address: 10.0.0.1\n").unwrap();
+        assert!(
+            validate_config("spec:\n  api:\n    address: 0.0.0.0\n")
+                .unwrap_err()
+                .to_string()
+                .contains("INADDR_ANY")
+        );
+        assert!(validate_config("spec:\n  bogus: 1\n").is_err());
     }
 }

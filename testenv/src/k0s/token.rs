@@ -42,3 +42,23 @@ pub fn decode(token: &str) -> Result<(String, String, String, String)> {
         tok.context("token has no bootstrap token")?,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn token_round_trip_matches_k0sctl_parser_expectations() {
+        let t = super::encode(
+            "https://10.0.0.1:6443",
+            b"-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
+            "kubelet-bootstrap",
+            "abcdef.0123456789abcdef",
+        )
+        .unwrap();
+        let kc = super::decode_kubeconfig(&t).unwrap();
+        assert!(kc.contains("current-context: k0s") && kc.contains("name: kubelet-bootstrap"));
+        let (url, _ca, user, tok) = super::decode(&t).unwrap();
+        assert_eq!(url, "https://10.0.0.1:6443");
+        assert_eq!(user, "kubelet-bootstrap");
+        assert_eq!(tok.split('.').next(), Some("abcdef"));
+    }
+}

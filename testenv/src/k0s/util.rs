@@ -355,3 +355,16 @@ fn dechunk(b: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn time_and_durations() {
+        let t = super::parse_rfc3339("2026-11-22T03:20:05Z").unwrap();
+        assert_eq!(super::rfc3339(t), "2026-11-22T03:20:05Z");
+        assert_eq!(super::parse_duration("10m0s").unwrap(), 600);
+        assert_eq!(super::parse_duration("1.5h").unwrap(), 5400);
+        assert_eq!(super::parse_duration("0s").unwrap(), 0);
+        assert!(super::parse_duration("10").is_err());
+    }
+}
