@@ -9,11 +9,13 @@
 //!   tokens, install/reset command lines, kubeconfig rewriting).
 //! - [`transport`]: how bytes reach a host (native SSH, OpenSSH, localhost): exec, upload,
 //!   download, privilege; knows nothing of OSes or k0s.
+//! - [`connect`]: manifest host entry → transport connection spec (the one meeting point).
 //! - [`host`]: host-OS knowledge on top of a transport (os-release, configurers, init
 //!   systems, facts).
 
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod exit;
 pub mod host;
 pub mod k0s;

@@ -6,6 +6,7 @@
 
 mod completion;
 mod config_cmd;
+mod exec;
 mod init;
 mod version;
 
@@ -104,6 +105,8 @@ pub enum Command {
     Config(ConfigCommand),
     /// Generate shell auto-completions
     Completion(completion::CompletionArgs),
+    /// Run a command on the cluster's hosts
+    Exec(exec::ExecArgs),
 }
 
 #[derive(Debug, Args)]
@@ -281,6 +284,7 @@ pub fn main() -> i32 {
             | Command::Kubeconfig(_)
             | Command::Reset(_)
             | Command::Backup(_)
+            | Command::Exec(_)
             | Command::Config(ConfigCommand::Edit(_) | ConfigCommand::Status(_))
     );
     let log_file = logging::init(logging::Settings {
@@ -316,6 +320,7 @@ fn run(ctx: &Context, command: Command) -> Result<(), CliError> {
         Command::Init(a) => init::run(ctx, a),
         Command::Completion(a) => completion::run(a),
         Command::Config(ConfigCommand::Validate(a)) => config_cmd::validate(ctx, a),
+        Command::Exec(a) => exec::run(ctx, a),
         Command::Apply(a) => not_yet(ctx, "apply", &a.config),
         Command::Kubeconfig(a) => not_yet(ctx, "kubeconfig", &a.config),
         Command::Reset(a) => not_yet(ctx, "reset", &a.config),
@@ -345,6 +350,14 @@ fn not_yet(ctx: &Context, name: &str, args: &ConfigArgs) -> Result<(), CliError>
 pub fn block_on<F>(fut: F) -> Result<(), CliError>
 where
     F: std::future::Future<Output = Result<(), CliError>>,
+{
+    block_on_value(fut)
+}
+
+/// [`block_on`] for bodies that return a value.
+pub fn block_on_value<T, F>(fut: F) -> Result<T, CliError>
+where
+    F: std::future::Future<Output = Result<T, CliError>>,
 {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

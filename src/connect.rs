@@ -1,0 +1,171 @@
+//! From a manifest host entry to how the transport reaches it.
+//!
+//! The one place where the config model meets the transport: `ssh:` (with `bastion:` and
+//! `options:`, merged with `~/.ssh/config` the way `ssh` merges command-line options),
+//! `openSSH:` and `localhost:` become a [`ConnectSpec`]. The transport knows nothing of
+//! k0sctl.yaml, and the config model nothing of sockets.
+
+// TransportError is the transport's error type; these run once per host.
+#![allow(clippy::result_large_err)]
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::config::{self, Host};
+use crate::transport::openssh::OpenSshOptions;
+use crate::transport::ssh::SshOptions;
+use crate::transport::ssh::config::{SshConfig, expand_tilde};
+use crate::transport::{ConnectSpec, TransportError};
+
+/// How to reach `h`. `base_dir` is where relative key paths are resolved (the manifest's
+/// directory).
+pub fn spec_for(
+    h: &Host,
+    base_dir: &Path,
+    ssh_config: &SshConfig,
+) -> Result<ConnectSpec, TransportError> {
+    if let Some(s) = &h.ssh {
+        return ssh_options(s, base_dir, ssh_config).map(ConnectSpec::Ssh);
+    }
+    if let Some(o) = &h.open_ssh {
+        return Ok(ConnectSpec::OpenSsh(OpenSshOptions {
+            address: o.address.clone(),
+            user: o.user.clone(),
+            port: o.port,
+            key_path: o.key_path.as_deref().map(|k| key_path(k, base_dir)),
+            config_path: o.config_path.as_deref().map(|k| key_path(k, base_dir)),
+            options: o
+                .options
+                .iter()
+                .map(|(k, v)| (k.clone(), option_value(v)))
+                .collect(),
+            disable_multiplexing: o.disable_multiplexing,
+            ssh_binary: None,
+        }));
+    }
+    if h.localhost.is_some_and(|l| l.enabled) {
+        return Ok(ConnectSpec::Localhost);
+    }
+    if h.win_rm.is_some() {
+        return Err(TransportError::Config(format!(
+            "{}: winRM connections are not supported by this build; reach Windows workers with ssh: instead",
+            h.display_address()
+        )));
+    }
+    Err(TransportError::Config(format!(
+        "{}: no connection configured",
+        h.display_address()
+    )))
+}
+
+fn ssh_options(
+    s: &config::Ssh,
+    base_dir: &Path,
+    cfg: &SshConfig,
+) -> Result<SshOptions, TransportError> {
+    // The manifest's port is 22 unless written otherwise; let ~/.ssh/config's Port apply then,
+    // as `ssh` would.
+    let port = (s.port != 22).then_some(s.port);
+    let key = s.key_path.as_deref().map(|k| key_path(k, base_dir));
+    let mut o = SshOptions::resolve(&s.address, port, Some(&s.user), key, cfg)?;
+    for (k, v) in &s.options {
+        o.set_option(k, &option_value(v))?;
+    }
+    if let Some(b) = &s.bastion {
+        o.bastion = Some(Box::new(ssh_options(b, base_dir, cfg)?));
+    }
+    Ok(o)
+}
+
+/// `~` expanded; relative paths against the manifest's directory.
+fn key_path(p: &str, base_dir: &Path) -> PathBuf {
+    let p = expand_tilde(p);
+    if p.is_absolute() { p } else { base_dir.join(p) }
+}
+
+/// ssh_config values: booleans become yes/no, as OpenSSH expects.
+fn option_value(v: &Value) -> String {
+    match v {
+        Value::Bool(true) => "yes".into(),
+        Value::Bool(false) => "no".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(yaml: &str) -> Host {
+        let text = format!(
+            "apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: Cluster\nspec:\n  hosts:\n  - role: single\n{yaml}"
+        );
+        config::load_str(&text, "t.yaml", &|_| None)
+            .unwrap()
+            .cluster
+            .spec
+            .hosts
+            .remove(0)
+    }
+
+    #[test]
+    fn ssh_with_bastion_options_and_relative_key() {
+        let h = host(
+            "    ssh:\n      address: 10.0.0.1\n      user: admin\n      keyPath: keys/id\n      options:\n        StrictHostKeyChecking: false\n        ConnectTimeout: 3\n      bastion:\n        address: 10.0.0.254\n        port: 2222\n",
+        );
+        let ConnectSpec::Ssh(o) =
+            spec_for(&h, Path::new("/etc/k0sctl"), &SshConfig::parse("")).unwrap()
+        else {
+            panic!("ssh expected")
+        };
+        assert_eq!(
+            (o.address.as_str(), o.port, o.user.as_str()),
+            ("10.0.0.1", 22, "admin")
+        );
+        assert_eq!(o.key_paths, [PathBuf::from("/etc/k0sctl/keys/id")]);
+        assert_eq!(o.connect_timeout, std::time::Duration::from_secs(3));
+        let b = o.bastion.unwrap();
+        assert_eq!(
+            (b.address.as_str(), b.port, b.user.as_str()),
+            ("10.0.0.254", 2222, "root")
+        );
+    }
+
+    #[test]
+    fn ssh_config_fills_what_the_manifest_leaves_open() {
+        let cfg = SshConfig::parse(
+            "Host 10.0.0.*\n  Port 2200\n  IdentityFile /keys/from-config\n  ProxyJump jump@bastion:22\n",
+        );
+        let h = host("    ssh:\n      address: 10.0.0.7\n");
+        let ConnectSpec::Ssh(o) = spec_for(&h, Path::new("/"), &cfg).unwrap() else {
+            panic!()
+        };
+        assert_eq!(o.port, 2200);
+        assert_eq!(o.key_paths, [PathBuf::from("/keys/from-config")]);
+        assert_eq!(o.bastion.unwrap().user, "jump");
+    }
+
+    #[test]
+    fn openssh_localhost_winrm() {
+        let h =
+            host("    openSSH:\n      address: ctrl\n      options:\n        ForwardAgent: true\n");
+        let ConnectSpec::OpenSsh(o) = spec_for(&h, Path::new("/"), &SshConfig::parse("")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(o.options, [("ForwardAgent".to_string(), "yes".to_string())]);
+        let h = host("    localhost: true\n");
+        assert!(matches!(
+            spec_for(&h, Path::new("/"), &SshConfig::parse("")).unwrap(),
+            ConnectSpec::Localhost
+        ));
+        let h = host("    winRM:\n      address: w\n      password: p\n");
+        let e = spec_for(&h, Path::new("/"), &SshConfig::parse("")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("winRM connections are not supported")
+        );
+    }
+}
