@@ -240,10 +240,10 @@ fn claim_subnet(dir: &Path) -> Result<u8> {
 
 fn release_subnet(n: u8, dir: &Path) {
     let lock = Path::new(REGISTRY).join(format!("subnet-{n}"));
-    if let Ok(owner) = std::fs::read_to_string(&lock) {
-        if Path::new(owner.trim()) == dir {
-            let _ = std::fs::remove_file(&lock);
-        }
+    if let Ok(owner) = std::fs::read_to_string(&lock)
+        && Path::new(owner.trim()) == dir
+    {
+        let _ = std::fs::remove_file(&lock);
     }
 }
 
@@ -666,10 +666,9 @@ impl Env {
             if let Some((_, iip)) = &p.inner {
                 known_hosts += &format!("{} {} {}\n", iip, hpub[0], hpub[1]);
             }
+            // The optional user exists on every host, the bastion included.
             if let Some(u) = &opts.user {
-                if p.role != "bastion" || true {
-                    add_user(&up, u, &pubkey, opts.sudo)?;
-                }
+                add_user(&up, u, &pubkey, opts.sudo)?;
             }
         }
         write_file(&dir.join("known_hosts"), known_hosts.as_bytes(), 0o644)?;
@@ -1134,10 +1133,10 @@ pub fn down_dir(dir: &Path) -> Result<()> {
         {
             std::thread::sleep(Duration::from_millis(100));
         }
-        if Path::new("/run/netns").join(ns).exists() {
-            if let Err(e) = ip(&["netns", "del", ns]) {
-                errors.push(format!("{e:#}"));
-            }
+        if Path::new("/run/netns").join(ns).exists()
+            && let Err(e) = ip(&["netns", "del", ns])
+        {
+            errors.push(format!("{e:#}"));
         }
         let cg = PathBuf::from(format!("{}/{ns}", cgroup_mode().0));
         if cg.exists() {
@@ -1146,10 +1145,10 @@ pub fn down_dir(dir: &Path) -> Result<()> {
     }
     // 2. Links (veth peers vanish with their namespace; bridges must be deleted).
     for l in &st.links {
-        if Path::new("/sys/class/net").join(l).exists() {
-            if let Err(e) = ip(&["link", "del", l]) {
-                errors.push(format!("{e:#}"));
-            }
+        if Path::new("/sys/class/net").join(l).exists()
+            && let Err(e) = ip(&["link", "del", l])
+        {
+            errors.push(format!("{e:#}"));
         }
     }
     if let Some(n) = st.inner_subnet {
@@ -1211,10 +1210,10 @@ pub fn registered_envs() -> Vec<(String, PathBuf)> {
     if let Ok(rd) = std::fs::read_dir(REGISTRY) {
         for e in rd.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            if let Some(p) = n.strip_prefix("env-") {
-                if let Ok(d) = std::fs::read_to_string(e.path()) {
-                    v.push((p.to_string(), PathBuf::from(d.trim())));
-                }
+            if let Some(p) = n.strip_prefix("env-")
+                && let Ok(d) = std::fs::read_to_string(e.path())
+            {
+                v.push((p.to_string(), PathBuf::from(d.trim())));
             }
         }
     }

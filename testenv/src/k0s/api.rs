@@ -92,10 +92,10 @@ pub fn check_token(store: &Store, tok: &str) -> Caller {
     if field("token-secret").as_deref() != Some(secret) {
         return Caller::BadToken;
     }
-    if let Some(exp) = field("expiration").and_then(|e| util::parse_rfc3339(&e)) {
-        if exp < util::now_unix() {
-            return Caller::BadToken;
-        }
+    if let Some(exp) = field("expiration").and_then(|e| util::parse_rfc3339(&e))
+        && exp < util::now_unix()
+    {
+        return Caller::BadToken;
     }
     let controller = field("usage-bootstrap-controller-join").as_deref() == Some("true")
         || field("usage-controller-join").as_deref() == Some("true");
@@ -116,12 +116,13 @@ fn pct(s: &str) -> String {
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -609,9 +610,9 @@ struct Target {
 
 fn parse_target(path: &str) -> Option<Target> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, version, rest) = match segs.first()? {
-        &"api" => ("", *segs.get(1)?, &segs[2..]),
-        &"apis" => (*segs.get(1)?, *segs.get(2)?, &segs.get(3..)?[..]),
+    let (group, version, rest) = match *segs.first()? {
+        "api" => ("", *segs.get(1)?, &segs[2..]),
+        "apis" => (*segs.get(1)?, *segs.get(2)?, segs.get(3..)?),
         _ => return None,
     };
     let (ns, rest) = if rest.len() >= 3 && rest[0] == "namespaces" {
@@ -752,26 +753,26 @@ pub async fn handle(
         return Ok(json_resp(StatusCode::OK, &openapi_gv(g, v)));
     }
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if segs.len() == 3 && segs[0] == "apis" {
-        if RESOURCES
+    if segs.len() == 3
+        && segs[0] == "apis"
+        && RESOURCES
             .iter()
             .any(|r| r.group == segs[1] && r.version == segs[2])
-        {
-            return Ok(json_resp(StatusCode::OK, &resource_list(segs[1], segs[2])));
-        }
+    {
+        return Ok(json_resp(StatusCode::OK, &resource_list(segs[1], segs[2])));
     }
-    if segs.len() == 2 && segs[0] == "apis" {
-        if let Some(g) = group_list()["groups"]
+    if segs.len() == 2
+        && segs[0] == "apis"
+        && let Some(g) = group_list()["groups"]
             .as_array()
             .unwrap()
             .iter()
             .find(|g| g["name"] == segs[1])
-        {
-            let mut g = g.clone();
-            g["kind"] = json!("APIGroup");
-            g["apiVersion"] = json!("v1");
-            return Ok(json_resp(StatusCode::OK, &g));
-        }
+    {
+        let mut g = g.clone();
+        g["kind"] = json!("APIGroup");
+        g["apiVersion"] = json!("v1");
+        return Ok(json_resp(StatusCode::OK, &g));
     }
     let Some(t) = parse_target(&path) else {
         return Ok(status_err(
@@ -915,10 +916,11 @@ pub async fn handle(
             let Some(old) = ctx.store.get(&gr, &ns, name) else {
                 return Ok(not_found(t.res, name));
             };
-            if let Some(rv) = obj["metadata"]["resourceVersion"].as_str() {
-                if !rv.is_empty() && Some(rv) != old["metadata"]["resourceVersion"].as_str() {
-                    return Ok(conflict(t.res, name));
-                }
+            if let Some(rv) = obj["metadata"]["resourceVersion"].as_str()
+                && !rv.is_empty()
+                && Some(rv) != old["metadata"]["resourceVersion"].as_str()
+            {
+                return Ok(conflict(t.res, name));
             }
             match sub {
                 Some("status") => {
@@ -1083,10 +1085,8 @@ pub fn rand_suffix(n: usize) -> String {
 /// Server-side defaults applied on create.
 fn defaults(res: &Res, o: &mut Value) {
     match res.plural {
-        "pods" => {
-            if o["status"]["phase"].is_null() {
-                o["status"] = json!({"phase":"Pending","conditions":[]});
-            }
+        "pods" if o["status"]["phase"].is_null() => {
+            o["status"] = json!({"phase":"Pending","conditions":[]});
         }
         "namespaces" => {
             o["status"] = json!({"phase":"Active"});
@@ -1108,10 +1108,8 @@ fn defaults(res: &Res, o: &mut Value) {
         "poddisruptionbudgets" => {
             o["status"] = json!({"disruptionsAllowed":0,"currentHealthy":0,"desiredHealthy":0,"expectedPods":0,"observedGeneration":0});
         }
-        "events" => {
-            if o["count"].is_null() {
-                o["count"] = json!(1);
-            }
+        "events" if o["count"].is_null() => {
+            o["count"] = json!(1);
         }
         _ => {}
     }
@@ -1336,15 +1334,15 @@ fn evict(ctx: &ApiCtx, ns: &str, name: &str, body: &[u8], dry: bool) -> Response
         );
     };
     let ev: Value = serde_json::from_slice(body).unwrap_or(json!({}));
-    if let Some(n) = ev["metadata"]["name"].as_str() {
-        if n != name {
-            return status_err(
-                400,
-                "BadRequest",
-                "name in URL does not match name in Eviction object",
-                None,
-            );
-        }
+    if let Some(n) = ev["metadata"]["name"].as_str()
+        && n != name
+    {
+        return status_err(
+            400,
+            "BadRequest",
+            "name in URL does not match name in Eviction object",
+            None,
+        );
     }
     let dry = dry
         || ev["deleteOptions"]["dryRun"]

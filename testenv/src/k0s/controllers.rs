@@ -316,10 +316,10 @@ fn tick(store: &Store) {
             use base64::Engine;
             base64::engine::general_purpose::STANDARD.decode(b).ok()
         });
-        if let Some(t) = exp.and_then(|e| util::parse_rfc3339(&String::from_utf8_lossy(&e))) {
-            if t < now {
-                store.delete("secrets", "kube-system", s(&sec["metadata"]["name"]));
-            }
+        if let Some(t) = exp.and_then(|e| util::parse_rfc3339(&String::from_utf8_lossy(&e)))
+            && t < now
+        {
+            store.delete("secrets", "kube-system", s(&sec["metadata"]["name"]));
         }
     }
 }

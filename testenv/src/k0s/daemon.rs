@@ -526,10 +526,10 @@ fn resolve_token(flags: &Flags, positional: Option<&String>) -> Result<Option<St
         }
         sources.push(t);
     }
-    if let Ok(t) = std::env::var("K0S_TOKEN") {
-        if !t.is_empty() {
-            sources.push(t);
-        }
+    if let Ok(t) = std::env::var("K0S_TOKEN")
+        && !t.is_empty()
+    {
+        sources.push(t);
     }
     if sources.len() > 1 {
         bail!(
@@ -762,10 +762,10 @@ async fn run_async(
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    if st.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
-                        if let Err(e) = st.save() {
-                            eprintln!("persist state: {e:#}");
-                        }
+                    if st.dirty.swap(false, std::sync::atomic::Ordering::Relaxed)
+                        && let Err(e) = st.save()
+                    {
+                        eprintln!("persist state: {e:#}");
                     }
                 }
             });
@@ -1012,12 +1012,13 @@ fn api_pct(s: &str) -> String {
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;

@@ -448,12 +448,12 @@ fn cmd_install(role: &str, args: &[String]) -> Result<()> {
     }
     if role == "controller" {
         let cfg = K0sConfig::load(f.get("config").map(|s| s.as_str()))?;
-        if let Some(a) = cfg.v["spec"]["api"]["address"].as_str() {
-            if a == "0.0.0.0" || a == "::" {
-                bail!(
-                    "invalid node config: spec: api: address: Invalid value: \"{a}\": invalid INADDR_ANY"
-                );
-            }
+        if let Some(a) = cfg.v["spec"]["api"]["address"].as_str()
+            && (a == "0.0.0.0" || a == "::")
+        {
+            bail!(
+                "invalid node config: spec: api: address: Invalid value: \"{a}\": invalid INADDR_ANY"
+            );
         }
         for u in [
             "etcd",
@@ -1105,19 +1105,20 @@ fn validate_config(s: &str) -> Result<()> {
             );
         }
     }
-    if let Some(a) = v["apiVersion"].as_str() {
-        if a != "k0s.k0sproject.io/v1beta1" {
-            bail!(
-                "failed to parse configuration: no kind \"ClusterConfig\" is registered for version \"{a}\""
-            );
-        }
+    if let Some(a) = v["apiVersion"].as_str()
+        && a != "k0s.k0sproject.io/v1beta1"
+    {
+        bail!(
+            "failed to parse configuration: no kind \"ClusterConfig\" is registered for version \"{a}\""
+        );
     }
-    if let Some(k) = v["kind"].as_str() {
-        if k != "ClusterConfig" && k != "Cluster" {
-            bail!(
-                "failed to parse configuration: no kind \"{k}\" is registered for version \"k0s.k0sproject.io/v1beta1\""
-            );
-        }
+    if let Some(k) = v["kind"].as_str()
+        && k != "ClusterConfig"
+        && k != "Cluster"
+    {
+        bail!(
+            "failed to parse configuration: no kind \"{k}\" is registered for version \"k0s.k0sproject.io/v1beta1\""
+        );
     }
     let known = [
         "api",
@@ -1151,12 +1152,12 @@ fn validate_config(s: &str) -> Result<()> {
             bail!("spec: api: address: Invalid value: \"{a}\": invalid IP address");
         }
     }
-    if let Some(t) = v["spec"]["storage"]["type"].as_str() {
-        if !["etcd", "kine"].contains(&t) {
-            bail!(
-                "spec: storage: type: Unsupported value: \"{t}\": supported values: \"etcd\", \"kine\""
-            );
-        }
+    if let Some(t) = v["spec"]["storage"]["type"].as_str()
+        && !["etcd", "kine"].contains(&t)
+    {
+        bail!(
+            "spec: storage: type: Unsupported value: \"{t}\": supported values: \"etcd\", \"kine\""
+        );
     }
     Ok(())
 }

@@ -164,10 +164,10 @@ pub fn host_ipv4s() -> Vec<String> {
     if let Ok(o) = out {
         for l in String::from_utf8_lossy(&o.stdout).lines() {
             let f: Vec<&str> = l.split_whitespace().collect();
-            if let Some(i) = f.iter().position(|x| *x == "inet") {
-                if let Some(a) = f.get(i + 1) {
-                    v.push(a.split('/').next().unwrap_or("").to_string());
-                }
+            if let Some(i) = f.iter().position(|x| *x == "inet")
+                && let Some(a) = f.get(i + 1)
+            {
+                v.push(a.split('/').next().unwrap_or("").to_string());
             }
         }
     }
