@@ -1135,6 +1135,7 @@ pub fn down_dir(dir: &Path) -> Result<()> {
         }
         if Path::new("/run/netns").join(ns).exists()
             && let Err(e) = ip(&["netns", "del", ns])
+            && Path::new("/run/netns").join(ns).exists()
         {
             errors.push(format!("{e:#}"));
         }
@@ -1145,10 +1146,15 @@ pub fn down_dir(dir: &Path) -> Result<()> {
     }
     // 2. Links (veth peers vanish with their namespace; bridges must be deleted).
     for l in &st.links {
+        // veth peers disappear asynchronously once their namespace is gone: only a link that
+        // still exists after a failed delete is an error.
         if Path::new("/sys/class/net").join(l).exists()
             && let Err(e) = ip(&["link", "del", l])
         {
-            errors.push(format!("{e:#}"));
+            std::thread::sleep(Duration::from_millis(200));
+            if Path::new("/sys/class/net").join(l).exists() {
+                errors.push(format!("{e:#}"));
+            }
         }
     }
     if let Some(n) = st.inner_subnet {
