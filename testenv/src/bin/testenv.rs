@@ -57,6 +57,17 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Copy a k0s stand-in binary with a version stamped into it
+    Stamp {
+        /// Stand-in binary to copy (default: as for `up`)
+        #[arg(long)]
+        src: Option<PathBuf>,
+        #[arg(long)]
+        dst: PathBuf,
+        /// e.g. v1.32.1+k0s.0
+        #[arg(long)]
+        version: String,
+    },
     /// (internal) run the binary server
     #[command(hide = true)]
     Binserver {
@@ -131,6 +142,15 @@ fn main() -> Result<()> {
         }
         Cmd::Status { dir } => {
             print!("{}", testenv::env::status(&dir)?);
+            Ok(())
+        }
+        Cmd::Stamp { src, dst, version } => {
+            let src = match src {
+                Some(s) => s,
+                None => testenv::find_k0s_bin()?,
+            };
+            testenv::stamp::stamp_copy(&src, &dst, &version)?;
+            println!("{}  {}", testenv::stamp::sha256_file(&dst)?, dst.display());
             Ok(())
         }
         Cmd::Binserver { root, listen } => {

@@ -16,6 +16,15 @@ pub const NODE_GRACE: i64 = 40;
 /// Seconds from scheduling until a pod is Running and Ready.
 pub const POD_READY_DELAY: i64 = 2;
 
+/// Test knobs, read from the controller's environment (set them with `k0s install --env`):
+/// `TESTENV_NODE_GRACE_SECONDS`, `TESTENV_POD_READY_DELAY_SECONDS`.
+fn knob(name: &str, default: i64) -> i64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub async fn run(store: Arc<Store>) {
     loop {
         tick(&store);
@@ -36,7 +45,9 @@ fn tick(store: &Store) {
             .and_then(|a| a.iter().find(|c| c["type"] == "Ready"))
             .and_then(|c| c["lastHeartbeatTime"].as_str())
             .and_then(util::parse_rfc3339);
-        let stale = hb.map(|t| now - t > NODE_GRACE).unwrap_or(false);
+        let stale = hb
+            .map(|t| now - t > knob("TESTENV_NODE_GRACE_SECONDS", NODE_GRACE))
+            .unwrap_or(false);
         let ready_status = n["status"]["conditions"]
             .as_array()
             .and_then(|a| a.iter().find(|c| c["type"] == "Ready"))
@@ -259,7 +270,7 @@ fn tick(store: &Store) {
                     .unwrap_or(now);
                 if nready
                     && !pod_ready(&p)
-                    && now - started >= POD_READY_DELAY
+                    && now - started >= knob("TESTENV_POD_READY_DELAY_SECONDS", POD_READY_DELAY)
                     && p["status"]["phase"] != "Succeeded"
                     && p["status"]["phase"] != "Failed"
                 {
