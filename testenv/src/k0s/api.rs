@@ -421,6 +421,33 @@ fn table(res: &Res, items: &[Value], rv: u64) -> Value {
                 })
                 .collect(),
         ),
+        "daemonsets" => (
+            vec![
+                col("Name", "string"),
+                col("Desired", "integer"),
+                col("Current", "integer"),
+                col("Ready", "integer"),
+                col("Up-to-date", "integer"),
+                col("Available", "integer"),
+                col("Age", "string"),
+            ],
+            items
+                .iter()
+                .map(|d| {
+                    let s = &d["status"];
+                    let n = |k: &str| json!(s[k].as_i64().unwrap_or(0));
+                    vec![
+                        d["metadata"]["name"].clone(),
+                        n("desiredNumberScheduled"),
+                        n("currentNumberScheduled"),
+                        n("numberReady"),
+                        n("updatedNumberScheduled"),
+                        n("numberAvailable"),
+                        json!(human_age(&d["metadata"]["creationTimestamp"])),
+                    ]
+                })
+                .collect(),
+        ),
         "namespaces" => (
             vec![
                 col("Name", "string"),

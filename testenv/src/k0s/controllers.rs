@@ -228,16 +228,84 @@ fn tick(store: &Store) {
             });
         }
     }
+    // DaemonSets: one pod per matching node, bound directly (DaemonSet pods tolerate the
+    // node's taints and unschedulable, as kube-proxy / kube-router / konnectivity-agent do).
+    for ds in store.list("apps/daemonsets", None) {
+        let ns = s(&ds["metadata"]["namespace"]).to_string();
+        let dname = s(&ds["metadata"]["name"]).to_string();
+        let owned: Vec<Value> = store
+            .list("pods", Some(&ns))
+            .into_iter()
+            .filter(|p| {
+                p["metadata"]["ownerReferences"]
+                    .as_array()
+                    .map(|a| a.iter().any(|o| o["uid"] == ds["metadata"]["uid"]))
+                    .unwrap_or(false)
+            })
+            .collect();
+        let sel = ds["spec"]["template"]["spec"]["nodeSelector"].clone();
+        let wanted: Vec<&Value> = nodes
+            .iter()
+            .filter(|n| {
+                sel.as_object()
+                    .map(|m| {
+                        m.iter()
+                            .all(|(k, v)| n["metadata"]["labels"].get(k) == Some(v))
+                    })
+                    .unwrap_or(true)
+            })
+            .collect();
+        for n in &wanted {
+            let nn = s(&n["metadata"]["name"]);
+            if owned.iter().any(|p| p["spec"]["nodeName"] == nn) {
+                continue;
+            }
+            let tpl = &ds["spec"]["template"];
+            let mut spec = tpl["spec"].clone();
+            spec["nodeName"] = json!(nn);
+            let _ = store.create(
+                "pods",
+                &ns,
+                json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":format!("{dname}-{}", api::rand_suffix(5)),"namespace":ns,"labels":tpl["metadata"]["labels"],"generateName":format!("{dname}-"),
+                    "ownerReferences":[{"apiVersion":"apps/v1","kind":"DaemonSet","name":dname,"uid":ds["metadata"]["uid"],"controller":true,"blockOwnerDeletion":true}]},
+                    "spec":spec,"status":{"phase":"Pending","conditions":[],"startTime":util::now_rfc3339(),"qosClass":"BestEffort"}}),
+            );
+        }
+        let owned: Vec<Value> = store
+            .list("pods", Some(&ns))
+            .into_iter()
+            .filter(|p| {
+                p["metadata"]["ownerReferences"]
+                    .as_array()
+                    .map(|a| a.iter().any(|o| o["uid"] == ds["metadata"]["uid"]))
+                    .unwrap_or(false)
+            })
+            .collect();
+        let ready = owned.iter().filter(|p| pod_ready(p)).count();
+        let st = json!({"desiredNumberScheduled":wanted.len(),"currentNumberScheduled":owned.len(),"numberMisscheduled":0,"numberReady":ready,
+            "numberAvailable":ready,"updatedNumberScheduled":owned.len(),"observedGeneration":ds["metadata"]["generation"]});
+        if ds["status"] != st {
+            store.modify("apps/daemonsets", &ns, &dname, |x| {
+                x["status"] = st;
+                true
+            });
+        }
+    }
     // Pods: garbage collection, scheduling, kubelet simulation.
     for p in store.list("pods", None) {
         let ns = s(&p["metadata"]["namespace"]).to_string();
         let name = s(&p["metadata"]["name"]).to_string();
-        if let Some(o) = p["metadata"]["ownerReferences"]
-            .as_array()
-            .and_then(|a| a.iter().find(|o| o["kind"] == "ReplicaSet"))
-        {
+        if let Some(o) = p["metadata"]["ownerReferences"].as_array().and_then(|a| {
+            a.iter()
+                .find(|o| o["kind"] == "ReplicaSet" || o["kind"] == "DaemonSet")
+        }) {
+            let gr = if o["kind"] == "DaemonSet" {
+                "apps/daemonsets"
+            } else {
+                "apps/replicasets"
+            };
             let alive = store
-                .get("apps/replicasets", &ns, s(&o["name"]))
+                .get(gr, &ns, s(&o["name"]))
                 .map(|r| r["metadata"]["uid"] == o["uid"])
                 .unwrap_or(false);
             if !alive {
@@ -400,4 +468,71 @@ fn pick_node(nodes: &[Value], pods: &[Value], pod: &Value) -> Option<String> {
 #[allow(dead_code)]
 fn matches(sel: &Value, labels: &Value) -> bool {
     selector_obj_matches(sel, labels)
+}
+
+/// The kube-system workloads a fresh k0s cluster runs (k0s applies them from its manifests and
+/// re-creates them when deleted): DaemonSets kube-proxy, kube-router, konnectivity-agent and
+/// Deployments coredns, metrics-server. Their pods make `kubectl drain --ignore-daemonsets`
+/// behave as on a real cluster.
+pub fn ensure_system_workloads(store: &Store, k8s_version: &str) {
+    let k8s = k8s_version.split('+').next().unwrap_or(k8s_version);
+    let tolerate_all = json!([{"operator":"Exists"}]);
+    let ds = |name: &str, image: &str| {
+        json!({"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{"name":name,"namespace":"kube-system","labels":{"k8s-app":name}},
+            "spec":{"selector":{"matchLabels":{"k8s-app":name}},"template":{"metadata":{"labels":{"k8s-app":name}},
+                "spec":{"nodeSelector":{"kubernetes.io/os":"linux"},"tolerations":tolerate_all,"priorityClassName":"system-node-critical",
+                    "containers":[{"name":name,"image":image}]}}},"status":{}})
+    };
+    let deploy = |name: &str, replicas: i64, image: &str| {
+        json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":name,"namespace":"kube-system","labels":{"k8s-app":name}},
+            "spec":{"replicas":replicas,"selector":{"matchLabels":{"k8s-app":name}},"template":{"metadata":{"labels":{"k8s-app":name}},
+                "spec":{"nodeSelector":{"kubernetes.io/os":"linux"},"priorityClassName":"system-cluster-critical",
+                    "tolerations":[{"key":"CriticalAddonsOnly","operator":"Exists"}],
+                    "containers":[{"name":name,"image":image}]}}},"status":{}})
+    };
+    let items = [
+        (
+            "apps/daemonsets",
+            ds(
+                "kube-proxy",
+                &format!("quay.io/k0sproject/kube-proxy:{k8s}"),
+            ),
+        ),
+        (
+            "apps/daemonsets",
+            ds(
+                "kube-router",
+                "quay.io/k0sproject/kube-router:v2.2.1-iptables1.8.9-0",
+            ),
+        ),
+        (
+            "apps/daemonsets",
+            ds(
+                "konnectivity-agent",
+                "quay.io/k0sproject/apiserver-network-proxy-agent:v0.30.3",
+            ),
+        ),
+        (
+            "apps/deployments",
+            deploy("coredns", 2, "quay.io/k0sproject/coredns:1.11.3"),
+        ),
+        (
+            "apps/deployments",
+            deploy(
+                "metrics-server",
+                1,
+                "registry.k8s.io/metrics-server/metrics-server:v0.7.2",
+            ),
+        ),
+    ];
+    for (gr, obj) in items {
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        if store.get(gr, "kube-system", &name).is_none() {
+            let mut o = obj;
+            if let Value::Object(m) = &mut o["metadata"] {
+                m.insert("generation".into(), json!(1));
+            }
+            let _ = store.create(gr, "kube-system", o);
+        }
+    }
 }

@@ -792,6 +792,7 @@ async fn run_async(
                 },
             )
             .await?;
+            super::controllers::ensure_system_workloads(&store, &k8s_version(&version));
             if d.flags.bool("enable-dynamic-config") {
                 publish_cluster_config(&store, &d.cfg);
             }
