@@ -10,6 +10,7 @@
 //! - [`transport`]: how bytes reach a host (native SSH, OpenSSH, localhost): exec, upload,
 //!   download, privilege; knows nothing of OSes or k0s.
 //! - [`connect`]: manifest host entry → transport connection spec (the one meeting point).
+//! - [`phases`] (top-level `phases/`): the pipeline phases, one per file, and their manager.
 //! - [`host`]: host-OS knowledge on top of a transport (os-release, configurers, init
 //!   systems, facts).
 
@@ -20,4 +21,6 @@ pub mod exit;
 pub mod host;
 pub mod k0s;
 pub mod logging;
+#[path = "../phases/mod.rs"]
+pub mod phases;
 pub mod transport;

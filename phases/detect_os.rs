@@ -1,0 +1,63 @@
+//! "Detect host operating systems": one round trip per host gathers the facts (OS, arch,
+//! hostname, private address, init system, clock, privilege) and picks the OS module.
+
+use futures::future::join_all;
+
+use crate::exit::Code;
+use crate::host::{Host, ProbeOptions};
+
+use super::{Phase, PhaseFuture, State, collect};
+
+pub struct DetectOs;
+
+pub const TITLE: &str = "Detect host operating systems";
+
+impl Phase for DetectOs {
+    fn title(&self) -> &'static str {
+        TITLE
+    }
+
+    fn should_run(&self, state: &State) -> bool {
+        state
+            .hosts
+            .iter()
+            .any(|h| h.remote.is_some() && h.host.is_none())
+    }
+
+    fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let limits = state.pool.limits().clone();
+            let password = state.opts.sudo_password.clone();
+            let results = join_all(
+                state
+                    .hosts
+                    .iter_mut()
+                    .filter(|h| h.host.is_none())
+                    .map(|h| {
+                        let limits = limits.clone();
+                        let password = password.clone();
+                        async move {
+                            let _slot = limits.host_slot().await;
+                            let Some(remote) = h.remote.clone() else {
+                                return Err((h.name.clone(), "not connected".to_string()));
+                            };
+                            let opts = ProbeOptions {
+                                os_override: h.config.os.clone(),
+                                private_interface: h.config.private_interface.clone(),
+                                connect_address: Some(h.config.address().to_string()),
+                                k0s_install_path: h.config.k0s_install_path.clone(),
+                                sudo_password: password,
+                            };
+                            let probed = Host::probe(remote, &opts)
+                                .await
+                                .map_err(|e| (h.name.clone(), e.to_string()))?;
+                            h.host = Some(probed);
+                            Ok(())
+                        }
+                    }),
+            )
+            .await;
+            collect(TITLE, Code::PhaseFailed, results)
+        })
+    }
+}

@@ -1,0 +1,78 @@
+//! Running user hooks (`hooks: {<action>: {<stage>: [commands]}}`): each host's commands in
+//! order, as the connection user (no sudo, as in k0sctl), hosts in parallel. A failing hook
+//! stops the run and names the hook, the host and the remote stderr. A dry run lists the hooks.
+
+use futures::future::join_all;
+
+use crate::exit::Code;
+use crate::transport::Cmd;
+
+use super::{Phase, PhaseFuture, State, collect};
+
+pub struct RunHooks {
+    pub title: &'static str,
+    pub action: &'static str,
+    pub stage: &'static str,
+}
+
+impl RunHooks {
+    fn commands<'s>(&self, h: &'s crate::config::Host) -> &'s [String] {
+        h.hooks
+            .get(self.action)
+            .and_then(|s| s.get(self.stage))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+impl Phase for RunHooks {
+    fn title(&self) -> &'static str {
+        self.title
+    }
+
+    fn should_run(&self, state: &State) -> bool {
+        state
+            .hosts
+            .iter()
+            .any(|h| h.remote.is_some() && !self.commands(&h.config).is_empty())
+    }
+
+    fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let limits = state.pool.limits().clone();
+            let results = join_all(state.hosts.iter().map(|h| {
+                let limits = limits.clone();
+                async move {
+                    let Some(remote) = &h.remote else { return Ok(()) };
+                    let _slot = limits.host_slot().await;
+                    for cmd in self.commands(&h.config) {
+                        tracing::info!("{}: running {} {} hook: {cmd:?}", h.name, self.stage, self.action);
+                        remote.run(Cmd::new(cmd.as_str())).await.map_err(|e| {
+                            (
+                                h.name.clone(),
+                                format!("failed to execute hook {cmd:?} for action {:?} stage {:?}: {e}", self.action, self.stage),
+                            )
+                        })?;
+                    }
+                    Ok(())
+                }
+            }))
+            .await;
+            collect(self.title, Code::PhaseFailed, results)
+        })
+    }
+
+    fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            for h in &state.hosts {
+                for cmd in self.commands(&h.config) {
+                    state.plan.add(
+                        h.name.clone(),
+                        format!("run {} {} hook: {cmd:?}", self.stage, self.action),
+                    );
+                }
+            }
+            Ok(())
+        })
+    }
+}

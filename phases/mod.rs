@@ -1,0 +1,277 @@
+//! The pipeline phases, one per file, and the manager that runs them.
+//!
+//! Each phase is small and has a title, a "should run" decision from the state gathered so
+//! far, a run, an optional clean-up (called for every phase that ran when a later one fails)
+//! and a dry-run (which must change nothing and describes what would change in the [`Plan`]).
+//! State is passed explicitly: every phase gets `&mut` [`State`]; there are no globals.
+//!
+//! Phases know *what* to do; how bytes reach a host is [`crate::transport`]'s business, what
+//! kind of OS is there is [`crate::host`]'s, and k0s command lines come from [`crate::k0s`].
+
+pub mod connect;
+pub mod detect_os;
+pub mod disconnect;
+pub mod hooks;
+pub mod state;
+pub mod validate_hosts;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use crate::exit::Code;
+
+pub use state::{HostState, RunOptions, State};
+
+/// A boxed future borrowed from the phase and the state.
+pub type PhaseFuture<'a> = Pin<Box<dyn Future<Output = Result<(), PhaseError>> + Send + 'a>>;
+
+/// One step of a pipeline.
+pub trait Phase: Send + Sync {
+    /// Shown as `==> Running phase: <title>`; k0sctl's titles are kept.
+    fn title(&self) -> &'static str;
+
+    /// Whether there is anything to do, decided from the state gathered so far.
+    fn should_run(&self, _state: &State) -> bool {
+        true
+    }
+
+    fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a>;
+
+    /// What `--dry-run` does instead of [`Phase::run`]. Phases that change hosts must override
+    /// it to record their intent in `state.plan` without changing anything; read-only phases
+    /// keep this default, which runs them.
+    fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        self.run(state)
+    }
+
+    /// Undo what this phase did, after a later phase failed (best effort).
+    fn clean_up<'a>(&'a self, _state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A phase failure: which phase, which hosts, what happened (with remote stderr), and the
+/// exit code it maps to.
+#[derive(Debug)]
+pub struct PhaseError {
+    pub code: Code,
+    pub phase: &'static str,
+    /// (host, message) for per-host failures; empty for cluster-wide ones.
+    pub hosts: Vec<(String, String)>,
+    pub message: String,
+}
+
+impl PhaseError {
+    pub fn new(code: Code, phase: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            phase,
+            hosts: Vec::new(),
+            message: message.into(),
+        }
+    }
+
+    /// Collects per-host failures: `failed on N hosts` with each host's message.
+    pub fn hosts(code: Code, phase: &'static str, hosts: Vec<(String, String)>) -> Self {
+        let message = format!(
+            "failed on {} host{}",
+            hosts.len(),
+            if hosts.len() == 1 { "" } else { "s" }
+        );
+        Self {
+            code,
+            phase,
+            hosts,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for PhaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "phase \"{}\" {}", self.phase, self.message)?;
+        for (h, m) in &self.hosts {
+            write!(f, "\n - {h}: ")?;
+            // Keep multi-line messages (remote stderr) indented under their host.
+            for (i, line) in m.lines().enumerate() {
+                if i > 0 {
+                    f.write_str("\n   ")?;
+                }
+                f.write_str(line)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PhaseError {}
+
+/// What a dry run would change, per host, in the order it was found.
+#[derive(Debug, Default, Clone)]
+pub struct Plan {
+    pub changes: Vec<(String, String)>,
+}
+
+impl Plan {
+    pub fn add(&mut self, host: impl Into<String>, what: impl Into<String>) {
+        self.changes.push((host.into(), what.into()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+impl fmt::Display for Plan {
+    /// k0sctl's dry-run report format.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.changes.is_empty() {
+            return writeln!(
+                f,
+                "dry-run: no cluster state altering actions would be performed"
+            );
+        }
+        writeln!(
+            f,
+            "dry-run: cluster state altering actions would be performed:"
+        )?;
+        let mut hosts: Vec<&str> = Vec::new();
+        for (h, _) in &self.changes {
+            if !hosts.contains(&h.as_str()) {
+                hosts.push(h);
+            }
+        }
+        for h in hosts {
+            writeln!(f, "dry-run: * {h} :")?;
+            for (_, what) in self.changes.iter().filter(|(x, _)| x == h) {
+                writeln!(f, "dry-run:  - {what}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a phase went, for the timing summary.
+#[derive(Debug, Clone)]
+pub struct PhaseReport {
+    pub title: &'static str,
+    pub ran: bool,
+    pub duration: Duration,
+}
+
+/// Runs phases in order. On the first failure, calls `clean_up` of every phase that ran (in
+/// the order they ran) and returns the failure.
+pub struct Manager {
+    phases: Vec<Box<dyn Phase>>,
+}
+
+impl Manager {
+    pub fn new(phases: Vec<Box<dyn Phase>>) -> Self {
+        Self { phases }
+    }
+
+    pub async fn run(&self, state: &mut State) -> Result<Vec<PhaseReport>, PhaseError> {
+        let mut reports = Vec::new();
+        let mut ran: Vec<usize> = Vec::new();
+        for (i, phase) in self.phases.iter().enumerate() {
+            if !phase.should_run(state) {
+                reports.push(PhaseReport {
+                    title: phase.title(),
+                    ran: false,
+                    duration: Duration::ZERO,
+                });
+                continue;
+            }
+            tracing::info!("==> Running phase: {}", phase.title());
+            let started = Instant::now();
+            ran.push(i);
+            let result = if state.opts.dry_run {
+                phase.dry_run(state).await
+            } else {
+                phase.run(state).await
+            };
+            reports.push(PhaseReport {
+                title: phase.title(),
+                ran: true,
+                duration: started.elapsed(),
+            });
+            if let Err(e) = result {
+                tracing::error!("{e}");
+                for &j in &ran {
+                    let p = &self.phases[j];
+                    tracing::info!("* Running clean-up for phase: {}", p.title());
+                    if let Err(ce) = p.clean_up(state).await {
+                        tracing::warn!("clean-up for phase \"{}\" failed: {ce}", p.title());
+                    }
+                }
+                return Err(e);
+            }
+        }
+        Ok(reports)
+    }
+}
+
+/// Collects per-host results of a parallel step into one [`PhaseError`] naming every host
+/// that failed (the others' work is kept: all hosts run to completion).
+pub fn collect(
+    phase: &'static str,
+    code: Code,
+    results: impl IntoIterator<Item = Result<(), (String, String)>>,
+) -> Result<(), PhaseError> {
+    let failures: Vec<(String, String)> = results.into_iter().filter_map(Result::err).collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(PhaseError::hosts(code, phase, failures))
+    }
+}
+
+/// The read-only front of every pipeline: connect, probe, `connect.after` hooks, validate.
+pub fn preflight() -> Vec<Box<dyn Phase>> {
+    vec![
+        Box::new(connect::Connect),
+        Box::new(detect_os::DetectOs),
+        Box::new(hooks::RunHooks {
+            title: "Run connect.after hooks",
+            action: "connect",
+            stage: "after",
+        }),
+        Box::new(validate_hosts::ValidateHosts),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_format_matches_k0sctl() {
+        let mut p = Plan::default();
+        assert_eq!(
+            p.to_string(),
+            "dry-run: no cluster state altering actions would be performed\n"
+        );
+        p.add("10.0.0.1:22", "install k0s controller");
+        p.add("10.0.0.2:22", "install k0s worker");
+        p.add("10.0.0.1:22", "start the k0scontroller service");
+        assert_eq!(
+            p.to_string(),
+            "dry-run: cluster state altering actions would be performed:\ndry-run: * 10.0.0.1:22 :\ndry-run:  - install k0s controller\ndry-run:  - start the k0scontroller service\ndry-run: * 10.0.0.2:22 :\ndry-run:  - install k0s worker\n"
+        );
+    }
+
+    #[test]
+    fn phase_error_lists_hosts_with_indented_stderr() {
+        let e = PhaseError::hosts(
+            Code::PhaseFailed,
+            "Validate hosts",
+            vec![("a:22".into(), "bad\nremote stderr:\n  x".into())],
+        );
+        assert_eq!(
+            e.to_string(),
+            "phase \"Validate hosts\" failed on 1 host\n - a:22: bad\n   remote stderr:\n     x"
+        );
+    }
+}
