@@ -132,7 +132,7 @@ pub fn skewed(skews: &[(String, f64)], limit: f64) -> Vec<(String, f64)> {
     let mut v: Vec<f64> = skews.iter().map(|(_, s)| *s).collect();
     v.sort_by(|a, b| a.total_cmp(b));
     let mid = v.len() / 2;
-    let median = if v.len() % 2 == 0 {
+    let median = if v.len().is_multiple_of(2) {
         (v[mid - 1] + v[mid]) / 2.0
     } else {
         v[mid]
