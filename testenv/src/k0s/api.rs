@@ -969,7 +969,7 @@ pub async fn handle(
             if dry {
                 return Ok(json_resp(StatusCode::OK, &obj));
             }
-            let o = ctx.store.update(&gr, &ns, obj).unwrap_or(old);
+            let o = write_part(&ctx.store, &gr, &ns, name, obj, sub).unwrap_or(old);
             Ok(json_resp(
                 StatusCode::OK,
                 &if sub == Some("scale") {
@@ -1022,7 +1022,7 @@ pub async fn handle(
             if dry {
                 return Ok(json_resp(StatusCode::OK, &obj));
             }
-            let o = ctx.store.update(&gr, &ns, obj).unwrap_or(old);
+            let o = write_part(&ctx.store, &gr, &ns, name, obj, sub).unwrap_or(old);
             Ok(json_resp(
                 StatusCode::OK,
                 &if sub == Some("scale") {
@@ -1071,6 +1071,34 @@ pub async fn handle(
             None,
         )),
     }
+}
+
+/// Write the part of an object a request may change, atomically against concurrent writers:
+/// the status subresource replaces only `status`, scale only `spec.replicas`, and the main
+/// resource everything except `status` (as the API server does for resources with a status
+/// subresource) — so a kubelet heartbeat never undoes a cordon and vice versa.
+fn write_part(
+    store: &Store,
+    gr: &str,
+    ns: &str,
+    name: &str,
+    new: Value,
+    sub: Option<&str>,
+) -> Option<Value> {
+    store.modify(gr, ns, name, |cur| {
+        match sub {
+            Some("status") => cur["status"] = new["status"].clone(),
+            Some("scale") => cur["spec"]["replicas"] = new["spec"]["replicas"].clone(),
+            _ => {
+                let st = cur["status"].clone();
+                *cur = new;
+                if !st.is_null() {
+                    cur["status"] = st;
+                }
+            }
+        }
+        true
+    })
 }
 
 fn conflict(res: &Res, name: &str) -> Response<Body> {
@@ -1498,8 +1526,17 @@ fn watch(
     let mut last_rv;
     match since {
         Some(rv) => {
+            // Read the current resourceVersion before taking the history lock (the store emits
+            // events while holding its data lock: data → history is the only lock order).
+            let cur = ctx.store.current_rv();
             let h = ctx.store.history.lock().unwrap();
-            if h.front().map(|e| e.rv > rv + 1).unwrap_or(false) && ctx.store.current_rv() > rv {
+            // History starts after `rv` (or is empty after a restart while `rv` is behind): the
+            // client must relist, as with etcd compaction.
+            let too_old = match h.front() {
+                Some(e) => e.rv > rv + 1,
+                None => cur > rv,
+            };
+            if too_old {
                 initial.push(json!({"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":format!("too old resource version: {rv}"),"reason":"Expired","code":410}}));
             } else {
                 for e in h.iter().filter(|e| e.rv > rv && matches(e)) {

@@ -351,16 +351,17 @@ pub fn kubeconfig_yaml(
     )
 }
 
-/// Parse a kubeconfig (YAML) into (server, CA PEM, client cert PEM, key PEM, token).
-pub fn parse_kubeconfig(
-    y: &str,
-) -> Result<(
+/// (server, CA PEM, client cert PEM, client key PEM, bearer token) of a kubeconfig.
+pub type KubeconfigParts = (
     String,
     String,
     Option<String>,
     Option<String>,
     Option<String>,
-)> {
+);
+
+/// Parse a kubeconfig (YAML) into its parts.
+pub fn parse_kubeconfig(y: &str) -> Result<KubeconfigParts> {
     let v: Value = serde_saphyr::from_str(y).context("parse kubeconfig")?;
     use base64::Engine;
     let d = |x: &Value| {

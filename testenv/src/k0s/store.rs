@@ -332,28 +332,44 @@ impl Store {
             m.insert("generation".into(), json!(1));
         }
         d.objects.insert(k, obj.clone());
-        drop(d);
+        // Emitted while holding the data lock so watchers see events in resourceVersion order.
         self.emit(rv, gr, ns, "ADDED", &obj);
+        drop(d);
         Ok(obj)
     }
 
     /// Replace an existing object (keeps uid/creationTimestamp; bumps generation when spec changed).
-    pub fn update(&self, gr: &str, ns: &str, mut obj: Value) -> Option<Value> {
+    pub fn update(&self, gr: &str, ns: &str, obj: Value) -> Option<Value> {
         let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         let mut d = self.data.lock().unwrap();
-        let k = key(gr, ns, &name);
-        let old = d.objects.get(&k)?.clone();
-        if old == obj {
-            return Some(old);
+        let old = d.objects.get(&key(gr, ns, &name))?.clone();
+        Some(self.write_locked(&mut d, gr, ns, &name, obj, &old))
+    }
+
+    /// Store `obj` as the new version of `old` (data lock held by the caller).
+    fn write_locked(
+        &self,
+        d: &mut Data,
+        gr: &str,
+        ns: &str,
+        name: &str,
+        mut obj: Value,
+        old: &Value,
+    ) -> Value {
+        if *old == obj {
+            return obj;
         }
         d.rv += 1;
         let rv = d.rv;
         let spec_changed = old["spec"] != obj["spec"];
-        {
-            let m = obj["metadata"].as_object_mut()?;
+        if !obj["metadata"].is_object() {
+            obj["metadata"] = json!({});
+        }
+        if let Some(m) = obj["metadata"].as_object_mut() {
             for f in ["uid", "creationTimestamp"] {
                 m.insert(f.into(), old["metadata"][f].clone());
             }
+            m.insert("name".into(), json!(name));
             if !ns.is_empty() {
                 m.insert("namespace".into(), json!(ns));
             }
@@ -363,10 +379,9 @@ impl Store {
                 m.insert("generation".into(), json!(g));
             }
         }
-        d.objects.insert(k, obj.clone());
-        drop(d);
+        d.objects.insert(key(gr, ns, name), obj.clone());
         self.emit(rv, gr, ns, "MODIFIED", &obj);
-        Some(obj)
+        obj
     }
 
     pub fn delete(&self, gr: &str, ns: &str, name: &str) -> Option<Value> {
@@ -374,9 +389,9 @@ impl Store {
         let mut obj = d.objects.remove(&key(gr, ns, name))?;
         d.rv += 1;
         let rv = d.rv;
-        drop(d);
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         self.emit(rv, gr, ns, "DELETED", &obj);
+        drop(d);
         Some(obj)
     }
 
@@ -388,10 +403,13 @@ impl Store {
         name: &str,
         f: impl FnOnce(&mut Value) -> bool,
     ) -> Option<Value> {
-        let mut o = self.get(gr, ns, name)?;
+        // Atomic read-modify-write (the data lock is held throughout).
+        let mut d = self.data.lock().unwrap();
+        let old = d.objects.get(&key(gr, ns, name))?.clone();
+        let mut o = old.clone();
         if !f(&mut o) {
             return Some(o);
         }
-        self.update(gr, ns, o)
+        Some(self.write_locked(&mut d, gr, ns, name, o, &old))
     }
 }
