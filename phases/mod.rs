@@ -11,6 +11,7 @@
 pub mod connect;
 pub mod detect_os;
 pub mod disconnect;
+pub mod gather_k0s_facts;
 pub mod hooks;
 pub mod state;
 pub mod validate_hosts;

@@ -2,6 +2,7 @@
 
 use crate::config::{self, Loaded};
 use crate::host;
+use crate::k0s::status::K0sStatus;
 use crate::k0s::version::K0sVersion;
 use crate::transport::ssh::SshConfig;
 use crate::transport::{ConnectSpec, Limits, Pool, Remote, Secret};
@@ -34,7 +35,27 @@ pub struct HostState {
     pub remote: Option<Remote>,
     /// Set by "Detect host operating systems": facts, OS module, privilege.
     pub host: Option<host::Host>,
+    /// Set by "Gather k0s facts".
+    pub k0s: Option<K0sFacts>,
 }
+
+/// What is on a host k0s-wise before the run changes anything.
+#[derive(Debug, Clone, Default)]
+pub struct K0sFacts {
+    /// `k0s version` of the installed binary, if there is one.
+    pub binary_version: Option<K0sVersion>,
+    /// `k0s status -o json`, when k0s runs.
+    pub status: Option<K0sStatus>,
+    /// The k0s service that is installed (k0scontroller, k0sworker, or the old k0sserver).
+    pub service: Option<String>,
+    /// The k0s config file exists (controllers).
+    pub config_exists: bool,
+}
+
+/// k0s's Linux default paths (k0sctl's configurer values).
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/k0s";
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/k0s/k0s.yaml";
+pub const DEFAULT_TOKEN_PATH: &str = "/etc/k0s/k0stoken";
 
 impl HostState {
     /// The probed host; phases after detection may rely on it.
@@ -51,6 +72,46 @@ impl HostState {
             .as_ref()
             .map(|h| h.to_lowercase())
             .or_else(|| self.host.as_ref().map(|h| h.facts.hostname.clone()))
+    }
+
+    /// The data dir: the manifest's (or `--data-dir` in installFlags), else k0s's default.
+    pub fn data_dir(&self) -> String {
+        self.config
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.into())
+    }
+
+    /// The k0s config file: `--config`/`-c` in installFlags, else the default.
+    pub fn k0s_config_path(&self) -> String {
+        let f = &self.config.install_flags;
+        f.value("--config")
+            .or_else(|| f.value("-c"))
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| DEFAULT_CONFIG_PATH.into())
+    }
+
+    /// The join token file: `--token-file` in installFlags, else the default.
+    pub fn token_path(&self) -> String {
+        self.config
+            .install_flags
+            .value("--token-file")
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| DEFAULT_TOKEN_PATH.into())
+    }
+
+    /// The k0s service name for the host's role.
+    pub fn service_name(&self) -> &'static str {
+        if self.config.is_controller() {
+            "k0scontroller"
+        } else {
+            "k0sworker"
+        }
+    }
+
+    /// True when k0s runs on the host (as found by "Gather k0s facts").
+    pub fn is_running(&self) -> bool {
+        self.k0s.as_ref().is_some_and(|k| k.status.is_some())
     }
 
     /// The private address: the manifest's `privateAddress`, else the one discovered.
@@ -72,6 +133,11 @@ pub struct State {
     pub hosts: Vec<HostState>,
     /// What a dry run would change.
     pub plan: Plan,
+    /// Index of the leader controller: the first controller running k0s, else the first
+    /// controller (set by "Gather k0s facts").
+    pub leader: Option<usize>,
+    /// The kube-system namespace UID of a running cluster.
+    pub cluster_id: Option<String>,
 }
 
 impl State {
@@ -89,6 +155,7 @@ impl State {
                 spec: None,
                 remote: None,
                 host: None,
+                k0s: None,
             })
             .collect();
         State {
@@ -98,6 +165,8 @@ impl State {
             ssh_config,
             hosts,
             plan: Plan::default(),
+            leader: None,
+            cluster_id: None,
         }
     }
 

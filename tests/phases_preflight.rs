@@ -143,3 +143,98 @@ async fn unreachable_host_fails_connect_with_its_code() {
     // The reachable host was still connected.
     assert!(state.hosts[1].remote.is_some());
 }
+
+fn with_k0s_facts() -> Manager {
+    let mut p = phases::preflight();
+    p.push(Box::new(phases::gather_k0s_facts::GatherK0sFacts));
+    p.push(Box::new(phases::disconnect::Disconnect));
+    Manager::new(p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gather_k0s_facts_finds_running_k0s_leader_and_cluster_id() {
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-k0sfacts-")
+        .tempdir()
+        .unwrap();
+    let env = Env::up(Options::new(dir.path().join("env"), 2)).expect("testenv up");
+    let manifest = std::fs::read_to_string(&env.manifest).unwrap();
+
+    // Fresh hosts: nothing installed; the first controller will lead.
+    let mut state = State::new(
+        load(&manifest, dir.path()),
+        opts(false),
+        SshConfig::parse(""),
+    );
+    with_k0s_facts()
+        .run(&mut state)
+        .await
+        .expect("gather on fresh hosts");
+    assert!(state.hosts.iter().all(|h| {
+        h.k0s
+            .as_ref()
+            .is_some_and(|k| k.binary_version.is_none() && k.status.is_none())
+    }));
+    assert_eq!(state.leader, Some(0));
+    assert_eq!(state.cluster_id, None);
+
+    // Install and start a controller by hand (as a user would have with k0sctl before).
+    let url = env.binserver_url.clone().unwrap();
+    let v = env.versions.last().unwrap().clone();
+    let ctrl = &env.hosts[0];
+    env.ssh(ctrl, &format!(
+        "curl -sSfo /usr/local/bin/k0s {url}/k0sproject/k0s/releases/download/{}/k0s-{v}-amd64 && chmod 0755 /usr/local/bin/k0s && k0s install controller --data-dir=/var/lib/k0s && systemctl start k0scontroller",
+        v.replace('+', "%2B")
+    ))
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while env
+        .ssh(ctrl, "k0s kubectl get --raw=/readyz")
+        .map(|o| o.trim() != "ok")
+        .unwrap_or(true)
+    {
+        assert!(std::time::Instant::now() < deadline, "controller not ready");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let uid = env
+        .ssh(
+            ctrl,
+            "k0s kubectl get namespace kube-system -o template={{.metadata.uid}}",
+        )
+        .unwrap();
+
+    let mut state = State::new(
+        load(&manifest, dir.path()),
+        opts(false),
+        SshConfig::parse(""),
+    );
+    with_k0s_facts()
+        .run(&mut state)
+        .await
+        .expect("gather with a running controller");
+    let k = state.hosts[0].k0s.as_ref().unwrap();
+    assert_eq!(k.binary_version.as_ref().unwrap().to_string(), v);
+    let st = k.status.as_ref().unwrap();
+    assert_eq!(st.role, "controller");
+    assert_eq!(st.args, ["--data-dir=/var/lib/k0s"]);
+    assert_eq!(k.service.as_deref(), Some("k0scontroller"));
+    assert_eq!(state.leader, Some(0));
+    assert_eq!(state.cluster_id.as_deref(), Some(uid.trim()));
+    assert!(state.hosts[1].k0s.as_ref().unwrap().status.is_none());
+
+    // The manifest now claims another role for the running controller: refused.
+    let changed = manifest.replacen("role: controller", "role: controller+worker", 1);
+    let mut state = State::new(
+        load(&changed, dir.path()),
+        opts(false),
+        SshConfig::parse(""),
+    );
+    let e = with_k0s_facts()
+        .run(&mut state)
+        .await
+        .expect_err("role change");
+    assert!(
+        e.to_string().contains("role change is not supported"),
+        "{e}"
+    );
+}

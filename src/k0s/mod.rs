@@ -5,5 +5,6 @@ pub mod download;
 pub mod install;
 pub mod kubeconfig;
 pub mod release;
+pub mod status;
 pub mod token;
 pub mod version;

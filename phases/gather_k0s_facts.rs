@@ -1,0 +1,149 @@
+//! "Gather k0s facts": what k0s is already on each host — binary version, running status and
+//! role, installed service, existing config — in one round trip per host; then the leader
+//! (the first controller running k0s, else the first controller) and the cluster ID.
+
+use futures::future::join_all;
+
+use crate::exit::Code;
+use crate::host::facts::parse_sections;
+use crate::k0s::status::K0sStatus;
+use crate::k0s::version::K0sVersion;
+use crate::transport::{Cmd, shell_quote};
+
+use super::state::K0sFacts;
+use super::{HostState, Phase, PhaseError, PhaseFuture, State, collect};
+
+pub struct GatherK0sFacts;
+
+pub const TITLE: &str = "Gather k0s facts";
+
+/// The probe script: everything in one round trip, sections separated by `@@name` lines.
+fn script(h: &HostState, k0s: &str) -> String {
+    let k = shell_quote(k0s);
+    let cfg = shell_quote(&h.k0s_config_path());
+    format!(
+        "echo @@version; [ -x {k} ] && {k} version 2>/dev/null\n\
+         echo @@status; [ -x {k} ] && {k} status -o json 2>/dev/null\n\
+         echo @@config; [ -f {cfg} ] && echo yes\n\
+         echo @@service; for s in k0scontroller k0sworker k0sserver; do \
+         if [ -f /etc/systemd/system/$s.service ] || [ -f /etc/init.d/$s ]; then echo $s; fi; done\n\
+         echo @@end\n"
+    )
+}
+
+impl Phase for GatherK0sFacts {
+    fn title(&self) -> &'static str {
+        TITLE
+    }
+
+    fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let limits = state.pool.limits().clone();
+            let force = state.opts.force;
+            let results = join_all(state.hosts.iter_mut().map(|h| {
+                let limits = limits.clone();
+                async move {
+                    let _slot = limits.host_slot().await;
+                    let err = |e: String| (h.name.clone(), e);
+                    let p = h.probed().map_err(err)?;
+                    let out = p
+                        .remote
+                        .run(Cmd::new(script(h, &p.k0s_binary_path)).sudo())
+                        .await
+                        .map_err(|e| err(e.to_string()))?
+                        .stdout_str();
+                    let s = parse_sections(&out);
+                    let field = |k: &str| s.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
+                    let version = field("version");
+                    let binary_version = if version.is_empty() {
+                        None
+                    } else {
+                        Some(K0sVersion::parse(&version).map_err(|e| err(format!("k0s binary at {}: {e}", p.k0s_binary_path)))?)
+                    };
+                    let status_json = field("status");
+                    let status = if status_json.is_empty() {
+                        None
+                    } else {
+                        Some(K0sStatus::parse(&status_json).map_err(err)?)
+                    };
+                    let service = Some(field("service")).filter(|s| !s.is_empty()).map(|s| s.lines().next().unwrap_or("").to_string());
+                    if let Some(st) = &status {
+                        tracing::info!("{}: is running k0s {} version {}", h.name, st.role, st.version);
+                        if st.role != h.config.role && !(h.config.reset && force) {
+                            return Err(err(format!(
+                                "k0s is running as {} but the configuration says {}: role change is not supported (reset the host first, or use reset: true with --force)",
+                                st.role, h.config.role
+                            )));
+                        }
+                        if service.is_none() && !force {
+                            return Err(err("k0s is running but no k0s service is installed; stop it or re-run with --force".into()));
+                        }
+                    } else if let Some(svc) = &service
+                        && binary_version.is_some()
+                        && !force
+                        && !h.config.reset
+                    {
+                        return Err(err(format!(
+                            "the {svc} service is installed but k0s is not running; start it (or reset the host), or re-run with --force"
+                        )));
+                    }
+                    h.k0s = Some(K0sFacts {
+                        binary_version,
+                        status,
+                        service,
+                        config_exists: field("config") == "yes",
+                    });
+                    Ok(())
+                }
+            }))
+            .await;
+            collect(TITLE, Code::PhaseFailed, results)?;
+
+            let controllers: Vec<usize> = state
+                .hosts
+                .iter()
+                .filter(|h| h.config.is_controller() && !h.config.reset)
+                .map(|h| h.index)
+                .collect();
+            state.leader = controllers
+                .iter()
+                .copied()
+                .find(|&i| state.hosts[i].is_running())
+                .or_else(|| controllers.first().copied());
+            let Some(l) = state.leader else {
+                return Err(PhaseError::new(
+                    Code::InvalidConfig,
+                    TITLE,
+                    "no controller to lead the cluster",
+                ));
+            };
+            let leader = &state.hosts[l];
+            if leader.is_running() {
+                let p = leader
+                    .probed()
+                    .map_err(|e| PhaseError::new(Code::PhaseFailed, TITLE, e))?;
+                let kubeconfig = format!("{}/pki/admin.conf", leader.data_dir());
+                let cmd = crate::host::Configurer::kubectl_cmd(
+                    &p.k0s_binary_path,
+                    &kubeconfig,
+                    "get -n kube-system namespace kube-system -o template={{.metadata.uid}}",
+                );
+                let uid = p.remote.run_str(Cmd::new(cmd).sudo()).await.map_err(|e| {
+                    PhaseError::hosts(
+                        Code::PhaseFailed,
+                        TITLE,
+                        vec![(leader.name.clone(), format!("reading the cluster ID: {e}"))],
+                    )
+                })?;
+                tracing::info!("{}: is the leader; cluster ID {uid}", leader.name);
+                state.cluster_id = Some(uid.trim().to_string());
+            } else {
+                tracing::info!(
+                    "{}: will be the leader (no controller runs k0s yet)",
+                    leader.name
+                );
+            }
+            Ok(())
+        })
+    }
+}
