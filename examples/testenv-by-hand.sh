@@ -10,12 +10,11 @@ cleanup() { "$TE" down --dir "$DIR"; echo "ip netns list after down: [$(ip netns
 trap cleanup EXIT INT TERM
 
 "$TE" up --dir "$DIR" --hosts 3 --controllers 1
-field() { python3 -c "import json,sys; d=json.load(open('$DIR/hosts.json')); print(eval(sys.argv[1]))" "$1"; }
-URL=$(field 'd["binserverUrl"]')
+URL=$("$TE" get --dir "$DIR" binserver-url)
 VER=$(tail -n1 "$DIR/k0s-versions")
 ssh_to() { ip=$1; shift; ssh -i "$DIR/id_ed25519" -o UserKnownHostsFile="$DIR/known_hosts" -o BatchMode=yes "root@$ip" "$@"; }
-CTRL=$(field '[h["ip"] for h in d["hosts"] if h["role"]=="controller"][0]')
-WORKERS=$(field '" ".join(h["ip"] for h in d["hosts"] if h["role"]=="worker")')
+CTRL=$("$TE" get --dir "$DIR" controller-ips | head -n1)
+WORKERS=$("$TE" get --dir "$DIR" worker-ips)
 
 # Every host downloads the stand-in from the binary server (k0s release URL layout).
 for ip in $CTRL $WORKERS; do

@@ -16,14 +16,14 @@ end=$(date +%s.%N)
 sleep 5   # let every host finish its (minimal) boot
 after=$(used)
 pss=0
-for ns in $(ip netns list | awk '{print $1}' | grep "^$(python3 -c "import json;print(json.load(open('$DIR/hosts.json'))['prefix'])")-"); do
+for ns in $(ip netns list | awk '{print $1}' | grep "^$("$BIN" get --dir "$DIR" prefix)-"); do
     for p in $(ip netns pids "$ns"); do
         v=$(awk '/^Pss:/{s+=$2} END{print s+0}' /proc/$p/smaps_rollup 2>/dev/null || echo 0)
         pss=$((pss + v))
     done
 done
 echo "hosts: $N"
-echo "up wall time: $(echo "$end - $start" | bc) s"
+echo "up wall time: $(awk "BEGIN{printf \"%.1f\", $end - $start}") s"
 echo "used memory delta (excl. page cache): $(( (after - before) / 1024 )) MiB"
 echo "summed PSS of host processes: $((pss / 1024)) MiB"
 echo "per-host upper layers on disk: $(du -sm "$DIR/hosts" | cut -f1) MiB"

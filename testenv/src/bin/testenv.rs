@@ -57,6 +57,13 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Print one value of an environment for scripts: prefix, binserver-url, password, manifest,
+    /// ips, controller-ips, worker-ips, bastion-ip (lists: one per line)
+    Get {
+        #[arg(long)]
+        dir: PathBuf,
+        what: String,
+    },
     /// Copy a k0s stand-in binary with a version stamped into it
     Stamp {
         /// Stand-in binary to copy (default: as for `up`)
@@ -142,6 +149,36 @@ fn main() -> Result<()> {
         }
         Cmd::Status { dir } => {
             print!("{}", testenv::env::status(&dir)?);
+            Ok(())
+        }
+        Cmd::Get { dir, what } => {
+            let st = testenv::env::load_state(&dir)?
+                .ok_or_else(|| anyhow::anyhow!("{}: no environment", dir.display()))?;
+            let ips = |role: Option<&str>| {
+                st.hosts
+                    .iter()
+                    .filter(|h| h.role != "bastion" && role.map(|r| h.role == r).unwrap_or(true))
+                    .map(|h| h.ip.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            let out = match what.as_str() {
+                "prefix" => st.prefix.clone(),
+                "binserver-url" => st.binserver_url.clone().unwrap_or_default(),
+                "password" => st.password.clone().unwrap_or_default(),
+                "manifest" => dir.join("k0sctl.yaml").display().to_string(),
+                "ips" => ips(None),
+                "controller-ips" => ips(Some("controller")),
+                "worker-ips" => ips(Some("worker")),
+                "bastion-ip" => st
+                    .hosts
+                    .iter()
+                    .find(|h| h.role == "bastion")
+                    .map(|h| h.ip.to_string())
+                    .unwrap_or_default(),
+                o => anyhow::bail!("unknown field {o:?}"),
+            };
+            println!("{out}");
             Ok(())
         }
         Cmd::Stamp { src, dst, version } => {
