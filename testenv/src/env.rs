@@ -387,8 +387,8 @@ impl Env {
         if unsafe { libc::geteuid() } != 0 {
             bail!("testenv must run as root");
         }
-        if opts.hosts == 0 || opts.hosts > 250 {
-            bail!("--hosts must be 1..=250");
+        if opts.hosts == 0 || opts.hosts > 240 {
+            bail!("--hosts must be 1..=240");
         }
         if opts.controllers > opts.hosts {
             bail!("--controllers must not exceed --hosts");

@@ -630,6 +630,10 @@ async fn run_async(
     let mut worker_api: Option<(String, TlsClient)> = None;
     if role == "controller" {
         std::fs::create_dir_all(&pki)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&pki, std::fs::Permissions::from_mode(0o751))?;
+        }
         let leader_file = data_dir.join("testenv-leader");
         let peer = d.cfg.peer_address();
         if !pki.join("ca.crt").exists() {
