@@ -13,7 +13,11 @@ pub mod detect_os;
 pub mod disconnect;
 pub mod gather_k0s_facts;
 pub mod hooks;
+pub mod install_binaries;
+pub mod set_version;
+pub mod stage_binaries;
 pub mod state;
+pub mod validate_facts;
 pub mod validate_hosts;
 
 use std::fmt;
@@ -229,9 +233,11 @@ pub fn collect(
     }
 }
 
-/// The read-only front of every pipeline: connect, probe, `connect.after` hooks, validate.
+/// The read-only front of every pipeline: version, connect, probe, `connect.after` hooks,
+/// validate.
 pub fn preflight() -> Vec<Box<dyn Phase>> {
     vec![
+        Box::new(set_version::SetK0sVersion),
         Box::new(connect::Connect),
         Box::new(detect_os::DetectOs),
         Box::new(hooks::RunHooks {
@@ -241,6 +247,17 @@ pub fn preflight() -> Vec<Box<dyn Phase>> {
         }),
         Box::new(validate_hosts::ValidateHosts),
     ]
+}
+
+/// The apply pipeline as far as it is built: preflight, k0s facts, and the binaries.
+pub fn apply_binaries() -> Vec<Box<dyn Phase>> {
+    let mut p = preflight();
+    p.push(Box::new(gather_k0s_facts::GatherK0sFacts));
+    p.push(Box::new(validate_facts::ValidateFacts));
+    p.push(Box::new(stage_binaries::StageBinaries));
+    p.push(Box::new(install_binaries::InstallBinaries));
+    p.push(Box::new(disconnect::Disconnect));
+    p
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ pub struct RunOptions {
     pub uploads: usize,
     /// The sudo password for hosts whose user needs one.
     pub sudo_password: Option<Secret>,
+    /// Allow a target version older than what runs (hidden k0sctl flag).
+    pub disable_downgrade_check: bool,
 }
 
 /// One manifest host and what the run has learned about it.
@@ -37,6 +39,9 @@ pub struct HostState {
     pub host: Option<host::Host>,
     /// Set by "Gather k0s facts".
     pub k0s: Option<K0sFacts>,
+    /// Path of the verified k0s binary staged on the host (a temp name next to the final path),
+    /// set by "Stage k0s binaries" and consumed by "Install k0s binaries" or an upgrade.
+    pub staged: Option<String>,
 }
 
 /// What is on a host k0s-wise before the run changes anything.
@@ -138,6 +143,8 @@ pub struct State {
     pub leader: Option<usize>,
     /// The kube-system namespace UID of a running cluster.
     pub cluster_id: Option<String>,
+    /// The k0s version to install: `spec.k0s.version`, or looked up by "Set k0s version".
+    pub target: Option<K0sVersion>,
 }
 
 impl State {
@@ -156,6 +163,7 @@ impl State {
                 remote: None,
                 host: None,
                 k0s: None,
+                staged: None,
             })
             .collect();
         State {
@@ -167,17 +175,20 @@ impl State {
             plan: Plan::default(),
             leader: None,
             cluster_id: None,
+            target: None,
         }
     }
 
-    /// The target k0s version, when the manifest pins one.
+    /// The target k0s version: the manifest's, or the one "Set k0s version" looked up.
     pub fn target_version(&self) -> Option<K0sVersion> {
-        self.config
-            .cluster
-            .spec
-            .k0s
-            .version
-            .as_deref()
-            .and_then(|v| K0sVersion::parse(v).ok())
+        self.target.clone().or_else(|| {
+            self.config
+                .cluster
+                .spec
+                .k0s
+                .version
+                .as_deref()
+                .and_then(|v| K0sVersion::parse(v).ok())
+        })
     }
 }

@@ -1,0 +1,374 @@
+//! "Stage k0s binaries": put the target k0s next to its final path under a temporary name,
+//! verified, on every host that needs a different binary. Nothing is half-written at the final
+//! path: "Install k0s binaries" (or an upgrade) renames the staged file into place.
+//!
+//! Sources, as in k0sctl: `k0sBinaryPath` (a local file, uploaded when its SHA-256 differs
+//! from the host's binary), `uploadBinary` (downloaded once to the local cache under
+//! `$XDG_CACHE_HOME/k0sctl/k0s/`, then uploaded), otherwise the host downloads it itself from
+//! `k0sDownloadURL` or the k0s GitHub release. Downloads are checked against the release's
+//! `sha256sums.txt` where one exists; uploads are verified against what was sent; every staged
+//! binary must report the target version (except `k0sBinaryPath`, which is taken as given).
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::future::join_all;
+use sha2::{Digest, Sha256};
+
+use crate::exit::Code;
+use crate::k0s::download;
+use crate::k0s::version::K0sVersion;
+use crate::transport::files::UploadOptions;
+use crate::transport::{Cmd, shell_quote};
+
+use super::{HostState, Phase, PhaseFuture, State, collect};
+
+pub struct StageBinaries;
+
+pub const TITLE: &str = "Stage k0s binaries on hosts";
+
+/// Where a host's binary comes from.
+enum Source {
+    /// A local file (`k0sBinaryPath`), with its SHA-256.
+    Local(PathBuf, String),
+    /// Downloaded to the local cache, then uploaded (`uploadBinary`).
+    Cached(String),
+    /// Downloaded by the host from this URL.
+    HostDownload(String),
+}
+
+/// Whether the host gets a k0s binary in this run (shared with "Install k0s binaries").
+pub(crate) fn needs_binary(h: &HostState, target: &K0sVersion) -> bool {
+    if h.config.reset || h.config.use_existing_k0s {
+        return false;
+    }
+    let current = h.k0s.as_ref().and_then(|k| k.binary_version.as_ref());
+    h.config.k0s_binary_path.is_some() || current != Some(target)
+}
+
+fn url_for(h: &HostState, target: &K0sVersion, arch: &str) -> String {
+    match &h.config.k0s_download_url {
+        Some(t) => download::expand(t, &target.to_string(), arch, false),
+        None => download::github_release_url(&target.to_string(), arch, false),
+    }
+}
+
+/// `sha256sums.txt` next to the binary (k0s publishes one per release).
+fn sums_url(url: &str) -> String {
+    match url.rfind('/') {
+        Some(i) => format!("{}/sha256sums.txt", &url[..i]),
+        None => "sha256sums.txt".into(),
+    }
+}
+
+fn source_for(
+    h: &HostState,
+    target: &K0sVersion,
+    arch: &str,
+    base_dir: &Path,
+) -> Result<Source, String> {
+    if let Some(p) = &h.config.k0s_binary_path {
+        let path = if Path::new(p).is_absolute() {
+            PathBuf::from(p)
+        } else {
+            base_dir.join(p)
+        };
+        let sum =
+            sha256_file(&path).map_err(|e| format!("k0sBinaryPath {}: {e}", path.display()))?;
+        return Ok(Source::Local(path, sum));
+    }
+    let url = url_for(h, target, arch);
+    if h.config.upload_binary {
+        Ok(Source::Cached(url))
+    } else {
+        Ok(Source::HostDownload(url))
+    }
+}
+
+fn sha256_file(p: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(p)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn staged_path(final_path: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{final_path}.tmp.{nanos}")
+}
+
+/// The host-side download: fetch, check against sha256sums.txt when the release has one,
+/// make executable. Prints the staged path's `k0s version` on success.
+fn download_script(url: &str, asset: &str, tmp: &str) -> String {
+    let (u, s, t, a) = (
+        shell_quote(url),
+        shell_quote(&sums_url(url)),
+        shell_quote(tmp),
+        shell_quote(asset),
+    );
+    format!(
+        "set -e; d=$(dirname {t}); mkdir -p \"$d\"\n\
+         if command -v curl >/dev/null 2>&1; then curl -sSLf -o {t} -- {u}; else wget -qO {t} -- {u}; fi\n\
+         sums=$( (if command -v curl >/dev/null 2>&1; then curl -sSLf -- {s}; else wget -qO- -- {s}; fi) 2>/dev/null || true)\n\
+         want=$(printf '%s\\n' \"$sums\" | awk -v f={a} '$2==f || $2==\"*\"f {{print $1; exit}}')\n\
+         if [ -n \"$want\" ]; then\n\
+           got=$( (openssl dgst -sha256 -r {t} 2>/dev/null || sha256sum {t}) | cut -c1-64)\n\
+           if [ \"$want\" != \"$got\" ]; then rm -f {t}; echo \"checksum mismatch for {asset}: sha256sums.txt says $want, downloaded $got\" >&2; exit 3; fi\n\
+           echo verified >&2\n\
+         fi\n\
+         chmod 0755 {t}\n\
+         {t} version\n"
+    )
+}
+
+/// Downloads `url` into the local cache once (verified against sha256sums.txt when present).
+async fn cached_download(url: &str, target: &K0sVersion, arch: &str) -> Result<PathBuf, String> {
+    let dir = crate::logging::log_dir()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+        .join("k0s")
+        .join("linux")
+        .join(arch);
+    let file = dir.join(format!(
+        "k0s-{}",
+        target.to_string().trim_start_matches('v')
+    ));
+    if file.is_file() {
+        return Ok(file);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .timeout(std::time::Duration::from_secs(600))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let get = |u: String| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(&u)
+                .send()
+                .await
+                .map_err(|e| format!("GET {u}: {e}"))?;
+            if !r.status().is_success() {
+                return Err(format!("GET {u}: HTTP {}", r.status()));
+            }
+            r.bytes().await.map_err(|e| format!("GET {u}: {e}"))
+        }
+    };
+    let body = get(url.to_string()).await?;
+    let got = hex::encode(Sha256::digest(&body));
+    let asset = format!("k0s-{target}-{arch}");
+    if let Ok(sums) = get(sums_url(url)).await {
+        let text = String::from_utf8_lossy(&sums);
+        if let Some(want) = text.lines().find_map(|l| {
+            let mut it = l.split_whitespace();
+            let (sum, name) = (it.next()?, it.next()?);
+            (name.trim_start_matches('*') == asset).then_some(sum)
+        }) && want != got
+        {
+            return Err(format!(
+                "checksum mismatch for {url}: sha256sums.txt says {want}, downloaded {got}"
+            ));
+        }
+    }
+    let tmp = dir.join(format!(".k0s-{}.part", std::process::id()));
+    std::fs::write(&tmp, &body).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &file).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(file)
+}
+
+impl Phase for StageBinaries {
+    fn title(&self) -> &'static str {
+        TITLE
+    }
+
+    fn should_run(&self, state: &State) -> bool {
+        state
+            .target_version()
+            .is_some_and(|t| state.hosts.iter().any(|h| needs_binary(h, &t)))
+    }
+
+    fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let target = state
+                .target_version()
+                .expect("should_run checked the target");
+            let base = state.config.base_dir.clone();
+            let limits = state.pool.limits().clone();
+            let results = join_all(
+                state
+                    .hosts
+                    .iter_mut()
+                    .filter(|h| needs_binary(h, &target))
+                    .map(|h| {
+                        let (target, base, limits) = (target.clone(), base.clone(), limits.clone());
+                        async move {
+                            let _slot = limits.host_slot().await;
+                            let err = |e: String| (h.name.clone(), e);
+                            let p = h.probed().map_err(err)?;
+                            let arch = p.facts.arch.clone();
+                            let final_path = p.k0s_binary_path.clone();
+                            let tmp = staged_path(&final_path);
+                            match source_for(h, &target, &arch, &base).map_err(err)? {
+                                Source::Local(path, sum) => {
+                                    let current = p
+                                        .remote
+                                        .exec(
+                                            Cmd::new(format!(
+                                                "sha256sum {} 2>/dev/null | cut -c1-64",
+                                                shell_quote(&final_path)
+                                            ))
+                                            .sudo(),
+                                        )
+                                        .await
+                                        .map_err(|e| err(e.to_string()))?
+                                        .stdout_str();
+                                    if current.trim() == sum {
+                                        tracing::info!(
+                                            "{}: k0s binary at {final_path} already matches {}",
+                                            h.name,
+                                            path.display()
+                                        );
+                                        return Ok(());
+                                    }
+                                    tracing::info!(
+                                        "{}: uploading k0s binary {}",
+                                        h.name,
+                                        path.display()
+                                    );
+                                    p.remote
+                                        .upload_file(
+                                            &path,
+                                            &tmp,
+                                            &UploadOptions::default().mode(0o755).sudo(true),
+                                        )
+                                        .await
+                                        .map_err(|e| err(e.to_string()))?;
+                                    h.staged = Some(tmp);
+                                    return Ok(());
+                                }
+                                Source::Cached(url) => {
+                                    let file =
+                                        cached_download(&url, &target, &arch).await.map_err(err)?;
+                                    tracing::info!(
+                                        "{}: uploading k0s {target} from the local cache",
+                                        h.name
+                                    );
+                                    p.remote
+                                        .upload_file(
+                                            &file,
+                                            &tmp,
+                                            &UploadOptions::default().mode(0o755).sudo(true),
+                                        )
+                                        .await
+                                        .map_err(|e| err(e.to_string()))?;
+                                }
+                                Source::HostDownload(url) => {
+                                    tracing::info!(
+                                        "{}: downloading k0s {target} from {url}",
+                                        h.name
+                                    );
+                                    let asset = format!("k0s-{target}-{arch}");
+                                    p.remote
+                                        .run(Cmd::new(download_script(&url, &asset, &tmp)).sudo())
+                                        .await
+                                        .map_err(|e| err(e.to_string()))?;
+                                }
+                            }
+                            // Whatever arrived must be the version we want.
+                            let v = p
+                                .remote
+                                .run_str(Cmd::new(format!("{} version", shell_quote(&tmp))).sudo())
+                                .await
+                                .map_err(|e| err(e.to_string()))?;
+                            let got = K0sVersion::parse(v.trim()).map_err(err)?;
+                            if got != target {
+                                let _ = p
+                                    .remote
+                                    .exec(Cmd::new(format!("rm -f {}", shell_quote(&tmp))).sudo())
+                                    .await;
+                                return Err(err(format!(
+                                    "the downloaded k0s binary is version {got}, not {target}"
+                                )));
+                            }
+                            h.staged = Some(tmp);
+                            Ok(())
+                        }
+                    }),
+            )
+            .await;
+            collect(TITLE, Code::PhaseFailed, results)
+        })
+    }
+
+    fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let target = state
+                .target_version()
+                .expect("should_run checked the target");
+            let base = state.config.base_dir.clone();
+            for h in state.hosts.iter().filter(|h| needs_binary(h, &target)) {
+                let Ok(p) = h.probed() else { continue };
+                let what = match source_for(h, &target, &p.facts.arch, &base) {
+                    Ok(Source::Local(path, _)) => format!(
+                        "upload k0s binary {} to {}",
+                        path.display(),
+                        p.k0s_binary_path
+                    ),
+                    Ok(Source::Cached(url)) => format!(
+                        "upload k0s {target} (downloaded locally from {url}) to {}",
+                        p.k0s_binary_path
+                    ),
+                    Ok(Source::HostDownload(url)) => {
+                        format!("download k0s {target} from {url} to {}", p.k0s_binary_path)
+                    }
+                    Err(e) => format!("stage k0s {target}: {e}"),
+                };
+                state.plan.add(h.name.clone(), what);
+            }
+            Ok(())
+        })
+    }
+
+    fn clean_up<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            for h in &mut state.hosts {
+                if let (Some(tmp), Some(p)) = (h.staged.take(), h.host.as_ref()) {
+                    let _ = p
+                        .remote
+                        .exec(Cmd::new(format!("rm -f {}", shell_quote(&tmp))).sudo())
+                        .await;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_next_to_the_binary() {
+        assert_eq!(
+            sums_url(
+                "https://github.com/k0sproject/k0s/releases/download/v1.31.2%2Bk0s.0/k0s-v1.31.2+k0s.0-amd64"
+            ),
+            "https://github.com/k0sproject/k0s/releases/download/v1.31.2%2Bk0s.0/sha256sums.txt"
+        );
+    }
+}
