@@ -135,6 +135,7 @@ async fn bastion_handshake_limit_stays_below_max_startups() {
                     stdin: Default::default(),
                     timeout: None,
                     on_output: None,
+                    discard_stdout: false,
                 })
                 .await?;
             Ok::<_, k0sctl::transport::TransportError>(out.stdout_str())

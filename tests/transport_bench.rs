@@ -329,6 +329,7 @@ async fn bench_cold_fanout_and_memory() {
                         stdin: Default::default(),
                         timeout: None,
                         on_output: None,
+                        discard_stdout: false,
                     })
                     .await
                     .unwrap();

@@ -82,6 +82,7 @@ echo none)"#;
                 stdin: Stdin::Null,
                 timeout: Some(std::time::Duration::from_secs(60)),
                 on_output: None,
+                discard_stdout: false,
             })
             .await?;
         Self::from_detection(conn, &out.stdout_str(), password).await
@@ -113,6 +114,7 @@ echo none)"#;
                     stdin: Stdin::Null,
                     timeout: Some(std::time::Duration::from_secs(60)),
                     on_output: None,
+                    discard_stdout: false,
                 })
                 .await?;
             if out.success() {

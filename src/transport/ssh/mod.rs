@@ -550,6 +550,7 @@ impl SshConnection {
         let mut stderr = Vec::new();
         let mut status = ExitStatus::Unknown;
         let cb = req.on_output.clone();
+        let discard = req.discard_stdout;
         let body = async {
             loop {
                 tokio::select! {
@@ -562,7 +563,7 @@ impl SshConnection {
                     m = rd.wait() => match m {
                         Some(ChannelMsg::Data { data }) => {
                             if let Some(cb) = &cb { cb(StreamKind::Stdout, &data); }
-                            stdout.extend_from_slice(&data);
+                            if !discard { stdout.extend_from_slice(&data); }
                         }
                         Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
                             if let Some(cb) = &cb { cb(StreamKind::Stderr, &data); }
