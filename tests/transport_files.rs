@@ -151,3 +151,33 @@ async fn large_download_streams_and_verifies() {
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }
+
+#[tokio::test]
+async fn upload_creates_parent_sets_mtime_and_owner() {
+    let sshd = Sshd::start();
+    let r = connect(&sshd).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path().join("a/b/k0s").display().to_string();
+    r.upload(
+        std::io::Cursor::new(b"bin".to_vec()),
+        &dst,
+        &UploadOptions::default()
+            .mode(0o755)
+            .create_parent(true)
+            .mtime(1_600_000_000)
+            .owner("nobody"),
+    )
+    .await
+    .unwrap();
+    let st = r.stat(&dst, false).await.unwrap().unwrap();
+    assert_eq!((st.mode, st.mtime, st.size), (0o755, 1_600_000_000, 3));
+    let nobody = r.run_str("id -u nobody").await.unwrap();
+    assert_eq!(st.uid.to_string(), nobody);
+    let parent = r
+        .stat(&dir.path().join("a/b").display().to_string(), false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(parent.is_dir);
+    assert_eq!(parent.mode, 0o755);
+}

@@ -36,6 +36,11 @@ pub struct UploadOptions {
     pub sudo: bool,
     /// Timeout for the whole streaming step.
     pub timeout: Option<Duration>,
+    /// Create the target directory (`mkdir -p`, mode 0755) first.
+    pub create_parent: bool,
+    /// Set this modification time (seconds since the epoch) before the rename, e.g. the local
+    /// file's, so a later size/mtime comparison can skip re-uploading.
+    pub mtime: Option<i64>,
     /// Test hook: flip the byte at this offset after it was hashed (simulates corruption in
     /// flight). Never set this outside tests.
     #[doc(hidden)]
@@ -53,6 +58,14 @@ impl UploadOptions {
     }
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = Some(owner.into());
+        self
+    }
+    pub fn create_parent(mut self, yes: bool) -> Self {
+        self.create_parent = yes;
+        self
+    }
+    pub fn mtime(mut self, secs: i64) -> Self {
+        self.mtime = Some(secs);
         self
     }
 }
@@ -142,8 +155,14 @@ impl Remote {
             state: state.clone(),
             corrupt_at: opts.corrupt_byte_at,
         };
+        let mkdir = match (opts.create_parent, dst.rsplit_once('/')) {
+            (true, Some((dir, _))) if !dir.is_empty() => {
+                format!("mkdir -p -m 0755 {} || exit 1; ", shell_quote(dir))
+            }
+            _ => String::new(),
+        };
         let script = format!(
-            "umask 077; cat > {qtmp} || {{ rm -f {qtmp}; exit 1; }}; \
+            "{mkdir}umask 077; cat > {qtmp} || {{ rm -f {qtmp}; exit 1; }}; \
              (openssl dgst -sha256 -r {qtmp} 2>/dev/null || sha256sum {qtmp}) | cut -c1-64"
         );
         let mut cmd = Cmd::new(script)
@@ -179,6 +198,9 @@ impl Remote {
         let mut fin = format!("chmod {mode:o} {qtmp}");
         if let Some(owner) = &opts.owner {
             fin.push_str(&format!(" && chown {} {qtmp}", shell_quote(owner)));
+        }
+        if let Some(t) = opts.mtime {
+            fin.push_str(&format!(" && touch -d @{t} {qtmp}"));
         }
         fin.push_str(&format!(
             " && mv -f {qtmp} {} || {{ rc=$?; rm -f {qtmp}; exit $rc; }}",
