@@ -469,3 +469,59 @@ async fn global_known_hosts_file_is_read_not_written() {
     remote(&o).await.expect("trusted through the global file");
     assert!(!t.known_hosts.exists(), "nothing recorded in the user file");
 }
+
+#[tokio::test]
+async fn more_parallel_commands_than_max_sessions() {
+    let sshd = Sshd::start_with(SshdSetup {
+        extra: vec!["MaxSessions 10".into()],
+        ..Default::default()
+    });
+    let r = remote(&sshd.target("root").ssh_options()).await.unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let r = r.clone();
+        set.spawn(async move { r.run_str(format!("sleep 0.2; echo {i}")).await });
+    }
+    let mut got: Vec<String> = set
+        .join_all()
+        .await
+        .into_iter()
+        .map(|r| r.expect("no session refused"))
+        .collect();
+    got.sort_by_key(|s| s.parse::<u32>().unwrap());
+    assert_eq!(got, (0..30).map(|i| i.to_string()).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn encrypted_key_in_agent_without_pub_file_needs_no_passphrase() {
+    let sshd = Sshd::start();
+    let agent = Agent::start();
+    let client = tempfile::tempdir().unwrap();
+    let k = keygen(client.path(), "id_locked", "ed25519", "agent-has-it");
+    sshd.authorize("root", &k);
+    // ssh-add needs the passphrase: give it through SSH_ASKPASS.
+    let askpass = client.path().join("askpass.sh");
+    std::fs::write(&askpass, "#!/bin/sh\necho agent-has-it\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let st = std::process::Command::new("ssh-add")
+        .arg("-q")
+        .arg(&k)
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", "none")
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_file(format!("{}.pub", k.display())).unwrap();
+    let mut t = sshd.target_with_key("root", k);
+    t.known_hosts = client.path().join("known_hosts");
+    let mut o = t.ssh_options();
+    o.use_agent = true;
+    o.agent_socket = Some(agent.socket.clone());
+    // No passphrase anywhere: the agent must sign for the configured (encrypted) key.
+    let r = remote(&o).await.expect("agent signs for the encrypted key");
+    assert_eq!(r.run_str("echo unlocked").await.unwrap(), "unlocked");
+}

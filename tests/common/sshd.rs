@@ -171,7 +171,8 @@ impl Sshd {
             format!("LogLevel {}", setup.log_level),
             "Subsystem sftp /usr/lib/openssh/sftp-server".into(),
         ];
-        for l in lines.iter().chain(&setup.extra) {
+        // sshd keeps the first value of each keyword: the test's own lines go first.
+        for l in setup.extra.iter().chain(lines.iter()) {
             cfg.push_str(l);
             cfg.push('\n');
         }

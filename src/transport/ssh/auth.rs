@@ -107,9 +107,17 @@ pub async fn load_key(
     Ok(key)
 }
 
+/// The public half of a key file without decrypting it: `<key>.pub`, else the public key that
+/// the OpenSSH private key format stores in clear (so an encrypted key held by the agent is
+/// matched without a passphrase prompt).
 fn read_pub(path: &Path) -> Option<PublicKey> {
     let p = PathBuf::from(format!("{}.pub", path.display()));
-    russh::keys::load_public_key(p).ok()
+    russh::keys::load_public_key(p).ok().or_else(|| {
+        let text = std::fs::read_to_string(path).ok()?;
+        PrivateKey::from_openssh(text.trim())
+            .ok()
+            .map(|k| k.public_key().clone())
+    })
 }
 
 fn cert_for(path: &Path, opts: &SshOptions) -> Option<Certificate> {

@@ -311,10 +311,16 @@ impl client::Handler for ClientHandler {
     }
 }
 
+/// Commands running at once on one connection: sshd refuses sessions beyond its MaxSessions
+/// (default 10) with "administratively prohibited"; more commands wait for a free session.
+pub const MAX_SESSIONS: usize = 8;
+
 /// A native SSH connection to one host; commands open channels on it.
 pub struct SshConnection {
     handle: Arc<Handle<ClientHandler>>,
     name: String,
+    /// Concurrent sessions on this connection, kept below sshd's default MaxSessions (10).
+    sessions: Arc<tokio::sync::Semaphore>,
     /// The bastion connection this one is tunnelled through (kept alive).
     _via: Option<Arc<SshConnection>>,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -512,6 +518,7 @@ impl SshConnection {
         Ok(SshConnection {
             handle: Arc::new(handle),
             name: label,
+            sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
             _via: via,
             _permit: None,
         })
@@ -523,12 +530,25 @@ impl SshConnection {
     }
 
     async fn exec_inner(&self, req: ExecRequest) -> Result<Output, TransportError> {
+        let _session = self.sessions.acquire().await.expect("semaphore closed");
         let host = self.name.as_str();
         let lost = |e: russh::Error| TransportError::Disconnected {
             host: host.to_string(),
             reason: e.to_string(),
         };
-        let ch = self.handle.channel_open_session().await.map_err(lost)?;
+        let ch = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| match e {
+                russh::Error::ChannelOpenFailure(r) => TransportError::Protocol {
+                    host: host.to_string(),
+                    reason: format!(
+                        "the server refused a new session ({r:?}); is its MaxSessions below {MAX_SESSIONS}?"
+                    ),
+                },
+                e => lost(e),
+            })?;
         ch.exec(true, req.command.as_bytes()).await.map_err(lost)?;
         let (mut rd, wr) = ch.split();
         let wr = Arc::new(wr);
