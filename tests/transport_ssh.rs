@@ -233,6 +233,18 @@ async fn accept_new_then_changed_key_refused() {
         kh.starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 {want_b64}", sshd.port)),
         "{kh}"
     );
+    // OpenSSH finds the entry we wrote.
+    let found = std::process::Command::new("ssh-keygen")
+        .arg("-F")
+        .arg(format!("[127.0.0.1]:{}", sshd.port))
+        .arg("-f")
+        .arg(&t.known_hosts)
+        .output()
+        .unwrap();
+    assert!(
+        found.status.success(),
+        "ssh-keygen -F did not find our entry"
+    );
     // Second connection: trusted, nothing appended.
     remote(&o).await.expect("second connect");
     assert_eq!(std::fs::read_to_string(&t.known_hosts).unwrap(), kh);
@@ -524,4 +536,24 @@ async fn encrypted_key_in_agent_without_pub_file_needs_no_passphrase() {
     // No passphrase anywhere: the agent must sign for the configured (encrypted) key.
     let r = remote(&o).await.expect("agent signs for the encrypted key");
     assert_eq!(r.run_str("echo unlocked").await.unwrap(), "unlocked");
+}
+
+#[tokio::test]
+async fn ipv6_loopback_and_bracketed_known_hosts() {
+    let sshd = Sshd::start_with(SshdSetup {
+        extra: vec!["ListenAddress ::1".into()],
+        ..Default::default()
+    });
+    let mut t = sshd.target("root");
+    t.address = "::1".into();
+    let r = remote(&t.ssh_options()).await.expect("connect over ::1");
+    assert_eq!(r.run_str("echo v6").await.unwrap(), "v6");
+    let kh = std::fs::read_to_string(&t.known_hosts).unwrap();
+    assert!(
+        kh.starts_with(&format!("[::1]:{} ssh-ed25519 ", sshd.port)),
+        "{kh}"
+    );
+    // And it is recognised on the next connection.
+    remote(&t.ssh_options()).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&t.known_hosts).unwrap(), kh);
 }
