@@ -323,7 +323,8 @@ pub struct SshConnection {
     sessions: Arc<tokio::sync::Semaphore>,
     /// The bastion connection this one is tunnelled through (kept alive).
     _via: Option<Arc<SshConnection>>,
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// SHA256 fingerprint of the host key accepted at connect.
+    host_key: Option<String>,
 }
 
 fn client_config(opts: &SshOptions, lines: &[known_hosts::KnownHostLine]) -> client::Config {
@@ -423,6 +424,7 @@ impl SshConnection {
         opts: &SshOptions,
         bastions: &BastionPool,
     ) -> Result<Self, TransportError> {
+        auth::prepare(opts, &opts.label()).await?;
         let mut attempt = 0;
         let mut delay = Duration::from_millis(250);
         loop {
@@ -447,13 +449,14 @@ impl SshConnection {
         let addr = format!("{}:{}", opts.address, opts.port);
         let lines = known_hosts::load(&opts.known_hosts);
         let cfg = Arc::new(client_config(opts, &lines));
+        let accepted: Arc<Mutex<Option<String>>> = Arc::default();
         let handler = ClientHandler {
             host: opts.address.clone(),
             port: opts.port,
             label: label.clone(),
             lines,
             cfg: opts.known_hosts.clone(),
-            accepted: Arc::default(),
+            accepted: accepted.clone(),
         };
         let timeout = opts.connect_timeout;
         let to_err = || TransportError::ConnectTimeout {
@@ -520,8 +523,13 @@ impl SshConnection {
             name: label,
             sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
             _via: via,
-            _permit: None,
+            host_key: accepted.lock().expect("lock").clone(),
         })
+    }
+
+    /// SHA256 fingerprint of the host key (or host certificate key) accepted at connect.
+    pub fn host_key_fingerprint(&self) -> Option<&str> {
+        self.host_key.as_deref()
     }
 
     /// The underlying russh handle (for direct-tcpip tunnels and SFTP).
