@@ -56,7 +56,8 @@ pub struct SshOptions {
     pub connect_timeout: Duration,
     /// ServerAliveInterval; `None` disables keepalives.
     pub keepalive_interval: Option<Duration>,
-    /// Extra attempts for transient failures (refused, timeout, reset), with backoff.
+    /// Extra attempts for transient failures (refused, reset, dropped handshakes), with
+    /// backoff from 250 ms doubling to 5 s; a connect timeout is retried once at most.
     pub retries: u32,
     /// Jump host (recursive), from `ssh.bastion` or ProxyJump.
     pub bastion: Option<Box<SshOptions>>,
@@ -426,11 +427,17 @@ impl SshConnection {
     ) -> Result<Self, TransportError> {
         auth::prepare(opts, &opts.label()).await?;
         let mut attempt = 0;
+        let mut timeouts = 0;
         let mut delay = Duration::from_millis(250);
         loop {
             match Self::connect_once(opts, bastions).await {
                 Ok(c) => return Ok(c),
+                // A silent host is retried once at most: unreachable hosts fail fast.
+                Err(e @ TransportError::ConnectTimeout { .. }) if timeouts >= 1 => return Err(e),
                 Err(e) if e.is_transient() && attempt < opts.retries => {
+                    if matches!(e, TransportError::ConnectTimeout { .. }) {
+                        timeouts += 1;
+                    }
                     tracing::debug!("{}: {e}; retrying in {delay:?}", opts.label());
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
