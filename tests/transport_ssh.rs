@@ -557,3 +557,31 @@ async fn ipv6_loopback_and_bracketed_known_hosts() {
     remote(&t.ssh_options()).await.unwrap();
     assert_eq!(std::fs::read_to_string(&t.known_hosts).unwrap(), kh);
 }
+
+#[tokio::test]
+async fn connect_all_keeps_order_and_isolates_failures() {
+    let a = Sshd::start();
+    let b = Sshd::start();
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut dead = a.target("root").ssh_options();
+    dead.port = dead_port;
+    dead.retries = 0;
+    let pool = Arc::new(Pool::new(Limits::new(2, 1)));
+    let res = pool
+        .connect_all(vec![
+            ConnectSpec::Ssh(a.target("root").ssh_options()),
+            ConnectSpec::Ssh(dead),
+            ConnectSpec::Ssh(b.target("root").ssh_options()),
+        ])
+        .await;
+    assert_eq!(res.len(), 3);
+    assert!(res[1].is_err());
+    for (i, r) in [(0, &res[0]), (2, &res[2])] {
+        let r = r.as_ref().unwrap_or_else(|e| panic!("host {i}: {e}"));
+        assert_eq!(r.run_str("echo up").await.unwrap(), "up");
+    }
+}

@@ -351,6 +351,20 @@ impl Pool {
         Ok(Remote::new(conn, self.limits.clone()))
     }
 
+    /// Connect to every host at once (bounded by `--concurrency`), results in input order.
+    /// One unreachable host fails alone; the others proceed.
+    pub async fn connect_all(
+        self: &Arc<Self>,
+        specs: Vec<ConnectSpec>,
+    ) -> Vec<Result<Remote, TransportError>> {
+        let pool = self.clone();
+        parallel_map(specs, 0, move |spec| {
+            let pool = pool.clone();
+            Box::pin(async move { pool.connect(&spec).await })
+        })
+        .await
+    }
+
     /// Drop the host's connection (closing it) and connect again, e.g. after changing
     /// `/etc/environment`. Existing [`Remote`]s keep the old connection until dropped.
     pub async fn reconnect(&self, spec: &ConnectSpec) -> Result<Remote, TransportError> {
