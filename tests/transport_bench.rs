@@ -329,6 +329,7 @@ async fn bench_cold_fanout_and_memory() {
                         stdin: Default::default(),
                         timeout: None,
                         on_output: None,
+                        discard_stdout: false,
                     })
                     .await
                     .unwrap();
@@ -410,4 +411,94 @@ async fn bench_cold_fanout_and_memory() {
         use k0sctl::transport::Transport;
         c.close().await;
     }
+}
+
+#[tokio::test]
+#[ignore]
+async fn bench_parallel_uploads_vs_scp() {
+    const SIZE: usize = 64 * 1024 * 1024;
+    const HOSTS: usize = 10;
+    let sshd = Sshd::start();
+    let user = common::sshd::TestUser::create(None);
+    let t = sshd.target(&user.name);
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-bench-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let src = dir.path().join("src.bin");
+    {
+        let mut data = vec![0u8; SIZE];
+        rand::fill(&mut data[..]);
+        std::fs::write(&src, &data).unwrap();
+    }
+    // 10 "hosts": 10 connections (same sshd), uploads limited to 10 at once.
+    let mut remotes = vec![];
+    for _ in 0..HOSTS {
+        let pool = Pool::new(Limits::new(0, HOSTS));
+        remotes.push(
+            pool.connect(&ConnectSpec::Ssh(t.ssh_options()))
+                .await
+                .unwrap(),
+        );
+    }
+    let t0 = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for (i, r) in remotes.into_iter().enumerate() {
+        let (src, dst) = (src.clone(), dir.path().join(format!("n{i}")));
+        set.spawn(async move {
+            r.upload_file(&src, &dst.display().to_string(), &UploadOptions::default())
+                .await
+                .unwrap()
+        });
+    }
+    set.join_all().await;
+    let native = t0.elapsed();
+    let t0 = Instant::now();
+    let mut kids = vec![];
+    for i in 0..HOSTS {
+        kids.push(
+            std::process::Command::new("scp")
+                .args([
+                    "-q",
+                    "-F",
+                    "/dev/null",
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "IdentityAgent=none",
+                ])
+                .arg("-o")
+                .arg(format!("UserKnownHostsFile={}", t.known_hosts.display()))
+                .arg("-i")
+                .arg(&t.key)
+                .arg("-P")
+                .arg(t.port.to_string())
+                .arg(&src)
+                .arg(format!(
+                    "{}@127.0.0.1:{}/s{i}",
+                    user.name,
+                    dir.path().display()
+                ))
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for mut k in kids {
+        assert!(k.wait().unwrap().success());
+    }
+    let scp = t0.elapsed();
+    let mib = (SIZE * HOSTS) as f64 / 1048576.0;
+    println!(
+        "{HOSTS} parallel uploads of {} MiB (one sshd, 2 shared cores): verified native {:.0} MiB/s aggregate ({:?}), parallel scp {:.0} MiB/s ({:?}), ratio {:.2}",
+        SIZE >> 20,
+        mib / native.as_secs_f64(),
+        native,
+        mib / scp.as_secs_f64(),
+        scp,
+        scp.as_secs_f64() / native.as_secs_f64()
+    );
 }

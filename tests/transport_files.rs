@@ -123,3 +123,61 @@ async fn remote_exit_early_does_not_hang() {
     // Connection still fine.
     assert_eq!(r.run_str("echo ok").await.unwrap(), "ok");
 }
+
+#[tokio::test]
+async fn large_download_streams_and_verifies() {
+    let sshd = Sshd::start();
+    let r = connect(&sshd).await;
+    let dir = tempfile::tempdir().unwrap();
+    let remote_path = dir.path().join("backup.tar.gz");
+    let data = random_bytes(24 * 1024 * 1024 + 3);
+    std::fs::write(&remote_path, &data).unwrap();
+    let local = dir.path().join("local-copy");
+    let n = r
+        .download(&remote_path.display().to_string(), &local, 0o600, false)
+        .await
+        .unwrap();
+    assert_eq!(n, data.len() as u64);
+    assert!(std::fs::read(&local).unwrap() == data);
+    // Missing remote file: an error with the remote stderr, and no local leftovers.
+    let e = r
+        .download("/nonexistent/file", &dir.path().join("x"), 0o600, false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("No such file"), "{e}");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[tokio::test]
+async fn upload_creates_parent_sets_mtime_and_owner() {
+    let sshd = Sshd::start();
+    let r = connect(&sshd).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path().join("a/b/k0s").display().to_string();
+    r.upload(
+        std::io::Cursor::new(b"bin".to_vec()),
+        &dst,
+        &UploadOptions::default()
+            .mode(0o755)
+            .create_parent(true)
+            .mtime(1_600_000_000)
+            .owner("nobody"),
+    )
+    .await
+    .unwrap();
+    let st = r.stat(&dst, false).await.unwrap().unwrap();
+    assert_eq!((st.mode, st.mtime, st.size), (0o755, 1_600_000_000, 3));
+    let nobody = r.run_str("id -u nobody").await.unwrap();
+    assert_eq!(st.uid.to_string(), nobody);
+    let parent = r
+        .stat(&dir.path().join("a/b").display().to_string(), false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(parent.is_dir);
+    assert_eq!(parent.mode, 0o755);
+}

@@ -233,6 +233,18 @@ async fn accept_new_then_changed_key_refused() {
         kh.starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 {want_b64}", sshd.port)),
         "{kh}"
     );
+    // OpenSSH finds the entry we wrote.
+    let found = std::process::Command::new("ssh-keygen")
+        .arg("-F")
+        .arg(format!("[127.0.0.1]:{}", sshd.port))
+        .arg("-f")
+        .arg(&t.known_hosts)
+        .output()
+        .unwrap();
+    assert!(
+        found.status.success(),
+        "ssh-keygen -F did not find our entry"
+    );
     // Second connection: trusted, nothing appended.
     remote(&o).await.expect("second connect");
     assert_eq!(std::fs::read_to_string(&t.known_hosts).unwrap(), kh);
@@ -468,4 +480,108 @@ async fn global_known_hosts_file_is_read_not_written() {
     o.known_hosts.policy = k0sctl::transport::ssh::StrictHostKeyChecking::Yes;
     remote(&o).await.expect("trusted through the global file");
     assert!(!t.known_hosts.exists(), "nothing recorded in the user file");
+}
+
+#[tokio::test]
+async fn more_parallel_commands_than_max_sessions() {
+    let sshd = Sshd::start_with(SshdSetup {
+        extra: vec!["MaxSessions 10".into()],
+        ..Default::default()
+    });
+    let r = remote(&sshd.target("root").ssh_options()).await.unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let r = r.clone();
+        set.spawn(async move { r.run_str(format!("sleep 0.2; echo {i}")).await });
+    }
+    let mut got: Vec<String> = set
+        .join_all()
+        .await
+        .into_iter()
+        .map(|r| r.expect("no session refused"))
+        .collect();
+    got.sort_by_key(|s| s.parse::<u32>().unwrap());
+    assert_eq!(got, (0..30).map(|i| i.to_string()).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn encrypted_key_in_agent_without_pub_file_needs_no_passphrase() {
+    let sshd = Sshd::start();
+    let agent = Agent::start();
+    let client = tempfile::tempdir().unwrap();
+    let k = keygen(client.path(), "id_locked", "ed25519", "agent-has-it");
+    sshd.authorize("root", &k);
+    // ssh-add needs the passphrase: give it through SSH_ASKPASS.
+    let askpass = client.path().join("askpass.sh");
+    std::fs::write(&askpass, "#!/bin/sh\necho agent-has-it\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let st = std::process::Command::new("ssh-add")
+        .arg("-q")
+        .arg(&k)
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", "none")
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_file(format!("{}.pub", k.display())).unwrap();
+    let mut t = sshd.target_with_key("root", k);
+    t.known_hosts = client.path().join("known_hosts");
+    let mut o = t.ssh_options();
+    o.use_agent = true;
+    o.agent_socket = Some(agent.socket.clone());
+    // No passphrase anywhere: the agent must sign for the configured (encrypted) key.
+    let r = remote(&o).await.expect("agent signs for the encrypted key");
+    assert_eq!(r.run_str("echo unlocked").await.unwrap(), "unlocked");
+}
+
+#[tokio::test]
+async fn ipv6_loopback_and_bracketed_known_hosts() {
+    let sshd = Sshd::start_with(SshdSetup {
+        extra: vec!["ListenAddress ::1".into()],
+        ..Default::default()
+    });
+    let mut t = sshd.target("root");
+    t.address = "::1".into();
+    let r = remote(&t.ssh_options()).await.expect("connect over ::1");
+    assert_eq!(r.run_str("echo v6").await.unwrap(), "v6");
+    let kh = std::fs::read_to_string(&t.known_hosts).unwrap();
+    assert!(
+        kh.starts_with(&format!("[::1]:{} ssh-ed25519 ", sshd.port)),
+        "{kh}"
+    );
+    // And it is recognised on the next connection.
+    remote(&t.ssh_options()).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&t.known_hosts).unwrap(), kh);
+}
+
+#[tokio::test]
+async fn connect_all_keeps_order_and_isolates_failures() {
+    let a = Sshd::start();
+    let b = Sshd::start();
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut dead = a.target("root").ssh_options();
+    dead.port = dead_port;
+    dead.retries = 0;
+    let pool = Arc::new(Pool::new(Limits::new(2, 1)));
+    let res = pool
+        .connect_all(vec![
+            ConnectSpec::Ssh(a.target("root").ssh_options()),
+            ConnectSpec::Ssh(dead),
+            ConnectSpec::Ssh(b.target("root").ssh_options()),
+        ])
+        .await;
+    assert_eq!(res.len(), 3);
+    assert!(res[1].is_err());
+    for (i, r) in [(0, &res[0]), (2, &res[2])] {
+        let r = r.as_ref().unwrap_or_else(|e| panic!("host {i}: {e}"));
+        assert_eq!(r.run_str("echo up").await.unwrap(), "up");
+    }
 }

@@ -211,3 +211,60 @@ async fn no_sudo_rights() {
     ));
     assert!(!r.privilege().can_escalate());
 }
+
+/// Restores /etc/doas.conf on drop.
+struct DoasRule {
+    original: Option<Vec<u8>>,
+}
+
+impl DoasRule {
+    fn permit_nopass(user: &str) -> DoasRule {
+        let original = std::fs::read("/etc/doas.conf").ok();
+        let mut text = original.clone().unwrap_or_default();
+        text.extend_from_slice(format!("permit nopass {user} as root\n").as_bytes());
+        std::fs::write("/etc/doas.conf", text).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions("/etc/doas.conf", std::fs::Permissions::from_mode(0o400)).unwrap();
+        DoasRule { original }
+    }
+}
+
+impl Drop for DoasRule {
+    fn drop(&mut self) {
+        match &self.original {
+            Some(t) => {
+                let _ = std::fs::write("/etc/doas.conf", t);
+            }
+            None => {
+                let _ = std::fs::remove_file("/etc/doas.conf");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn doas_nopass() {
+    if std::process::Command::new("sh")
+        .args(["-c", "command -v doas"])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        eprintln!("SKIPPED: doas is not installed (apt-get install opendoas)");
+        return;
+    }
+    let sshd = Sshd::start();
+    let user = TestUser::create(None);
+    let _rule = DoasRule::permit_nopass(&user.name);
+    let mut r = connect(&sshd, &user.name).await;
+    assert!(matches!(
+        r.detect_privilege(None).await.unwrap(),
+        Privilege::Doas
+    ));
+    assert_eq!(r.run_str(Cmd::new("id -u").sudo()).await.unwrap(), "0");
+    let dir = root_dir();
+    let dst = dir.path().join("via-doas").display().to_string();
+    r.write_file(&dst, "doas\n", 0o640, true).await.unwrap();
+    let st = r.stat(&dst, true).await.unwrap().unwrap();
+    assert_eq!((st.mode, st.uid), (0o640, 0));
+}

@@ -10,12 +10,15 @@ use k0sctl::transport::{Cmd, ConnectSpec, Limits, Pool, TransportError};
 
 #[tokio::test]
 async fn silent_host_hits_connect_timeout() {
-    // Accepts connections and never answers (a black-holed sshd).
+    // Accepts connections and never answers (a black-holed sshd); counts the attempts.
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let acc = accepted.clone();
     let hold = tokio::spawn(async move {
         let mut keep = vec![];
         while let Ok((s, _)) = l.accept().await {
+            acc.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             keep.push(s);
         }
     });
@@ -23,7 +26,7 @@ async fn silent_host_hits_connect_timeout() {
     let mut o = sshd.target("root").ssh_options();
     o.port = port;
     o.connect_timeout = Duration::from_millis(300);
-    o.retries = 1;
+    o.retries = 5;
     let e = SshConnection::connect(&o)
         .await
         .err()
@@ -31,6 +34,8 @@ async fn silent_host_hits_connect_timeout() {
     assert!(matches!(e, TransportError::ConnectTimeout { .. }), "{e}");
     assert!(e.is_transient());
     assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+    // Retried once, not five times: unreachable hosts fail fast.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     hold.abort();
 }
 

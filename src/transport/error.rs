@@ -154,6 +154,17 @@ pub enum TransportError {
         sent: String,
         got: String,
     },
+    #[error(
+        "{host}: download of {src} failed verification: the host reports sha256 {want} but {got} \
+         arrived; {dst} was not written. Retry."
+    )]
+    DownloadVerify {
+        host: String,
+        src: String,
+        dst: String,
+        want: String,
+        got: String,
+    },
     #[error("{host}: {what}: {reason}")]
     Io {
         host: String,
@@ -203,6 +214,7 @@ impl TransportError {
             | TransportError::Timeout { host, .. }
             | TransportError::Privilege { host, .. }
             | TransportError::UploadVerify { host, .. }
+            | TransportError::DownloadVerify { host, .. }
             | TransportError::Io { host, .. }
             | TransportError::Disconnected { host, .. }
             | TransportError::Protocol { host, .. } => host,

@@ -36,6 +36,11 @@ pub struct UploadOptions {
     pub sudo: bool,
     /// Timeout for the whole streaming step.
     pub timeout: Option<Duration>,
+    /// Create the target directory (`mkdir -p`, mode 0755) first.
+    pub create_parent: bool,
+    /// Set this modification time (seconds since the epoch) before the rename, e.g. the local
+    /// file's, so a later size/mtime comparison can skip re-uploading.
+    pub mtime: Option<i64>,
     /// Test hook: flip the byte at this offset after it was hashed (simulates corruption in
     /// flight). Never set this outside tests.
     #[doc(hidden)]
@@ -53,6 +58,14 @@ impl UploadOptions {
     }
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = Some(owner.into());
+        self
+    }
+    pub fn create_parent(mut self, yes: bool) -> Self {
+        self.create_parent = yes;
+        self
+    }
+    pub fn mtime(mut self, secs: i64) -> Self {
+        self.mtime = Some(secs);
         self
     }
 }
@@ -142,8 +155,14 @@ impl Remote {
             state: state.clone(),
             corrupt_at: opts.corrupt_byte_at,
         };
+        let mkdir = match (opts.create_parent, dst.rsplit_once('/')) {
+            (true, Some((dir, _))) if !dir.is_empty() => {
+                format!("mkdir -p -m 0755 {} || exit 1; ", shell_quote(dir))
+            }
+            _ => String::new(),
+        };
         let script = format!(
-            "umask 077; cat > {qtmp} || {{ rm -f {qtmp}; exit 1; }}; \
+            "{mkdir}umask 077; cat > {qtmp} || {{ rm -f {qtmp}; exit 1; }}; \
              (openssl dgst -sha256 -r {qtmp} 2>/dev/null || sha256sum {qtmp}) | cut -c1-64"
         );
         let mut cmd = Cmd::new(script)
@@ -179,6 +198,9 @@ impl Remote {
         let mut fin = format!("chmod {mode:o} {qtmp}");
         if let Some(owner) = &opts.owner {
             fin.push_str(&format!(" && chown {} {qtmp}", shell_quote(owner)));
+        }
+        if let Some(t) = opts.mtime {
+            fin.push_str(&format!(" && touch -d @{t} {qtmp}"));
         }
         fin.push_str(&format!(
             " && mv -f {qtmp} {} || {{ rc=$?; rm -f {qtmp}; exit $rc; }}",
@@ -232,8 +254,9 @@ impl Remote {
         Ok(out.stdout)
     }
 
-    /// Download a remote file, verified against the host's `sha256sum`, into `local`, created
-    /// with `mode` (set at open, then renamed into place).
+    /// Download a remote file into `local`, streamed (not held in memory), verified against the
+    /// host's SHA-256 of the file, created with `mode` (set at open) under a temp name and
+    /// renamed into place only when the digests match. Returns the byte count.
     pub async fn download(
         &self,
         path: &str,
@@ -241,25 +264,9 @@ impl Remote {
         mode: u32,
         sudo: bool,
     ) -> Result<u64, TransportError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let q = shell_quote(path);
-        let out = self
-            .run(
-                Cmd::new(format!(
-                    "(openssl dgst -sha256 -r {q} 2>/dev/null || sha256sum {q}) | cut -c1-64 >&2 && cat -- {q}"
-                ))
-                .sudo_if(sudo),
-            )
-            .await?;
-        let want = out.stderr_str();
-        let got = hex::encode(Sha256::digest(&out.stdout));
-        if want.lines().last().unwrap_or("") != got {
-            return Err(TransportError::UploadVerify {
-                host: self.name().to_string(),
-                dst: local.display().to_string(),
-                sent: want,
-                got,
-            });
-        }
         let dir = local.parent().unwrap_or(Path::new("."));
         let tmp = dir.join(format!(
             ".{}.tmp.{:08x}",
@@ -269,23 +276,80 @@ impl Remote {
                 .unwrap_or("download"),
             rand::random::<u32>()
         ));
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&tmp)?;
-            f.write_all(&out.stdout)?;
-            f.sync_all()?;
+        let lerr = |what: String, e: std::io::Error| TransportError::io(self.name(), what, e);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| lerr(format!("create {}", tmp.display()), e))?;
+        struct Sink {
+            file: std::fs::File,
+            hasher: Sha256,
+            bytes: u64,
+            err: Option<std::io::Error>,
+        }
+        let sink = Arc::new(Mutex::new(Sink {
+            file,
+            hasher: Sha256::new(),
+            bytes: 0,
+            err: None,
+        }));
+        let s2 = sink.clone();
+        let cb: super::OutputCallback = Arc::new(move |kind, data: &[u8]| {
+            if kind != super::StreamKind::Stdout {
+                return;
+            }
+            let mut s = s2.lock().expect("sink");
+            if s.err.is_some() {
+                return;
+            }
+            s.hasher.update(data);
+            s.bytes += data.len() as u64;
+            if let Err(e) = s.file.write_all(data) {
+                s.err = Some(e);
+            }
+        });
+        let res = self
+            .run(
+                Cmd::new(format!(
+                    "cat -- {q} && (openssl dgst -sha256 -r {q} 2>/dev/null || sha256sum {q}) | cut -c1-64 >&2"
+                ))
+                .sudo_if(sudo)
+                .on_output(cb)
+                .discard_stdout()
+                .display_as(format!("download {path}")),
+            )
+            .await;
+        let finish = || -> Result<u64, TransportError> {
+            let out = res?;
+            let mut s = sink.lock().expect("sink");
+            if let Some(e) = s.err.take() {
+                return Err(lerr(format!("write {}", tmp.display()), e));
+            }
+            s.file
+                .sync_all()
+                .map_err(|e| lerr(format!("sync {}", tmp.display()), e))?;
+            let got = hex::encode(s.hasher.clone().finalize());
+            let want = out.stderr_str().lines().last().unwrap_or("").to_string();
+            if want != got {
+                return Err(TransportError::DownloadVerify {
+                    host: self.name().to_string(),
+                    src: path.to_string(),
+                    dst: local.display().to_string(),
+                    want,
+                    got,
+                });
+            }
             std::fs::rename(&tmp, local)
+                .map_err(|e| lerr(format!("rename to {}", local.display()), e))?;
+            Ok(s.bytes)
         };
-        write().map_err(|e| {
+        let r = finish();
+        if r.is_err() {
             let _ = std::fs::remove_file(&tmp);
-            TransportError::io(self.name(), format!("write {}", local.display()), e)
-        })?;
-        Ok(out.stdout.len() as u64)
+        }
+        r
     }
 
     /// `stat` a remote path; `None` when it does not exist.

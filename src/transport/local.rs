@@ -45,6 +45,7 @@ async fn drain<R: AsyncRead + Unpin>(
     mut r: R,
     kind: StreamKind,
     cb: Option<OutputCallback>,
+    keep: bool,
 ) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; IO_CHUNK];
@@ -56,7 +57,9 @@ async fn drain<R: AsyncRead + Unpin>(
         if let Some(cb) = &cb {
             cb(kind, &buf[..n]);
         }
-        out.extend_from_slice(&buf[..n]);
+        if keep {
+            out.extend_from_slice(&buf[..n]);
+        }
     }
 }
 
@@ -94,8 +97,13 @@ pub(crate) async fn run_child(
     });
     let work = async {
         let (o, e, st) = tokio::join!(
-            drain(stdout, StreamKind::Stdout, req.on_output.clone()),
-            drain(stderr, StreamKind::Stderr, req.on_output.clone()),
+            drain(
+                stdout,
+                StreamKind::Stdout,
+                req.on_output.clone(),
+                !req.discard_stdout
+            ),
+            drain(stderr, StreamKind::Stderr, req.on_output.clone(), true),
             child.wait()
         );
         (o, e, st)

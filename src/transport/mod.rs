@@ -129,6 +129,25 @@ pub struct ExecRequest {
     pub stdin: Stdin,
     pub timeout: Option<Duration>,
     pub on_output: Option<OutputCallback>,
+    /// Do not keep stdout in [`Output::stdout`] (it still goes to `on_output`): for streaming
+    /// large outputs (downloads) without holding them in memory.
+    pub discard_stdout: bool,
+}
+
+impl ExecRequest {
+    /// A request with no stdin, timeout or streaming; `display` = `command`.
+    pub fn new(command: impl Into<String>) -> Self {
+        let command = command.into();
+        ExecRequest {
+            display: command.clone(),
+            command,
+            stdin_prefix: None,
+            stdin: Stdin::Null,
+            timeout: None,
+            on_output: None,
+            discard_stdout: false,
+        }
+    }
 }
 
 /// Captured result of a command. A non-zero exit is not an error at this level.
@@ -332,6 +351,20 @@ impl Pool {
         Ok(Remote::new(conn, self.limits.clone()))
     }
 
+    /// Connect to every host at once (bounded by `--concurrency`), results in input order.
+    /// One unreachable host fails alone; the others proceed.
+    pub async fn connect_all(
+        self: &Arc<Self>,
+        specs: Vec<ConnectSpec>,
+    ) -> Vec<Result<Remote, TransportError>> {
+        let pool = self.clone();
+        parallel_map(specs, 0, move |spec| {
+            let pool = pool.clone();
+            Box::pin(async move { pool.connect(&spec).await })
+        })
+        .await
+    }
+
     /// Drop the host's connection (closing it) and connect again, e.g. after changing
     /// `/etc/environment`. Existing [`Remote`]s keep the old connection until dropped.
     pub async fn reconnect(&self, spec: &ConnectSpec) -> Result<Remote, TransportError> {
@@ -369,6 +402,7 @@ pub struct Cmd {
     pub(crate) redact: Vec<String>,
     pub(crate) on_output: Option<OutputCallback>,
     pub(crate) shown: Option<String>,
+    pub(crate) discard_stdout: bool,
 }
 
 impl Cmd {
@@ -406,6 +440,11 @@ impl Cmd {
     }
     pub fn on_output(mut self, cb: OutputCallback) -> Self {
         self.on_output = Some(cb);
+        self
+    }
+    /// Stream stdout to the [`Cmd::on_output`] callback only, without keeping it in memory.
+    pub fn discard_stdout(mut self) -> Self {
+        self.discard_stdout = true;
         self
     }
     /// Show this instead of the command line in errors and logs (for long generated scripts).
@@ -515,6 +554,7 @@ impl Remote {
                 stdin: cmd.stdin,
                 timeout: cmd.timeout,
                 on_output: cmd.on_output,
+                discard_stdout: cmd.discard_stdout,
             })
             .await;
         if let (Err(TransportError::Timeout { .. }), Some(f)) = (&res, pidfile) {
@@ -538,6 +578,7 @@ impl Remote {
                     stdin: Stdin::Null,
                     timeout: Some(Duration::from_secs(30)),
                     on_output: None,
+                    discard_stdout: false,
                 })
                 .await;
         }

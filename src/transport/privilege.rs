@@ -82,6 +82,7 @@ echo none)"#;
                 stdin: Stdin::Null,
                 timeout: Some(std::time::Duration::from_secs(60)),
                 on_output: None,
+                discard_stdout: false,
             })
             .await?;
         Self::from_detection(conn, &out.stdout_str(), password).await
@@ -113,17 +114,27 @@ echo none)"#;
                     stdin: Stdin::Null,
                     timeout: Some(std::time::Duration::from_secs(60)),
                     on_output: None,
+                    discard_stdout: false,
                 })
                 .await?;
             if out.success() {
                 return Ok(p);
             }
+            let stderr = out.stderr_str();
+            let last = stderr.lines().last().unwrap_or("no message").to_string();
+            let what = if stderr.contains("tty") {
+                format!(
+                    "sudo insists on a terminal ({last}); remove `Defaults requiretty` for this \
+                     user in sudoers, or allow passwordless sudo"
+                )
+            } else {
+                format!(
+                    "sudo rejected the given password ({last}); check the sudo password for this user"
+                )
+            };
             return Err(TransportError::Privilege {
                 host: conn.name().to_string(),
-                what: format!(
-                    "sudo rejected the given password ({}); check the sudo password for this user",
-                    out.stderr_str().lines().last().unwrap_or("no message")
-                ),
+                what,
             });
         }
         Ok(Privilege::None)

@@ -22,7 +22,8 @@ pub struct Target {
 }
 
 impl Target {
-    /// Native SSH options: this key only, no ambient agent, this known_hosts file, accept-new.
+    /// Native SSH options: this key only, no ambient agent, this known_hosts file, accept-new,
+    /// 30 s connect timeout, 2 retries for transient failures.
     pub fn ssh_options(&self) -> SshOptions {
         let mut o = SshOptions::new(&self.address, self.port, &self.user);
         o.key_paths = vec![self.key.clone()];
@@ -32,7 +33,10 @@ impl Target {
             global_files: vec![],
             policy: StrictHostKeyChecking::AcceptNew,
         };
-        o.retries = 0;
+        // A loaded CI machine runs many sshds at once: be patient with transient failures
+        // (tests of failure behaviour set their own values).
+        o.retries = 2;
+        o.connect_timeout = std::time::Duration::from_secs(30);
         o
     }
 }
@@ -167,7 +171,8 @@ impl Sshd {
             format!("LogLevel {}", setup.log_level),
             "Subsystem sftp /usr/lib/openssh/sftp-server".into(),
         ];
-        for l in lines.iter().chain(&setup.extra) {
+        // sshd keeps the first value of each keyword: the test's own lines go first.
+        for l in setup.extra.iter().chain(lines.iter()) {
             cfg.push_str(l);
             cfg.push('\n');
         }

@@ -107,9 +107,17 @@ pub async fn load_key(
     Ok(key)
 }
 
+/// The public half of a key file without decrypting it: `<key>.pub`, else the public key that
+/// the OpenSSH private key format stores in clear (so an encrypted key held by the agent is
+/// matched without a passphrase prompt).
 fn read_pub(path: &Path) -> Option<PublicKey> {
     let p = PathBuf::from(format!("{}.pub", path.display()));
-    russh::keys::load_public_key(p).ok()
+    russh::keys::load_public_key(p).ok().or_else(|| {
+        let text = std::fs::read_to_string(path).ok()?;
+        PrivateKey::from_openssh(text.trim())
+            .ok()
+            .map(|k| k.public_key().clone())
+    })
 }
 
 fn cert_for(path: &Path, opts: &SshOptions) -> Option<Certificate> {
@@ -142,6 +150,44 @@ fn hash_for(kd: &KeyData, rsa_hash: Option<HashAlg>) -> Option<HashAlg> {
     } else {
         None
     }
+}
+
+async fn agent_keys(opts: &SshOptions) -> Vec<KeyData> {
+    let sock = opts
+        .agent_socket
+        .clone()
+        .or_else(|| std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from));
+    let (true, Some(sock)) = (opts.use_agent, sock) else {
+        return vec![];
+    };
+    let Ok(mut a) = AgentClient::connect_uds(&sock).await else {
+        return vec![];
+    };
+    a.request_identities()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|id| match id {
+            AgentIdentity::PublicKey { key, .. } => key.key_data().clone(),
+            AgentIdentity::Certificate { certificate, .. } => certificate.public_key().clone(),
+        })
+        .collect()
+}
+
+/// Decrypt the configured keys the agent cannot sign for *before* connecting, so a passphrase
+/// prompt never races the connection's timeouts (and happens once, before any host connects).
+pub async fn prepare(opts: &SshOptions, label: &str) -> Result<(), TransportError> {
+    if opts.key_paths.is_empty() {
+        return Ok(());
+    }
+    let in_agent = agent_keys(opts).await;
+    for path in &opts.key_paths {
+        if read_pub(path).is_some_and(|pk| in_agent.contains(pk.key_data())) {
+            continue;
+        }
+        load_key(path, opts.passphrase.as_ref(), label).await?;
+    }
+    Ok(())
 }
 
 /// Authenticate `handle` as `opts.user`.

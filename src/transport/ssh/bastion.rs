@@ -1,7 +1,11 @@
 //! Bastions (`ssh.bastion`, recursive, or ProxyJump): every host behind the same bastion shares
-//! one bastion connection and reaches its target through a `direct-tcpip` channel on it. A
-//! per-bastion semaphore limits concurrent handshakes (default 8, below OpenSSH's default
-//! MaxStartups of 10) so a 50-host cluster behind one bastion does not get connections dropped.
+//! one bastion connection and reaches its target through a `direct-tcpip` channel on it, so the
+//! bastion's sshd sees one connection instead of one per host (k0sctl's per-host bastion
+//! connections ran into the bastion's MaxStartups). A per-bastion semaphore also limits
+//! concurrent handshakes through it (default 8, below OpenSSH's default MaxStartups of 10), for
+//! targets that share one sshd (port forwards, load balancers) and to bound the bastion's load.
+//! sshd lowers its startup count slightly after authentication completes, so a residual
+//! MaxStartups drop is possible; it is transient and retried with backoff.
 
 use std::collections::HashMap;
 use std::sync::Arc;

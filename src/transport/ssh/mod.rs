@@ -56,7 +56,8 @@ pub struct SshOptions {
     pub connect_timeout: Duration,
     /// ServerAliveInterval; `None` disables keepalives.
     pub keepalive_interval: Option<Duration>,
-    /// Extra attempts for transient failures (refused, timeout, reset), with backoff.
+    /// Extra attempts for transient failures (refused, reset, dropped handshakes), with
+    /// backoff from 250 ms doubling to 5 s; a connect timeout is retried once at most.
     pub retries: u32,
     /// Jump host (recursive), from `ssh.bastion` or ProxyJump.
     pub bastion: Option<Box<SshOptions>>,
@@ -311,13 +312,20 @@ impl client::Handler for ClientHandler {
     }
 }
 
+/// Commands running at once on one connection: sshd refuses sessions beyond its MaxSessions
+/// (default 10) with "administratively prohibited"; more commands wait for a free session.
+pub const MAX_SESSIONS: usize = 8;
+
 /// A native SSH connection to one host; commands open channels on it.
 pub struct SshConnection {
     handle: Arc<Handle<ClientHandler>>,
     name: String,
+    /// Concurrent sessions on this connection, kept below sshd's default MaxSessions (10).
+    sessions: Arc<tokio::sync::Semaphore>,
     /// The bastion connection this one is tunnelled through (kept alive).
     _via: Option<Arc<SshConnection>>,
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// SHA256 fingerprint of the host key accepted at connect.
+    host_key: Option<String>,
 }
 
 fn client_config(opts: &SshOptions, lines: &[known_hosts::KnownHostLine]) -> client::Config {
@@ -417,12 +425,19 @@ impl SshConnection {
         opts: &SshOptions,
         bastions: &BastionPool,
     ) -> Result<Self, TransportError> {
+        auth::prepare(opts, &opts.label()).await?;
         let mut attempt = 0;
+        let mut timeouts = 0;
         let mut delay = Duration::from_millis(250);
         loop {
             match Self::connect_once(opts, bastions).await {
                 Ok(c) => return Ok(c),
+                // A silent host is retried once at most: unreachable hosts fail fast.
+                Err(e @ TransportError::ConnectTimeout { .. }) if timeouts >= 1 => return Err(e),
                 Err(e) if e.is_transient() && attempt < opts.retries => {
+                    if matches!(e, TransportError::ConnectTimeout { .. }) {
+                        timeouts += 1;
+                    }
                     tracing::debug!("{}: {e}; retrying in {delay:?}", opts.label());
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
@@ -441,13 +456,14 @@ impl SshConnection {
         let addr = format!("{}:{}", opts.address, opts.port);
         let lines = known_hosts::load(&opts.known_hosts);
         let cfg = Arc::new(client_config(opts, &lines));
+        let accepted: Arc<Mutex<Option<String>>> = Arc::default();
         let handler = ClientHandler {
             host: opts.address.clone(),
             port: opts.port,
             label: label.clone(),
             lines,
             cfg: opts.known_hosts.clone(),
-            accepted: Arc::default(),
+            accepted: accepted.clone(),
         };
         let timeout = opts.connect_timeout;
         let to_err = || TransportError::ConnectTimeout {
@@ -512,9 +528,15 @@ impl SshConnection {
         Ok(SshConnection {
             handle: Arc::new(handle),
             name: label,
+            sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
             _via: via,
-            _permit: None,
+            host_key: accepted.lock().expect("lock").clone(),
         })
+    }
+
+    /// SHA256 fingerprint of the host key (or host certificate key) accepted at connect.
+    pub fn host_key_fingerprint(&self) -> Option<&str> {
+        self.host_key.as_deref()
     }
 
     /// The underlying russh handle (for direct-tcpip tunnels and SFTP).
@@ -523,12 +545,25 @@ impl SshConnection {
     }
 
     async fn exec_inner(&self, req: ExecRequest) -> Result<Output, TransportError> {
+        let _session = self.sessions.acquire().await.expect("semaphore closed");
         let host = self.name.as_str();
         let lost = |e: russh::Error| TransportError::Disconnected {
             host: host.to_string(),
             reason: e.to_string(),
         };
-        let ch = self.handle.channel_open_session().await.map_err(lost)?;
+        let ch = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| match e {
+                russh::Error::ChannelOpenFailure(r) => TransportError::Protocol {
+                    host: host.to_string(),
+                    reason: format!(
+                        "the server refused a new session ({r:?}); is its MaxSessions below {MAX_SESSIONS}?"
+                    ),
+                },
+                e => lost(e),
+            })?;
         ch.exec(true, req.command.as_bytes()).await.map_err(lost)?;
         let (mut rd, wr) = ch.split();
         let wr = Arc::new(wr);
@@ -550,6 +585,7 @@ impl SshConnection {
         let mut stderr = Vec::new();
         let mut status = ExitStatus::Unknown;
         let cb = req.on_output.clone();
+        let discard = req.discard_stdout;
         let body = async {
             loop {
                 tokio::select! {
@@ -562,7 +598,7 @@ impl SshConnection {
                     m = rd.wait() => match m {
                         Some(ChannelMsg::Data { data }) => {
                             if let Some(cb) = &cb { cb(StreamKind::Stdout, &data); }
-                            stdout.extend_from_slice(&data);
+                            if !discard { stdout.extend_from_slice(&data); }
                         }
                         Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
                             if let Some(cb) = &cb { cb(StreamKind::Stderr, &data); }
