@@ -68,6 +68,26 @@ fn assert_clean(prefix: &str, dir: &Path, pids: &[i32]) {
     wait_for("host processes to exit", Duration::from_secs(20), || {
         pids.iter().all(|p| !alive(*p)).then_some(())
     });
+    // No live process mentions the environment directory (boot scripts, launchers, binary server).
+    let needle = dir.display().to_string();
+    wait_for(
+        "no process of the environment left",
+        Duration::from_secs(20),
+        || {
+            let stray: Vec<String> = std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|p| alive(*p))
+                .filter_map(|p| {
+                    let c = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;
+                    let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                    c.contains(&needle).then(|| format!("{p}: {c}"))
+                })
+                .collect();
+            stray.is_empty().then_some(())
+        },
+    );
 }
 
 #[test]
@@ -442,5 +462,57 @@ fn bastion_user_with_sudo_password_and_os_personality() {
         !String::from_utf8_lossy(&routes.stdout).contains("unreachable 10.213."),
         "route left behind"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn down_after_a_crashed_up_leaves_nothing() {
+    if !is_root() {
+        eprintln!("skipping: testenv tests need root");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("testenv-it-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_testenv"))
+        .args(["up", "--hosts", "4", "--dir"])
+        .arg(&dir)
+        .env("TESTENV_K0S_BIN", env!("CARGO_BIN_EXE_k0s"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill `up` as soon as it has started creating things.
+    wait_for(
+        "up to start creating namespaces",
+        Duration::from_secs(60),
+        || dir.join("state.json").exists().then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    let _ = child.wait();
+    let st = testenv::env::load_state(&dir)
+        .unwrap()
+        .expect("state.json written before anything is created");
+    let down = std::process::Command::new(env!("CARGO_BIN_EXE_testenv"))
+        .args(["down", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        down.status.success(),
+        "down: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_clean(&st.prefix, &dir, &[]);
+    for ns in &st.netns {
+        assert!(testenv::env::pid1_of(ns).is_none());
+    }
+    // Idempotent.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_testenv"))
+        .args(["down", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(again.status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
