@@ -1039,6 +1039,16 @@ pub async fn handle(
                     None => not_found(t.res, name),
                 });
             }
+            if t.res.plural == "pods" {
+                let grace = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["gracePeriodSeconds"].as_i64())
+                    .or_else(|| q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()));
+                return Ok(match delete_pod(&ctx.store, &ns, name, grace) {
+                    Some(o) => json_resp(StatusCode::OK, &with_kind(o, t.res)),
+                    None => not_found(t.res, name),
+                });
+            }
             match delete_cascade(&ctx.store, t.res, &ns, name) {
                 Some(o) => Ok(json_resp(StatusCode::OK, &with_kind(o, t.res))),
                 None => Ok(not_found(t.res, name)),
@@ -1168,6 +1178,35 @@ fn defaults(res: &Res, o: &mut Value) {
         }
         _ => {}
     }
+}
+
+/// Graceful pod deletion as the API server does it: a pod bound to a node gets
+/// `deletionTimestamp` (now + grace) and `deletionGracePeriodSeconds`, and is removed by its
+/// kubelet once its containers stopped (the controller loop: after the grace period or
+/// `TESTENV_POD_TERMINATION_SECONDS`, default 1 s, whichever is shorter, and only while the node
+/// is Ready — pods of unreachable nodes stay Terminating, as in a real cluster). Unbound or
+/// terminal pods, and grace period 0, are removed at once.
+pub fn delete_pod(store: &Store, ns: &str, name: &str, grace: Option<i64>) -> Option<Value> {
+    let pod = store.get("pods", ns, name)?;
+    let phase = pod["status"]["phase"].as_str().unwrap_or("");
+    let grace = grace
+        .filter(|g| *g >= 0)
+        .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+        .unwrap_or(30);
+    if pod["spec"]["nodeName"].as_str().unwrap_or("").is_empty()
+        || matches!(phase, "Succeeded" | "Failed")
+        || grace == 0
+    {
+        return store.delete("pods", ns, name);
+    }
+    if pod["metadata"]["deletionTimestamp"].is_string() {
+        return Some(pod);
+    }
+    store.modify("pods", ns, name, |p| {
+        p["metadata"]["deletionTimestamp"] = json!(util::rfc3339(util::now_unix() + grace));
+        p["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        true
+    })
 }
 
 /// Delete an object plus what a real cluster's controllers would remove with it.
@@ -1410,9 +1449,10 @@ fn evict(ctx: &ApiCtx, ns: &str, name: &str, body: &[u8], dry: bool) -> Response
             &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":201}),
         )
     };
+    let grace = ev["deleteOptions"]["gracePeriodSeconds"].as_i64();
     let do_delete = || {
         if !dry {
-            store.delete("pods", ns, name);
+            delete_pod(store, ns, name, grace);
         }
     };
     let phase = pod["status"]["phase"].as_str().unwrap_or("");

@@ -15,6 +15,8 @@ use std::sync::Arc;
 pub const NODE_GRACE: i64 = 40;
 /// Seconds from scheduling until a pod is Running and Ready.
 pub const POD_READY_DELAY: i64 = 2;
+/// Seconds a terminating pod takes to stop (capped by its grace period).
+pub const POD_TERMINATION: i64 = 1;
 
 /// Test knobs, read from the controller's environment (set them with `k0s install --env`):
 /// `TESTENV_NODE_GRACE_SECONDS`, `TESTENV_POD_READY_DELAY_SECONDS`.
@@ -146,6 +148,10 @@ fn tick(store: &Store) {
                     .unwrap_or(false)
             })
             .collect();
+        let pods: Vec<Value> = pods
+            .into_iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
         let have = pods.len() as i64;
         for _ in have..want {
             let mut tpl = rs["spec"]["template"].clone();
@@ -174,6 +180,7 @@ fn tick(store: &Store) {
                     .as_array()
                     .map(|a| a.iter().any(|o| o["uid"] == rs["metadata"]["uid"]))
                     .unwrap_or(false)
+                    && p["metadata"]["deletionTimestamp"].is_null()
             })
             .collect();
         let ready = pods.iter().filter(|p| pod_ready(p)).count() as i64;
@@ -312,6 +319,32 @@ fn tick(store: &Store) {
                 store.delete("pods", &ns, &name);
                 continue;
             }
+        }
+        // Graceful termination: the kubelet removes a terminating pod once its containers have
+        // stopped (here: after min(grace, TESTENV_POD_TERMINATION_SECONDS)), if the node is Ready.
+        if let Some(del) = p["metadata"]["deletionTimestamp"]
+            .as_str()
+            .and_then(util::parse_rfc3339)
+        {
+            let grace = p["metadata"]["deletionGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(0);
+            let started = del - grace;
+            let node_ok = p["spec"]["nodeName"]
+                .as_str()
+                .map(|n| {
+                    nodes
+                        .iter()
+                        .any(|x| x["metadata"]["name"] == n && node_ready(x))
+                })
+                .unwrap_or(true);
+            if node_ok
+                && now
+                    >= started + grace.min(knob("TESTENV_POD_TERMINATION_SECONDS", POD_TERMINATION))
+            {
+                store.delete("pods", &ns, &name);
+            }
+            continue;
         }
         let node_name = p["spec"]["nodeName"].as_str().map(|s| s.to_string());
         match node_name {
