@@ -657,7 +657,7 @@ impl Env {
             // Only the ed25519 host key: sshd must not fall back to the machine's own host keys.
             write_file(
                 &up.join("etc/ssh/sshd_config.d/testenv.conf"),
-                b"HostKey /etc/ssh/ssh_host_ed25519_key\nPermitRootLogin prohibit-password\nUseDNS no\nMaxStartups 100:30:200\n",
+                b"Port 22\nHostKey /etc/ssh/ssh_host_ed25519_key\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\nUseDNS no\nMaxStartups 100:30:200\n",
                 0o644,
             )?;
             let hpub = std::fs::read_to_string(hk.with_extension("pub"))?;
