@@ -1106,21 +1106,31 @@ pub fn down_dir(dir: &Path) -> Result<()> {
     let mut errors = Vec::new();
     // 1. Kill every process in every host namespace (SIGKILL of a PID namespace's init kills the
     //    whole namespace; the launcher processes live in the netns too).
-    for ns in &st.netns {
-        for _ in 0..50 {
-            let pids = ip(&["netns", "pids", ns]).unwrap_or_default();
-            let pids: Vec<i32> = pids
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect();
-            if pids.is_empty() {
-                break;
+    // All namespaces per round, one pause per round (50 hosts go down in one or two rounds).
+    let ns_pids = |ns: &str| -> Vec<i32> {
+        ip(&["netns", "pids", ns])
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    let mut live: Vec<&String> = st
+        .netns
+        .iter()
+        .filter(|ns| Path::new("/run/netns").join(ns).exists())
+        .collect();
+    for _ in 0..100 {
+        live.retain(|ns| {
+            let pids = ns_pids(ns);
+            for p in &pids {
+                unsafe { libc::kill(*p, libc::SIGKILL) };
             }
-            for p in pids {
-                unsafe { libc::kill(p, libc::SIGKILL) };
-            }
-            std::thread::sleep(Duration::from_millis(100));
+            !pids.is_empty()
+        });
+        if live.is_empty() {
+            break;
         }
+        std::thread::sleep(Duration::from_millis(100));
     }
     // Wait until every namespace is empty before removing it.
     for ns in &st.netns {
