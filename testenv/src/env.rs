@@ -1150,8 +1150,15 @@ pub fn down_dir(dir: &Path) -> Result<()> {
             errors.push(format!("{e:#}"));
         }
         let cg = PathBuf::from(format!("{}/{ns}", cgroup_mode().0));
-        if cg.exists() {
+        // A cgroup can stay busy for a moment after its last process died.
+        for _ in 0..30 {
+            if !cg.exists() {
+                break;
+            }
             remove_cgroup_tree(&cg);
+            if cg.exists() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
     // 2. Links (veth peers vanish with their namespace; bridges must be deleted).
