@@ -8,15 +8,22 @@
 //! Phases know *what* to do; how bytes reach a host is [`crate::transport`]'s business, what
 //! kind of OS is there is [`crate::host`]'s, and k0s command lines come from [`crate::k0s`].
 
+pub mod configure_k0s;
 pub mod connect;
 pub mod detect_os;
 pub mod disconnect;
 pub mod gather_k0s_facts;
 pub mod hooks;
+pub mod init_leader;
 pub mod install_binaries;
+pub mod install_controllers;
+pub mod install_workers;
+pub mod k0s_ops;
+pub mod kubeconfig;
 pub mod set_version;
 pub mod stage_binaries;
 pub mod state;
+pub mod unsupported;
 pub mod validate_facts;
 pub mod validate_hosts;
 
@@ -247,6 +254,36 @@ pub fn preflight() -> Vec<Box<dyn Phase>> {
         }),
         Box::new(validate_hosts::ValidateHosts),
     ]
+}
+
+/// `k0sctl apply` as far as it is built (phases in k0sctl's order; see
+/// [`unsupported::CheckSupported`] for what is refused rather than skipped).
+pub fn apply(kubeconfig_out: Option<kubeconfig::GetKubeconfig>) -> Vec<Box<dyn Phase>> {
+    let mut p = preflight();
+    p.push(Box::new(gather_k0s_facts::GatherK0sFacts));
+    p.push(Box::new(validate_facts::ValidateFacts));
+    p.push(Box::new(unsupported::CheckSupported));
+    p.push(Box::new(stage_binaries::StageBinaries));
+    p.push(Box::new(install_binaries::InstallBinaries));
+    p.push(Box::new(configure_k0s::ConfigureK0s));
+    p.push(Box::new(hooks::RunHooks {
+        title: "Run Before Apply Hooks",
+        action: "apply",
+        stage: "before",
+    }));
+    p.push(Box::new(init_leader::InitLeader));
+    p.push(Box::new(install_controllers::InstallControllers));
+    p.push(Box::new(install_workers::InstallWorkers));
+    p.push(Box::new(hooks::RunHooks {
+        title: "Run After Apply Hooks",
+        action: "apply",
+        stage: "after",
+    }));
+    if let Some(k) = kubeconfig_out {
+        p.push(Box::new(k));
+    }
+    p.push(Box::new(disconnect::Disconnect));
+    p
 }
 
 /// The apply pipeline as far as it is built: preflight, k0s facts, and the binaries.

@@ -18,6 +18,10 @@ pub struct RunOptions {
     pub concurrency: usize,
     /// Parallel uploads (0 = same as concurrency).
     pub uploads: usize,
+    /// Don't wait for workers to become Ready (`--no-wait`).
+    pub no_wait: bool,
+    /// `--restore-from` was given.
+    pub restore_from: bool,
     /// The sudo password for hosts whose user needs one.
     pub sudo_password: Option<Secret>,
     /// Allow a target version older than what runs (hidden k0sctl flag).
@@ -145,6 +149,8 @@ pub struct State {
     pub cluster_id: Option<String>,
     /// The k0s version to install: `spec.k0s.version`, or looked up by "Set k0s version".
     pub target: Option<K0sVersion>,
+    /// Hosts whose k0s install started in this run but did not finish (clean-ups reset them).
+    pub unfinished: Vec<usize>,
 }
 
 impl State {
@@ -176,6 +182,7 @@ impl State {
             leader: None,
             cluster_id: None,
             target: None,
+            unfinished: Vec::new(),
         }
     }
 

@@ -164,6 +164,18 @@ pub fn utc_stamp(secs: u64) -> String {
     )
 }
 
+/// RFC 3339 UTC time (`2026-11-22T03:50:12Z`) for a Unix time, without a date crate.
+pub fn rfc3339(secs: u64) -> String {
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
 /// Howard Hinnant's days-to-civil algorithm.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -187,6 +199,7 @@ mod tests {
         assert_eq!(utc_stamp(0), "19700101T000000Z");
         assert_eq!(utc_stamp(1_795_315_812), "20261122T025012Z");
         assert_eq!(utc_stamp(951_782_400), "20000229T000000Z");
+        assert_eq!(rfc3339(1_795_315_812), "2026-11-22T02:50:12Z");
     }
 
     #[test]

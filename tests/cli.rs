@@ -177,16 +177,43 @@ fn invalid_config_lists_every_error_and_exits_3() {
     assert!(err.contains("invalid configuration: 3 errors"), "{err}");
 }
 
+/// A valid manifest whose only host is a loopback port nobody listens on (so commands that
+/// connect fail fast without ever leaving this machine), with a pinned version (so no online
+/// lookup happens).
+fn unreachable_manifest(dir: &Path) -> (std::path::PathBuf, u16) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let key = dir.join("id_ed25519");
+    if !key.exists() {
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let p = dir.join("k0sctl.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: Cluster\nspec:\n  hosts:\n  - role: controller\n    ssh:\n      address: 127.0.0.1\n      port: {port}\n      keyPath: {}\n  k0s:\n    version: v1.33.1+k0s.0\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    (p, port)
+}
+
 #[test]
 fn unimplemented_commands_validate_then_exit_10() {
     let d = tempfile::tempdir().unwrap();
-    let init = run(&mut k0sctl(&["init"]));
-    std::fs::write(d.path().join("k0sctl.yaml"), &init.stdout).unwrap();
+    unreachable_manifest(d.path());
     let cache = d.path().join("cache");
     for args in [
-        &["apply"][..],
-        &["kubeconfig"],
-        &["reset", "--force"],
+        &["reset", "--force"][..],
         &["backup"],
         &["config", "edit"],
         &["config", "status"],
@@ -217,12 +244,36 @@ fn unimplemented_commands_validate_then_exit_10() {
         let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
-    // An invalid config is reported before "not implemented".
+    // An invalid config is reported before anything else.
     std::fs::write(d.path().join("k0sctl.yaml"), "kind: Cluster\n").unwrap();
     let out = run(k0sctl(&["apply"])
         .current_dir(d.path())
         .env("XDG_CACHE_HOME", &cache));
     assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn apply_and_kubeconfig_report_unreachable_hosts_with_exit_4() {
+    let d = tempfile::tempdir().unwrap();
+    let (_, port) = unreachable_manifest(d.path());
+    for args in [&["apply"][..], &["apply", "--dry-run"], &["kubeconfig"]] {
+        let out = run(k0sctl(args)
+            .current_dir(d.path())
+            .env("XDG_CACHE_HOME", d.path().join("cache")));
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let err = text(&out.stderr);
+        assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+        assert!(
+            err.contains("Connect to hosts") && err.contains("cannot connect"),
+            "{err}"
+        );
+        assert!(err.contains("log file saved to "), "{err}");
+    }
 }
 
 #[test]
@@ -247,8 +298,10 @@ fn usage_errors_exit_2() {
 #[test]
 fn global_flags_and_env() {
     let d = tempfile::tempdir().unwrap();
-    std::fs::write(d.path().join("c.yaml"), &run(&mut k0sctl(&["init"])).stdout).unwrap();
-    // Flags before or after the command, hidden deprecated flags, env DEBUG/DRY_RUN.
+    let (m, _) = unreachable_manifest(d.path());
+    std::fs::rename(&m, d.path().join("c.yaml")).unwrap();
+    // Flags before or after the command, hidden deprecated flags, env DEBUG/DRY_RUN (the host
+    // is a closed loopback port: parsing is what is tested here).
     let out = run(k0sctl(&[
         "--debug",
         "apply",
@@ -285,7 +338,7 @@ fn global_flags_and_env() {
     ])
     .current_dir(d.path())
     .env("XDG_CACHE_HOME", d.path()));
-    assert_eq!(out.status.code(), Some(10), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     let out = run(k0sctl(&[
         "kubeconfig",
         "-c",
@@ -301,7 +354,7 @@ fn global_flags_and_env() {
     .env("DEBUG", "1")
     .env("DRY_RUN", "true")
     .env("XDG_CACHE_HOME", d.path()));
-    assert_eq!(out.status.code(), Some(10), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     let out = run(k0sctl(&[
         "backup",
         "-c",

@@ -4,6 +4,7 @@
 //! deprecated flags), so scripts written for k0sctl keep working. Global flags may be given
 //! before or after the command (`k0sctl -d apply` and `k0sctl apply -d`).
 
+mod apply;
 mod completion;
 mod config_cmd;
 mod exec;
@@ -321,8 +322,8 @@ fn run(ctx: &Context, command: Command) -> Result<(), CliError> {
         Command::Completion(a) => completion::run(a),
         Command::Config(ConfigCommand::Validate(a)) => config_cmd::validate(ctx, a),
         Command::Exec(a) => exec::run(ctx, a),
-        Command::Apply(a) => not_yet(ctx, "apply", &a.config),
-        Command::Kubeconfig(a) => not_yet(ctx, "kubeconfig", &a.config),
+        Command::Apply(a) => apply::apply(ctx, a),
+        Command::Kubeconfig(a) => apply::kubeconfig(ctx, a),
         Command::Reset(a) => not_yet(ctx, "reset", &a.config),
         Command::Backup(a) => not_yet(ctx, "backup", &a.config),
         Command::Config(ConfigCommand::Edit(a)) => not_yet(ctx, "config edit", &a.config),
@@ -363,12 +364,15 @@ where
         .enable_all()
         .build()?;
     rt.block_on(async {
+        // Register the handlers before any work starts, so an early Ctrl-C is never lost to
+        // the default handler.
+        let mut signals = Signals::new()?;
         tokio::select! {
             r = fut => r,
-            sig = shutdown_signal() => {
+            sig = signals.next() => {
                 eprintln!("Aborting ({sig})... Press Ctrl-C again to exit now.");
-                tokio::spawn(async {
-                    shutdown_signal().await;
+                tokio::spawn(async move {
+                    signals.next().await;
                     eprintln!("Forced exit");
                     std::process::exit(Code::Interrupted.as_i32());
                 });
@@ -378,17 +382,26 @@ where
     })
 }
 
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
+/// SIGINT and SIGTERM, registered once.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
     }
 }
 

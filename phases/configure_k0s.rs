@@ -1,0 +1,301 @@
+//! "Configure k0s": write each controller's k0s config (`/etc/k0s/k0s.yaml`).
+//!
+//! The base is `spec.k0s.config`, else the config already on the leader, else what
+//! `k0s config create` prints. Every controller's address and private address is added to
+//! `spec.api.sans`; with etcd storage a controller's private address becomes its
+//! `spec.storage.etcd.peerAddress`. The file starts with `# generated-by-k0sctl <time>`, is
+//! validated on the host with `k0s config validate` first, replaces a foreign file only after
+//! keeping it as `.old`, and is written atomically 0600. Hosts whose config is already
+//! equivalent are left alone; a running controller whose config changed is restarted.
+
+use futures::future::join_all;
+use serde_json::{Map, Value, json};
+
+use crate::exit::Code;
+use crate::transport::files::UploadOptions;
+use crate::transport::{Cmd, shell_quote};
+
+use super::{HostState, Phase, PhaseError, PhaseFuture, State, collect};
+
+pub struct ConfigureK0s;
+
+pub const TITLE: &str = "Configure k0s";
+const MARKER: &str = "# generated-by-k0sctl";
+
+fn configured(h: &HostState) -> bool {
+    h.config.is_controller() && !h.config.reset
+}
+
+/// The config for one controller from the shared base.
+pub fn config_for(base: &Map<String, Value>, h: &HostState, sans: &[String]) -> Map<String, Value> {
+    let mut c = base.clone();
+    c.entry("apiVersion")
+        .or_insert(json!("k0s.k0sproject.io/v1beta1"));
+    c.entry("kind").or_insert(json!("ClusterConfig"));
+    let spec = c.entry("spec").or_insert(json!({}));
+    if !spec.is_object() {
+        *spec = json!({});
+    }
+    let spec = spec.as_object_mut().expect("object");
+    let api = spec.entry("api").or_insert(json!({}));
+    if !api.is_object() {
+        *api = json!({});
+    }
+    let api = api.as_object_mut().expect("object");
+    let list = api.entry("sans").or_insert(json!([]));
+    if !list.is_array() {
+        *list = json!([]);
+    }
+    let list = list.as_array_mut().expect("array");
+    for s in sans {
+        if !list.iter().any(|v| v.as_str() == Some(s)) {
+            list.push(json!(s));
+        }
+    }
+    let storage_type = spec
+        .get("storage")
+        .and_then(|s| s.get("type"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            if h.config.role == "single" {
+                "kine".into()
+            } else {
+                "etcd".into()
+            }
+        });
+    let has_peer = spec
+        .get("storage")
+        .and_then(|s| s.get("etcd"))
+        .and_then(|e| e.get("peerAddress"))
+        .is_some();
+    if storage_type == "etcd" && (has_peer || h.config.private_address.is_some()) {
+        let peer = h
+            .private_address()
+            .unwrap_or_else(|| h.config.address().to_string());
+        let storage = spec.entry("storage").or_insert(json!({}));
+        if let Some(st) = storage.as_object_mut() {
+            let etcd = st.entry("etcd").or_insert(json!({}));
+            if let Some(e) = etcd.as_object_mut() {
+                e.insert("peerAddress".into(), json!(peer));
+            }
+        }
+    }
+    c
+}
+
+/// `# generated-by-k0sctl <time>` + YAML.
+fn render(c: &Map<String, Value>) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    format!(
+        "{MARKER} {}\n{}",
+        crate::logging::rfc3339(now),
+        serde_saphyr::to_string(&Value::Object(c.clone())).expect("JSON values serialise")
+    )
+}
+
+fn parse_yaml(text: &str) -> Option<Map<String, Value>> {
+    match serde_saphyr::from_str::<Value>(text).ok()? {
+        Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+impl ConfigureK0s {
+    /// The base config: the manifest's, else the leader's existing file, else `config create`.
+    async fn base(&self, state: &State) -> Result<Map<String, Value>, PhaseError> {
+        let cfg = &state.config.cluster.spec.k0s.config;
+        if !cfg.is_empty() {
+            return Ok(cfg.clone());
+        }
+        let Some(l) = state.leader else {
+            return Err(PhaseError::new(
+                Code::Failure,
+                TITLE,
+                "no leader (internal error: phase order)",
+            ));
+        };
+        let leader = &state.hosts[l];
+        let fail =
+            |e: String| PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(leader.name.clone(), e)]);
+        let p = leader.probed().map_err(fail)?;
+        if leader.k0s.as_ref().is_some_and(|k| k.config_exists) {
+            let text = p
+                .remote
+                .read_file(&leader.k0s_config_path(), true)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            if let Some(m) = parse_yaml(&String::from_utf8_lossy(&text)) {
+                return Ok(m);
+            }
+        }
+        if state.opts.dry_run
+            && leader
+                .k0s
+                .as_ref()
+                .and_then(|k| k.binary_version.as_ref())
+                .is_none()
+        {
+            // Nothing to ask yet; the real run takes k0s's defaults.
+            return Ok(Map::new());
+        }
+        let out = p
+            .remote
+            .run_str(
+                Cmd::new(p.k0s_cmd(&format!(
+                    "config create --data-dir={}",
+                    shell_quote(&leader.data_dir())
+                )))
+                .sudo(),
+            )
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        parse_yaml(&out)
+            .ok_or_else(|| fail("`k0s config create` did not print a YAML mapping".into()))
+    }
+
+    /// Controller addresses (and private addresses) for `spec.api.sans`.
+    fn sans(state: &State) -> Vec<String> {
+        let mut v = Vec::new();
+        for h in state.hosts.iter().filter(|h| configured(h)) {
+            for a in [Some(h.config.address().to_string()), h.private_address()]
+                .into_iter()
+                .flatten()
+            {
+                if !v.contains(&a) {
+                    v.push(a);
+                }
+            }
+        }
+        v
+    }
+}
+
+impl Phase for ConfigureK0s {
+    fn title(&self) -> &'static str {
+        TITLE
+    }
+
+    fn should_run(&self, state: &State) -> bool {
+        state.hosts.iter().any(configured)
+    }
+
+    fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let base = self.base(state).await?;
+            let sans = Self::sans(state);
+            let dry = state.opts.dry_run;
+            let limits = state.pool.limits().clone();
+            let plans: Vec<(String, String)> = Vec::new();
+            let plans = std::sync::Mutex::new(plans);
+            let results = join_all(state.hosts.iter().filter(|h| configured(h)).map(|h| {
+                let (limits, base, sans, plans) = (limits.clone(), &base, &sans, &plans);
+                async move {
+                    let _slot = limits.host_slot().await;
+                    let err = |e: String| (h.name.clone(), e);
+                    let p = h.probed().map_err(err)?;
+                    let path = h.k0s_config_path();
+                    let want = config_for(base, h, sans);
+                    let existing = if h.k0s.as_ref().is_some_and(|k| k.config_exists) {
+                        let b = p.remote.read_file(&path, true).await.map_err(|e| err(e.to_string()))?;
+                        Some(String::from_utf8_lossy(&b).into_owned())
+                    } else {
+                        None
+                    };
+                    if existing.as_deref().and_then(parse_yaml).as_ref() == Some(&want) {
+                        tracing::info!("{}: k0s config is up to date", h.name);
+                        return Ok(());
+                    }
+                    let running = h.is_running();
+                    if dry {
+                        let mut v = plans.lock().expect("lock");
+                        v.push((h.name.clone(), format!("write k0s config to {path}")));
+                        if running {
+                            v.push((h.name.clone(), format!("restart the {} service", h.service_name())));
+                        }
+                        return Ok(());
+                    }
+                    let text = render(&want);
+                    // Validate on the host with the binary that will run it.
+                    let k0s = h.staged.clone().unwrap_or_else(|| p.k0s_binary_path.clone());
+                    let tmp = format!("/tmp/k0sctl-k0s-config-{:016x}.yaml", rand::random::<u64>());
+                    p.remote.write_file(&tmp, text.clone(), 0o600, true).await.map_err(|e| err(e.to_string()))?;
+                    let check = p
+                        .remote
+                        .exec(Cmd::new(format!("{} config validate --config={}; rc=$?; rm -f {}; exit $rc", shell_quote(&k0s), shell_quote(&tmp), shell_quote(&tmp))).sudo())
+                        .await
+                        .map_err(|e| err(e.to_string()))?;
+                    if !check.success() {
+                        return Err(err(format!(
+                            "spec.k0s.config validation failed ({}):\n{}",
+                            check.status,
+                            check.stderr_str().trim()
+                        )));
+                    }
+                    if let Some(old) = &existing
+                        && !old.contains(MARKER)
+                    {
+                        tracing::warn!("{}: an existing configuration was not created by k0sctl, it will be moved to {path}.old", h.name);
+                        p.remote
+                            .run(Cmd::new(format!("mv -f {q} {q}.old", q = shell_quote(&path))).sudo())
+                            .await
+                            .map_err(|e| err(e.to_string()))?;
+                    }
+                    p.remote
+                        .upload(std::io::Cursor::new(text.into_bytes()), &path, &UploadOptions::default().mode(0o600).sudo(true).create_parent(true))
+                        .await
+                        .map_err(|e| err(e.to_string()))?;
+                    tracing::info!("{}: wrote k0s config to {path}", h.name);
+                    if running {
+                        let init = p.init_system().map_err(|e| err(e.to_string()))?;
+                        init.restart(&p.remote, h.service_name()).await.map_err(|e| err(e.to_string()))?;
+                        init.wait_state(&p.remote, h.service_name(), true, std::time::Duration::from_secs(120))
+                            .await
+                            .map_err(|e| err(e.to_string()))?;
+                        tracing::info!("{}: restarted {} with the new config", h.name, h.service_name());
+                    }
+                    Ok(())
+                }
+            }))
+            .await;
+            for (h, w) in plans.into_inner().expect("lock") {
+                state.plan.add(h, w);
+            }
+            collect(TITLE, Code::PhaseFailed, results)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sans_and_peer_address() {
+        let text = "apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: Cluster\nspec:\n  hosts:\n  - role: controller\n    privateAddress: 10.1.0.1\n    ssh:\n      address: 10.0.0.1\n";
+        let cfg = crate::config::load_str(text, "t.yaml", &|_| None).unwrap();
+        let state = State::new(
+            cfg,
+            Default::default(),
+            crate::transport::ssh::SshConfig::parse(""),
+        );
+        let sans = ConfigureK0s::sans(&state);
+        assert_eq!(sans, ["10.0.0.1", "10.1.0.1"]);
+        let base = parse_yaml("spec:\n  api:\n    sans: [k8s.example.com, 10.0.0.1]\n").unwrap();
+        let c = config_for(&base, &state.hosts[0], &sans);
+        let v = Value::Object(c);
+        assert_eq!(v["apiVersion"], "k0s.k0sproject.io/v1beta1");
+        assert_eq!(v["kind"], "ClusterConfig");
+        assert_eq!(
+            v["spec"]["api"]["sans"],
+            json!(["k8s.example.com", "10.0.0.1", "10.1.0.1"])
+        );
+        assert_eq!(v["spec"]["storage"]["etcd"]["peerAddress"], "10.1.0.1");
+        let r = render(v.as_object().unwrap());
+        assert!(r.starts_with("# generated-by-k0sctl 20"), "{r}");
+        assert_eq!(parse_yaml(&r).unwrap(), *v.as_object().unwrap());
+    }
+}

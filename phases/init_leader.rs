@@ -1,0 +1,74 @@
+//! "Initialize the k0s cluster": install and start k0s on the leader when no controller runs
+//! it yet, and wait for the API to be ready. Clean-up resets a leader installed by this run.
+
+use crate::exit::Code;
+use crate::transport::{Cmd, shell_quote};
+
+use super::k0s_ops::{install_and_start, wait_api_ready};
+use super::{Phase, PhaseError, PhaseFuture, State};
+
+pub struct InitLeader;
+
+pub const TITLE: &str = "Initialize the k0s cluster";
+
+impl Phase for InitLeader {
+    fn title(&self) -> &'static str {
+        TITLE
+    }
+
+    fn should_run(&self, state: &State) -> bool {
+        state.leader.is_some_and(|l| !state.hosts[l].is_running())
+    }
+
+    fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let l = state.leader.expect("should_run checked the leader");
+            let force = state.opts.force;
+            state.unfinished.push(l);
+            let leader = &state.hosts[l];
+            let fail = |e: String| {
+                PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(leader.name.clone(), e)])
+            };
+            install_and_start(leader, true, force).await.map_err(fail)?;
+            wait_api_ready(leader).await.map_err(fail)?;
+            tracing::info!("{}: the kubernetes API is ready", leader.name);
+            state.unfinished.retain(|&i| i != l);
+            Ok(())
+        })
+    }
+
+    fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let l = state.leader.expect("should_run checked the leader");
+            let name = state.hosts[l].name.clone();
+            state
+                .plan
+                .add(name.clone(), "install k0s controller (the cluster's first)");
+            state.plan.add(name, "start the k0scontroller service");
+            Ok(())
+        })
+    }
+
+    fn clean_up<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let Some(l) = state.leader.filter(|l| state.unfinished.contains(l)) else {
+                return Ok(());
+            };
+            reset_installed(&state.hosts[l]).await;
+            Ok(())
+        })
+    }
+}
+
+/// Best-effort undo of a fresh install: stop the service and `k0s reset`.
+pub async fn reset_installed(h: &super::HostState) {
+    let Ok(p) = h.probed() else { return };
+    tracing::warn!("{}: resetting k0s installed by this run", h.name);
+    if let Ok(init) = p.init_system() {
+        let _ = init.stop(&p.remote, h.service_name()).await;
+    }
+    let cmd = p.k0s_cmd(&format!("reset --data-dir={}", shell_quote(&h.data_dir())));
+    if let Err(e) = p.remote.run(Cmd::new(cmd).sudo()).await {
+        tracing::warn!("{}: k0s reset failed: {e}", h.name);
+    }
+}

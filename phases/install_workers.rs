@@ -1,0 +1,121 @@
+//! "Install workers": join every worker that does not run k0s yet — a worker join token per
+//! host (created on the leader, written 0600, invalidated and overwritten after the join),
+//! `k0s install worker`, start, and (unless `--no-wait`) wait for the node to be Ready.
+
+use futures::future::join_all;
+
+use crate::exit::Code;
+
+use super::init_leader::reset_installed;
+use super::k0s_ops::{create_token, install_and_start, retire_token, wait_node_ready, write_token};
+use super::{HostState, Phase, PhaseError, PhaseFuture, State, collect};
+
+pub struct InstallWorkers;
+
+pub const TITLE: &str = "Install workers";
+
+fn joins(h: &HostState) -> bool {
+    h.config.role == "worker" && !h.config.reset && !h.is_running()
+}
+
+impl Phase for InstallWorkers {
+    fn title(&self) -> &'static str {
+        TITLE
+    }
+
+    fn should_run(&self, state: &State) -> bool {
+        state.hosts.iter().any(joins)
+    }
+
+    fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let l = state.leader.expect("a leader exists when workers join");
+            let force = state.opts.force;
+            let wait = !state.opts.no_wait && state.config.cluster.spec.options.wait.enabled;
+            let todo: Vec<usize> = state
+                .hosts
+                .iter()
+                .filter(|h| joins(h))
+                .map(|h| h.index)
+                .collect();
+            // Tokens one by one on the leader, then the joins in parallel.
+            let mut tokens = Vec::new();
+            for &i in &todo {
+                let leader = &state.hosts[l];
+                let t = create_token(leader, "worker", "10m0s").await.map_err(|e| {
+                    PhaseError::hosts(
+                        Code::PhaseFailed,
+                        TITLE,
+                        vec![(
+                            leader.name.clone(),
+                            format!("creating a worker join token: {e}"),
+                        )],
+                    )
+                })?;
+                tokens.push((i, t));
+            }
+            state.unfinished.extend(todo.iter().copied());
+            let limits = state.pool.limits().clone();
+            let hosts = &state.hosts;
+            let results = join_all(tokens.iter().map(|(i, token)| {
+                let limits = limits.clone();
+                let (leader, h) = (&hosts[l], &hosts[*i]);
+                async move {
+                    let _slot = limits.host_slot().await;
+                    let err = |e: String| (h.name.clone(), e);
+                    write_token(h, token).await.map_err(err)?;
+                    install_and_start(h, false, force).await.map_err(err)?;
+                    if wait {
+                        let node = h.node_name().unwrap_or_default();
+                        wait_node_ready(leader, &node).await.map_err(err)?;
+                        tracing::info!("{}: node {node} is Ready", h.name);
+                        retire_token(leader, h, token).await;
+                    } else {
+                        tracing::warn!("{}: --no-wait given, the join token stays valid until it expires (10 minutes)", h.name);
+                    }
+                    Ok(())
+                }
+            }))
+            .await;
+            let done: Vec<usize> = tokens
+                .iter()
+                .zip(&results)
+                .filter(|(_, r)| r.is_ok())
+                .map(|((i, _), _)| *i)
+                .collect();
+            state.unfinished.retain(|i| !done.contains(i));
+            collect(TITLE, Code::PhaseFailed, results)
+        })
+    }
+
+    fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let names: Vec<String> = state
+                .hosts
+                .iter()
+                .filter(|h| joins(h))
+                .map(|h| h.name.clone())
+                .collect();
+            for n in names {
+                state
+                    .plan
+                    .add(n.clone(), "install k0s worker (join the cluster)");
+                state.plan.add(n, "start the k0sworker service");
+            }
+            Ok(())
+        })
+    }
+
+    fn clean_up<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            for h in state
+                .hosts
+                .iter()
+                .filter(|h| h.config.role == "worker" && state.unfinished.contains(&h.index))
+            {
+                reset_installed(h).await;
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,205 @@
+//! k0s steps several phases share: install and start the service, wait for the API, create
+//! and invalidate join tokens, write token files, wait for a node to be Ready.
+
+use std::time::{Duration, Instant};
+
+use crate::k0s::install::{InstallContext, install_command};
+use crate::k0s::token::JoinToken;
+use crate::transport::files::UploadOptions;
+use crate::transport::{Cmd, shell_quote};
+
+use super::HostState;
+
+/// How long k0sctl waits for services, readiness and nodes.
+pub const WAIT: Duration = Duration::from_secs(120);
+
+fn probed(h: &HostState) -> Result<&crate::host::Host, String> {
+    h.probed()
+}
+
+/// `k0s install <role> …` (with `--force=true` when asked), then start the service and wait
+/// until the init system reports it running.
+pub async fn install_and_start(h: &HostState, is_leader: bool, force: bool) -> Result<(), String> {
+    let p = probed(h)?;
+    let extra: Vec<&str> = if force { vec!["--force=true"] } else { vec![] };
+    let cx = InstallContext {
+        k0s_path: &p.k0s_binary_path,
+        data_dir: &h.data_dir(),
+        is_leader,
+        token_path: &h.token_path(),
+        config_path: &h.k0s_config_path(),
+        extra: &extra,
+        binary_version: h.k0s.as_ref().and_then(|k| k.binary_version.as_ref()),
+    };
+    let cmd = install_command(&h.config, &cx)?;
+    tracing::info!(
+        "{}: installing k0s {}",
+        h.name,
+        if h.config.is_controller() {
+            "controller"
+        } else {
+            "worker"
+        }
+    );
+    p.remote
+        .run(Cmd::new(cmd).sudo())
+        .await
+        .map_err(|e| e.to_string())?;
+    let init = p.init_system().map_err(|e| e.to_string())?;
+    let svc = h.service_name();
+    init.start(&p.remote, svc)
+        .await
+        .map_err(|e| e.to_string())?;
+    init.wait_state(&p.remote, svc, true, WAIT)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!("{}: {svc} is running", h.name);
+    Ok(())
+}
+
+/// `k0s kubectl` on a controller with its admin kubeconfig.
+pub fn kubectl(h: &HostState, args: &str) -> Result<String, String> {
+    let p = probed(h)?;
+    Ok(crate::host::Configurer::kubectl_cmd(
+        &p.k0s_binary_path,
+        &format!("{}/pki/admin.conf", h.data_dir()),
+        args,
+    ))
+}
+
+/// Polls `check` every second until it returns Ok(true) or `WAIT` passes; the last error (or
+/// `what`) explains a timeout.
+pub async fn wait_until<F, Fut>(what: &str, mut check: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, String>>,
+{
+    let deadline = Instant::now() + WAIT;
+    let mut last = String::new();
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last = e,
+        }
+        if Instant::now() > deadline {
+            return Err(if last.is_empty() {
+                format!("timed out after {WAIT:?} waiting for {what}")
+            } else {
+                format!("timed out after {WAIT:?} waiting for {what}: {last}")
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Waits until the controller's API server answers `/readyz` with `ok`.
+pub async fn wait_api_ready(h: &HostState) -> Result<(), String> {
+    let p = probed(h)?;
+    let cmd = kubectl(h, "get --raw=/readyz")?;
+    wait_until("the kubernetes API to become ready", || async {
+        let out = p
+            .remote
+            .exec(Cmd::new(cmd.clone()).sudo())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(out.success() && out.stdout_str().trim() == "ok")
+    })
+    .await
+}
+
+/// Creates a join token on the leader; its secret never appears in logs or errors.
+pub async fn create_token(
+    leader: &HostState,
+    role: &str,
+    expiry: &str,
+) -> Result<JoinToken, String> {
+    let p = probed(leader)?;
+    let cmd = p.k0s_cmd(&format!(
+        "token create --role={role} --expiry={expiry} --data-dir={}",
+        shell_quote(&leader.data_dir())
+    ));
+    let out = p
+        .remote
+        .run_str(Cmd::new(cmd).sudo())
+        .await
+        .map_err(|e| e.to_string())?;
+    JoinToken::parse(&out)
+}
+
+/// Writes the token file 0600 (directory 0700 when created).
+pub async fn write_token(h: &HostState, token: &JoinToken) -> Result<(), String> {
+    let p = probed(h)?;
+    let path = h.token_path();
+    if let Some((dir, _)) = path.rsplit_once('/')
+        && !dir.is_empty()
+    {
+        p.remote
+            .run(Cmd::new(format!("install -d -m 0700 {}", shell_quote(dir))).sudo())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    p.remote
+        .upload(
+            std::io::Cursor::new(format!("{}\n", token.raw).into_bytes()),
+            &path,
+            &UploadOptions::default().mode(0o600).sudo(true),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// After a join: invalidate the token on the leader and overwrite the token file.
+pub async fn retire_token(leader: &HostState, h: &HostState, token: &JoinToken) {
+    if let Ok(p) = probed(leader) {
+        let cmd = p.k0s_cmd(&format!(
+            "token invalidate --data-dir={} {}",
+            shell_quote(&leader.data_dir()),
+            shell_quote(&token.id)
+        ));
+        if let Err(e) = p.remote.run(Cmd::new(cmd).sudo()).await {
+            tracing::warn!(
+                "{}: failed to invalidate the join token {}: {e}",
+                leader.name,
+                token.id
+            );
+        }
+    }
+    if let Ok(p) = probed(h)
+        && let Err(e) = p
+            .remote
+            .upload(
+                std::io::Cursor::new(b"# overwritten by k0sctl after join\n".to_vec()),
+                &h.token_path(),
+                &UploadOptions::default().mode(0o600).sudo(true),
+            )
+            .await
+    {
+        tracing::warn!("{}: failed to overwrite the join token file: {e}", h.name);
+    }
+}
+
+/// Waits until the node `name` reports Ready, asking the leader's API.
+pub async fn wait_node_ready(leader: &HostState, name: &str) -> Result<(), String> {
+    let p = probed(leader)?;
+    let cmd = kubectl(leader, &format!("get node {} -o json", shell_quote(name)))?;
+    wait_until(&format!("node {name} to become Ready"), || async {
+        let out = p
+            .remote
+            .exec(Cmd::new(cmd.clone()).sudo())
+            .await
+            .map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(out.stderr_str().trim().to_string());
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&out.stdout_str()).map_err(|e| e.to_string())?;
+        Ok(v["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    })
+    .await
+}

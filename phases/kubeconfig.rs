@@ -1,0 +1,113 @@
+//! "Get admin kubeconfig": the admin kubeconfig from the leader, rewritten for the user
+//! (cluster/user/context names, API address), for `--kubeconfig-out` and `k0sctl kubeconfig`.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::exit::Code;
+use crate::k0s::kubeconfig::{api_url, rewrite};
+use crate::transport::{Cmd, shell_quote};
+
+use super::{Phase, PhaseError, PhaseFuture, State};
+
+pub const TITLE: &str = "Get admin kubeconfig";
+
+/// Names and address for the kubeconfig; `None` means the manifest's (or the detected) value.
+#[derive(Debug, Clone, Default)]
+pub struct KubeconfigOptions {
+    pub address: Option<String>,
+    pub user: Option<String>,
+    pub cluster: Option<String>,
+}
+
+/// Reads `k0s kubeconfig admin` on the leader and rewrites it. The result holds credentials.
+pub async fn admin_kubeconfig(state: &State, o: &KubeconfigOptions) -> Result<String, PhaseError> {
+    let l = state
+        .leader
+        .or_else(|| state.hosts.iter().position(|h| h.config.is_controller()))
+        .ok_or_else(|| {
+            PhaseError::new(
+                Code::InvalidConfig,
+                TITLE,
+                "no controller in the configuration",
+            )
+        })?;
+    let leader = &state.hosts[l];
+    let fail =
+        |e: String| PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(leader.name.clone(), e)]);
+    let p = leader.probed().map_err(fail)?;
+    let cmd = p.k0s_cmd(&format!(
+        "kubeconfig admin --data-dir={}",
+        shell_quote(&leader.data_dir())
+    ));
+    let admin = p
+        .remote
+        .run(Cmd::new(cmd).sudo())
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .stdout_str();
+    let c = &state.config.cluster;
+    let server = o
+        .address
+        .clone()
+        .unwrap_or_else(|| api_url(c, leader.config.address()));
+    rewrite(
+        &admin,
+        o.cluster.as_deref().unwrap_or(&c.metadata.name),
+        o.user.as_deref().unwrap_or(&c.metadata.user),
+        &server,
+    )
+    .map_err(fail)
+}
+
+/// Writes a file that holds secrets: created 0600, truncated, never group/world-readable.
+pub fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(content.as_bytes())?;
+    // An existing file keeps its mode on open; make sure it is private.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(())
+}
+
+/// The phase: `--kubeconfig-out FILE`.
+pub struct GetKubeconfig {
+    pub out: std::path::PathBuf,
+    pub options: KubeconfigOptions,
+}
+
+impl Phase for GetKubeconfig {
+    fn title(&self) -> &'static str {
+        TITLE
+    }
+
+    fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let kc = admin_kubeconfig(state, &self.options).await?;
+            write_private(&self.out, &kc).map_err(|e| {
+                PhaseError::new(
+                    Code::Failure,
+                    TITLE,
+                    format!("writing {}: {e}", self.out.display()),
+                )
+            })?;
+            tracing::info!("kubeconfig written to {}", self.out.display());
+            Ok(())
+        })
+    }
+
+    fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            state.plan.add(
+                "localhost",
+                format!("write the admin kubeconfig to {}", self.out.display()),
+            );
+            Ok(())
+        })
+    }
+}

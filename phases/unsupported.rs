@@ -1,0 +1,75 @@
+//! "Check what this build can do": refuse, before anything changes, manifests and cluster
+//! states that need pipeline parts not built yet, instead of silently skipping them.
+
+use crate::exit::Code;
+
+use super::{Phase, PhaseError, PhaseFuture, State};
+
+pub struct CheckSupported;
+
+pub const TITLE: &str = "Check what this build can do";
+
+impl Phase for CheckSupported {
+    fn title(&self) -> &'static str {
+        TITLE
+    }
+
+    fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let mut missing: Vec<(String, String)> = Vec::new();
+            let target = state.target_version();
+            let c = &state.config.cluster;
+            if c.spec.k0s.dynamic_config {
+                missing.push(("spec.k0s".into(), "dynamicConfig: true".into()));
+            }
+            if !state.config.manifests.is_empty() {
+                missing.push((
+                    "configuration".into(),
+                    format!("{} additional manifests", state.config.manifests.len()),
+                ));
+            }
+            if state.opts.restore_from {
+                missing.push(("apply".into(), "--restore-from".into()));
+            }
+            for h in &state.hosts {
+                let mut what = Vec::new();
+                if h.config.reset {
+                    what.push("reset: true (node removal)".to_string());
+                }
+                if !h.config.files.is_empty() {
+                    what.push("files".into());
+                }
+                if !h.config.environment.is_empty() {
+                    what.push("environment".into());
+                }
+                if h.config.use_existing_k0s {
+                    what.push("useExistingK0s".into());
+                }
+                for action in ["install", "upgrade", "reset", "backup"] {
+                    if h.config
+                        .hooks
+                        .get(action)
+                        .is_some_and(|s| s.values().any(|v| !v.is_empty()))
+                    {
+                        what.push(format!("{action} hooks"));
+                    }
+                }
+                if let (Some(st), Some(t)) =
+                    (h.k0s.as_ref().and_then(|k| k.status.as_ref()), &target)
+                    && st.version != *t
+                {
+                    what.push(format!("upgrading the running k0s {} to {t}", st.version));
+                }
+                if !what.is_empty() {
+                    missing.push((h.name.clone(), what.join(", ")));
+                }
+            }
+            if missing.is_empty() {
+                return Ok(());
+            }
+            let mut e = PhaseError::hosts(Code::NotImplemented, TITLE, missing);
+            e.message = "found what this build cannot do yet (nothing was changed)".into();
+            Err(e)
+        })
+    }
+}

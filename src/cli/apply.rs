@@ -1,0 +1,140 @@
+//! `k0sctl apply` and `k0sctl kubeconfig`: build the run state from flags and manifest, run
+//! the phases, report (plan for `--dry-run`, timings, what to do next).
+
+use std::time::Instant;
+
+use crate::exit::{CliError, Code};
+use crate::phases::kubeconfig::{GetKubeconfig, KubeconfigOptions, admin_kubeconfig};
+use crate::phases::{self, Manager, PhaseError, RunOptions, State};
+use crate::transport::privilege::sudo_password;
+use crate::transport::ssh::SshConfig;
+
+use super::{ApplyArgs, Context, KubeconfigArgs};
+
+fn phase_error(what: &str, e: PhaseError) -> CliError {
+    CliError::new(e.code, format!("{what} failed: {e}"))
+}
+
+fn with_timeout<T>(
+    ctx: &Context,
+    fut: impl std::future::Future<Output = Result<T, CliError>>,
+) -> impl std::future::Future<Output = Result<T, CliError>> {
+    let limit = ctx.global.timeout;
+    async move {
+        if limit.is_zero() {
+            return fut.await;
+        }
+        tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+            Err(CliError::new(
+                Code::Timeout,
+                format!(
+                    "--timeout {} expired",
+                    crate::config::duration::format(limit)
+                ),
+            ))
+        })
+    }
+}
+
+pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
+    let loaded = ctx.load_config(&a.config)?;
+    let c = &loaded.cluster;
+    let opts = RunOptions {
+        dry_run: ctx.global.dry_run,
+        force: ctx.global.force,
+        concurrency: a.concurrency.unwrap_or(c.spec.options.concurrency.limit) as usize,
+        uploads: a
+            .concurrent_uploads
+            .unwrap_or(c.spec.options.concurrency.uploads) as usize,
+        sudo_password: sudo_password(None, false).map_err(|e| CliError::new(Code::Usage, e))?,
+        disable_downgrade_check: a.disable_downgrade_check,
+        no_wait: a.no_wait || !c.spec.options.wait.enabled,
+        restore_from: a.restore_from.is_some(),
+    };
+    let kubeconfig = a.kubeconfig_out.clone().map(|out| GetKubeconfig {
+        out,
+        options: KubeconfigOptions {
+            address: a.kubeconfig_api_address.clone(),
+            user: a.kubeconfig_user.clone(),
+            cluster: a.kubeconfig_cluster.clone(),
+        },
+    });
+    let dry_run = opts.dry_run;
+    let started = Instant::now();
+    super::block_on_value(with_timeout(ctx, async move {
+        let mut state = State::new(loaded, opts, SshConfig::load_default());
+        let result = Manager::new(phases::apply(kubeconfig))
+            .run(&mut state)
+            .await;
+        if dry_run {
+            // The plan is the output of a dry run, also when it stopped early.
+            print!("{}", state.plan);
+        }
+        result.map_err(|e| phase_error("apply", e))?;
+        tracing::info!("==> Finished in {}s", started.elapsed().as_secs());
+        if !dry_run {
+            if let Some(v) = state.target_version() {
+                tracing::info!("k0s cluster version {v} is now installed");
+            }
+            if a.kubeconfig_out.is_none() {
+                tracing::info!(
+                    "Tip: To access the cluster you can now fetch the admin kubeconfig using:"
+                );
+                tracing::info!("     k0sctl kubeconfig{}", config_args(&a.config.config));
+            }
+        }
+        Ok(())
+    }))
+}
+
+fn config_args(args: &[String]) -> String {
+    if args.len() == 1 && args[0] == "k0sctl.yaml" {
+        String::new()
+    } else {
+        args.iter().map(|a| format!(" --config {a}")).collect()
+    }
+}
+
+pub fn kubeconfig(ctx: &Context, a: KubeconfigArgs) -> Result<(), CliError> {
+    let mut loaded = ctx.load_config(&a.config)?;
+    // Only the first controller is contacted (as k0sctl does).
+    let first = loaded
+        .cluster
+        .spec
+        .hosts
+        .iter()
+        .position(|h| h.is_controller())
+        .ok_or_else(|| CliError::new(Code::InvalidConfig, "no controller in the configuration"))?;
+    let leader = loaded.cluster.spec.hosts.swap_remove(first);
+    loaded.cluster.spec.hosts = vec![leader];
+    let opts = RunOptions {
+        concurrency: 1,
+        uploads: 1,
+        sudo_password: sudo_password(None, false).map_err(|e| CliError::new(Code::Usage, e))?,
+        ..RunOptions::default()
+    };
+    let o = KubeconfigOptions {
+        address: a.address.clone(),
+        user: a.user.clone(),
+        cluster: a.cluster.clone(),
+    };
+    let kc = super::block_on_value(with_timeout(ctx, async move {
+        let mut state = State::new(loaded, opts, SshConfig::load_default());
+        let mut p = phases::preflight();
+        p.retain(|ph| {
+            ph.title() != phases::validate_hosts::TITLE && ph.title() != phases::set_version::TITLE
+        });
+        Manager::new(p)
+            .run(&mut state)
+            .await
+            .map_err(|e| phase_error("getting kubeconfig", e))?;
+        state.leader = Some(0);
+        let kc = admin_kubeconfig(&state, &o)
+            .await
+            .map_err(|e| phase_error("getting kubeconfig", e));
+        state.pool.close_all().await;
+        kc
+    }))?;
+    println!("{kc}");
+    Ok(())
+}

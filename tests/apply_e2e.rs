@@ -1,0 +1,173 @@
+//! `k0sctl apply` end to end on testenv (real SSH, systemd, the k0s stand-in), checked with
+//! the real `kubectl`: install from nothing, then a re-apply that changes nothing.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use testenv::{Env, Options};
+
+const BIN: &str = env!("CARGO_BIN_EXE_k0sctl");
+
+fn k0sctl(cache: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("XDG_CACHE_HOME", cache)
+        .env_remove("DEBUG")
+        .env_remove("DRY_RUN")
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ready_nodes(kubeconfig: &Path) -> Vec<String> {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["get", "nodes", "-o", "json"])
+        .output()
+        .expect("kubectl");
+    assert!(out.status.success(), "kubectl: {}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut names: Vec<String> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| {
+            n["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+        .map(|n| n["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn apply_installs_a_cluster_and_reapply_changes_nothing() {
+    if std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        panic!("kubectl is required (the machine image ships it)");
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-apply-")
+        .tempdir()
+        .unwrap();
+    let env = Env::up(Options::new(dir.path().join("env"), 3)).expect("testenv up");
+    let cache = dir.path().join("cache");
+    let manifest = env.manifest.display().to_string();
+    let kc = dir.path().join("admin.conf");
+
+    // Dry run on fresh hosts: a plan, and nothing on them.
+    let out = k0sctl(&cache, &["apply", "-c", &manifest, "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    assert!(
+        plan.contains("dry-run: cluster state altering actions would be performed:"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("install k0s controller (the cluster's first)"),
+        "{plan}"
+    );
+    assert_eq!(
+        plan.matches("install k0s worker (join the cluster)")
+            .count(),
+        2,
+        "{plan}"
+    );
+    for h in &env.hosts {
+        assert_eq!(
+            env.exec(h, "ls /usr/local/bin/k0s /etc/k0s 2>/dev/null | wc -l")
+                .unwrap()
+                .trim(),
+            "0"
+        );
+    }
+
+    // The install.
+    let out = k0sctl(
+        &cache,
+        &[
+            "apply",
+            "-c",
+            &manifest,
+            "--kubeconfig-out",
+            kc.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&kc).unwrap().permissions())
+            & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(ready_nodes(&kc), ["worker0", "worker1"]);
+    let ctrl = &env.hosts[0];
+    assert_eq!(
+        env.exec(ctrl, "head -c 21 /etc/k0s/k0s.yaml").unwrap(),
+        "# generated-by-k0sctl"
+    );
+    assert_eq!(
+        env.exec(ctrl, "stat -c %a /etc/k0s/k0s.yaml")
+            .unwrap()
+            .trim(),
+        "600"
+    );
+    for w in &env.hosts[1..] {
+        // Tokens are retired after the join.
+        assert_eq!(
+            env.exec(w, "cat /etc/k0s/k0stoken").unwrap(),
+            "# overwritten by k0sctl after join\n"
+        );
+        assert_eq!(
+            env.exec(w, "stat -c %a /etc/k0s/k0stoken").unwrap().trim(),
+            "600"
+        );
+    }
+
+    // Re-apply: nothing to do; the plan says so, and no file on any host changes.
+    let stamp = "stat -c '%n %Y' /usr/local/bin/k0s /etc/k0s/* /etc/systemd/system/k0s*.service 2>/dev/null";
+    let before: Vec<String> = env
+        .hosts
+        .iter()
+        .map(|h| env.exec(h, stamp).unwrap())
+        .collect();
+    let out = k0sctl(&cache, &["apply", "-c", &manifest, "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "dry-run: no cluster state altering actions would be performed\n"
+    );
+    let out = k0sctl(&cache, &["apply", "-c", &manifest]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let after: Vec<String> = env
+        .hosts
+        .iter()
+        .map(|h| env.exec(h, stamp).unwrap())
+        .collect();
+    assert_eq!(before, after);
+
+    // `k0sctl kubeconfig` gives a working kubeconfig too, with the requested names.
+    let out = k0sctl(
+        &cache,
+        &["kubeconfig", "-c", &manifest, "-u", "ops", "-n", "prod"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let kc2 = dir.path().join("kc2");
+    std::fs::write(&kc2, &out.stdout).unwrap();
+    let v: serde_json::Value = serde_saphyr::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(v["current-context"], "prod");
+    assert_eq!(v["users"][0]["name"], "ops");
+    assert_eq!(ready_nodes(&kc2), ["worker0", "worker1"]);
+}
