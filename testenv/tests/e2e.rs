@@ -68,6 +68,21 @@ fn assert_clean(prefix: &str, dir: &Path, pids: &[i32]) {
     wait_for("host processes to exit", Duration::from_secs(20), || {
         pids.iter().all(|p| !alive(*p)).then_some(())
     });
+    // No host cgroup is left.
+    for base in [
+        "/sys/fs/cgroup/testenv",
+        "/sys/fs/cgroup/unified/testenv",
+        "/sys/fs/cgroup/systemd/testenv",
+    ] {
+        if let Ok(rd) = std::fs::read_dir(base) {
+            let left: Vec<String> = rd
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect();
+            assert!(left.is_empty(), "cgroups left behind in {base}: {left:?}");
+        }
+    }
     // No live process mentions the environment directory (boot scripts, launchers, binary server).
     let needle = dir.display().to_string();
     wait_for(
