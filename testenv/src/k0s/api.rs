@@ -287,8 +287,20 @@ pub fn node_ready(n: &Value) -> bool {
     cond_status(n, "Ready") == Some("True")
 }
 
+fn addr(n: &Value, typ: &str) -> String {
+    n["status"]["addresses"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["type"] == typ))
+        .and_then(|x| x["address"].as_str())
+        .unwrap_or("<none>")
+        .to_string()
+}
+
 fn table(res: &Res, items: &[Value], rv: u64) -> Value {
     let col = |n: &str, t: &str| json!({"name":n,"type":t,"format":if n=="Name" {"name"} else {""},"description":"","priority":0});
+    // Columns shown only with `-o wide`.
+    let wide =
+        |n: &str| json!({"name":n,"type":"string","format":"","description":"","priority":1});
     let (cols, rows): (Vec<Value>, Vec<Vec<Value>>) = match res.plural {
         "nodes" => (
             vec![
@@ -297,6 +309,11 @@ fn table(res: &Res, items: &[Value], rv: u64) -> Value {
                 col("Roles", "string"),
                 col("Age", "string"),
                 col("Version", "string"),
+                wide("Internal-IP"),
+                wide("External-IP"),
+                wide("OS-Image"),
+                wide("Kernel-Version"),
+                wide("Container-Runtime"),
             ],
             items
                 .iter()
@@ -332,6 +349,11 @@ fn table(res: &Res, items: &[Value], rv: u64) -> Value {
                         json!(roles),
                         json!(human_age(&n["metadata"]["creationTimestamp"])),
                         n["status"]["nodeInfo"]["kubeletVersion"].clone(),
+                        json!(addr(n, "InternalIP")),
+                        json!(addr(n, "ExternalIP")),
+                        n["status"]["nodeInfo"]["osImage"].clone(),
+                        n["status"]["nodeInfo"]["kernelVersion"].clone(),
+                        n["status"]["nodeInfo"]["containerRuntimeVersion"].clone(),
                     ]
                 })
                 .collect(),
@@ -343,6 +365,10 @@ fn table(res: &Res, items: &[Value], rv: u64) -> Value {
                 col("Status", "string"),
                 col("Restarts", "string"),
                 col("Age", "string"),
+                wide("IP"),
+                wide("Node"),
+                wide("Nominated Node"),
+                wide("Readiness Gates"),
             ],
             items
                 .iter()
@@ -363,6 +389,10 @@ fn table(res: &Res, items: &[Value], rv: u64) -> Value {
                         st,
                         json!("0"),
                         json!(human_age(&p["metadata"]["creationTimestamp"])),
+                        json!(p["status"]["podIP"].as_str().unwrap_or("<none>")),
+                        json!(p["spec"]["nodeName"].as_str().unwrap_or("<none>")),
+                        json!("<none>"),
+                        json!("<none>"),
                     ]
                 })
                 .collect(),

@@ -388,7 +388,10 @@ fn tick(store: &Store) {
                             .unwrap_or_default();
                         p["status"]["phase"] = json!("Running");
                         p["status"]["hostIP"] = ip.clone();
-                        p["status"]["podIP"] = json!(format!("10.244.{}.{}", 1 + (started % 200), 2 + (started % 250)));
+                        // A stable, per-pod address inside the default pod CIDR 10.244.0.0/16.
+                        let h = p["metadata"]["uid"].as_str().unwrap_or("").bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32));
+                        p["status"]["podIP"] = json!(format!("10.244.{}.{}", 1 + h % 250, 2 + (h / 250) % 250));
+                        p["status"]["podIPs"] = json!([{"ip": p["status"]["podIP"].clone()}]);
                         p["status"]["containerStatuses"] = json!(cs);
                         p["status"]["conditions"] = json!([
                             {"type":"Initialized","status":"True","lastTransitionTime":t},
