@@ -66,6 +66,8 @@ pub struct Options {
     pub versions: Vec<String>,
     /// Run the binary server inside this process (library use). `testenv up` runs it as a daemon.
     pub binserver_in_process: bool,
+    /// Also give hosts an RSA host key (3072 bit; slow to generate for many hosts).
+    pub rsa_host_keys: bool,
 }
 
 impl Options {
@@ -82,6 +84,7 @@ impl Options {
             k0s_bin: None,
             versions: DEFAULT_VERSIONS.iter().map(|s| s.to_string()).collect(),
             binserver_in_process: true,
+            rsa_host_keys: false,
         }
     }
 }
@@ -359,6 +362,14 @@ const MASKED_UNITS: &[&str] = &[
 
 const HOST_TARGET: &str = "[Unit]\nDescription=testenv host (minimal boot: journald + sshd)\nWants=ssh.service systemd-user-sessions.service\nAfter=ssh.service systemd-user-sessions.service\nAllowIsolate=yes\n";
 
+fn host_key_types(opts: &Options) -> Vec<&'static str> {
+    let mut v = vec!["ed25519", "ecdsa"];
+    if opts.rsa_host_keys {
+        v.push("rsa");
+    }
+    v
+}
+
 fn write_file(p: &Path, content: &[u8], mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(d) = p.parent() {
@@ -590,6 +601,7 @@ impl Env {
         let boot = dir.join("boot.sh");
         write_file(&boot, BOOT_SH.as_bytes(), 0o755)?;
         let mut known_hosts = String::new();
+        let mut keygens = Vec::new();
         // Prepare every host's upper layer, then boot them all in parallel.
         for p in planned {
             let h = dir.join("hosts").join(&p.name);
@@ -649,26 +661,60 @@ impl Env {
                     0o755,
                 )?;
             }
-            let hk = up.join("etc/ssh/ssh_host_ed25519_key");
-            std::fs::create_dir_all(hk.parent().unwrap())?;
-            run(Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", &p.name, "-f"])
-                .arg(&hk))?;
-            // Only the ed25519 host key: sshd must not fall back to the machine's own host keys.
+            // The host's own keys, like a Debian install has (ed25519 and ecdsa; rsa on request:
+            // RSA generation is slow on 2 cores). Clients pick different types (OpenSSH prefers
+            // ed25519, Go's x/crypto ecdsa), as on real machines. Key generation runs in parallel.
+            std::fs::create_dir_all(up.join("etc/ssh"))?;
+            let mut conf = String::from("Port 22\n");
+            for t in host_key_types(opts) {
+                let hk = up.join(format!("etc/ssh/ssh_host_{t}_key"));
+                conf += &format!("HostKey /etc/ssh/ssh_host_{t}_key\n");
+                let ch = Command::new("ssh-keygen")
+                    .args([
+                        "-q",
+                        "-t",
+                        t,
+                        "-N",
+                        "",
+                        "-C",
+                        &format!("root@{}", p.name),
+                        "-f",
+                    ])
+                    .arg(&hk)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .context("spawn ssh-keygen")?;
+                keygens.push(ch);
+            }
+            // Only these host keys (never the machine's own); otherwise Debian's sshd defaults
+            // (e.g. MaxStartups 10:30:100, which limits parallel handshakes through a bastion).
+            conf += "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nUseDNS no\n";
             write_file(
                 &up.join("etc/ssh/sshd_config.d/testenv.conf"),
-                b"Port 22\nHostKey /etc/ssh/ssh_host_ed25519_key\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\nUseDNS no\nMaxStartups 100:30:200\n",
+                conf.as_bytes(),
                 0o644,
             )?;
-            let hpub = std::fs::read_to_string(hk.with_extension("pub"))?;
-            let hpub: Vec<&str> = hpub.split_whitespace().collect();
-            known_hosts += &format!("{} {} {}\n", p.ip, hpub[0], hpub[1]);
-            if let Some((_, iip)) = &p.inner {
-                known_hosts += &format!("{} {} {}\n", iip, hpub[0], hpub[1]);
-            }
             // The optional user exists on every host, the bastion included.
             if let Some(u) = &opts.user {
                 add_user(&up, u, &pubkey, opts.sudo)?;
+            }
+        }
+        for mut k in keygens {
+            if !k.wait()?.success() {
+                bail!("ssh-keygen failed");
+            }
+        }
+        for p in planned {
+            let up = dir.join("hosts").join(&p.name).join("upper");
+            for t in host_key_types(opts) {
+                let hpub =
+                    std::fs::read_to_string(up.join(format!("etc/ssh/ssh_host_{t}_key.pub")))?;
+                let hpub: Vec<&str> = hpub.split_whitespace().collect();
+                known_hosts += &format!("{} {} {}\n", p.ip, hpub[0], hpub[1]);
+                if let Some((_, iip)) = &p.inner {
+                    known_hosts += &format!("{} {} {}\n", iip, hpub[0], hpub[1]);
+                }
             }
         }
         write_file(&dir.join("known_hosts"), known_hosts.as_bytes(), 0o644)?;

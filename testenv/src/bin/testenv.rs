@@ -43,6 +43,9 @@ enum Cmd {
         /// Comma-separated stand-in versions to offer, oldest first
         #[arg(long, value_delimiter = ',')]
         versions: Option<Vec<String>>,
+        /// Also generate an RSA host key per host (besides ed25519 and ecdsa)
+        #[arg(long)]
+        rsa_host_keys: bool,
     },
     /// Remove every namespace, mount, process, bridge and veth of the environment (idempotent)
     Down {
@@ -105,6 +108,7 @@ fn main() -> Result<()> {
             uplink_mbit,
             k0s_bin,
             versions,
+            rsa_host_keys,
         } => {
             let mut o = Options::new(dir, hosts);
             o.controllers = controllers;
@@ -121,6 +125,7 @@ fn main() -> Result<()> {
                 o.versions = v;
             }
             o.binserver_in_process = false;
+            o.rsa_host_keys = rsa_host_keys;
             let t = std::time::Instant::now();
             let env = Env::up(o)?;
             for h in env.hosts.iter().chain(env.bastion.iter()) {
