@@ -64,16 +64,33 @@ fn ssh_options(
     base_dir: &Path,
     cfg: &SshConfig,
 ) -> Result<SshOptions, TransportError> {
+    ssh_options_with(s, base_dir, cfg, &config::Mapping::new())
+}
+
+/// `inherited`: the options of the host this one is the bastion of. A bastion without options
+/// of its own uses its host's (so a per-cluster `UserKnownHostsFile` also covers the bastion's
+/// key instead of `~/.ssh/known_hosts`); options it sets itself win.
+fn ssh_options_with(
+    s: &config::Ssh,
+    base_dir: &Path,
+    cfg: &SshConfig,
+    inherited: &config::Mapping,
+) -> Result<SshOptions, TransportError> {
     // The manifest's port is 22 unless written otherwise; let ~/.ssh/config's Port apply then,
     // as `ssh` would.
     let port = (s.port != 22).then_some(s.port);
     let key = s.key_path.as_deref().map(|k| key_path(k, base_dir));
     let mut o = SshOptions::resolve(&s.address, port, Some(&s.user), key, cfg)?;
-    for (k, v) in &s.options {
+    let own = if s.options.is_empty() {
+        inherited
+    } else {
+        &s.options
+    };
+    for (k, v) in own {
         o.set_option(k, &option_value(v))?;
     }
     if let Some(b) = &s.bastion {
-        o.bastion = Some(Box::new(ssh_options(b, base_dir, cfg)?));
+        o.bastion = Some(Box::new(ssh_options_with(b, base_dir, cfg, own)?));
     }
     Ok(o)
 }
@@ -127,6 +144,8 @@ mod tests {
         assert_eq!(o.key_paths, [PathBuf::from("/etc/k0sctl/keys/id")]);
         assert_eq!(o.connect_timeout, std::time::Duration::from_secs(3));
         let b = o.bastion.unwrap();
+        // The bastion sets no options of its own: it inherits the host's.
+        assert_eq!(b.connect_timeout, std::time::Duration::from_secs(3));
         assert_eq!(
             (b.address.as_str(), b.port, b.user.as_str()),
             ("10.0.0.254", 2222, "root")

@@ -74,7 +74,12 @@ async fn preflight_probes_runs_hooks_and_validates() {
     );
     let reports = pipeline().run(&mut state).await.expect("preflight");
     // Everything ran but the version lookup (the manifest pins the version).
-    assert!(reports.iter().all(|r| r.ran == (r.title != "Set k0s version")), "{reports:?}");
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.ran == (r.title != "Set k0s version")),
+        "{reports:?}"
+    );
     for (h, t) in state.hosts.iter().zip(&env.hosts) {
         let p = h.host.as_ref().expect("probed");
         assert_eq!(p.facts.hostname, t.name);

@@ -30,6 +30,10 @@ async fn bastion_sudo_password_and_corrupted_upload() {
     let env = Env::up(o).expect("testenv up");
     let password = env.password.clone().expect("password");
     let cfg = loaded(&env.manifest);
+    // The manifest's per-environment known_hosts covers the bastion too: the user's own file
+    // is never written.
+    let user_kh = dirs::home_dir().unwrap().join(".ssh/known_hosts");
+    let user_kh_before = std::fs::read(&user_kh).ok();
     let pool = Pool::new(Limits::new(30, 5));
     for (h, t) in cfg.cluster.spec.hosts.iter().zip(&env.hosts) {
         // Hosts sit behind the bastion: the manifest's ssh.bastion is the only way in.
@@ -100,6 +104,11 @@ async fn bastion_sudo_password_and_corrupted_upload() {
         assert!(!journal.contains(&password), "password in the host journal");
     }
     pool.close_all().await;
+    assert_eq!(
+        std::fs::read(&user_kh).ok(),
+        user_kh_before,
+        "~/.ssh/known_hosts was modified"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -926,6 +926,10 @@ impl Env {
                     b.ssh_port,
                     q(&self.key_path.display().to_string())
                 );
+                y += &format!(
+                    "        options:\n          UserKnownHostsFile: {}\n          StrictHostKeyChecking: \"yes\"\n",
+                    q(&self.known_hosts.display().to_string())
+                );
             }
             match &self.binserver_url {
                 Some(u) => {
