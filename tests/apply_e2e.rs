@@ -171,3 +171,115 @@ fn apply_installs_a_cluster_and_reapply_changes_nothing() {
     assert_eq!(v["users"][0]["name"], "ops");
     assert_eq!(ready_nodes(&kc2), ["worker0", "worker1"]);
 }
+
+#[test]
+fn apply_ha_controllers_and_workers() {
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-apply-ha-")
+        .tempdir()
+        .unwrap();
+    let mut o = Options::new(dir.path().join("env"), 5);
+    o.controllers = 3;
+    let env = Env::up(o).expect("testenv up");
+    let cache = dir.path().join("cache");
+    let kc = dir.path().join("admin.conf");
+    let out = k0sctl(
+        &cache,
+        &[
+            "apply",
+            "-c",
+            &env.manifest.display().to_string(),
+            "--kubeconfig-out",
+            kc.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
+    // Controllers joined one at a time (the log says so, in order).
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("controller joined").count(), 2, "{err}");
+    for h in env.hosts.iter().filter(|h| h.role == "controller") {
+        assert_eq!(
+            env.exec(h, "systemctl is-active k0scontroller")
+                .unwrap()
+                .trim(),
+            "active",
+            "{}",
+            h.name
+        );
+        // Every controller's config lists every controller address in the API SANs.
+        let cfg = env.exec(h, "cat /etc/k0s/k0s.yaml").unwrap();
+        for c in env.hosts.iter().filter(|c| c.role == "controller") {
+            assert!(cfg.contains(&c.ip.to_string()), "{}: {cfg}", h.name);
+        }
+    }
+    assert_eq!(ready_nodes(&kc), ["worker0", "worker1"]);
+}
+
+#[test]
+fn apply_controller_worker_and_single_roles() {
+    // controller+worker: the controller is a node too.
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-apply-cw-")
+        .tempdir()
+        .unwrap();
+    let env = Env::up(Options::new(dir.path().join("env"), 2)).expect("testenv up");
+    let cache = dir.path().join("cache");
+    let manifest = std::fs::read_to_string(&env.manifest).unwrap().replacen(
+        "role: controller",
+        "role: controller+worker",
+        1,
+    );
+    let m = dir.path().join("cw.yaml");
+    std::fs::write(&m, manifest).unwrap();
+    let kc = dir.path().join("cw.conf");
+    let out = k0sctl(
+        &cache,
+        &[
+            "apply",
+            "-c",
+            m.to_str().unwrap(),
+            "--kubeconfig-out",
+            kc.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
+    assert_eq!(ready_nodes(&kc), ["controller0", "worker0"]);
+    let unit = env
+        .exec(
+            &env.hosts[0],
+            "cat /etc/systemd/system/k0scontroller.service",
+        )
+        .unwrap();
+    assert!(unit.contains("--enable-worker=true"), "{unit}");
+    drop(env);
+
+    // single: one host, kine storage, a node of its own.
+    let env = Env::up(Options::new(dir.path().join("env1"), 1)).expect("testenv up");
+    let manifest = std::fs::read_to_string(&env.manifest).unwrap().replacen(
+        "role: controller",
+        "role: single",
+        1,
+    );
+    let m = dir.path().join("single.yaml");
+    std::fs::write(&m, manifest).unwrap();
+    let kc = dir.path().join("single.conf");
+    let out = k0sctl(
+        &cache,
+        &[
+            "apply",
+            "-c",
+            m.to_str().unwrap(),
+            "--kubeconfig-out",
+            kc.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
+    assert_eq!(ready_nodes(&kc), ["controller0"]);
+    let unit = env
+        .exec(
+            &env.hosts[0],
+            "cat /etc/systemd/system/k0scontroller.service",
+        )
+        .unwrap();
+    assert!(unit.contains("--single=true"), "{unit}");
+}
