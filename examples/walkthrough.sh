@@ -4,7 +4,7 @@
 # test scaffolding, not real k0s), a cluster installed with `k0sctl apply`, and real kubectl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=target/release
+BIN=${BIN:-target/release}
 [ -x "$BIN/k0sctl" ] || BIN=target/debug
 DIR=${DIR:-/tmp/k0sctl-walkthrough}
 
