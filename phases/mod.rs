@@ -20,6 +20,7 @@ pub mod install_controllers;
 pub mod install_workers;
 pub mod k0s_ops;
 pub mod kubeconfig;
+pub mod lock;
 pub mod set_version;
 pub mod stage_binaries;
 pub mod state;
@@ -260,6 +261,12 @@ pub fn preflight() -> Vec<Box<dyn Phase>> {
 /// [`unsupported::CheckSupported`] for what is refused rather than skipped).
 pub fn apply(kubeconfig_out: Option<kubeconfig::GetKubeconfig>) -> Vec<Box<dyn Phase>> {
     let mut p = preflight();
+    // Held from right after the hosts are known until just before disconnecting.
+    let at = p
+        .iter()
+        .position(|ph| ph.title() == detect_os::TITLE)
+        .map_or(0, |i| i + 1);
+    p.insert(at, Box::new(lock::AcquireLock));
     p.push(Box::new(gather_k0s_facts::GatherK0sFacts));
     p.push(Box::new(validate_facts::ValidateFacts));
     p.push(Box::new(unsupported::CheckSupported));
@@ -282,6 +289,7 @@ pub fn apply(kubeconfig_out: Option<kubeconfig::GetKubeconfig>) -> Vec<Box<dyn P
     if let Some(k) = kubeconfig_out {
         p.push(Box::new(k));
     }
+    p.push(Box::new(lock::ReleaseLock));
     p.push(Box::new(disconnect::Disconnect));
     p
 }

@@ -151,6 +151,10 @@ pub struct State {
     pub target: Option<K0sVersion>,
     /// Hosts whose k0s install started in this run but did not finish (clean-ups reset them).
     pub unfinished: Vec<usize>,
+    /// This run holds the host locks (see [`super::lock`]).
+    pub lock_held: bool,
+    /// The task refreshing the locks.
+    pub lock_refresh: Option<tokio::task::AbortHandle>,
 }
 
 impl State {
@@ -183,6 +187,8 @@ impl State {
             cluster_id: None,
             target: None,
             unfinished: Vec::new(),
+            lock_held: false,
+            lock_refresh: None,
         }
     }
 

@@ -283,3 +283,77 @@ fn apply_controller_worker_and_single_roles() {
         .unwrap();
     assert!(unit.contains("--single=true"), "{unit}");
 }
+
+#[test]
+fn host_locks_and_detailed_exitcode() {
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-apply-lock-")
+        .tempdir()
+        .unwrap();
+    let env = Env::up(Options::new(dir.path().join("env"), 2)).expect("testenv up");
+    let cache = dir.path().join("cache");
+    let manifest = env.manifest.display().to_string();
+    let lock_exists = |i: usize| {
+        env.exec(
+            &env.hosts[i],
+            "test -e /run/lock/k0sctl && echo yes || echo no",
+        )
+        .unwrap()
+        .trim()
+        .to_string()
+    };
+
+    // --detailed-exitcode: 9 while changes are pending.
+    let out = k0sctl(
+        &cache,
+        &["apply", "-c", &manifest, "--dry-run", "--detailed-exitcode"],
+    );
+    assert_eq!(out.status.code(), Some(9), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("cluster state altering actions would be performed"));
+
+    // Another k0sctl holds the lock on the worker: refused with exit 7, the holder named,
+    // nothing installed, and the lock this run took on the controller released again.
+    let other = "k0sctl someone@elsewhere pid 4242 since 2026-11-22T00:00:00Z";
+    env.exec(
+        &env.hosts[1],
+        &format!("printf '%s\\n' '{other}' > /run/lock/k0sctl"),
+    )
+    .unwrap();
+    let out = k0sctl(&cache, &["apply", "-c", &manifest]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(other) && err.contains(&env.hosts[1].ip.to_string()),
+        "{err}"
+    );
+    assert_eq!(lock_exists(0), "no");
+    assert_eq!(
+        env.exec(
+            &env.hosts[0],
+            "test -e /usr/local/bin/k0s && echo yes || echo no"
+        )
+        .unwrap()
+        .trim(),
+        "no"
+    );
+    // A dry run reports a live lock too.
+    let out = k0sctl(&cache, &["apply", "-c", &manifest, "--dry-run"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+
+    // Once not refreshed for 30 s the lock is stale and taken over; after the run no lock is left.
+    env.exec(&env.hosts[1], "touch -d '-2 minutes' /run/lock/k0sctl")
+        .unwrap();
+    let out = k0sctl(&cache, &["apply", "-c", &manifest]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        (lock_exists(0), lock_exists(1)),
+        ("no".to_string(), "no".to_string())
+    );
+
+    // Converged: a detailed dry run exits 0.
+    let out = k0sctl(
+        &cache,
+        &["apply", "-c", &manifest, "--dry-run", "--detailed-exitcode"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

@@ -60,6 +60,7 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
         },
     });
     let dry_run = opts.dry_run;
+    let detailed = a.detailed_exitcode;
     let started = Instant::now();
     super::block_on_value(with_timeout(ctx, async move {
         let mut state = State::new(loaded, opts, SshConfig::load_default());
@@ -71,6 +72,12 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
             print!("{}", state.plan);
         }
         result.map_err(|e| phase_error("apply", e))?;
+        if dry_run && detailed && !state.plan.is_empty() {
+            return Err(CliError::new(
+                Code::ChangesPending,
+                "dry-run: changes are pending (--detailed-exitcode)",
+            ));
+        }
         tracing::info!("==> Finished in {}s", started.elapsed().as_secs());
         if !dry_run {
             if let Some(v) = state.target_version() {

@@ -144,6 +144,9 @@ pub struct ApplyArgs {
     /// Skip downgrade check
     #[arg(long, hide = true)]
     pub disable_downgrade_check: bool,
+    /// With --dry-run: exit 9 when changes would be made (0 when none)
+    #[arg(long)]
+    pub detailed_exitcode: bool,
     /// Taint to be applied to nodes before draining and removed after uncordoning in the format of <key=value>:<effect> (default: from spec.options.evictTaint)
     #[arg(long, value_name = "TAINT", value_parser = parse_evict_taint)]
     pub evict_taint: Option<(String, String)>,

@@ -1,0 +1,179 @@
+//! "Acquire exclusive host lock" / "Release exclusive host lock": one k0sctl at a time per host.
+//!
+//! The lock is a file (`/run/lock/k0sctl`, or `/tmp/k0sctl.lock` without `/run/lock`) created
+//! exclusively (`set -C`), holding who took it: user, machine, pid and start time. While held,
+//! its mtime is refreshed every 10 s; a lock not refreshed for 30 s is stale and taken over
+//! (k0sctl's timings). Another live holder stops the run with the "locked" exit code, naming
+//! it. A dry run takes no lock (that would change the host) but reports a live one.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+
+use crate::exit::Code;
+use crate::transport::{Cmd, Remote, shell_quote};
+
+use super::{Phase, PhaseFuture, State, collect};
+
+pub const TITLE: &str = "Acquire exclusive host lock";
+const STALE_SECS: u64 = 30;
+const REFRESH: Duration = Duration::from_secs(10);
+
+/// The holder line written into the lock file (the same for the whole process).
+pub fn holder() -> String {
+    static HOLDER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOLDER.get_or_init(make_holder).clone()
+}
+
+fn make_holder() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    format!(
+        "k0sctl {user}@{host} pid {} since {}",
+        std::process::id(),
+        crate::logging::rfc3339(now)
+    )
+}
+
+/// One round trip: create the lock unless a live one exists; a stale one is replaced.
+/// Prints `acquired`, or `held <age> <holder>`.
+fn acquire_script(path: &str, me: &str) -> String {
+    let (p, m) = (shell_quote(path), shell_quote(me));
+    format!(
+        "if ( set -C; printf '%s\\n' {m} > {p} ) 2>/dev/null; then echo acquired; exit 0; fi\n\
+         age=$(( $(date +%s) - $(stat -c %Y {p} 2>/dev/null || date +%s) ))\n\
+         cur=$(head -n1 {p} 2>/dev/null)\n\
+         if [ \"$cur\" = {m} ]; then echo acquired; exit 0; fi\n\
+         if [ \"$age\" -ge {STALE_SECS} ]; then rm -f {p}; if ( set -C; printf '%s\\n' {m} > {p} ) 2>/dev/null; then echo acquired; exit 0; fi; fi\n\
+         echo \"held $age $cur\"\n"
+    )
+}
+
+fn lock_path(h: &super::HostState) -> Option<(Remote, String)> {
+    let p = h.host.as_ref()?;
+    Some((p.remote.clone(), p.facts.lock_file.clone()))
+}
+
+pub struct AcquireLock;
+
+impl Phase for AcquireLock {
+    fn title(&self) -> &'static str {
+        TITLE
+    }
+
+    fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let me = holder();
+            let dry = state.opts.dry_run;
+            let locks: Vec<(String, Remote, String)> = state
+                .hosts
+                .iter()
+                .filter_map(|h| lock_path(h).map(|(r, p)| (h.name.clone(), r, p)))
+                .collect();
+            let results = join_all(locks.iter().map(|(name, r, path)| {
+                let me = me.clone();
+                async move {
+                    let err = |e: String| (name.clone(), e);
+                    let script = if dry {
+                        // Read only: report a live holder, take nothing.
+                        format!(
+                            "p={}; [ -f \"$p\" ] || {{ echo free; exit 0; }}; echo \"held $(( $(date +%s) - $(stat -c %Y \"$p\") )) $(head -n1 \"$p\")\"",
+                            shell_quote(path)
+                        )
+                    } else {
+                        acquire_script(path, &me)
+                    };
+                    let out = r.run_str(Cmd::new(script).sudo().display_as(format!("lock {path}"))).await.map_err(|e| err(e.to_string()))?;
+                    let out = out.trim();
+                    if let Some(rest) = out.strip_prefix("held ") {
+                        let (age, who) = rest.split_once(' ').unwrap_or((rest, ""));
+                        let age: u64 = age.parse().unwrap_or(0);
+                        if !dry || age < STALE_SECS {
+                            return Err(err(format!(
+                                "another k0sctl is operating on this host: {who} (lock {path}, refreshed {age}s ago); wait for it to finish, or if it is gone the lock expires {STALE_SECS}s after its last refresh"
+                            )));
+                        }
+                    }
+                    Ok(())
+                }
+            }))
+            .await;
+            let res = collect(TITLE, Code::Locked, results);
+            if !dry {
+                // Also after a partial failure: release removes only files holding our line.
+                state.lock_held = true;
+            }
+            if res.is_ok() && !dry {
+                // Keep the locks fresh until released.
+                let task = tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(REFRESH).await;
+                        for (_, r, path) in &locks {
+                            let _ = r
+                                .exec(Cmd::new(format!("touch {}", shell_quote(path))).sudo())
+                                .await;
+                        }
+                    }
+                });
+                state.lock_refresh = Some(task.abort_handle());
+            }
+            res
+        })
+    }
+
+    fn clean_up<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            release(state).await;
+            Ok(())
+        })
+    }
+}
+
+/// Stops the refresh and removes the lock files this run holds (only ours).
+pub async fn release(state: &mut State) {
+    if let Some(h) = state.lock_refresh.take() {
+        h.abort();
+    }
+    if !std::mem::take(&mut state.lock_held) {
+        return;
+    }
+    let me = holder();
+    join_all(state.hosts.iter().filter_map(lock_path).map(|(r, path)| {
+        let cmd = format!(
+            "p={q}; [ \"$(head -n1 \"$p\" 2>/dev/null)\" = {m} ] && rm -f \"$p\"; true",
+            q = shell_quote(&path),
+            m = shell_quote(&me)
+        );
+        async move {
+            let _ = r.exec(Cmd::new(cmd).sudo()).await;
+        }
+    }))
+    .await;
+}
+
+pub struct ReleaseLock;
+
+impl Phase for ReleaseLock {
+    fn title(&self) -> &'static str {
+        "Release exclusive host lock"
+    }
+
+    fn should_run(&self, state: &State) -> bool {
+        state.lock_held
+    }
+
+    fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            release(state).await;
+            Ok(())
+        })
+    }
+}
