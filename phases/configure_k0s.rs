@@ -249,6 +249,7 @@ impl Phase for ConfigureK0s {
                         .await
                         .map_err(|e| err(e.to_string()))?;
                     tracing::info!("{}: wrote k0s config to {path}", h.name);
+                    plans.lock().expect("lock").push((h.name.clone(), format!("wrote k0s config to {path}")));
                     if running {
                         let init = p.init_system().map_err(|e| err(e.to_string()))?;
                         init.restart(&p.remote, h.service_name()).await.map_err(|e| err(e.to_string()))?;
@@ -256,13 +257,19 @@ impl Phase for ConfigureK0s {
                             .await
                             .map_err(|e| err(e.to_string()))?;
                         tracing::info!("{}: restarted {} with the new config", h.name, h.service_name());
+                        plans.lock().expect("lock").push((h.name.clone(), format!("restarted the {} service", h.service_name())));
                     }
                     Ok(())
                 }
             }))
             .await;
+            // In a dry run these are plans, otherwise what was done.
             for (h, w) in plans.into_inner().expect("lock") {
-                state.plan.add(h, w);
+                if dry {
+                    state.planned(h, w);
+                } else {
+                    state.changed(h, w);
+                }
             }
             collect(TITLE, Code::PhaseFailed, results)
         })

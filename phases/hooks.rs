@@ -58,19 +58,46 @@ impl Phase for RunHooks {
                 }
             }))
             .await;
-            collect(self.title, Code::PhaseFailed, results)
+            let ok = results.iter().all(Result::is_ok);
+            collect(self.title, Code::PhaseFailed, results)?;
+            if ok {
+                let ran: Vec<(String, String)> = state
+                    .hosts
+                    .iter()
+                    .filter(|h| h.remote.is_some())
+                    .flat_map(|h| {
+                        self.commands(&h.config)
+                            .iter()
+                            .map(|c| {
+                                (
+                                    h.name.clone(),
+                                    format!("ran {} {} hook: {c:?}", self.stage, self.action),
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                for (h, what) in ran {
+                    state.changed(h, what);
+                }
+            }
+            Ok(())
         })
     }
 
     fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
+            let mut planned = Vec::new();
             for h in &state.hosts {
                 for cmd in self.commands(&h.config) {
-                    state.plan.add(
+                    planned.push((
                         h.name.clone(),
                         format!("run {} {} hook: {cmd:?}", self.stage, self.action),
-                    );
+                    ));
                 }
+            }
+            for (h, what) in planned {
+                state.planned(h, what);
             }
             Ok(())
         })

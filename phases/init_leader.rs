@@ -33,6 +33,11 @@ impl Phase for InitLeader {
             wait_api_ready(leader).await.map_err(fail)?;
             tracing::info!("{}: the kubernetes API is ready", leader.name);
             state.unfinished.retain(|&i| i != l);
+            let name = state.hosts[l].name.clone();
+            state.changed(
+                name,
+                "installed and started k0s controller (initialised the cluster)",
+            );
             Ok(())
         })
     }
@@ -44,7 +49,7 @@ impl Phase for InitLeader {
             state
                 .plan
                 .add(name.clone(), "install k0s controller (the cluster's first)");
-            state.plan.add(name, "start the k0scontroller service");
+            state.planned(name, "start the k0scontroller service");
             Ok(())
         })
     }

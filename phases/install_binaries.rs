@@ -63,6 +63,22 @@ impl Phase for InstallBinaries {
                 }
             }))
             .await;
+            let done: Vec<(String, String)> = state
+                .hosts
+                .iter()
+                .filter(|h| chosen[h.index] && h.staged.is_none())
+                .filter_map(|h| {
+                    let p = h.host.as_ref()?;
+                    let v = h.k0s.as_ref()?.binary_version.as_ref()?;
+                    Some((
+                        h.name.clone(),
+                        format!("installed k0s {v} at {}", p.k0s_binary_path),
+                    ))
+                })
+                .collect();
+            for (h, what) in done {
+                state.changed(h, what);
+            }
             collect(TITLE, Code::PhaseFailed, results)
         })
     }
@@ -80,9 +96,7 @@ impl Phase for InstallBinaries {
                 .filter_map(|h| Some((h.name.clone(), h.host.as_ref()?.k0s_binary_path.clone())))
                 .collect();
             for (name, path) in hosts {
-                state
-                    .plan
-                    .add(name, format!("install k0s {target} at {path}"));
+                state.planned(name, format!("install k0s {target} at {path}"));
             }
             Ok(())
         })

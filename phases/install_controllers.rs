@@ -63,6 +63,11 @@ impl Phase for InstallControllers {
                 retire_token(leader, h, &token).await;
                 tracing::info!("{}: controller joined", h.name);
                 state.unfinished.retain(|&x| x != i);
+                let name = state.hosts[i].name.clone();
+                state.changed(
+                    name,
+                    "installed and started k0s controller (joined the cluster)",
+                );
             }
             Ok(())
         })
@@ -80,7 +85,7 @@ impl Phase for InstallControllers {
                 state
                     .plan
                     .add(n.clone(), "install k0s controller (join the cluster)");
-                state.plan.add(n, "start the k0scontroller service");
+                state.planned(n, "start the k0scontroller service");
             }
             Ok(())
         })

@@ -84,6 +84,13 @@ impl Phase for InstallWorkers {
                 .map(|((i, _), _)| *i)
                 .collect();
             state.unfinished.retain(|i| !done.contains(i));
+            for i in done {
+                let name = state.hosts[i].name.clone();
+                state.changed(
+                    name,
+                    "installed and started k0s worker (joined the cluster)",
+                );
+            }
             collect(TITLE, Code::PhaseFailed, results)
         })
     }
@@ -100,7 +107,7 @@ impl Phase for InstallWorkers {
                 state
                     .plan
                     .add(n.clone(), "install k0s worker (join the cluster)");
-                state.plan.add(n, "start the k0sworker service");
+                state.planned(n, "start the k0sworker service");
             }
             Ok(())
         })

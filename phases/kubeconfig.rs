@@ -97,13 +97,17 @@ impl Phase for GetKubeconfig {
                 )
             })?;
             tracing::info!("kubeconfig written to {}", self.out.display());
+            state.changed(
+                "localhost",
+                format!("wrote the admin kubeconfig to {}", self.out.display()),
+            );
             Ok(())
         })
     }
 
     fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            state.plan.add(
+            state.planned(
                 "localhost",
                 format!("write the admin kubeconfig to {}", self.out.display()),
             );

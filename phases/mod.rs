@@ -198,6 +198,7 @@ impl Manager {
                 continue;
             }
             tracing::info!("==> Running phase: {}", phase.title());
+            state.emit(serde_json::json!({"event": "phase_start", "phase": phase.title()}));
             let started = Instant::now();
             ran.push(i);
             let result = if state.opts.dry_run {
@@ -210,8 +211,21 @@ impl Manager {
                 ran: true,
                 duration: started.elapsed(),
             });
+            state.emit(serde_json::json!({
+                "event": "phase_end",
+                "phase": phase.title(),
+                "duration_ms": started.elapsed().as_millis() as u64,
+                "ok": result.is_ok(),
+            }));
             if let Err(e) = result {
                 tracing::error!("{e}");
+                state.emit(serde_json::json!({
+                    "event": "error",
+                    "phase": e.phase,
+                    "exit_code": e.code.as_i32(),
+                    "message": e.message,
+                    "hosts": e.hosts.iter().map(|(h, m)| serde_json::json!({"host": h, "error": m})).collect::<Vec<_>>(),
+                }));
                 for &j in &ran {
                     let p = &self.phases[j];
                     tracing::info!("* Running clean-up for phase: {}", p.title());

@@ -320,6 +320,7 @@ impl Phase for StageBinaries {
                 .target_version()
                 .expect("should_run checked the target");
             let base = state.config.base_dir.clone();
+            let mut planned = Vec::new();
             for h in state.hosts.iter().filter(|h| needs_binary(h, &target)) {
                 let Ok(p) = h.probed() else { continue };
                 let what = match source_for(h, &target, &p.facts.arch, &base) {
@@ -337,7 +338,10 @@ impl Phase for StageBinaries {
                     }
                     Err(e) => format!("stage k0s {target}: {e}"),
                 };
-                state.plan.add(h.name.clone(), what);
+                planned.push((h.name.clone(), what));
+            }
+            for (h, what) in planned {
+                state.planned(h, what);
             }
             Ok(())
         })

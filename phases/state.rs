@@ -9,6 +9,9 @@ use crate::transport::{ConnectSpec, Limits, Pool, Remote, Secret};
 
 use super::Plan;
 
+/// Receives machine-readable events (`--output json`); secrets never reach it.
+pub type EventSink = std::sync::Arc<dyn Fn(serde_json::Value) + Send + Sync>;
+
 /// Command-line choices that steer the phases.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -151,6 +154,10 @@ pub struct State {
     pub target: Option<K0sVersion>,
     /// Hosts whose k0s install started in this run but did not finish (clean-ups reset them).
     pub unfinished: Vec<usize>,
+    /// What this run changed, per host (the counterpart of `plan` for real runs).
+    pub changes: Plan,
+    /// Where events go (`--output json`), if anywhere.
+    pub events: Option<EventSink>,
     /// This run holds the host locks (see [`super::lock`]).
     pub lock_held: bool,
     /// The task refreshing the locks.
@@ -189,7 +196,30 @@ impl State {
             unfinished: Vec::new(),
             lock_held: false,
             lock_refresh: None,
+            changes: Plan::default(),
+            events: None,
         }
+    }
+
+    /// Emits an event when a sink is set.
+    pub fn emit(&self, event: serde_json::Value) {
+        if let Some(sink) = &self.events {
+            sink(event);
+        }
+    }
+
+    /// Records a change made on a host (and emits it).
+    pub fn changed(&mut self, host: impl Into<String>, what: impl Into<String>) {
+        let (host, what) = (host.into(), what.into());
+        self.emit(serde_json::json!({"event": "change", "host": host, "action": what}));
+        self.changes.add(host, what);
+    }
+
+    /// Records a planned change of a dry run (and emits it).
+    pub fn planned(&mut self, host: impl Into<String>, what: impl Into<String>) {
+        let (host, what) = (host.into(), what.into());
+        self.emit(serde_json::json!({"event": "plan", "host": host, "action": what}));
+        self.plan.add(host, what);
     }
 
     /// The target k0s version: the manifest's, or the one "Set k0s version" looked up.

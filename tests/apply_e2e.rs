@@ -113,6 +113,38 @@ fn apply_installs_a_cluster_and_reapply_changes_nothing() {
             & 0o777;
     assert_eq!(mode, 0o600);
     assert_eq!(ready_nodes(&kc), ["worker0", "worker1"]);
+    // The summary says what changed where.
+    let err = text(&out.stderr);
+    assert!(err.contains("==> Changes made:"), "{err}");
+    let summary: Vec<&str> = err
+        .lines()
+        .skip_while(|l| !l.contains("==> Changes made:"))
+        .skip(1)
+        .collect();
+    assert_eq!(
+        summary
+            .iter()
+            .filter(|l| l.contains("installed and started k0s worker (joined the cluster)"))
+            .count(),
+        2,
+        "{err}"
+    );
+    assert_eq!(
+        summary
+            .iter()
+            .filter(|l| l.contains(": installed k0s v"))
+            .count(),
+        3,
+        "{err}"
+    );
+    assert_eq!(
+        summary
+            .iter()
+            .filter(|l| l.contains("initialised the cluster"))
+            .count(),
+        1,
+        "{err}"
+    );
     let ctrl = &env.hosts[0];
     assert_eq!(
         env.exec(ctrl, "head -c 21 /etc/k0s/k0s.yaml").unwrap(),
@@ -149,8 +181,29 @@ fn apply_installs_a_cluster_and_reapply_changes_nothing() {
         text(&out.stdout),
         "dry-run: no cluster state altering actions would be performed\n"
     );
-    let out = k0sctl(&cache, &["apply", "-c", &manifest]);
+    let out = k0sctl(&cache, &["apply", "-c", &manifest, "--output", "json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // The event stream: one JSON object per line, phases, and zero changes.
+    let events: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "phase_start" && e["phase"] == "Gather k0s facts")
+    );
+    assert!(!events.iter().any(|e| e["event"] == "change"), "{events:?}");
+    let summary = events.last().unwrap();
+    assert_eq!(
+        (
+            summary["event"].as_str(),
+            summary["ok"].as_bool(),
+            summary["changes"].as_u64()
+        ),
+        (Some("summary"), Some(true), Some(0))
+    );
+    assert!(text(&out.stderr).contains("==> No changes"));
     let after: Vec<String> = env
         .hosts
         .iter()

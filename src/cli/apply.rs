@@ -61,15 +61,35 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
     });
     let dry_run = opts.dry_run;
     let detailed = a.detailed_exitcode;
+    let json = a.output == "json";
     let started = Instant::now();
     super::block_on_value(with_timeout(ctx, async move {
         let mut state = State::new(loaded, opts, SshConfig::load_default());
+        if json {
+            let out = std::sync::Mutex::new(());
+            state.events = Some(std::sync::Arc::new(move |ev: serde_json::Value| {
+                let _g = out.lock().expect("stdout lock");
+                println!("{ev}");
+            }));
+        }
         let result = Manager::new(phases::apply(kubeconfig))
             .run(&mut state)
             .await;
-        if dry_run {
+        state.emit(serde_json::json!({
+            "event": "summary",
+            "ok": result.is_ok(),
+            "dry_run": dry_run,
+            "changes": state.changes.changes.len(),
+            "planned": state.plan.changes.len(),
+            "duration_ms": started.elapsed().as_millis() as u64,
+            "exit_code": result.as_ref().map(|_| 0).unwrap_or_else(|e| e.code.as_i32()),
+        }));
+        if dry_run && !json {
             // The plan is the output of a dry run, also when it stopped early.
             print!("{}", state.plan);
+        }
+        if !dry_run {
+            report_changes(&state);
         }
         result.map_err(|e| phase_error("apply", e))?;
         if dry_run && detailed && !state.plan.is_empty() {
@@ -92,6 +112,26 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
         }
         Ok(())
     }))
+}
+
+/// What this run changed, per host (also when it failed part way).
+fn report_changes(state: &State) {
+    if state.changes.is_empty() {
+        tracing::info!("==> No changes: the hosts already match the configuration");
+        return;
+    }
+    tracing::info!("==> Changes made:");
+    let mut hosts: Vec<&str> = Vec::new();
+    for (h, _) in &state.changes.changes {
+        if !hosts.contains(&h.as_str()) {
+            hosts.push(h);
+        }
+    }
+    for h in hosts {
+        for (_, what) in state.changes.changes.iter().filter(|(x, _)| x == h) {
+            tracing::info!("    {h}: {what}");
+        }
+    }
 }
 
 fn config_args(args: &[String]) -> String {

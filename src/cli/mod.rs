@@ -147,6 +147,10 @@ pub struct ApplyArgs {
     /// With --dry-run: exit 9 when changes would be made (0 when none)
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Output format: text, or json (one event per line on stdout: phases, changes, plan,
+    /// errors with remote stderr, a final summary; logs stay on stderr)
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    pub output: String,
     /// Taint to be applied to nodes before draining and removed after uncordoning in the format of <key=value>:<effect> (default: from spec.options.evictTaint)
     #[arg(long, value_name = "TAINT", value_parser = parse_evict_taint)]
     pub evict_taint: Option<(String, String)>,
