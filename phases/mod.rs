@@ -21,6 +21,7 @@ pub mod install_workers;
 pub mod k0s_ops;
 pub mod kubeconfig;
 pub mod lock;
+pub mod manifests;
 pub mod set_version;
 pub mod stage_binaries;
 pub mod state;
@@ -300,6 +301,7 @@ pub fn apply(kubeconfig_out: Option<kubeconfig::GetKubeconfig>) -> Vec<Box<dyn P
         action: "apply",
         stage: "after",
     }));
+    p.push(Box::new(manifests::ApplyManifests));
     if let Some(k) = kubeconfig_out {
         p.push(Box::new(k));
     }

@@ -22,12 +22,6 @@ impl Phase for CheckSupported {
             if c.spec.k0s.dynamic_config {
                 missing.push(("spec.k0s".into(), "dynamicConfig: true".into()));
             }
-            if !state.config.manifests.is_empty() {
-                missing.push((
-                    "configuration".into(),
-                    format!("{} additional manifests", state.config.manifests.len()),
-                ));
-            }
             if state.opts.restore_from {
                 missing.push(("apply".into(), "--restore-from".into()));
             }

@@ -410,3 +410,51 @@ fn host_locks_and_detailed_exitcode() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+#[test]
+fn additional_manifests_are_applied_once() {
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-apply-manifests-")
+        .tempdir()
+        .unwrap();
+    let env = Env::up(Options::new(dir.path().join("env"), 2)).expect("testenv up");
+    let cache = dir.path().join("cache");
+    let mut manifest = std::fs::read_to_string(&env.manifest).unwrap();
+    manifest.push_str("---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra-settings\n  namespace: default\ndata:\n  greeting: hello\n");
+    let m = dir.path().join("with-manifests.yaml");
+    std::fs::write(&m, manifest).unwrap();
+    let kc = dir.path().join("admin.conf");
+    let out = k0sctl(
+        &cache,
+        &[
+            "apply",
+            "-c",
+            m.to_str().unwrap(),
+            "--kubeconfig-out",
+            kc.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
+    let got = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args([
+            "get",
+            "configmap",
+            "extra-settings",
+            "-o",
+            "jsonpath={.data.greeting}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(text(&got.stdout), "hello", "{}", text(&got.stderr));
+    // Applied again: kubectl says unchanged, and that is no change.
+    let out = k0sctl(
+        &cache,
+        &["apply", "-c", m.to_str().unwrap(), "--output", "json"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let last: serde_json::Value =
+        serde_json::from_str(text(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["changes"], 0, "{}", text(&out.stdout));
+}
