@@ -268,25 +268,26 @@ fn apply_ha_controllers_and_workers() {
     assert_eq!(ready_nodes(&kc), ["worker0", "worker1"]);
 }
 
-#[test]
-fn apply_controller_worker_and_single_roles() {
-    // controller+worker: the controller is a node too.
-    let dir = tempfile::Builder::new()
-        .prefix("k0sctl-apply-cw-")
-        .tempdir()
-        .unwrap();
-    let env = Env::up(Options::new(dir.path().join("env"), 2)).expect("testenv up");
-    let cache = dir.path().join("cache");
+/// A testenv of `hosts` hosts whose first host gets `role`, applied with `--kubeconfig-out`;
+/// returns the environment and the kubeconfig's path.
+fn apply_with_first_role(
+    dir: &Path,
+    name: &str,
+    hosts: usize,
+    role: &str,
+    cache: &Path,
+) -> (Env, std::path::PathBuf) {
+    let env = Env::up(Options::new(dir.join(name), hosts)).expect("testenv up");
     let manifest = std::fs::read_to_string(&env.manifest).unwrap().replacen(
         "role: controller",
-        "role: controller+worker",
+        &format!("role: {role}"),
         1,
     );
-    let m = dir.path().join("cw.yaml");
+    let m = dir.join(format!("{name}.yaml"));
     std::fs::write(&m, manifest).unwrap();
-    let kc = dir.path().join("cw.conf");
+    let kc = dir.join(format!("{name}.conf"));
     let out = k0sctl(
-        &cache,
+        cache,
         &[
             "apply",
             "-c",
@@ -296,45 +297,38 @@ fn apply_controller_worker_and_single_roles() {
         ],
     );
     assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
-    assert_eq!(ready_nodes(&kc), ["controller0", "worker0"]);
-    let unit = env
-        .exec(
+    (env, kc)
+}
+
+#[test]
+fn apply_controller_worker_and_single_roles() {
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-apply-roles-")
+        .tempdir()
+        .unwrap();
+    let cache = dir.path().join("cache");
+    let unit = |env: &Env| {
+        env.exec(
             &env.hosts[0],
             "cat /etc/systemd/system/k0scontroller.service",
         )
-        .unwrap();
-    assert!(unit.contains("--enable-worker=true"), "{unit}");
+        .unwrap()
+    };
+
+    // controller+worker: the controller is a node too.
+    let (env, kc) = apply_with_first_role(dir.path(), "cw", 2, "controller+worker", &cache);
+    assert_eq!(ready_nodes(&kc), ["controller0", "worker0"]);
+    assert!(
+        unit(&env).contains("--enable-worker=true"),
+        "{}",
+        unit(&env)
+    );
     drop(env);
 
     // single: one host, kine storage, a node of its own.
-    let env = Env::up(Options::new(dir.path().join("env1"), 1)).expect("testenv up");
-    let manifest = std::fs::read_to_string(&env.manifest).unwrap().replacen(
-        "role: controller",
-        "role: single",
-        1,
-    );
-    let m = dir.path().join("single.yaml");
-    std::fs::write(&m, manifest).unwrap();
-    let kc = dir.path().join("single.conf");
-    let out = k0sctl(
-        &cache,
-        &[
-            "apply",
-            "-c",
-            m.to_str().unwrap(),
-            "--kubeconfig-out",
-            kc.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
+    let (env, kc) = apply_with_first_role(dir.path(), "single", 1, "single", &cache);
     assert_eq!(ready_nodes(&kc), ["controller0"]);
-    let unit = env
-        .exec(
-            &env.hosts[0],
-            "cat /etc/systemd/system/k0scontroller.service",
-        )
-        .unwrap();
-    assert!(unit.contains("--single=true"), "{unit}");
+    assert!(unit(&env).contains("--single=true"), "{}", unit(&env));
 }
 
 #[test]

@@ -1,37 +1,20 @@
 //! k0s binaries end to end on testenv: stage (host download verified against sha256sums.txt,
 //! or upload of k0sBinaryPath) and install, dry run, idempotence, downgrade guard.
 
-use k0sctl::config;
+mod common;
+
+use common::phases::{load, opts};
 use k0sctl::exit::Code;
-use k0sctl::phases::{self, Manager, RunOptions, State};
+use k0sctl::phases::{self, Manager, State};
 use k0sctl::transport::ssh::SshConfig;
 use testenv::{Env, Options};
-
-fn load(text: &str, dir: &std::path::Path) -> config::Loaded {
-    let f = dir.join("k0sctl.yaml");
-    std::fs::write(&f, text).unwrap();
-    let mut stdin = || -> std::io::Result<String> { unreachable!() };
-    config::load(config::LoadOptions {
-        config_args: &[f.display().to_string()],
-        cwd: dir.to_path_buf(),
-        env: &|_| None,
-        stdin: &mut stdin,
-    })
-    .unwrap()
-}
 
 async fn apply(
     text: &str,
     dir: &std::path::Path,
     dry_run: bool,
 ) -> (State, Result<Vec<phases::PhaseReport>, phases::PhaseError>) {
-    let opts = RunOptions {
-        dry_run,
-        concurrency: 30,
-        uploads: 5,
-        ..RunOptions::default()
-    };
-    let mut state = State::new(load(text, dir), opts, SshConfig::parse(""));
+    let mut state = State::new(load(text, dir), opts(dry_run), SshConfig::parse(""));
     let r = Manager::new(phases::apply_binaries()).run(&mut state).await;
     (state, r)
 }

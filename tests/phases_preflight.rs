@@ -1,33 +1,13 @@
 //! The read-only front of the pipeline (connect, detect OS, connect.after hooks, validate)
 //! against testenv hosts over real SSH, through the library.
 
-use k0sctl::config;
+mod common;
+
+use common::phases::{load, opts};
 use k0sctl::exit::Code;
-use k0sctl::phases::{self, Manager, RunOptions, State};
+use k0sctl::phases::{self, Manager, State};
 use k0sctl::transport::ssh::SshConfig;
 use testenv::{Env, Options};
-
-fn load(text: &str, dir: &std::path::Path) -> config::Loaded {
-    let f = dir.join("k0sctl.yaml");
-    std::fs::write(&f, text).unwrap();
-    let mut stdin = || -> std::io::Result<String> { unreachable!() };
-    config::load(config::LoadOptions {
-        config_args: &[f.display().to_string()],
-        cwd: dir.to_path_buf(),
-        env: &|_| None,
-        stdin: &mut stdin,
-    })
-    .unwrap()
-}
-
-fn opts(dry_run: bool) -> RunOptions {
-    RunOptions {
-        dry_run,
-        concurrency: 30,
-        uploads: 5,
-        ..RunOptions::default()
-    }
-}
 
 fn pipeline() -> Manager {
     let mut p = phases::preflight();

@@ -3,4 +3,5 @@
 //! take (address, port, user, key, known_hosts) so they can later run against testenv hosts.
 #![allow(dead_code)]
 
+pub mod phases;
 pub mod sshd;
