@@ -4,7 +4,7 @@
 use crate::exit::Code;
 use crate::transport::{Cmd, shell_quote};
 
-use super::k0s_ops::{install_and_start, wait_api_ready};
+use super::k0s_ops::{install_and_start, plan_install, wait_api_ready};
 use super::{Phase, PhaseError, PhaseFuture, State};
 
 pub struct InitLeader;
@@ -46,10 +46,12 @@ impl Phase for InitLeader {
         Box::pin(async move {
             let l = state.leader.expect("should_run checked the leader");
             let name = state.hosts[l].name.clone();
-            state
-                .plan
-                .add(name.clone(), "install k0s controller (the cluster's first)");
-            state.planned(name, "start the k0scontroller service");
+            plan_install(
+                state,
+                vec![name],
+                "controller (the cluster's first)",
+                "k0scontroller",
+            );
             Ok(())
         })
     }

@@ -5,7 +5,9 @@
 use crate::exit::Code;
 
 use super::init_leader::reset_installed;
-use super::k0s_ops::{create_token, install_and_start, retire_token, wait_api_ready, write_token};
+use super::k0s_ops::{
+    create_token, install_and_start, plan_install, retire_token, wait_api_ready, write_token,
+};
 use super::{HostState, Phase, PhaseError, PhaseFuture, State};
 
 pub struct InstallControllers;
@@ -81,12 +83,12 @@ impl Phase for InstallControllers {
                 .filter(|h| joins(state, h))
                 .map(|h| h.name.clone())
                 .collect();
-            for n in names {
-                state
-                    .plan
-                    .add(n.clone(), "install k0s controller (join the cluster)");
-                state.planned(n, "start the k0scontroller service");
-            }
+            plan_install(
+                state,
+                names,
+                "controller (join the cluster)",
+                "k0scontroller",
+            );
             Ok(())
         })
     }

@@ -7,7 +7,9 @@ use futures::future::join_all;
 use crate::exit::Code;
 
 use super::init_leader::reset_installed;
-use super::k0s_ops::{create_token, install_and_start, retire_token, wait_node_ready, write_token};
+use super::k0s_ops::{
+    create_token, install_and_start, plan_install, retire_token, wait_node_ready, write_token,
+};
 use super::{HostState, Phase, PhaseError, PhaseFuture, State, collect};
 
 pub struct InstallWorkers;
@@ -103,12 +105,7 @@ impl Phase for InstallWorkers {
                 .filter(|h| joins(h))
                 .map(|h| h.name.clone())
                 .collect();
-            for n in names {
-                state
-                    .plan
-                    .add(n.clone(), "install k0s worker (join the cluster)");
-                state.planned(n, "start the k0sworker service");
-            }
+            plan_install(state, names, "worker (join the cluster)", "k0sworker");
             Ok(())
         })
     }

@@ -17,6 +17,14 @@ fn probed(h: &HostState) -> Result<&crate::host::Host, String> {
     h.probed()
 }
 
+/// The dry-run plan of installing k0s on `hosts`: `install k0s <what>`, then starting `service`.
+pub fn plan_install(state: &mut super::State, hosts: Vec<String>, what: &str, service: &str) {
+    for h in hosts {
+        state.planned(h.clone(), format!("install k0s {what}"));
+        state.planned(h, format!("start the {service} service"));
+    }
+}
+
 /// `k0s install <role> …` (with `--force=true` when asked), then start the service and wait
 /// until the init system reports it running.
 pub async fn install_and_start(h: &HostState, is_leader: bool, force: bool) -> Result<(), String> {
