@@ -92,25 +92,6 @@ impl Drop for BinServer {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn handle(mut s: TcpStream, root: &Path) -> Result<()> {
     s.set_nonblocking(false)?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
@@ -134,7 +115,7 @@ fn handle(mut s: TcpStream, root: &Path) -> Result<()> {
                 keep_alive = false;
             }
         }
-        let path = percent_decode(target.split('?').next().unwrap_or("/"));
+        let path = crate::k0s::util::percent_decode(target.split('?').next().unwrap_or("/"));
         let rel: PathBuf = path
             .split('/')
             .filter(|c| !c.is_empty() && *c != "." && *c != "..")

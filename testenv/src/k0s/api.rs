@@ -106,28 +106,12 @@ fn query_map(q: Option<&str>) -> std::collections::HashMap<String, String> {
     let mut m = std::collections::HashMap::new();
     for kv in q.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        m.insert(pct(k), pct(&v.replace('+', " ")));
+        m.insert(
+            util::percent_decode(k),
+            util::percent_decode(&v.replace('+', " ")),
+        );
     }
     m
-}
-
-fn pct(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 // ---------- selectors ----------

@@ -985,7 +985,7 @@ async fn status_conn(d: Arc<Daemon>, mut s: tokio::net::UnixStream) -> Result<()
         .filter(|x| !x.is_empty())
         .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k.to_string(), api_pct(v))
+            (k.to_string(), super::util::percent_decode(v))
         })
         .collect();
     let (code, body) = if path == "/status" {
@@ -1013,25 +1013,6 @@ async fn status_conn(d: Arc<Daemon>, mut s: tokio::net::UnixStream) -> Result<()
     Ok(())
 }
 
-fn api_pct(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// k0s API (:9443).
 async fn k0s_api(
     d: Arc<Daemon>,
@@ -1047,7 +1028,7 @@ async fn k0s_api(
         .filter(|x| !x.is_empty())
         .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k.to_string(), api_pct(v))
+            (k.to_string(), super::util::percent_decode(v))
         })
         .collect();
     let store = d.store.clone().expect("store");
