@@ -6,7 +6,7 @@
 //! `spec.storage.etcd.peerAddress`. The file starts with `# generated-by-k0sctl <time>`, is
 //! validated on the host with `k0s config validate` first, replaces a foreign file only after
 //! keeping it as `.old`, and is written atomically 0600. Hosts whose config is already
-//! equivalent are left alone; a running controller whose config changed is restarted.
+//! equivalent are left alone; running controllers whose config changed are restarted one at a time, each ready before the next.
 
 use futures::future::join_all;
 use serde_json::{Map, Value, json};
@@ -191,8 +191,10 @@ impl Phase for ConfigureK0s {
             let limits = state.pool.limits().clone();
             let plans: Vec<(String, String)> = Vec::new();
             let plans = std::sync::Mutex::new(plans);
+            let restarts: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
             let results = join_all(state.hosts.iter().filter(|h| configured(h)).map(|h| {
-                let (limits, base, sans, plans) = (limits.clone(), &base, &sans, &plans);
+                let (limits, base, sans, plans, restarts) =
+                    (limits.clone(), &base, &sans, &plans, &restarts);
                 async move {
                     let _slot = limits.host_slot().await;
                     let err = |e: String| (h.name.clone(), e);
@@ -251,13 +253,7 @@ impl Phase for ConfigureK0s {
                     tracing::info!("{}: wrote k0s config to {path}", h.name);
                     plans.lock().expect("lock").push((h.name.clone(), format!("wrote k0s config to {path}")));
                     if running {
-                        let init = p.init_system().map_err(|e| err(e.to_string()))?;
-                        init.restart(&p.remote, h.service_name()).await.map_err(|e| err(e.to_string()))?;
-                        init.wait_state(&p.remote, h.service_name(), true, std::time::Duration::from_secs(120))
-                            .await
-                            .map_err(|e| err(e.to_string()))?;
-                        tracing::info!("{}: restarted {} with the new config", h.name, h.service_name());
-                        plans.lock().expect("lock").push((h.name.clone(), format!("restarted the {} service", h.service_name())));
+                        restarts.lock().expect("lock").push(h.index);
                     }
                     Ok(())
                 }
@@ -271,9 +267,49 @@ impl Phase for ConfigureK0s {
                     state.changed(h, w);
                 }
             }
-            collect(TITLE, Code::PhaseFailed, results)
+            // Controllers whose config changed are restarted one at a time, each ready before
+            // the next, so the control plane keeps its quorum (also when written configs failed
+            // elsewhere: what is on disk must be what runs).
+            let mut restarts = restarts.into_inner().expect("lock");
+            restarts.sort_unstable();
+            let mut failed = Vec::new();
+            for i in restarts {
+                let h = &state.hosts[i];
+                match restart_ready(h).await {
+                    Ok(()) => {
+                        let (name, svc) = (h.name.clone(), h.service_name());
+                        state.changed(name, format!("restarted the {svc} service"));
+                    }
+                    Err(e) => {
+                        failed.push((h.name.clone(), e));
+                        break;
+                    }
+                }
+            }
+            collect(
+                TITLE,
+                Code::PhaseFailed,
+                results.into_iter().chain(failed.into_iter().map(Err)),
+            )
         })
     }
+}
+
+/// Restarts a controller's service for its new config and waits until its API is ready.
+async fn restart_ready(h: &super::HostState) -> Result<(), String> {
+    let p = h.probed()?;
+    let init = p.init_system().map_err(|e| e.to_string())?;
+    let svc = h.service_name();
+    tracing::info!("{}: restarting {svc} for its new config", h.name);
+    init.restart(&p.remote, svc)
+        .await
+        .map_err(|e| e.to_string())?;
+    init.wait_state(&p.remote, svc, true, super::k0s_ops::WAIT)
+        .await
+        .map_err(|e| e.to_string())?;
+    super::k0s_ops::wait_api_ready(h).await?;
+    tracing::info!("{}: restarted {svc} with the new config", h.name);
+    Ok(())
 }
 
 #[cfg(test)]

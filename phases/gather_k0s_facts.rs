@@ -18,13 +18,20 @@ pub struct GatherK0sFacts;
 pub const TITLE: &str = "Gather k0s facts";
 
 /// The probe script: everything in one round trip, sections separated by `@@name` lines.
-fn script(h: &HostState, k0s: &str) -> String {
+fn script(h: &HostState, k0s: &str, env_file: Option<&str>) -> String {
     let k = shell_quote(k0s);
     let cfg = shell_quote(&h.k0s_config_path());
+    let env = env_file
+        .map(|f| {
+            let f = shell_quote(f);
+            format!("echo @@envfile; [ -f {f} ] && echo yes && cat {f}\n")
+        })
+        .unwrap_or_default();
     format!(
         "echo @@version; [ -x {k} ] && {k} version 2>/dev/null\n\
          echo @@status; [ -x {k} ] && {k} status -o json 2>/dev/null\n\
          echo @@config; [ -f {cfg} ] && echo yes\n\
+         {env}\
          echo @@service; for s in k0scontroller k0sworker k0sserver; do \
          if [ -f /etc/systemd/system/$s.service ] || [ -f /etc/init.d/$s ]; then echo $s; fi; done\n\
          echo @@end\n"
@@ -46,9 +53,10 @@ impl Phase for GatherK0sFacts {
                     let _slot = limits.host_slot().await;
                     let err = |e: String| (h.name.clone(), e);
                     let p = h.probed().map_err(err)?;
+                    let env_file = p.facts.init.map(|i| i.env_file(h.service_name()));
                     let out = p
                         .remote
-                        .run(Cmd::new(script(h, &p.k0s_binary_path)).sudo())
+                        .run(Cmd::new(script(h, &p.k0s_binary_path, env_file.as_deref())).sudo())
                         .await
                         .map_err(|e| err(e.to_string()))?
                         .stdout_str();
@@ -92,6 +100,10 @@ impl Phase for GatherK0sFacts {
                         status,
                         service,
                         config_exists: field("config") == "yes",
+                        service_env: s
+                            .get("envfile")
+                            .and_then(|v| v.strip_prefix("yes\n").or((v.trim() == "yes").then_some("")))
+                            .map(str::to_string),
                     });
                     Ok(())
                 }

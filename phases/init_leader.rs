@@ -4,6 +4,7 @@
 use crate::exit::Code;
 use crate::transport::{Cmd, shell_quote};
 
+use super::hooks::run_host_hooks;
 use super::k0s_ops::{install_and_start, plan_install, wait_api_ready};
 use super::{Phase, PhaseError, PhaseFuture, State};
 
@@ -32,6 +33,9 @@ impl Phase for InitLeader {
             install_and_start(leader, true, force).await.map_err(fail)?;
             wait_api_ready(leader).await.map_err(fail)?;
             tracing::info!("{}: the kubernetes API is ready", leader.name);
+            run_host_hooks(leader, "install", "after")
+                .await
+                .map_err(fail)?;
             state.unfinished.retain(|&i| i != l);
             let name = state.hosts[l].name.clone();
             state.changed(
@@ -45,10 +49,9 @@ impl Phase for InitLeader {
     fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
             let l = state.leader.expect("should_run checked the leader");
-            let name = state.hosts[l].name.clone();
             plan_install(
                 state,
-                vec![name],
+                vec![l],
                 "controller (the cluster's first)",
                 "k0scontroller",
             );

@@ -4,6 +4,7 @@
 
 use crate::exit::Code;
 
+use super::hooks::run_host_hooks;
 use super::init_leader::reset_installed;
 use super::k0s_ops::{
     create_token, install_and_start, plan_install, retire_token, wait_api_ready, write_token,
@@ -64,6 +65,7 @@ impl Phase for InstallControllers {
                 wait_api_ready(h).await.map_err(fail)?;
                 retire_token(leader, h, &token).await;
                 tracing::info!("{}: controller joined", h.name);
+                run_host_hooks(h, "install", "after").await.map_err(fail)?;
                 state.unfinished.retain(|&x| x != i);
                 let name = state.hosts[i].name.clone();
                 state.changed(
@@ -77,18 +79,13 @@ impl Phase for InstallControllers {
 
     fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let names: Vec<String> = state
+            let idx: Vec<usize> = state
                 .hosts
                 .iter()
                 .filter(|h| joins(state, h))
-                .map(|h| h.name.clone())
+                .map(|h| h.index)
                 .collect();
-            plan_install(
-                state,
-                names,
-                "controller (join the cluster)",
-                "k0scontroller",
-            );
+            plan_install(state, idx, "controller (join the cluster)", "k0scontroller");
             Ok(())
         })
     }

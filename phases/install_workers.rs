@@ -6,6 +6,7 @@ use futures::future::join_all;
 
 use crate::exit::Code;
 
+use super::hooks::run_host_hooks;
 use super::init_leader::reset_installed;
 use super::k0s_ops::{
     create_token, install_and_start, plan_install, retire_token, wait_node_ready, write_token,
@@ -75,6 +76,7 @@ impl Phase for InstallWorkers {
                     } else {
                         tracing::warn!("{}: --no-wait given, the join token stays valid until it expires (10 minutes)", h.name);
                     }
+                    run_host_hooks(h, "install", "after").await.map_err(err)?;
                     Ok(())
                 }
             }))
@@ -99,13 +101,13 @@ impl Phase for InstallWorkers {
 
     fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let names: Vec<String> = state
+            let idx: Vec<usize> = state
                 .hosts
                 .iter()
                 .filter(|h| joins(h))
-                .map(|h| h.name.clone())
+                .map(|h| h.index)
                 .collect();
-            plan_install(state, names, "worker (join the cluster)", "k0sworker");
+            plan_install(state, idx, "worker (join the cluster)", "k0sworker");
             Ok(())
         })
     }

@@ -17,18 +17,39 @@ fn probed(h: &HostState) -> Result<&crate::host::Host, String> {
     h.probed()
 }
 
-/// The dry-run plan of installing k0s on `hosts`: `install k0s <what>`, then starting `service`.
-pub fn plan_install(state: &mut super::State, hosts: Vec<String>, what: &str, service: &str) {
-    for h in hosts {
+/// The dry-run plan of installing k0s on the hosts `idx`: install hooks, `install k0s <what>`,
+/// the service environment, then starting `service`.
+pub fn plan_install(state: &mut super::State, idx: Vec<usize>, what: &str, service: &str) {
+    for i in idx {
+        super::hooks::plan_host_hooks(state, i, "install", "before");
+        let h = state.hosts[i].name.clone();
         state.planned(h.clone(), format!("install k0s {what}"));
+        if !state.hosts[i].config.environment.is_empty() {
+            state.planned(
+                h.clone(),
+                format!("write the {service} service environment"),
+            );
+        }
         state.planned(h, format!("start the {service} service"));
+        super::hooks::plan_host_hooks(state, i, "install", "after");
     }
 }
 
-/// `k0s install <role> …` (with `--force=true` when asked), then start the service and wait
-/// until the init system reports it running.
+/// The manifest's `environment` as (key, value) pairs.
+pub fn service_env(h: &HostState) -> Vec<(String, String)> {
+    h.config
+        .environment
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// `install.before` hooks, `k0s install <role> …` (with `--force=true` when asked), the service
+/// environment, then start the service and wait until the init system reports it running.
+/// (`install.after` hooks are the caller's: they run once the host has joined.)
 pub async fn install_and_start(h: &HostState, is_leader: bool, force: bool) -> Result<(), String> {
     let p = probed(h)?;
+    super::hooks::run_host_hooks(h, "install", "before").await?;
     let extra: Vec<&str> = if force { vec!["--force=true"] } else { vec![] };
     let cx = InstallContext {
         k0s_path: &p.k0s_binary_path,
@@ -55,6 +76,12 @@ pub async fn install_and_start(h: &HostState, is_leader: bool, force: bool) -> R
         .map_err(|e| e.to_string())?;
     let init = p.init_system().map_err(|e| e.to_string())?;
     let svc = h.service_name();
+    let env = service_env(h);
+    if !env.is_empty() {
+        init.set_env(&p.remote, svc, &env)
+            .await
+            .map_err(|e| format!("writing the {svc} service environment: {e}"))?;
+    }
     init.start(&p.remote, svc)
         .await
         .map_err(|e| e.to_string())?;

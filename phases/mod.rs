@@ -22,10 +22,13 @@ pub mod k0s_ops;
 pub mod kubeconfig;
 pub mod lock;
 pub mod manifests;
+pub mod prepare_hosts;
+pub mod service_env;
 pub mod set_version;
 pub mod stage_binaries;
 pub mod state;
 pub mod unsupported;
+pub mod upload_files;
 pub mod validate_facts;
 pub mod validate_hosts;
 
@@ -282,10 +285,16 @@ pub fn apply(kubeconfig_out: Option<kubeconfig::GetKubeconfig>) -> Vec<Box<dyn P
         .position(|ph| ph.title() == detect_os::TITLE)
         .map_or(0, |i| i + 1);
     p.insert(at, Box::new(lock::AcquireLock));
+    let at = p
+        .iter()
+        .position(|ph| ph.title() == validate_hosts::TITLE)
+        .unwrap_or(p.len());
+    p.insert(at, Box::new(prepare_hosts::PrepareHosts));
     p.push(Box::new(gather_k0s_facts::GatherK0sFacts));
     p.push(Box::new(validate_facts::ValidateFacts));
     p.push(Box::new(unsupported::CheckSupported));
     p.push(Box::new(stage_binaries::StageBinaries));
+    p.push(Box::new(upload_files::UploadFiles));
     p.push(Box::new(install_binaries::InstallBinaries));
     p.push(Box::new(configure_k0s::ConfigureK0s));
     p.push(Box::new(hooks::RunHooks {
@@ -296,6 +305,7 @@ pub fn apply(kubeconfig_out: Option<kubeconfig::GetKubeconfig>) -> Vec<Box<dyn P
     p.push(Box::new(init_leader::InitLeader));
     p.push(Box::new(install_controllers::InstallControllers));
     p.push(Box::new(install_workers::InstallWorkers));
+    p.push(Box::new(service_env::ConfigureServiceEnv));
     p.push(Box::new(hooks::RunHooks {
         title: "Run After Apply Hooks",
         action: "apply",

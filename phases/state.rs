@@ -62,6 +62,8 @@ pub struct K0sFacts {
     pub service: Option<String>,
     /// The k0s config file exists (controllers).
     pub config_exists: bool,
+    /// The content of the k0s service's environment drop-in, when the file exists.
+    pub service_env: Option<String>,
 }
 
 /// k0s's Linux default paths (k0sctl's configurer values).

@@ -30,16 +30,10 @@ impl Phase for CheckSupported {
                 if h.config.reset {
                     what.push("reset: true (node removal)".to_string());
                 }
-                if !h.config.files.is_empty() {
-                    what.push("files".into());
-                }
-                if !h.config.environment.is_empty() {
-                    what.push("environment".into());
-                }
                 if h.config.use_existing_k0s {
                     what.push("useExistingK0s".into());
                 }
-                for action in ["install", "upgrade", "reset", "backup"] {
+                for action in ["upgrade", "reset", "backup"] {
                     if h.config
                         .hooks
                         .get(action)

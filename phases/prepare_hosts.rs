@@ -1,0 +1,192 @@
+//! "Prepare hosts": what a host needs before k0s goes on it — `curl` when missing (the k0s
+//! binary and URL `files` are downloaded on the host), `mount --make-rshared /` inside
+//! containers, and the manifest's `environment` upserted into `/etc/environment` (k0sctl's
+//! behaviour; the k0s service gets the same variables through its drop-in, see
+//! [`super::service_env`]). Every step looks first and changes only what differs, so a
+//! converged host costs nothing but the reads; a dry run does the reads and plans the rest.
+
+use futures::future::join_all;
+
+use crate::exit::Code;
+use crate::transport::Cmd;
+
+use super::{HostState, Phase, PhaseFuture, State, collect};
+
+pub struct PrepareHosts;
+
+pub const TITLE: &str = "Prepare hosts";
+
+/// `/etc/environment` with `env` upserted: a `KEY=...` line is replaced in place, new keys are
+/// appended; every other line is kept as it was.
+pub fn upsert_environment(current: &str, env: &[(String, String)]) -> String {
+    let mut lines: Vec<String> = current.lines().map(str::to_string).collect();
+    for (k, v) in env {
+        let want = format!("{k}={v}");
+        let prefix = format!("{k}=");
+        match lines.iter().position(|l| l.starts_with(&prefix)) {
+            Some(i) => lines[i] = want,
+            None => lines.push(want),
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+/// What a host needs done (read-only: decided from facts and one read).
+struct Todo {
+    install_curl: bool,
+    rshared: bool,
+    /// The new `/etc/environment`, when it must change.
+    environment: Option<String>,
+}
+
+fn needs_curl(h: &HostState) -> bool {
+    h.host.as_ref().is_some_and(|p| !p.facts.has_curl) && !h.config.reset
+}
+
+fn rshared(h: &HostState) -> bool {
+    h.host.as_ref().is_some_and(|p| p.facts.in_container) && !h.config.reset
+}
+
+async fn todo(h: &HostState) -> Result<Todo, String> {
+    let p = h.probed()?;
+    let environment = if h.config.environment.is_empty() {
+        None
+    } else {
+        let cur = p
+            .remote
+            .run(Cmd::new("cat /etc/environment 2>/dev/null || true"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let cur = String::from_utf8_lossy(&cur.stdout).into_owned();
+        let env = super::k0s_ops::service_env(h);
+        let new = upsert_environment(&cur, &env);
+        (new != cur).then_some(new)
+    };
+    Ok(Todo {
+        install_curl: needs_curl(h),
+        rshared: rshared(h),
+        environment,
+    })
+}
+
+impl Phase for PrepareHosts {
+    fn title(&self) -> &'static str {
+        TITLE
+    }
+
+    fn should_run(&self, state: &State) -> bool {
+        state
+            .hosts
+            .iter()
+            .any(|h| needs_curl(h) || rshared(h) || !h.config.environment.is_empty())
+    }
+
+    fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let limits = state.pool.limits().clone();
+            let results = join_all(state.hosts.iter().map(|h| {
+                let limits = limits.clone();
+                async move {
+                    let _slot = limits.host_slot().await;
+                    let err = |e: String| (h.name.clone(), e);
+                    let t = todo(h).await.map_err(err)?;
+                    let p = h.probed().map_err(err)?;
+                    let mut done = Vec::new();
+                    if t.install_curl {
+                        tracing::info!("{}: installing curl", h.name);
+                        p.install_packages(&["curl"])
+                            .await
+                            .map_err(|e| err(e.to_string()))?;
+                        done.push("installed package curl".to_string());
+                    }
+                    if t.rshared {
+                        // A mount-propagation change, not a file change: done every run, as
+                        // k0sctl does, and not reported as a change.
+                        let _ = p
+                            .remote
+                            .exec(Cmd::new("mount --make-rshared / 2>/dev/null").sudo())
+                            .await;
+                    }
+                    if let Some(new) = t.environment {
+                        tracing::info!("{}: updating /etc/environment", h.name);
+                        p.remote
+                            .write_file("/etc/environment", new, 0o644, true)
+                            .await
+                            .map_err(|e| err(format!("writing /etc/environment: {e}")))?;
+                        done.push("updated /etc/environment".to_string());
+                    }
+                    Ok((h.name.clone(), done))
+                }
+            }))
+            .await;
+            let mut plain = Vec::new();
+            for r in results {
+                match r {
+                    Ok((host, done)) => {
+                        for d in done {
+                            state.changed(host.clone(), d);
+                        }
+                        plain.push(Ok(()));
+                    }
+                    Err(e) => plain.push(Err(e)),
+                }
+            }
+            collect(TITLE, Code::PhaseFailed, plain)
+        })
+    }
+
+    fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let todos = join_all(
+                state
+                    .hosts
+                    .iter()
+                    .map(|h| async move { todo(h).await.map_err(|e| (h.name.clone(), e)) }),
+            )
+            .await;
+            let mut plain = Vec::new();
+            for (i, t) in todos.into_iter().enumerate() {
+                match t {
+                    Ok(t) => {
+                        let name = state.hosts[i].name.clone();
+                        if t.install_curl {
+                            state.planned(name.clone(), "install package curl");
+                        }
+                        if t.environment.is_some() {
+                            state.planned(name, "update /etc/environment");
+                        }
+                        plain.push(Ok(()));
+                    }
+                    Err(e) => plain.push(Err(e)),
+                }
+            }
+            collect(TITLE, Code::PhaseFailed, plain)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_upsert_keeps_other_lines() {
+        let env = vec![
+            ("HTTP_PROXY".to_string(), "http://proxy:3128".to_string()),
+            ("NO_PROXY".to_string(), "10.0.0.0/8".to_string()),
+        ];
+        assert_eq!(
+            upsert_environment("", &env),
+            "HTTP_PROXY=http://proxy:3128\nNO_PROXY=10.0.0.0/8\n"
+        );
+        assert_eq!(
+            upsert_environment("PATH=/bin\nHTTP_PROXY=old\n", &env),
+            "PATH=/bin\nHTTP_PROXY=http://proxy:3128\nNO_PROXY=10.0.0.0/8\n"
+        );
+        // Converged: the same text comes back, so nothing is written.
+        let cur = "PATH=/bin\nHTTP_PROXY=http://proxy:3128\nNO_PROXY=10.0.0.0/8\n";
+        assert_eq!(upsert_environment(cur, &env), cur);
+    }
+}
