@@ -182,11 +182,26 @@ pub struct PhaseReport {
 /// the order they ran) and returns the failure.
 pub struct Manager {
     phases: Vec<Box<dyn Phase>>,
+    /// `--timeout`: when it passes, the running phase is stopped where it is and the
+    /// clean-ups run as after any failure (so locks are released and half-done installs are
+    /// undone), and the run fails with the timeout exit code.
+    deadline: Option<(tokio::time::Instant, String)>,
 }
 
 impl Manager {
     pub fn new(phases: Vec<Box<dyn Phase>>) -> Self {
-        Self { phases }
+        Self {
+            phases,
+            deadline: None,
+        }
+    }
+
+    /// Stop the run `limit` from now (zero: no limit); `what` names the limit in the error.
+    pub fn with_timeout(mut self, limit: Duration, what: impl Into<String>) -> Self {
+        if !limit.is_zero() {
+            self.deadline = Some((tokio::time::Instant::now() + limit, what.into()));
+        }
+        self
     }
 
     pub async fn run(&self, state: &mut State) -> Result<Vec<PhaseReport>, PhaseError> {
@@ -205,10 +220,20 @@ impl Manager {
             state.emit(serde_json::json!({"event": "phase_start", "phase": phase.title()}));
             let started = Instant::now();
             ran.push(i);
-            let result = if state.opts.dry_run {
-                phase.dry_run(state).await
+            let fut = if state.opts.dry_run {
+                phase.dry_run(state)
             } else {
-                phase.run(state).await
+                phase.run(state)
+            };
+            let result = match &self.deadline {
+                None => fut.await,
+                Some((at, what)) => tokio::time::timeout_at(*at, fut).await.unwrap_or_else(|_| {
+                    Err(PhaseError::new(
+                        Code::Timeout,
+                        phase.title(),
+                        format!("was stopped: {what} expired"),
+                    ))
+                }),
             };
             reports.push(PhaseReport {
                 title: phase.title(),

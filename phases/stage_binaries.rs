@@ -132,22 +132,49 @@ fn download_script(url: &str, asset: &str, tmp: &str) -> String {
     )
 }
 
-/// Downloads `url` into the local cache once (verified against sha256sums.txt when present).
-async fn cached_download(url: &str, target: &K0sVersion, arch: &str) -> Result<PathBuf, String> {
-    let dir = crate::logging::log_dir()
+/// The local cache file of a k0s release binary (k0sctl's layout:
+/// `$XDG_CACHE_HOME/k0sctl/k0s/linux/<arch>/k0s-<version without v>`).
+fn cache_file(target: &K0sVersion, arch: &str) -> PathBuf {
+    crate::logging::log_dir()
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
         .join("k0s")
         .join("linux")
-        .join(arch);
-    let file = dir.join(format!(
-        "k0s-{}",
-        target.to_string().trim_start_matches('v')
-    ));
-    if file.is_file() {
-        return Ok(file);
+        .join(arch)
+        .join(format!(
+            "k0s-{}",
+            target.to_string().trim_start_matches('v')
+        ))
+}
+
+/// Downloads `url` into the local cache unless a verified copy is there: the download is
+/// streamed to a temp file while hashed, checked against the release's sha256sums.txt when
+/// present, and renamed into place with a `.sha256` file beside it; a cached copy is reused
+/// only when its SHA-256 still matches that record (a damaged cache is fetched again).
+async fn cached_download(url: &str, target: &K0sVersion, arch: &str) -> Result<PathBuf, String> {
+    use tokio::io::AsyncWriteExt;
+    let file = cache_file(target, arch);
+    let record = file.with_extension("sha256");
+    if let (true, Ok(want)) = (file.is_file(), std::fs::read_to_string(&record)) {
+        let f = file.clone();
+        let got = tokio::task::spawn_blocking(move || sha256_file(&f))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        if got == want.trim() {
+            tracing::info!(
+                "using k0s {target} ({arch}) from the local cache {}",
+                file.display()
+            );
+            return Ok(file);
+        }
+        tracing::warn!(
+            "the cached {} does not match its recorded SHA-256; downloading it again",
+            file.display()
+        );
     }
+    let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(30))
@@ -165,29 +192,51 @@ async fn cached_download(url: &str, target: &K0sVersion, arch: &str) -> Result<P
             if !r.status().is_success() {
                 return Err(format!("GET {u}: HTTP {}", r.status()));
             }
-            r.bytes().await.map_err(|e| format!("GET {u}: {e}"))
+            Ok(r)
         }
     };
-    let body = get(url.to_string()).await?;
-    let got = hex::encode(Sha256::digest(&body));
-    let asset = format!("k0s-{target}-{arch}");
-    if let Ok(sums) = get(sums_url(url)).await {
-        let text = String::from_utf8_lossy(&sums);
-        if let Some(want) = text.lines().find_map(|l| {
-            let mut it = l.split_whitespace();
-            let (sum, name) = (it.next()?, it.next()?);
-            (name.trim_start_matches('*') == asset).then_some(sum)
-        }) && want != got
+    tracing::info!("downloading k0s {target} ({arch}) from {url} into the local cache");
+    let mut resp = get(url.to_string()).await?;
+    let tmp = dir.join(format!(".k0s-{}.part", std::process::id()));
+    let result = async {
+        let mut out = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
+            hasher.update(&chunk);
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        }
+        out.flush()
+            .await
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let got = hex::encode(hasher.finalize());
+        let asset = format!("k0s-{target}-{arch}");
+        if let Ok(sums) = get(sums_url(url)).await
+            && let Ok(text) = sums.text().await
+            && let Some(want) = text.lines().find_map(|l| {
+                let mut it = l.split_whitespace();
+                let (sum, name) = (it.next()?, it.next()?);
+                (name.trim_start_matches('*') == asset).then(|| sum.to_string())
+            })
+            && want != got
         {
             return Err(format!(
                 "checksum mismatch for {url}: sha256sums.txt says {want}, downloaded {got}"
             ));
         }
+        std::fs::write(&record, format!("{got}\n"))
+            .map_err(|e| format!("{}: {e}", record.display()))?;
+        std::fs::rename(&tmp, &file).map_err(|e| format!("{}: {e}", file.display()))?;
+        Ok(())
     }
-    let tmp = dir.join(format!(".k0s-{}.part", std::process::id()));
-    std::fs::write(&tmp, &body).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &file).map_err(|e| format!("{}: {e}", file.display()))?;
-    Ok(file)
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map(|()| file)
 }
 
 impl Phase for StageBinaries {
@@ -208,6 +257,20 @@ impl Phase for StageBinaries {
                 .expect("should_run checked the target");
             let base = state.config.base_dir.clone();
             let limits = state.pool.limits().clone();
+            // `uploadBinary` hosts share one download per (URL, arch), fetched before the
+            // uploads start.
+            let mut cached: Vec<(String, String, Result<PathBuf, String>)> = Vec::new();
+            for h in state.hosts.iter().filter(|h| needs_binary(h, &target)) {
+                let Ok(p) = h.probed() else { continue };
+                let arch = p.facts.arch.clone();
+                if let Ok(Source::Cached(url)) = source_for(h, &target, &arch, &base)
+                    && !cached.iter().any(|(u, a, _)| *u == url && *a == arch)
+                {
+                    let r = cached_download(&url, &target, &arch).await;
+                    cached.push((url, arch, r));
+                }
+            }
+            let cached = &cached;
             let results = join_all(
                 state
                     .hosts
@@ -261,8 +324,12 @@ impl Phase for StageBinaries {
                                     return Ok(());
                                 }
                                 Source::Cached(url) => {
-                                    let file =
-                                        cached_download(&url, &target, &arch).await.map_err(err)?;
+                                    let file = cached
+                                        .iter()
+                                        .find(|(u, a, _)| *u == url && *a == arch)
+                                        .map(|(_, _, r)| r.clone())
+                                        .unwrap_or_else(|| Err(format!("{url} was not fetched")))
+                                        .map_err(err)?;
                                     tracing::info!(
                                         "{}: uploading k0s {target} from the local cache",
                                         h.name

@@ -63,7 +63,8 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
     let detailed = a.detailed_exitcode;
     let json = a.output == "json";
     let started = Instant::now();
-    super::block_on_value(with_timeout(ctx, async move {
+    let limit = ctx.global.timeout;
+    super::block_on_value(async move {
         let mut state = State::new(loaded, opts, SshConfig::load_default());
         if json {
             let out = std::sync::Mutex::new(());
@@ -73,6 +74,10 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
             }));
         }
         let result = Manager::new(phases::apply(kubeconfig))
+            .with_timeout(
+                limit,
+                format!("--timeout {}", crate::config::duration::format(limit)),
+            )
             .run(&mut state)
             .await;
         state.emit(serde_json::json!({
@@ -111,7 +116,7 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
             }
         }
         Ok(())
-    }))
+    })
 }
 
 /// What this run changed, per host (also when it failed part way).
