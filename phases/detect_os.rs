@@ -48,9 +48,21 @@ impl Phase for DetectOs {
                                 k0s_install_path: h.config.k0s_install_path.clone(),
                                 sudo_password: password,
                             };
-                            let probed = Host::probe(remote, &opts)
+                            let mut probed = Host::probe(remote, &opts)
                                 .await
                                 .map_err(|e| (h.name.clone(), e.to_string()))?;
+                            if h.config.use_existing_k0s {
+                                // k0s is already on the host (installed by other means): use
+                                // the one on the PATH, and never replace it.
+                                let Some(path) = probed.facts.k0s_in_path.clone() else {
+                                    return Err((
+                                        h.name.clone(),
+                                        "useExistingK0s is set but there is no k0s on the host's PATH (install it first, or remove useExistingK0s)".to_string(),
+                                    ));
+                                };
+                                tracing::info!("{}: using the existing k0s at {path}", h.name);
+                                probed.k0s_binary_path = path;
+                            }
                             h.host = Some(probed);
                             Ok(())
                         }

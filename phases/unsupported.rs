@@ -30,9 +30,6 @@ impl Phase for CheckSupported {
                 if h.config.reset {
                     what.push("reset: true (node removal)".to_string());
                 }
-                if h.config.use_existing_k0s {
-                    what.push("useExistingK0s".into());
-                }
                 for action in ["upgrade", "reset", "backup"] {
                     if h.config
                         .hooks

@@ -290,3 +290,60 @@ fn a_second_apply_is_refused_and_timeout_stops_a_run() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn use_existing_k0s_installs_with_the_hosts_own_binary() {
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-existing-")
+        .tempdir()
+        .unwrap();
+    let env = Env::up(Options::new(dir.path().join("env"), 1)).expect("testenv up");
+    let cache = dir.path().join("cache");
+    let h = &env.hosts[0];
+    let manifest = std::fs::read_to_string(&env.manifest).unwrap().replacen(
+        "role: controller",
+        "role: single\n    useExistingK0s: true",
+        1,
+    );
+    let manifest: String = manifest
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("k0sDownloadURL:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let m = dir.path().join("existing.yaml");
+    std::fs::write(&m, manifest).unwrap();
+    let m = m.to_str().unwrap();
+
+    // Without k0s on the PATH the run stops before changing anything, and says why.
+    let out = k0sctl(&cache, &["apply", "-c", m]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("no k0s on the host's PATH"), "{err}");
+
+    // Put one there by other means; apply uses it and stages nothing.
+    let bin = std::fs::read(&env.k0s_binaries[0]).unwrap();
+    let mut c = env.ssh_command(h);
+    c.arg("cat > /usr/bin/k0s && chmod 755 /usr/bin/k0s")
+        .stdin(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&bin).unwrap();
+    assert!(child.wait().unwrap().success());
+    let out = k0sctl(&cache, &["apply", "-c", m]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "apply failed:\n{err}");
+    assert!(
+        err.contains("using the existing k0s at /usr/bin/k0s"),
+        "{err}"
+    );
+    assert_eq!(
+        env.exec(h, "ls /usr/local/bin/k0s 2>/dev/null | wc -l")
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    let unit = env
+        .exec(h, "cat /etc/systemd/system/k0scontroller.service")
+        .unwrap();
+    assert!(unit.contains("/usr/bin/k0s controller"), "{unit}");
+}
