@@ -23,11 +23,14 @@ pub mod kubeconfig;
 pub mod lock;
 pub mod manifests;
 pub mod prepare_hosts;
+pub mod reinstall;
 pub mod service_env;
 pub mod set_version;
 pub mod stage_binaries;
 pub mod state;
 pub mod unsupported;
+pub mod upgrade;
+pub mod upgrade_controllers;
 pub mod upload_files;
 pub mod validate_facts;
 pub mod validate_hosts;
@@ -330,6 +333,8 @@ pub fn apply(kubeconfig_out: Option<kubeconfig::GetKubeconfig>) -> Vec<Box<dyn P
     p.push(Box::new(init_leader::InitLeader));
     p.push(Box::new(install_controllers::InstallControllers));
     p.push(Box::new(install_workers::InstallWorkers));
+    p.push(Box::new(upgrade_controllers::UpgradeControllers));
+    p.push(Box::new(reinstall::Reinstall));
     p.push(Box::new(service_env::ConfigureServiceEnv));
     p.push(Box::new(hooks::RunHooks {
         title: "Run After Apply Hooks",

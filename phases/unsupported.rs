@@ -30,7 +30,7 @@ impl Phase for CheckSupported {
                 if h.config.reset {
                     what.push("reset: true (node removal)".to_string());
                 }
-                for action in ["upgrade", "reset", "backup"] {
+                for action in ["reset", "backup"] {
                     if h.config
                         .hooks
                         .get(action)
@@ -42,6 +42,8 @@ impl Phase for CheckSupported {
                 if let (Some(st), Some(t)) =
                     (h.k0s.as_ref().and_then(|k| k.status.as_ref()), &target)
                     && st.version != *t
+                    && !h.config.is_controller()
+                    && !h.config.use_existing_k0s
                 {
                     what.push(format!("upgrading the running k0s {} to {t}", st.version));
                 }

@@ -1,5 +1,5 @@
 //! "Validate facts": decisions that need both the manifest and what runs — no downgrades
-//! (unless `--disable-downgrade-check`).
+//! (unless `--disable-downgrade-check`), and an unpinned version keeps what the cluster runs.
 
 use crate::exit::Code;
 
@@ -23,6 +23,21 @@ impl Phase for ValidateFacts {
                     "no target k0s version (internal error: phase order)",
                 ));
             };
+            // An unpinned version (looked up online) never upgrades a running cluster by
+            // surprise: keep what the leader runs, as k0sctl does.
+            if state.config.cluster.spec.k0s.version.is_none()
+                && let Some(running) = state
+                    .leader
+                    .and_then(|l| state.hosts[l].k0s.as_ref()?.status.as_ref())
+                    .map(|s| s.version.clone())
+                && running < target
+            {
+                tracing::warn!(
+                    "spec.k0s.version is not set: keeping the running k0s {running} (the newest release is {target}); set spec.k0s.version to upgrade"
+                );
+                state.target = Some(running);
+                return Ok(());
+            }
             if state.opts.disable_downgrade_check {
                 return Ok(());
             }

@@ -1,0 +1,267 @@
+//! What "Upgrade controllers", "Upgrade workers" and "Reinstall" share: which hosts need them,
+//! how many workers go at once, and the steps on one node — stop the service, put the staged
+//! and verified binary in place, `k0s install <role> … --force`, start, wait until it serves.
+//! Draining and cordoning are the worker phase's (through [`crate::kube`]); this file only
+//! talks to the node itself.
+
+use crate::config::flags::Flags;
+use crate::k0s::install::{InstallContext, install_command, install_flags};
+use crate::k0s::version::K0sVersion;
+use crate::transport::{Cmd, shell_quote};
+
+use super::HostState;
+use super::k0s_ops::{WAIT, service_env, wait_api_ready, wait_node_ready};
+
+/// The running k0s version, when k0s runs.
+pub fn running_version(h: &HostState) -> Option<&K0sVersion> {
+    h.k0s.as_ref()?.status.as_ref().map(|s| &s.version)
+}
+
+/// A host runs k0s at another version than the target (and may be upgraded by us).
+pub fn needs_upgrade(h: &HostState, target: &K0sVersion) -> bool {
+    !h.config.reset && !h.config.use_existing_k0s && running_version(h).is_some_and(|v| v != target)
+}
+
+/// How many workers are upgraded at once: `workerDisruptionPercent` of them, rounded down, at
+/// least 1, at most `concurrency.limit` (0 = no limit). (k0sctl's integer division made this
+/// 1 for any percent below 100.)
+pub fn worker_batch_size(workers: usize, percent: u32, limit: u32) -> usize {
+    let n = (workers * percent as usize / 100).max(1);
+    let n = if limit > 0 { n.min(limit as usize) } else { n };
+    n.min(workers.max(1))
+}
+
+/// Flags k0sctl leaves out of the drift comparison: they are set by k0sctl itself or do not
+/// change what runs.
+const IGNORED: [&str; 5] = ["--force", "--env", "--data-dir", "--token-file", "--config"];
+
+fn comparable(f: &Flags) -> (Vec<(String, String)>, Vec<String>) {
+    let mut pairs: Vec<(String, String)> = f
+        .pairs()
+        .into_iter()
+        .filter(|(k, _)| !IGNORED.contains(&k.as_str()) && k != "--kubelet-extra-args")
+        // k0s stores a bare boolean flag as `--flag=true`.
+        .map(|(k, v)| {
+            if v.is_empty() {
+                (k, "true".to_string())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    pairs.sort();
+    let mut extra: Vec<String> = f
+        .value("--kubelet-extra-args")
+        .and_then(|v| shlex::split(&v))
+        .unwrap_or_default();
+    extra.sort();
+    (pairs, extra)
+}
+
+/// The install flags k0s runs with differ from what the manifest gives now (k0sctl.md
+/// §3.2.1); `None` when k0s does not run.
+pub fn flags_drift(h: &HostState, is_leader: bool) -> Result<Option<bool>, String> {
+    let Some(status) = h.k0s.as_ref().and_then(|k| k.status.as_ref()) else {
+        return Ok(None);
+    };
+    let p = h.probed()?;
+    let cx = InstallContext {
+        k0s_path: &p.k0s_binary_path,
+        data_dir: &h.data_dir(),
+        is_leader,
+        token_path: &h.token_path(),
+        config_path: &h.k0s_config_path(),
+        extra: &[],
+        binary_version: Some(&status.version),
+    };
+    let (_, want) = install_flags(&h.config, &cx)?;
+    let have = Flags(status.args.clone());
+    Ok(Some(comparable(&want) != comparable(&have)))
+}
+
+/// The install flags the manifest gives the host now (what k0s runs with after a reinstall),
+/// as `k0s status` reports them.
+pub fn wanted_flags(
+    h: &HostState,
+    is_leader: bool,
+    version: &K0sVersion,
+) -> Result<Vec<String>, String> {
+    let p = h.probed()?;
+    let cx = InstallContext {
+        k0s_path: &p.k0s_binary_path,
+        data_dir: &h.data_dir(),
+        is_leader,
+        token_path: &h.token_path(),
+        config_path: &h.k0s_config_path(),
+        extra: &[],
+        binary_version: Some(version),
+    };
+    Ok(install_flags(&h.config, &cx)?.1.0)
+}
+
+/// Records in the host's facts that it now runs `version` with the manifest's flags (so later
+/// phases of the same run see it converged).
+pub fn mark_converged(h: &mut HostState, is_leader: bool, version: &K0sVersion) {
+    let flags = wanted_flags(h, is_leader, version).ok();
+    h.staged = None;
+    if let Some(st) = h.k0s.as_mut().and_then(|k| k.status.as_mut()) {
+        st.version = version.clone();
+        if let Some(f) = flags {
+            st.args = f;
+        }
+    }
+}
+
+/// Runs `k0s install <role> … --force=true` (the service definition is rewritten with the
+/// manifest's flags), writes the service environment, (re)starts the service (`restart` for
+/// one that still runs) and waits until it runs and serves: controllers until their API is
+/// ready, workers until their node is Ready (unless `wait` is false).
+pub async fn reinstall_and_start(
+    h: &HostState,
+    leader: &HostState,
+    is_leader: bool,
+    version: &K0sVersion,
+    wait: bool,
+    restart: bool,
+) -> Result<(), String> {
+    let p = h.probed()?;
+    let cx = InstallContext {
+        k0s_path: &p.k0s_binary_path,
+        data_dir: &h.data_dir(),
+        is_leader,
+        token_path: &h.token_path(),
+        config_path: &h.k0s_config_path(),
+        extra: &["--force=true"],
+        binary_version: Some(version),
+    };
+    let cmd = install_command(&h.config, &cx)?;
+    p.remote
+        .run(Cmd::new(cmd).sudo())
+        .await
+        .map_err(|e| e.to_string())?;
+    let init = p.init_system().map_err(|e| e.to_string())?;
+    let svc = h.service_name();
+    let env = service_env(h);
+    if !env.is_empty() {
+        init.set_env(&p.remote, svc, &env)
+            .await
+            .map_err(|e| format!("writing the {svc} service environment: {e}"))?;
+    }
+    if init == crate::host::InitSystem::Systemd {
+        // The unit file was rewritten.
+        p.remote
+            .run(Cmd::new("systemctl daemon-reload").sudo())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if restart {
+        init.restart(&p.remote, svc).await
+    } else {
+        init.start(&p.remote, svc).await
+    }
+    .map_err(|e| e.to_string())?;
+    init.wait_state(&p.remote, svc, true, WAIT)
+        .await
+        .map_err(|e| e.to_string())?;
+    if h.config.is_controller() {
+        wait_api_ready(h).await?;
+    }
+    if wait && h.config.role != "controller" {
+        let node = h.node_name().unwrap_or_default();
+        wait_node_ready(leader, &node).await?;
+    }
+    Ok(())
+}
+
+/// Upgrades k0s on one node: stop the service, move the staged binary into place (it must
+/// report `target`), reinstall with `--force`, start and wait. A node whose binary is already
+/// the target (an earlier run got that far) skips the binary step. When a step after the
+/// stop fails, the service is started again (best effort) so the node is not left down.
+pub async fn upgrade_node(
+    h: &HostState,
+    leader: &HostState,
+    is_leader: bool,
+    target: &K0sVersion,
+    wait: bool,
+) -> Result<(), String> {
+    let p = h.probed()?;
+    let init = p.init_system().map_err(|e| e.to_string())?;
+    let svc = h.service_name();
+    let from = running_version(h)
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    tracing::info!("{}: upgrading k0s {from} to {target}", h.name);
+    init.stop(&p.remote, svc).await.map_err(|e| e.to_string())?;
+    init.wait_state(&p.remote, svc, false, WAIT)
+        .await
+        .map_err(|e| e.to_string())?;
+    let steps = async {
+        if let Some(tmp) = &h.staged {
+            let dst = shell_quote(&p.k0s_binary_path);
+            let script = format!(
+                "set -e; chmod 0755 {t}; mv -f {t} {dst}; {dst} version",
+                t = shell_quote(tmp)
+            );
+            let v = p
+                .remote
+                .run_str(Cmd::new(script).sudo())
+                .await
+                .map_err(|e| e.to_string())?;
+            let got = K0sVersion::parse(v.trim())?;
+            if got != *target {
+                return Err(format!("the new k0s binary is version {got}, not {target}"));
+            }
+        }
+        reinstall_and_start(h, leader, is_leader, target, wait, false).await
+    }
+    .await;
+    if steps.is_err() && !init.is_running(&p.remote, svc).await.unwrap_or(false) {
+        tracing::warn!("{}: starting {svc} again after the failed upgrade", h.name);
+        let _ = init.start(&p.remote, svc).await;
+    }
+    steps?;
+    tracing::info!("{}: upgraded to k0s {target}", h.name);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_batches_follow_the_percentage() {
+        // The example and k0sctl's bug: 8 workers at 25 % are 2 at a time (k0sctl: 1).
+        assert_eq!(worker_batch_size(8, 25, 30), 2);
+        assert_eq!(worker_batch_size(20, 25, 30), 5);
+        assert_eq!(worker_batch_size(20, 5, 30), 1);
+        // At least one, at most concurrency.limit, never more than there are.
+        assert_eq!(worker_batch_size(3, 10, 30), 1);
+        assert_eq!(worker_batch_size(100, 50, 30), 30);
+        assert_eq!(worker_batch_size(100, 50, 0), 50);
+        assert_eq!(worker_batch_size(4, 100, 30), 4);
+        assert_eq!(worker_batch_size(0, 10, 30), 1);
+    }
+
+    #[test]
+    fn drift_ignores_k0sctl_managed_flags_and_extra_args_order() {
+        let a = Flags(vec![
+            "--data-dir=/var/lib/k0s".into(),
+            "--kubelet-extra-args=--node-ip=10.0.0.2 --max-pods=50".into(),
+            "--labels=a=b".into(),
+            "--debug".into(),
+            "--token-file=/etc/k0s/k0stoken".into(),
+        ]);
+        let b = Flags(vec![
+            "--labels=a=b".into(),
+            "--force=true".into(),
+            "--debug=true".into(),
+            "--kubelet-extra-args=--max-pods=50 --node-ip=10.0.0.2".into(),
+        ]);
+        assert_eq!(comparable(&a), comparable(&b));
+        let c = Flags(vec![
+            "--labels=a=c".into(),
+            "--kubelet-extra-args=--max-pods=50 --node-ip=10.0.0.2".into(),
+        ]);
+        assert_ne!(comparable(&a), comparable(&c));
+    }
+}
