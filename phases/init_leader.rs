@@ -30,7 +30,9 @@ impl Phase for InitLeader {
             let fail = |e: String| {
                 PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(leader.name.clone(), e)])
             };
-            install_and_start(leader, true, force).await.map_err(fail)?;
+            install_and_start(leader, true, force, None)
+                .await
+                .map_err(fail)?;
             wait_api_ready(leader).await.map_err(fail)?;
             tracing::info!("{}: the kubernetes API is ready", leader.name);
             run_host_hooks(leader, "install", "after")

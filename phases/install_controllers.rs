@@ -61,7 +61,9 @@ impl Phase for InstallControllers {
                 let fail = |e: String| {
                     PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(h.name.clone(), e)])
                 };
-                install_and_start(h, false, force).await.map_err(fail)?;
+                install_and_start(h, false, force, Some(&token.url))
+                    .await
+                    .map_err(fail)?;
                 wait_api_ready(h).await.map_err(fail)?;
                 retire_token(leader, h, &token).await;
                 tracing::info!("{}: controller joined", h.name);

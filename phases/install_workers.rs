@@ -67,7 +67,7 @@ impl Phase for InstallWorkers {
                     let _slot = limits.host_slot().await;
                     let err = |e: String| (h.name.clone(), e);
                     write_token(h, token).await.map_err(err)?;
-                    install_and_start(h, false, force).await.map_err(err)?;
+                    install_and_start(h, false, force, Some(&token.url)).await.map_err(err)?;
                     if wait {
                         let node = h.node_name().unwrap_or_default();
                         wait_node_ready(leader, &node).await.map_err(err)?;

@@ -35,6 +35,22 @@ pub fn plan_install(state: &mut super::State, idx: Vec<usize>, what: &str, servi
     }
 }
 
+/// Shell that waits (up to 2 minutes) until `url` answers over HTTPS from the host — any of
+/// 200/401/403/404 proves the API server is there — and otherwise fails naming the URL and
+/// what to check. Skipped where neither curl nor wget exists.
+pub fn api_reachable_script(url: &str) -> String {
+    let u = shell_quote(url);
+    format!(
+        "if command -v curl >/dev/null 2>&1 || command -v wget >/dev/null 2>&1; then i=0; while :; do \
+         c=$( (curl -k -s -o /dev/null -w '%{{http_code}}' --connect-timeout 5 -- {u}/version || \
+         wget --no-check-certificate -S -q -O /dev/null -T 5 {u}/version 2>&1 | awk '/HTTP\\//{{print $2}}' | tail -n1) 2>/dev/null); \
+         case \"$c\" in 200|401|403|404) break;; esac; i=$((i+1)); \
+         if [ $i -ge 24 ]; then echo \"cannot reach the Kubernetes API at {url} from this host (last HTTP status: ${{c:-none}}); check the network, DNS and firewall between this host and the controllers\" >&2; exit 1; fi; \
+         sleep 5; done; fi",
+        url = url.replace(['"', '\\', '$', '`'], "")
+    )
+}
+
 /// The manifest's `environment` as (key, value) pairs.
 pub fn service_env(h: &HostState) -> Vec<(String, String)> {
     h.config
@@ -47,7 +63,12 @@ pub fn service_env(h: &HostState) -> Vec<(String, String)> {
 /// `install.before` hooks, `k0s install <role> …` (with `--force=true` when asked), the service
 /// environment, then start the service and wait until the init system reports it running.
 /// (`install.after` hooks are the caller's: they run once the host has joined.)
-pub async fn install_and_start(h: &HostState, is_leader: bool, force: bool) -> Result<(), String> {
+pub async fn install_and_start(
+    h: &HostState,
+    is_leader: bool,
+    force: bool,
+    api_url: Option<&str>,
+) -> Result<(), String> {
     let p = probed(h)?;
     super::hooks::run_host_hooks(h, "install", "before").await?;
     let extra: Vec<&str> = if force { vec!["--force=true"] } else { vec![] };
@@ -60,7 +81,11 @@ pub async fn install_and_start(h: &HostState, is_leader: bool, force: bool) -> R
         extra: &extra,
         binary_version: h.k0s.as_ref().and_then(|k| k.binary_version.as_ref()),
     };
-    let cmd = install_command(&h.config, &cx)?;
+    let mut cmd = install_command(&h.config, &cx)?;
+    if let Some(url) = api_url {
+        // In the same round trip: a joining host must reach the cluster's API first.
+        cmd = format!("{}\n{cmd}", api_reachable_script(url));
+    }
     tracing::info!(
         "{}: installing k0s {}",
         h.name,

@@ -203,7 +203,7 @@ fn controllers_upgrade_one_at_a_time() {
     for pair in events.chunks(2) {
         let host = |l: &str| {
             l.split(": ")
-                .nth(0)
+                .next()
                 .unwrap_or("")
                 .rsplit(' ')
                 .next()
