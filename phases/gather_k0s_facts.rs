@@ -99,12 +99,21 @@ impl Phase for GatherK0sFacts {
             .await;
             collect(TITLE, Code::PhaseFailed, results)?;
 
-            let controllers: Vec<usize> = state
+            let mut controllers: Vec<usize> = state
                 .hosts
                 .iter()
                 .filter(|h| h.config.is_controller() && !h.config.reset)
                 .map(|h| h.index)
                 .collect();
+            if controllers.is_empty() {
+                // `k0sctl reset` marks every host: the leader is then the one reset last.
+                controllers = state
+                    .hosts
+                    .iter()
+                    .filter(|h| h.config.is_controller())
+                    .map(|h| h.index)
+                    .collect();
+            }
             state.leader = controllers
                 .iter()
                 .copied()
@@ -128,15 +137,23 @@ impl Phase for GatherK0sFacts {
                     &kubeconfig,
                     "get -n kube-system namespace kube-system -o template={{.metadata.uid}}",
                 );
-                let uid = p.remote.run_str(Cmd::new(cmd).sudo()).await.map_err(|e| {
-                    PhaseError::hosts(
-                        Code::PhaseFailed,
-                        TITLE,
-                        vec![(leader.name.clone(), format!("reading the cluster ID: {e}"))],
-                    )
-                })?;
-                tracing::info!("{}: is the leader; cluster ID {uid}", leader.name);
-                state.cluster_id = Some(uid.trim().to_string());
+                match p.remote.run_str(Cmd::new(cmd).sudo()).await {
+                    Ok(uid) => {
+                        tracing::info!("{}: is the leader; cluster ID {uid}", leader.name);
+                        state.cluster_id = Some(uid.trim().to_string());
+                    }
+                    // A leader being reset needs no cluster ID; a broken API must not stop it.
+                    Err(e) if leader.config.reset => {
+                        tracing::warn!("{}: could not read the cluster ID: {e}", leader.name);
+                    }
+                    Err(e) => {
+                        return Err(PhaseError::hosts(
+                            Code::PhaseFailed,
+                            TITLE,
+                            vec![(leader.name.clone(), format!("reading the cluster ID: {e}"))],
+                        ));
+                    }
+                }
             } else {
                 tracing::info!(
                     "{}: will be the leader (no controller runs k0s yet)",

@@ -22,9 +22,6 @@ impl Phase for CheckSupported {
             if c.spec.k0s.dynamic_config {
                 missing.push(("spec.k0s".into(), "dynamicConfig: true".into()));
             }
-            if state.opts.restore_from {
-                missing.push(("apply".into(), "--restore-from".into()));
-            }
             for h in &state.hosts {
                 let mut what = Vec::new();
                 if h.config.reset {
@@ -39,7 +36,8 @@ impl Phase for CheckSupported {
                 if h.config.use_existing_k0s {
                     what.push("useExistingK0s".into());
                 }
-                for action in ["install", "upgrade", "reset", "backup"] {
+                // reset and backup hooks run in `k0sctl reset` / `k0sctl backup`, never in apply.
+                for action in ["install", "upgrade"] {
                     if h.config
                         .hooks
                         .get(action)

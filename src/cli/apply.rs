@@ -11,11 +11,11 @@ use crate::transport::ssh::SshConfig;
 
 use super::{ApplyArgs, Context, KubeconfigArgs};
 
-fn phase_error(what: &str, e: PhaseError) -> CliError {
+pub(super) fn phase_error(what: &str, e: PhaseError) -> CliError {
     CliError::new(e.code, format!("{what} failed: {e}"))
 }
 
-fn with_timeout<T>(
+pub(super) fn with_timeout<T>(
     ctx: &Context,
     fut: impl std::future::Future<Output = Result<T, CliError>>,
 ) -> impl std::future::Future<Output = Result<T, CliError>> {
@@ -49,7 +49,7 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
         sudo_password: sudo_password(None, false).map_err(|e| CliError::new(Code::Usage, e))?,
         disable_downgrade_check: a.disable_downgrade_check,
         no_wait: a.no_wait || !c.spec.options.wait.enabled,
-        restore_from: a.restore_from.is_some(),
+        restore_from: a.restore_from.clone(),
     };
     let kubeconfig = a.kubeconfig_out.clone().map(|out| GetKubeconfig {
         out,
@@ -115,7 +115,7 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
 }
 
 /// What this run changed, per host (also when it failed part way).
-fn report_changes(state: &State) {
+pub(super) fn report_changes(state: &State) {
     if state.changes.is_empty() {
         tracing::info!("==> No changes: the hosts already match the configuration");
         return;
