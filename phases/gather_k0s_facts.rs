@@ -131,12 +131,11 @@ impl Phase for GatherK0sFacts {
                 let p = leader
                     .probed()
                     .map_err(|e| PhaseError::new(Code::PhaseFailed, TITLE, e))?;
-                let kubeconfig = format!("{}/pki/admin.conf", leader.data_dir());
-                let cmd = crate::host::Configurer::kubectl_cmd(
-                    &p.k0s_binary_path,
-                    &kubeconfig,
+                let cmd = super::k0s_ops::kubectl(
+                    leader,
                     "get -n kube-system namespace kube-system -o template={{.metadata.uid}}",
-                );
+                )
+                .map_err(|e| PhaseError::new(Code::PhaseFailed, TITLE, e))?;
                 match p.remote.run_str(Cmd::new(cmd).sudo()).await {
                     Ok(uid) => {
                         tracing::info!("{}: is the leader; cluster ID {uid}", leader.name);
