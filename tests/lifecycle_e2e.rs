@@ -6,12 +6,20 @@
 //! controller's data destroyed, a restore through `apply --restore-from` that keeps the
 //! cluster ID and the worker Node UIDs; finally `reset --force`, after which the hosts' overlay
 //! upper directories hold nothing k0s or k0sctl put there (only what k0s documents to remain).
+//! A second test drives the reusable per-host reset (`reset_host`) with the node-removal steps
+//! on an HA cluster: the node is deleted from the API and the controller leaves etcd.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use common::phases::{load, opts};
+use k0sctl::phases::reset::{ResetSteps, plan_reset_host, reset_host};
+use k0sctl::phases::{self, Manager, State};
+use k0sctl::transport::ssh::SshConfig;
 use sha2::{Digest, Sha256};
 use testenv::{Env, Options};
 
@@ -194,6 +202,30 @@ fn reset_backup_restore_and_config_commands() {
     let err = text(&out.stderr);
     assert!(err.contains("reset requires --force"), "{err}");
     assert!(!err.contains("Running phase"), "{err}");
+    assert_eq!(stamps(&env), s0);
+    // On a terminal it asks, listing the hosts; anything but yes declines (exit 8).
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("{BIN} reset -c {m}"), "/dev/null"])
+        .current_dir(&work)
+        .env("XDG_CACHE_HOME", &cache)
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"n\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let tty = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(8), "{tty}");
+    assert!(tty.contains("Going to reset all of the hosts"), "{tty}");
+    for h in &env.hosts {
+        assert!(tty.contains(&format!("{}:22 ({})", h.ip, h.role)), "{tty}");
+    }
+    assert!(tty.contains("confirmation or --force required"), "{tty}");
     assert_eq!(stamps(&env), s0);
 
     // (d) config status: the reconciliation events, in kubectl's formats.
@@ -441,4 +473,109 @@ fn reset_backup_restore_and_config_commands() {
         "left after reset:\n{}",
         report.join("\n")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_host_deletes_the_node_and_leaves_etcd() {
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-reset-host-")
+        .tempdir()
+        .unwrap();
+    let mut o = Options::new(dir.path().join("env"), 3);
+    o.controllers = 2;
+    let env = Env::up(o).expect("testenv up");
+    let cache = dir.path().join("cache");
+    let m = env.manifest.display().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        k0sctl_in(Path::new("/"), &cache, &["apply", "-c", &m])
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
+
+    let manifest = std::fs::read_to_string(&env.manifest).unwrap();
+    let mut state = State::new(
+        load(&manifest, dir.path()),
+        opts(false),
+        SshConfig::parse(""),
+    );
+    let mut front = phases::preflight();
+    front.retain(|p| p.title() != phases::set_version::TITLE);
+    front.push(Box::new(phases::gather_k0s_facts::GatherK0sFacts));
+    Manager::new(front).run(&mut state).await.expect("facts");
+    assert_eq!(state.leader, Some(0));
+    let (ctrl0, ctrl1, worker) = (&env.hosts[0], &env.hosts[1], &env.hosts[2]);
+    let members = || env.exec(ctrl0, "k0s etcd member-list").unwrap();
+    assert!(
+        members().contains(&format!("https://{}:2380", ctrl1.ip)),
+        "{}",
+        members()
+    );
+    let steps = ResetSteps {
+        delete_node: true,
+        etcd_leave: true,
+    };
+
+    // The plan names every step and changes nothing.
+    let plan = plan_reset_host(&state, 1, steps).await.unwrap();
+    assert!(
+        plan.contains(&format!("remove the etcd member {}", ctrl1.ip)),
+        "{plan:?}"
+    );
+    assert!(
+        plan.iter().any(|p| p.starts_with("run k0s reset")),
+        "{plan:?}"
+    );
+    let plan = plan_reset_host(&state, 2, steps).await.unwrap();
+    assert!(
+        plan.contains(&"delete node worker0 from the cluster".to_string()),
+        "{plan:?}"
+    );
+    assert!(members().contains(&ctrl1.ip.to_string()));
+
+    // The controller leaves etcd (through the leader) and is reset.
+    let r = reset_host(&state, 1, steps).await;
+    assert!(r.error.is_none(), "{r:?}");
+    assert!(
+        r.changes
+            .contains(&format!("removed the etcd member {}", ctrl1.ip)),
+        "{r:?}"
+    );
+    assert!(!members().contains(&ctrl1.ip.to_string()), "{}", members());
+    assert_eq!(
+        env.exec(ctrl1, "ls -d /var/lib/k0s /etc/k0s /usr/local/bin/k0s /etc/systemd/system/k0scontroller.service 2>/dev/null | wc -l")
+            .unwrap()
+            .trim(),
+        "0"
+    );
+
+    // The worker is deleted from the API and reset.
+    let r = reset_host(&state, 2, steps).await;
+    assert!(r.error.is_none(), "{r:?}");
+    assert!(
+        r.changes
+            .contains(&"deleted node worker0 from the cluster".to_string()),
+        "{r:?}"
+    );
+    let nodes = env
+        .exec(
+            ctrl0,
+            "k0s kubectl --cache-dir=/tmp/test-kubectl-cache get nodes -o name",
+        )
+        .unwrap();
+    assert!(!nodes.contains("worker0"), "{nodes}");
+    assert_eq!(
+        env.exec(worker, "ls -d /var/lib/k0s /etc/k0s /usr/local/bin/k0s /etc/systemd/system/k0sworker.service 2>/dev/null | wc -l")
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    // The leader is untouched.
+    assert_eq!(
+        env.exec(ctrl0, "systemctl is-active k0scontroller")
+            .unwrap()
+            .trim(),
+        "active"
+    );
+    state.pool.close_all().await;
 }
