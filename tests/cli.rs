@@ -316,6 +316,15 @@ fn global_flags_and_env() {
     let d = tempfile::tempdir().unwrap();
     let (m, _) = unreachable_manifest(d.path());
     std::fs::rename(&m, d.path().join("c.yaml")).unwrap();
+    std::fs::write(d.path().join("b.tar.gz"), b"not really").unwrap();
+    // A missing --restore-from archive is a usage error, found before connecting.
+    let out = run(
+        k0sctl(&["apply", "-c", "c.yaml", "--restore-from", "missing.tar.gz"])
+            .current_dir(d.path())
+            .env("XDG_CACHE_HOME", d.path()),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--restore-from missing.tar.gz"));
     // Flags before or after the command, hidden deprecated flags, env DEBUG/DRY_RUN (the host
     // is a closed loopback port: parsing is what is tested here).
     let out = run(k0sctl(&[

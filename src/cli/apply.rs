@@ -38,6 +38,15 @@ pub(super) fn with_timeout<T>(
 
 pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
     let loaded = ctx.load_config(&a.config)?;
+    // Checked before any host is touched (the restore itself comes late in the pipeline).
+    if let Some(f) = &a.restore_from
+        && let Err(e) = std::fs::File::open(f).and_then(|h| h.metadata())
+    {
+        return Err(CliError::new(
+            Code::Usage,
+            format!("--restore-from {}: {e}", f.display()),
+        ));
+    }
     let c = &loaded.cluster;
     let opts = RunOptions {
         dry_run: ctx.global.dry_run,
