@@ -91,14 +91,9 @@ async fn probe(h: &HostState) -> Result<Found, String> {
     let mut script = String::new();
     script += &exists("binary", "-x", &p.k0s_binary_path);
     script += &exists("datadir", "-d", &h.data_dir());
-    script += &exists(
-        "kubeletroot",
-        "-d",
-        h.config
-            .kubelet_root_dir
-            .as_deref()
-            .unwrap_or("/nonexistent"),
-    );
+    if let Some(k) = &h.config.kubelet_root_dir {
+        script += &exists("kubeletroot", "-d", k);
+    }
     script += &exists("config", "-f", &h.k0s_config_path());
     script += &exists("token", "-f", &h.token_path());
     script += "echo @@services\n";
