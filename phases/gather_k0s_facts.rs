@@ -111,12 +111,21 @@ impl Phase for GatherK0sFacts {
             .await;
             collect(TITLE, Code::PhaseFailed, results)?;
 
-            let controllers: Vec<usize> = state
+            let mut controllers: Vec<usize> = state
                 .hosts
                 .iter()
                 .filter(|h| h.config.is_controller() && !h.config.reset)
                 .map(|h| h.index)
                 .collect();
+            if controllers.is_empty() {
+                // `k0sctl reset` marks every host: the leader is then the one reset last.
+                controllers = state
+                    .hosts
+                    .iter()
+                    .filter(|h| h.config.is_controller())
+                    .map(|h| h.index)
+                    .collect();
+            }
             state.leader = controllers
                 .iter()
                 .copied()
@@ -134,21 +143,28 @@ impl Phase for GatherK0sFacts {
                 let p = leader
                     .probed()
                     .map_err(|e| PhaseError::new(Code::PhaseFailed, TITLE, e))?;
-                let kubeconfig = format!("{}/pki/admin.conf", leader.data_dir());
-                let cmd = crate::host::Configurer::kubectl_cmd(
-                    &p.k0s_binary_path,
-                    &kubeconfig,
+                let cmd = super::k0s_ops::kubectl(
+                    leader,
                     "get -n kube-system namespace kube-system -o template={{.metadata.uid}}",
-                );
-                let uid = p.remote.run_str(Cmd::new(cmd).sudo()).await.map_err(|e| {
-                    PhaseError::hosts(
-                        Code::PhaseFailed,
-                        TITLE,
-                        vec![(leader.name.clone(), format!("reading the cluster ID: {e}"))],
-                    )
-                })?;
-                tracing::info!("{}: is the leader; cluster ID {uid}", leader.name);
-                state.cluster_id = Some(uid.trim().to_string());
+                )
+                .map_err(|e| PhaseError::new(Code::PhaseFailed, TITLE, e))?;
+                match p.remote.run_str(Cmd::new(cmd).sudo()).await {
+                    Ok(uid) => {
+                        tracing::info!("{}: is the leader; cluster ID {uid}", leader.name);
+                        state.cluster_id = Some(uid.trim().to_string());
+                    }
+                    // A leader being reset needs no cluster ID; a broken API must not stop it.
+                    Err(e) if leader.config.reset => {
+                        tracing::warn!("{}: could not read the cluster ID: {e}", leader.name);
+                    }
+                    Err(e) => {
+                        return Err(PhaseError::hosts(
+                            Code::PhaseFailed,
+                            TITLE,
+                            vec![(leader.name.clone(), format!("reading the cluster ID: {e}"))],
+                        ));
+                    }
+                }
             } else {
                 tracing::info!(
                     "{}: will be the leader (no controller runs k0s yet)",

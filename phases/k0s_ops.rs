@@ -117,13 +117,19 @@ pub async fn install_and_start(
     Ok(())
 }
 
-/// `k0s kubectl` on a controller with its admin kubeconfig.
+/// `k0s kubectl` on a controller with its admin kubeconfig. kubectl's discovery and HTTP
+/// caches go into the k0s data dir (`--cache-dir`), not into the home directory of whoever
+/// sudo runs as, so they go with `k0s reset` instead of staying on the host.
 pub fn kubectl(h: &HostState, args: &str) -> Result<String, String> {
     let p = probed(h)?;
+    let dd = h.data_dir();
     Ok(crate::host::Configurer::kubectl_cmd(
         &p.k0s_binary_path,
-        &format!("{}/pki/admin.conf", h.data_dir()),
-        args,
+        &format!("{dd}/pki/admin.conf"),
+        &format!(
+            "--cache-dir={} {args}",
+            shell_quote(&format!("{dd}/kubectl-cache"))
+        ),
     ))
 }
 

@@ -8,6 +8,7 @@
 //! Phases know *what* to do; how bytes reach a host is [`crate::transport`]'s business, what
 //! kind of OS is there is [`crate::host`]'s, and k0s command lines come from [`crate::k0s`].
 
+pub mod backup;
 pub mod configure_k0s;
 pub mod connect;
 pub mod detect_os;
@@ -24,6 +25,7 @@ pub mod lock;
 pub mod manifests;
 pub mod prepare_hosts;
 pub mod reinstall;
+pub mod reset;
 pub mod service_env;
 pub mod set_version;
 pub mod stage_binaries;
@@ -325,6 +327,7 @@ pub fn apply(kubeconfig_out: Option<kubeconfig::GetKubeconfig>) -> Vec<Box<dyn P
     p.push(Box::new(upload_files::UploadFiles));
     p.push(Box::new(install_binaries::InstallBinaries));
     p.push(Box::new(configure_k0s::ConfigureK0s));
+    p.push(Box::new(backup::RestoreState));
     p.push(Box::new(hooks::RunHooks {
         title: "Run Before Apply Hooks",
         action: "apply",
@@ -345,6 +348,43 @@ pub fn apply(kubeconfig_out: Option<kubeconfig::GetKubeconfig>) -> Vec<Box<dyn P
     if let Some(k) = kubeconfig_out {
         p.push(Box::new(k));
     }
+    p.push(Box::new(lock::ReleaseLock));
+    p.push(Box::new(disconnect::Disconnect));
+    p
+}
+
+/// The front of the pipelines that only act on what runs (`reset`, `backup`): connect, probe,
+/// `connect.after` hooks, the host lock, k0s facts. No version lookup (nothing is installed)
+/// and no host validation (it guards installs).
+fn lifecycle_front() -> Vec<Box<dyn Phase>> {
+    let mut p = preflight();
+    p.retain(|ph| ph.title() != validate_hosts::TITLE && ph.title() != set_version::TITLE);
+    let at = p
+        .iter()
+        .position(|ph| ph.title() == detect_os::TITLE)
+        .map_or(0, |i| i + 1);
+    p.insert(at, Box::new(lock::AcquireLock));
+    p.push(Box::new(gather_k0s_facts::GatherK0sFacts));
+    p
+}
+
+/// `k0sctl reset`: every host is marked `reset: true` by the command; workers in parallel,
+/// then the other controllers one at a time, then the leader (k0sctl's order).
+pub fn reset() -> Vec<Box<dyn Phase>> {
+    let steps = reset::ResetSteps::default();
+    let mut p = lifecycle_front();
+    p.push(Box::new(reset::ResetHosts::workers(steps)));
+    p.push(Box::new(reset::ResetHosts::controllers(steps)));
+    p.push(Box::new(reset::ResetHosts::leader(steps)));
+    p.push(Box::new(lock::ReleaseLock));
+    p.push(Box::new(disconnect::Disconnect));
+    p
+}
+
+/// `k0sctl backup`: the leader's state into the local file `output`.
+pub fn backup(output: std::path::PathBuf) -> Vec<Box<dyn Phase>> {
+    let mut p = lifecycle_front();
+    p.push(Box::new(backup::TakeBackup { output }));
     p.push(Box::new(lock::ReleaseLock));
     p.push(Box::new(disconnect::Disconnect));
     p

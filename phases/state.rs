@@ -23,8 +23,8 @@ pub struct RunOptions {
     pub uploads: usize,
     /// Don't wait for workers to become Ready (`--no-wait`).
     pub no_wait: bool,
-    /// `--restore-from` was given.
-    pub restore_from: bool,
+    /// `--restore-from`: the backup archive to restore on the leader before it is initialised.
+    pub restore_from: Option<std::path::PathBuf>,
     /// The sudo password for hosts whose user needs one.
     pub sudo_password: Option<Secret>,
     /// Allow a target version older than what runs (hidden k0sctl flag).

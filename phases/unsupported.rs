@@ -22,22 +22,10 @@ impl Phase for CheckSupported {
             if c.spec.k0s.dynamic_config {
                 missing.push(("spec.k0s".into(), "dynamicConfig: true".into()));
             }
-            if state.opts.restore_from {
-                missing.push(("apply".into(), "--restore-from".into()));
-            }
             for h in &state.hosts {
                 let mut what = Vec::new();
                 if h.config.reset {
                     what.push("reset: true (node removal)".to_string());
-                }
-                for action in ["reset", "backup"] {
-                    if h.config
-                        .hooks
-                        .get(action)
-                        .is_some_and(|s| s.values().any(|v| !v.is_empty()))
-                    {
-                        what.push(format!("{action} hooks"));
-                    }
                 }
                 if let (Some(st), Some(t)) =
                     (h.k0s.as_ref().and_then(|k| k.status.as_ref()), &target)

@@ -208,14 +208,13 @@ fn unreachable_manifest(dir: &Path) -> (std::path::PathBuf, u16) {
 }
 
 #[test]
-fn unimplemented_commands_validate_then_exit_10() {
+fn lifecycle_commands_report_unreachable_hosts_and_refuse_without_a_terminal() {
     let d = tempfile::tempdir().unwrap();
     unreachable_manifest(d.path());
     let cache = d.path().join("cache");
     for args in [
         &["reset", "--force"][..],
         &["backup"],
-        &["config", "edit"],
         &["config", "status"],
     ] {
         let out = run(k0sctl(args)
@@ -223,13 +222,11 @@ fn unimplemented_commands_validate_then_exit_10() {
             .env("XDG_CACHE_HOME", &cache));
         assert_eq!(
             out.status.code(),
-            Some(10),
+            Some(4),
             "{args:?}: {}",
             text(&out.stderr)
         );
         let err = text(&out.stderr);
-        assert!(err.contains("is not implemented yet"), "{err}");
-        assert!(err.contains("Nothing was changed"), "{err}");
         // The per-run log file is named on failure and private to the user.
         let line = err
             .lines()
@@ -244,6 +241,25 @@ fn unimplemented_commands_validate_then_exit_10() {
         let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
+    // No backup file is left by a failed backup.
+    let left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("k0s_backup_"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // Without a terminal: reset needs --force (exit 8), config edit refuses (exit 2); neither
+    // connects anywhere.
+    let out = run(k0sctl(&["reset"])
+        .current_dir(d.path())
+        .env("XDG_CACHE_HOME", &cache));
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("reset requires --force"));
+    let out = run(k0sctl(&["config", "edit"])
+        .current_dir(d.path())
+        .env("XDG_CACHE_HOME", &cache));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("needs a terminal"));
     // An invalid config is reported before anything else.
     std::fs::write(d.path().join("k0sctl.yaml"), "kind: Cluster\n").unwrap();
     let out = run(k0sctl(&["apply"])
@@ -300,6 +316,15 @@ fn global_flags_and_env() {
     let d = tempfile::tempdir().unwrap();
     let (m, _) = unreachable_manifest(d.path());
     std::fs::rename(&m, d.path().join("c.yaml")).unwrap();
+    std::fs::write(d.path().join("b.tar.gz"), b"not really").unwrap();
+    // A missing --restore-from archive is a usage error, found before connecting.
+    let out = run(
+        k0sctl(&["apply", "-c", "c.yaml", "--restore-from", "missing.tar.gz"])
+            .current_dir(d.path())
+            .env("XDG_CACHE_HOME", d.path()),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--restore-from missing.tar.gz"));
     // Flags before or after the command, hidden deprecated flags, env DEBUG/DRY_RUN (the host
     // is a closed loopback port: parsing is what is tested here).
     let out = run(k0sctl(&[
@@ -366,11 +391,11 @@ fn global_flags_and_env() {
     ])
     .current_dir(d.path())
     .env("XDG_CACHE_HOME", d.path()));
-    assert_eq!(out.status.code(), Some(10));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     let out = run(k0sctl(&["config", "status", "-c", "c.yaml", "-o", "json"])
         .current_dir(d.path())
         .env("XDG_CACHE_HOME", d.path()));
-    assert_eq!(out.status.code(), Some(10));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
 }
 
 #[test]

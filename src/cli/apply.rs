@@ -11,11 +11,11 @@ use crate::transport::ssh::SshConfig;
 
 use super::{ApplyArgs, Context, KubeconfigArgs};
 
-fn phase_error(what: &str, e: PhaseError) -> CliError {
+pub(super) fn phase_error(what: &str, e: PhaseError) -> CliError {
     CliError::new(e.code, format!("{what} failed: {e}"))
 }
 
-fn with_timeout<T>(
+pub(super) fn with_timeout<T>(
     ctx: &Context,
     fut: impl std::future::Future<Output = Result<T, CliError>>,
 ) -> impl std::future::Future<Output = Result<T, CliError>> {
@@ -38,6 +38,15 @@ fn with_timeout<T>(
 
 pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
     let loaded = ctx.load_config(&a.config)?;
+    // Checked before any host is touched (the restore itself comes late in the pipeline).
+    if let Some(f) = &a.restore_from
+        && let Err(e) = std::fs::File::open(f).and_then(|h| h.metadata())
+    {
+        return Err(CliError::new(
+            Code::Usage,
+            format!("--restore-from {}: {e}", f.display()),
+        ));
+    }
     let c = &loaded.cluster;
     let opts = RunOptions {
         dry_run: ctx.global.dry_run,
@@ -49,7 +58,7 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
         sudo_password: sudo_password(None, false).map_err(|e| CliError::new(Code::Usage, e))?,
         disable_downgrade_check: a.disable_downgrade_check,
         no_wait: a.no_wait || !c.spec.options.wait.enabled,
-        restore_from: a.restore_from.is_some(),
+        restore_from: a.restore_from.clone(),
     };
     let kubeconfig = a.kubeconfig_out.clone().map(|out| GetKubeconfig {
         out,
@@ -120,7 +129,7 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
 }
 
 /// What this run changed, per host (also when it failed part way).
-fn report_changes(state: &State) {
+pub(super) fn report_changes(state: &State) {
     if state.changes.is_empty() {
         tracing::info!("==> No changes: the hosts already match the configuration");
         return;

@@ -5,10 +5,12 @@
 //! before or after the command (`k0sctl -d apply` and `k0sctl apply -d`).
 
 mod apply;
+mod backup;
 mod completion;
 mod config_cmd;
 mod exec;
 mod init;
+mod reset;
 mod version;
 
 use std::path::PathBuf;
@@ -331,25 +333,11 @@ fn run(ctx: &Context, command: Command) -> Result<(), CliError> {
         Command::Exec(a) => exec::run(ctx, a),
         Command::Apply(a) => apply::apply(ctx, a),
         Command::Kubeconfig(a) => apply::kubeconfig(ctx, a),
-        Command::Reset(a) => not_yet(ctx, "reset", &a.config),
-        Command::Backup(a) => not_yet(ctx, "backup", &a.config),
-        Command::Config(ConfigCommand::Edit(a)) => not_yet(ctx, "config edit", &a.config),
-        Command::Config(ConfigCommand::Status(a)) => not_yet(ctx, "config status", &a.config),
+        Command::Reset(a) => reset::run(ctx, a),
+        Command::Backup(a) => backup::run(ctx, a),
+        Command::Config(ConfigCommand::Edit(a)) => config_cmd::edit(ctx, a),
+        Command::Config(ConfigCommand::Status(a)) => config_cmd::status(ctx, a),
     }
-}
-
-/// Commands whose pipelines are not built yet: the config is loaded and validated (so a user
-/// learns about config problems now), then the command stops with its own exit code.
-fn not_yet(ctx: &Context, name: &str, args: &ConfigArgs) -> Result<(), CliError> {
-    let loaded = ctx.load_config(args)?;
-    Err(CliError::new(
-        Code::NotImplemented,
-        format!(
-            "k0sctl {name} is not implemented yet in this build; the configuration in {} is valid ({} hosts). Nothing was changed.",
-            loaded.origin.display(),
-            loaded.cluster.spec.hosts.len()
-        ),
-    ))
 }
 
 /// Runs an async command body on a tokio runtime. SIGINT or SIGTERM cancels it (the future is

@@ -435,6 +435,15 @@ pub fn normalized_args(role: &str, f: &Flags) -> Vec<String> {
     svc_args
 }
 
+/// The system users `k0s install controller` creates and `k0s reset` deletes
+/// (`spec.installConfig.users` defaults).
+const SYSTEM_USERS: [&str; 4] = [
+    "etcd",
+    "kube-apiserver",
+    "konnectivity-server",
+    "kube-scheduler",
+];
+
 fn cmd_install(role: &str, args: &[String]) -> Result<()> {
     require_root()?;
     let specs: Vec<Spec> = if role == "controller" {
@@ -455,12 +464,7 @@ fn cmd_install(role: &str, args: &[String]) -> Result<()> {
                 "invalid node config: spec: api: address: Invalid value: \"{a}\": invalid INADDR_ANY"
             );
         }
-        for u in [
-            "etcd",
-            "kube-apiserver",
-            "konnectivity-server",
-            "kube-scheduler",
-        ] {
+        for u in SYSTEM_USERS {
             if Command::new("id")
                 .arg("-u")
                 .arg(u)
@@ -924,6 +928,16 @@ fn run_cli(argv: Vec<String>) -> Result<i32> {
             }
             uninstall_service("k0scontroller");
             uninstall_service("k0sworker");
+            // k0s's "remove k0s users step": the system users `install controller` created.
+            for u in SYSTEM_USERS {
+                if Command::new("id")
+                    .args(["-u", u])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+                {
+                    let _ = Command::new("userdel").arg(u).output();
+                }
+            }
             let dd = data_dir(&f);
             if let Some(k) = f.get("kubelet-root-dir") {
                 let _ = std::fs::remove_dir_all(k);

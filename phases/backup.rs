@@ -1,0 +1,316 @@
+//! "Take backup" (`k0sctl backup`) and "Restore cluster state" (`apply --restore-from`).
+//!
+//! Backup, on the leader only (it must run k0s): `backup.before` hooks; a remote temp
+//! directory; `k0s backup --save-path=<dir> --data-dir=<dd>`; the one archive k0s writes there
+//! is downloaded (verified against the host's SHA-256) to the local output, created 0600 under
+//! a temp name and renamed into place only when complete (so a failed backup leaves no file);
+//! the remote temp directory is removed on success and on failure; `backup.after` hooks.
+//!
+//! Restore, right before "Initialize the k0s cluster", only when k0s does not run on the
+//! leader yet: the archive is uploaded (verified) into a remote temp directory, `k0s restore
+//! --data-dir=<dd> --config-out=<tmp>/k0s.yaml <archive>` runs (the config in the archive is
+//! written to the temp directory, not to the SSH user's working directory as k0s's default
+//! would), and the temp directory is removed.
+
+use std::path::PathBuf;
+
+use crate::exit::Code;
+use crate::k0s::version::K0sVersion;
+use crate::transport::files::UploadOptions;
+use crate::transport::{Cmd, Remote, shell_quote};
+
+use super::{HostState, Phase, PhaseError, PhaseFuture, State};
+
+/// The oldest k0s with `k0s backup` / `k0s restore`.
+const MIN_VERSION: &str = "v1.21.0-rc.1+k0s.0";
+
+/// Creates a remote temp directory (0700) and returns its path.
+async fn remote_tempdir(r: &Remote) -> Result<String, String> {
+    r.run_str(Cmd::new("mktemp -d /tmp/k0sctl.XXXXXXXXXX").sudo())
+        .await
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("creating a temp directory: {e}"))
+}
+
+async fn remove_tempdir(h: &HostState, r: &Remote, dir: &str) {
+    if let Err(e) = r
+        .run(Cmd::new(format!("rm -rf -- {}", shell_quote(dir))).sudo())
+        .await
+    {
+        tracing::warn!("{}: failed to remove the temp directory {dir}: {e}", h.name);
+    }
+}
+
+fn check_version(h: &HostState) -> Result<(), String> {
+    let min = K0sVersion::parse(MIN_VERSION).expect("constant");
+    let v = h
+        .k0s
+        .as_ref()
+        .and_then(|k| k.status.as_ref().map(|s| s.version.clone()))
+        .or_else(|| h.k0s.as_ref().and_then(|k| k.binary_version.clone()));
+    match v {
+        Some(v) if v < min => Err(format!(
+            "k0s {v} has no backup/restore; it needs k0s {MIN_VERSION} or newer"
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn run_hooks(h: &HostState, stage: &str) -> Result<Vec<String>, String> {
+    let Some(remote) = &h.remote else {
+        return Err("not connected".into());
+    };
+    let mut ran = Vec::new();
+    let cmds = h
+        .config
+        .hooks
+        .get("backup")
+        .and_then(|s| s.get(stage))
+        .cloned()
+        .unwrap_or_default();
+    for cmd in cmds {
+        tracing::info!("{}: running {stage} backup hook: {cmd:?}", h.name);
+        remote.run(Cmd::new(cmd.as_str())).await.map_err(|e| {
+            format!("failed to execute hook {cmd:?} for action \"backup\" stage {stage:?}: {e}")
+        })?;
+        ran.push(format!("ran {stage} backup hook: {cmd:?}"));
+    }
+    Ok(ran)
+}
+
+/// The default backup file name, `k0s_backup_<unix seconds>.tar.gz` (k0sctl's).
+pub fn default_output(now_unix: u64) -> PathBuf {
+    PathBuf::from(format!("k0s_backup_{now_unix}.tar.gz"))
+}
+
+/// "Take backup": see the module docs. `output` is the local file to write.
+pub struct TakeBackup {
+    pub output: PathBuf,
+}
+
+pub const BACKUP_TITLE: &str = "Take backup";
+
+fn running_leader(state: &State) -> Result<usize, PhaseError> {
+    state
+        .leader
+        .filter(|&l| state.hosts[l].is_running())
+        .ok_or_else(|| {
+            PhaseError::new(
+                Code::PhaseFailed,
+                BACKUP_TITLE,
+                "failed to find a running controller: k0s must run on a controller to take a backup",
+            )
+        })
+}
+
+impl Phase for TakeBackup {
+    fn title(&self) -> &'static str {
+        BACKUP_TITLE
+    }
+
+    fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let l = running_leader(state)?;
+            let h = &state.hosts[l];
+            let fail = |e: String| {
+                PhaseError::hosts(Code::PhaseFailed, BACKUP_TITLE, vec![(h.name.clone(), e)])
+            };
+            check_version(h).map_err(fail)?;
+            let p = h.probed().map_err(fail)?;
+            let mut changes = run_hooks(h, "before").await.map_err(fail)?;
+            let dir = remote_tempdir(&p.remote).await.map_err(fail)?;
+            let result = async {
+                let cmd = p.k0s_cmd(&format!(
+                    "backup --save-path={} --data-dir={}",
+                    shell_quote(&dir),
+                    shell_quote(&h.data_dir())
+                ));
+                tracing::info!("{}: taking a backup", h.name);
+                p.remote
+                    .run(Cmd::new(cmd).sudo())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let name = p
+                    .remote
+                    .run_str(Cmd::new(format!("ls -1 -- {} | head -n1", shell_quote(&dir))).sudo())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let name = name.trim();
+                if name.is_empty() {
+                    return Err(format!("k0s backup wrote no archive into {dir}"));
+                }
+                let remote_file = format!("{dir}/{name}");
+                let bytes = p
+                    .remote
+                    .download(&remote_file, &self.output, 0o600, true)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(bytes)
+            }
+            .await;
+            remove_tempdir(h, &p.remote, &dir).await;
+            let bytes = result.map_err(fail)?;
+            tracing::info!("backup saved to {} ({bytes} bytes)", self.output.display());
+            changes.extend(run_hooks(h, "after").await.map_err(fail)?);
+            let name = h.name.clone();
+            for c in changes {
+                state.changed(name.clone(), c);
+            }
+            Ok(())
+        })
+    }
+
+    fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let l = running_leader(state)?;
+            let h = &state.hosts[l];
+            check_version(h).map_err(|e| {
+                PhaseError::hosts(Code::PhaseFailed, BACKUP_TITLE, vec![(h.name.clone(), e)])
+            })?;
+            let mut plan = Vec::new();
+            let hooks = |stage: &str| {
+                h.config
+                    .hooks
+                    .get("backup")
+                    .and_then(|s| s.get(stage))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            for c in hooks("before") {
+                plan.push(format!("run before backup hook: {c:?}"));
+            }
+            plan.push(format!(
+                "take a backup with k0s backup and save it to {}",
+                self.output.display()
+            ));
+            for c in hooks("after") {
+                plan.push(format!("run after backup hook: {c:?}"));
+            }
+            let name = h.name.clone();
+            for w in plan {
+                state.planned(name.clone(), w);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// "Restore cluster state": see the module docs.
+pub struct RestoreState;
+
+pub const RESTORE_TITLE: &str = "Restore cluster state";
+
+fn restore_source(state: &State) -> Option<PathBuf> {
+    state.opts.restore_from.clone()
+}
+
+impl Phase for RestoreState {
+    fn title(&self) -> &'static str {
+        RESTORE_TITLE
+    }
+
+    fn should_run(&self, state: &State) -> bool {
+        let Some(src) = restore_source(state) else {
+            return false;
+        };
+        match state.leader {
+            Some(l) if state.hosts[l].is_running() => {
+                tracing::warn!(
+                    "{}: k0s already runs on the leader; --restore-from {} is not used (a restore only happens before the cluster is initialised)",
+                    state.hosts[l].name,
+                    src.display()
+                );
+                false
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let src = restore_source(state).expect("should_run checked");
+            let l = state.leader.expect("should_run checked");
+            let h = &state.hosts[l];
+            let fail = |e: String| {
+                PhaseError::hosts(Code::PhaseFailed, RESTORE_TITLE, vec![(h.name.clone(), e)])
+            };
+            check_version(h).map_err(fail)?;
+            let p = h.probed().map_err(fail)?;
+            let meta = std::fs::metadata(&src).map_err(|e| {
+                PhaseError::new(
+                    Code::Failure,
+                    RESTORE_TITLE,
+                    format!("--restore-from {}: {e}", src.display()),
+                )
+            })?;
+            let dir = remote_tempdir(&p.remote).await.map_err(fail)?;
+            let result = async {
+                let archive = format!("{dir}/k0s_backup.tar.gz");
+                tracing::info!(
+                    "{}: uploading the backup {} ({} bytes)",
+                    h.name,
+                    src.display(),
+                    meta.len()
+                );
+                p.remote
+                    .upload_file(
+                        &src,
+                        &archive,
+                        &UploadOptions::default().mode(0o600).sudo(true),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let cmd = p.k0s_cmd(&format!(
+                    "restore --data-dir={} --config-out={} {}",
+                    shell_quote(&h.data_dir()),
+                    shell_quote(&format!("{dir}/k0s.yaml")),
+                    shell_quote(&archive)
+                ));
+                tracing::info!("{}: restoring the cluster state", h.name);
+                p.remote
+                    .run(Cmd::new(cmd).sudo())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<(), String>(())
+            }
+            .await;
+            remove_tempdir(h, &p.remote, &dir).await;
+            result.map_err(fail)?;
+            let name = h.name.clone();
+            state.changed(
+                name,
+                format!(
+                    "restored the cluster state from {} into {}",
+                    src.display(),
+                    state.hosts[l].data_dir()
+                ),
+            );
+            Ok(())
+        })
+    }
+
+    fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let src = restore_source(state).expect("should_run checked");
+            let l = state.leader.expect("should_run checked");
+            if let Err(e) = std::fs::metadata(&src) {
+                return Err(PhaseError::new(
+                    Code::Failure,
+                    RESTORE_TITLE,
+                    format!("--restore-from {}: {e}", src.display()),
+                ));
+            }
+            let name = state.hosts[l].name.clone();
+            let dd = state.hosts[l].data_dir();
+            state.planned(
+                name,
+                format!(
+                    "upload {} and restore the cluster state into {dd} with k0s restore",
+                    src.display()
+                ),
+            );
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,64 @@
+//! `k0sctl backup`: the leader's cluster state into a local archive (`-o`, default
+//! `k0s_backup_<unix time>.tar.gz` in the current directory), created 0600; a failed backup
+//! leaves no file behind (the download goes to a temp name renamed only when complete).
+
+use std::time::Instant;
+
+use crate::exit::{CliError, Code};
+use crate::phases::backup::default_output;
+use crate::phases::{self, Manager, RunOptions, State};
+use crate::transport::privilege::sudo_password;
+use crate::transport::ssh::SshConfig;
+
+use super::apply::{phase_error, report_changes, with_timeout};
+use super::{BackupArgs, Context};
+
+pub fn run(ctx: &Context, a: BackupArgs) -> Result<(), CliError> {
+    let loaded = ctx.load_config(&a.config)?;
+    let cwd = std::env::current_dir()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let output = cwd.join(a.output.clone().unwrap_or_else(|| default_output(now)));
+    if let Some(dir) = output.parent()
+        && !dir.is_dir()
+    {
+        return Err(CliError::new(
+            Code::Usage,
+            format!(
+                "backup output {}: the directory {} does not exist",
+                output.display(),
+                dir.display()
+            ),
+        ));
+    }
+    let c = &loaded.cluster;
+    let dry_run = ctx.global.dry_run;
+    let opts = RunOptions {
+        dry_run,
+        force: ctx.global.force,
+        concurrency: a.concurrency.unwrap_or(c.spec.options.concurrency.limit) as usize,
+        uploads: c.spec.options.concurrency.uploads as usize,
+        sudo_password: sudo_password(None, false).map_err(|e| CliError::new(Code::Usage, e))?,
+        ..RunOptions::default()
+    };
+    let started = Instant::now();
+    super::block_on(with_timeout(ctx, async move {
+        let mut state = State::new(loaded, opts, SshConfig::load_default());
+        let result = Manager::new(phases::backup(output.clone()))
+            .run(&mut state)
+            .await;
+        if dry_run {
+            print!("{}", state.plan);
+        } else if !state.changes.is_empty() {
+            report_changes(&state);
+        }
+        result.map_err(|e| phase_error("backup", e))?;
+        tracing::info!("==> Finished in {}s", started.elapsed().as_secs());
+        if !dry_run {
+            tracing::info!("Backup saved to {}", output.display());
+        }
+        Ok(())
+    }))
+}

@@ -1,0 +1,80 @@
+//! `k0sctl reset`: take k0s off every host of the configuration. Asks for confirmation on a
+//! terminal (listing the hosts) unless `--force`; without a terminal `--force` is required.
+//! `--dry-run` plans without asking and without changing anything.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Instant;
+
+use crate::config::Loaded;
+use crate::exit::{CliError, Code};
+use crate::phases::{self, Manager, RunOptions, State};
+use crate::transport::privilege::sudo_password;
+use crate::transport::ssh::SshConfig;
+
+use super::apply::{phase_error, report_changes, with_timeout};
+use super::{Context, ResetArgs};
+
+/// Asks on the terminal; refuses (exit code "aborted") without one.
+fn confirm(loaded: &Loaded) -> Result<(), CliError> {
+    if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+        return Err(CliError::new(
+            Code::Aborted,
+            "reset requires --force when not run on a terminal (stdin and stdout must be a terminal to confirm); nothing was changed",
+        ));
+    }
+    let mut err = std::io::stderr().lock();
+    writeln!(
+        err,
+        "Going to reset all of the hosts, which will destroy all configuration and data:"
+    )?;
+    for h in &loaded.cluster.spec.hosts {
+        writeln!(err, "  {} ({})", h.display_address(), h.role)?;
+    }
+    write!(err, "Are you sure? [y/N] ")?;
+    err.flush()?;
+    drop(err);
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if matches!(answer.trim().to_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(CliError::new(
+            Code::Aborted,
+            "confirmation or --force required to proceed; nothing was changed",
+        ))
+    }
+}
+
+pub fn run(ctx: &Context, a: ResetArgs) -> Result<(), CliError> {
+    let mut loaded = ctx.load_config(&a.config)?;
+    // As k0sctl does: every host is reset.
+    for h in &mut loaded.cluster.spec.hosts {
+        h.reset = true;
+    }
+    let dry_run = ctx.global.dry_run;
+    if !dry_run && !ctx.global.force {
+        confirm(&loaded)?;
+    }
+    let c = &loaded.cluster;
+    let opts = RunOptions {
+        dry_run,
+        force: ctx.global.force,
+        concurrency: a.concurrency.unwrap_or(c.spec.options.concurrency.limit) as usize,
+        uploads: c.spec.options.concurrency.uploads as usize,
+        sudo_password: sudo_password(None, false).map_err(|e| CliError::new(Code::Usage, e))?,
+        ..RunOptions::default()
+    };
+    let started = Instant::now();
+    super::block_on(with_timeout(ctx, async move {
+        let mut state = State::new(loaded, opts, SshConfig::load_default());
+        let result = Manager::new(phases::reset()).run(&mut state).await;
+        if dry_run {
+            print!("{}", state.plan);
+        } else {
+            report_changes(&state);
+        }
+        result.map_err(|e| phase_error("reset", e))?;
+        tracing::info!("==> Finished in {}s", started.elapsed().as_secs());
+        Ok(())
+    }))
+}
