@@ -1,6 +1,7 @@
-//! "Install controllers": join the other controllers one at a time (each waits for its API to
-//! be ready before the next starts, so etcd never loses quorum while members join), with a
-//! controller join token per host that is invalidated afterwards.
+//! "Install controllers": join the other controllers in quorum-aware batches (k0sctl's rule,
+//! [`quorum_batches`]: never more at once than the running members can absorb without losing
+//! etcd quorum; each batch's APIs are ready before the next starts), with a controller join
+//! token per host that is invalidated afterwards.
 
 use crate::exit::Code;
 
@@ -9,7 +10,9 @@ use super::init_leader::reset_installed;
 use super::k0s_ops::{
     create_token, install_and_start, plan_install, retire_token, wait_api_ready, write_token,
 };
-use super::{HostState, Phase, PhaseError, PhaseFuture, State};
+use futures::future::join_all;
+
+use super::{HostState, Phase, PhaseError, PhaseFuture, State, collect};
 
 pub struct InstallControllers;
 
@@ -38,42 +41,67 @@ impl Phase for InstallControllers {
                 .filter(|h| joins(state, h))
                 .map(|h| h.index)
                 .collect();
-            for i in todo {
-                let (leader, h) = (&state.hosts[l], &state.hosts[i]);
-                let fail = |e: String| {
-                    PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(h.name.clone(), e)])
-                };
-                let token = create_token(leader, "controller", "30m0s")
-                    .await
-                    .map_err(|e| {
-                        PhaseError::hosts(
-                            Code::PhaseFailed,
-                            TITLE,
-                            vec![(
-                                leader.name.clone(),
-                                format!("creating a controller join token: {e}"),
-                            )],
-                        )
-                    })?;
-                write_token(h, &token).await.map_err(fail)?;
-                state.unfinished.push(i);
-                let (leader, h) = (&state.hosts[l], &state.hosts[i]);
-                let fail = |e: String| {
-                    PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(h.name.clone(), e)])
-                };
-                install_and_start(h, false, force, Some(&token.url))
-                    .await
-                    .map_err(fail)?;
-                wait_api_ready(h).await.map_err(fail)?;
-                retire_token(leader, h, &token).await;
-                tracing::info!("{}: controller joined", h.name);
-                run_host_hooks(h, "install", "after").await.map_err(fail)?;
-                state.unfinished.retain(|&x| x != i);
-                let name = state.hosts[i].name.clone();
-                state.changed(
-                    name,
-                    "installed and started k0s controller (joined the cluster)",
-                );
+            let running = state
+                .hosts
+                .iter()
+                .filter(|h| h.config.is_controller() && h.is_running())
+                .count()
+                .max(1); // the leader runs by now
+            let batches = quorum_batches(running, todo.len(), state.opts.concurrency);
+            let mut rest = todo.as_slice();
+            for size in batches {
+                let (batch, tail) = rest.split_at(size);
+                rest = tail;
+                if size > 1 {
+                    tracing::info!("joining {size} controllers in parallel");
+                }
+                // Tokens one by one on the leader, then the batch joins in parallel.
+                let mut tokens = Vec::new();
+                for &i in batch {
+                    let leader = &state.hosts[l];
+                    let t = create_token(leader, "controller", "30m0s")
+                        .await
+                        .map_err(|e| {
+                            PhaseError::hosts(
+                                Code::PhaseFailed,
+                                TITLE,
+                                vec![(
+                                    leader.name.clone(),
+                                    format!("creating a controller join token: {e}"),
+                                )],
+                            )
+                        })?;
+                    tokens.push((i, t));
+                }
+                state.unfinished.extend(batch.iter().copied());
+                let hosts = &state.hosts;
+                let results = join_all(tokens.iter().map(|(i, token)| {
+                    let (leader, h) = (&hosts[l], &hosts[*i]);
+                    async move {
+                        let err = |e: String| (h.name.clone(), e);
+                        write_token(h, token).await.map_err(err)?;
+                        install_and_start(h, false, force, Some(&token.url))
+                            .await
+                            .map_err(err)?;
+                        wait_api_ready(h).await.map_err(err)?;
+                        retire_token(leader, h, token).await;
+                        tracing::info!("{}: controller joined", h.name);
+                        run_host_hooks(h, "install", "after").await.map_err(err)?;
+                        Ok(())
+                    }
+                }))
+                .await;
+                for (&i, r) in batch.iter().zip(&results) {
+                    if r.is_ok() {
+                        state.unfinished.retain(|&x| x != i);
+                        let name = state.hosts[i].name.clone();
+                        state.changed(
+                            name,
+                            "installed and started k0s controller (joined the cluster)",
+                        );
+                    }
+                }
+                collect(TITLE, Code::PhaseFailed, results)?;
             }
             Ok(())
         })
@@ -105,5 +133,75 @@ impl Phase for InstallControllers {
             }
             Ok(())
         })
+    }
+}
+
+/// Batch sizes for joining `remaining` controllers to `running` ones (k0sctl.md §3.1.3):
+/// one host, or `concurrency` < 2 (0 = unlimited) → one at a time; exactly one running and at
+/// least two to go → first two together; an even number running → one alone (to make it odd);
+/// then batches of `min(max(quorum/2, 1), concurrency, remaining)` with
+/// `quorum = (running + remaining)/2 + 1`.
+pub fn quorum_batches(mut running: usize, mut remaining: usize, concurrency: usize) -> Vec<usize> {
+    let conc = if concurrency == 0 {
+        usize::MAX
+    } else {
+        concurrency
+    };
+    let mut out = Vec::new();
+    if remaining == 0 {
+        return out;
+    }
+    if remaining == 1 || conc < 2 {
+        return vec![1; remaining];
+    }
+    if running == 1 && remaining >= 2 {
+        let n = 2.min(conc);
+        out.push(n);
+        running += n;
+        remaining -= n;
+    } else if running % 2 == 0 {
+        out.push(1);
+        running += 1;
+        remaining -= 1;
+    }
+    while remaining > 0 {
+        let quorum = (running + remaining) / 2 + 1;
+        let n = (quorum / 2).max(1).min(conc).min(remaining);
+        out.push(n);
+        running += n;
+        remaining -= n;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quorum_batches;
+
+    #[test]
+    fn batches_keep_quorum() {
+        assert_eq!(quorum_batches(1, 0, 30), Vec::<usize>::new());
+        assert_eq!(quorum_batches(1, 1, 30), [1]);
+        assert_eq!(quorum_batches(1, 2, 30), [2]);
+        assert_eq!(quorum_batches(1, 4, 30), [2, 1, 1]);
+        assert_eq!(quorum_batches(2, 3, 30), [1, 1, 1]);
+        assert_eq!(quorum_batches(1, 6, 30), [2, 2, 2]);
+        assert_eq!(quorum_batches(1, 4, 1), [1, 1, 1, 1]);
+        assert_eq!(quorum_batches(3, 4, 30), [2, 2]);
+        // Never more in one batch than the members already running.
+        for running in 1..6 {
+            for remaining in 0..10 {
+                let mut r = running;
+                let b = quorum_batches(running, remaining, 30);
+                assert_eq!(b.iter().sum::<usize>(), remaining);
+                for n in b {
+                    assert!(
+                        n <= r.max(2),
+                        "{running}+{remaining}: batch {n} with {r} running"
+                    );
+                    r += n;
+                }
+            }
+        }
     }
 }

@@ -247,9 +247,11 @@ fn apply_ha_controllers_and_workers() {
         ],
     );
     assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
-    // Controllers joined one at a time (the log says so, in order).
+    // With one controller running, the other two join together (k0sctl's quorum-aware
+    // batches: 1 running + 2 joining keeps a majority of 3 once both are up).
     let err = text(&out.stderr);
     assert_eq!(err.matches("controller joined").count(), 2, "{err}");
+    assert!(err.contains("joining 2 controllers in parallel"), "{err}");
     for h in env.hosts.iter().filter(|h| h.role == "controller") {
         assert_eq!(
             env.exec(h, "systemctl is-active k0scontroller")
