@@ -30,8 +30,17 @@ use serde_json::json;
 
 use super::pdb::parse_refusal;
 use super::{Client, KubeError};
-use crate::config::duration::format as fmt_duration;
+use crate::config::duration::format as go_duration;
 use crate::config::model::DrainOption;
+
+/// A duration for messages, rounded to whole seconds (`7s`, `5m0s`); below a second as is.
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        go_duration(d)
+    } else {
+        go_duration(Duration::from_secs(d.as_secs_f64().round() as u64))
+    }
+}
 
 /// How to drain (k0sctl's `spec.options.drain` plus the loop's timing).
 #[derive(Debug, Clone)]
@@ -111,6 +120,8 @@ pub struct Blocked {
     pub node: String,
     pub blockers: Vec<Blocker>,
     pub waited: Duration,
+    /// The drain timeout that ran out.
+    pub timeout: Duration,
     /// Pods that were evicted before giving up.
     pub evicted: usize,
 }
@@ -152,8 +163,8 @@ impl std::fmt::Display for Blocked {
              allows a disruption; relax the PodDisruptionBudget (a lower minAvailable or a \
              higher maxUnavailable); skip draining with --no-drain or \
              spec.options.drain.enabled: false; or allow more time with a longer \
-             spec.options.drain.timeout (was {}).",
-            fmt_duration(self.waited)
+             spec.options.drain.timeout (now {}).",
+            fmt_duration(self.timeout)
         )
     }
 }
@@ -632,6 +643,7 @@ pub async fn drain(
             node: node.to_string(),
             blockers,
             waited: report.elapsed,
+            timeout: o.timeout,
             evicted: report.evicted.len(),
         })));
     }
@@ -719,16 +731,25 @@ async fn evict(
             Err(::kube::Error::Api(s)) if s.code == 404 => return Ok(false),
             Err(e) => e,
         };
-        if !retryable(&e) {
-            return Err(Outcome::Failed(KubeError::api(
+        let failed = |e| {
+            Outcome::Failed(KubeError::api(
                 format!("evict pod {r} from node {}", ctx.node),
                 e,
-            )));
-        }
-        let (pdb, message) = match &e {
-            ::kube::Error::Api(s) => parse_refusal(s),
-            other => (None, other.to_string()),
+            ))
         };
+        if !retryable(&e) {
+            return Err(failed(e));
+        }
+        let ::kube::Error::Api(st) = &e else {
+            // The API was unreachable for a moment: retry quietly until the deadline.
+            tracing::debug!(node = ctx.node, pod = r, "eviction failed, retrying: {e}");
+            if ctx.expired() {
+                return Err(failed(e));
+            }
+            ctx.pause(ctx.o.retry_interval).await;
+            continue;
+        };
+        let (pdb, message) = parse_refusal(st);
         let blocker = Blocker {
             namespace: ns.to_string(),
             pod: name.to_string(),
@@ -917,7 +938,8 @@ mod tests {
                     message: "Cannot evict pod".into(),
                 },
             ],
-            waited: Duration::from_secs(300),
+            waited: Duration::from_secs_f64(300.4),
+            timeout: Duration::from_secs(300),
             evicted: 3,
         };
         let m = KubeError::Blocked(Box::new(b.clone())).to_string();

@@ -58,7 +58,7 @@ pub enum KubeError {
         source: ::kube::Error,
     },
     /// Waiting for something ran out of time.
-    #[error("{what}: not done after {}", crate::config::duration::format(*after))]
+    #[error("{what}: not done after {}", drain::fmt_duration(*after))]
     Timeout { what: String, after: Duration },
     /// kubectl's drain pre-check: pods that may not be deleted without an option.
     #[error("cannot drain node {node}: {}", reasons.join("; "))]
