@@ -110,6 +110,11 @@ async fn unschedulable(client: &kube::Client, node: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_through_the_leader_tunnel_with_pdbs() {
+    // RUST_LOG=k0sctl=debug,russh=debug shows tunnels and retries when investigating.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::Builder::new()
         .prefix("k0sctl-kube-drain-")
         .tempdir()
@@ -186,7 +191,12 @@ async fn drain_through_the_leader_tunnel_with_pdbs() {
         .apiserver_version()
         .await
         .expect_err("server accepted under a wrong CA");
+    let e = KubeError::Api {
+        what: "get the API server version".into(),
+        source: e,
+    };
     eprintln!("wrong CA: {e}");
+    assert!(e.to_string().contains("certificate"), "{e}");
 
     for w in ["worker0", "worker1"] {
         k::wait_node_ready(&client, w, Duration::from_secs(120))

@@ -50,8 +50,8 @@ pub enum KubeError {
     /// The admin kubeconfig could not be used (the text itself is never shown).
     #[error("admin kubeconfig: {0}")]
     Kubeconfig(String),
-    /// An API call failed.
-    #[error("{what}: {source}")]
+    /// An API call failed (the message includes the whole cause chain: tunnel, TLS, HTTP).
+    #[error("{what}: {}", error_chain(source))]
     Api {
         what: String,
         #[source]
@@ -93,6 +93,21 @@ impl KubeError {
             _ => false,
         }
     }
+}
+
+/// `e: its source: its source…`, skipping a source already contained in the text so far.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let m = s.to_string();
+        if !out.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+        }
+        cur = s.source();
+    }
+    out
 }
 
 /// Where the API server is from the tunnel host's point of view, and the TLS name to verify.
