@@ -11,6 +11,9 @@
 //!   download, privilege; knows nothing of OSes or k0s.
 //! - [`connect`]: manifest host entry → transport connection spec (the one meeting point).
 //! - [`phases`] (top-level `phases/`): the pipeline phases, one per file, and their manager.
+//! - [`kube`]: the Kubernetes API room: a kube-rs client tunnelled through the leader's host
+//!   connection, node operations (cordon, taints, readiness) and a PodDisruptionBudget-aware
+//!   drain; uses [`transport`] (and the drain/taint option types of [`config`]), nothing else.
 //! - [`host`]: host-OS knowledge on top of a transport (os-release, configurers, init
 //!   systems, facts).
 
@@ -20,6 +23,7 @@ pub mod connect;
 pub mod exit;
 pub mod host;
 pub mod k0s;
+pub mod kube;
 pub mod logging;
 #[path = "../phases/mod.rs"]
 pub mod phases;

@@ -13,6 +13,9 @@
 //!   not implement (ProxyCommand, Match, ...);
 //! - [`local`]: `sh -c` on this machine.
 //!
+//! [`Remote::open_tunnel`] gives a TCP stream to an address as the host sees it (its own
+//! `127.0.0.1:6443`, say) through the same connection ([`tunnel`]).
+//!
 //! A [`Pool`] keeps one connection per host, reused by every phase, and enforces the global
 //! `--concurrency` limit on connection set-up and the `--concurrent-uploads` limit on uploads.
 //!
@@ -37,6 +40,7 @@ pub mod openssh;
 pub mod output;
 pub mod privilege;
 pub mod ssh;
+pub mod tunnel;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -50,6 +54,7 @@ use tokio::sync::{Mutex, OnceCell, OwnedSemaphorePermit, Semaphore};
 pub use error::{ExitStatus, HostKeyError, TransportError, redact};
 pub use files::{FileStat, UploadOptions, UploadReport};
 pub use privilege::Privilege;
+pub use tunnel::{Tunnel, TunnelStream};
 
 /// Chunk size for streaming stdin and uploads (an 8 KiB buffer halves SSH throughput).
 pub const IO_CHUNK: usize = 256 * 1024;
@@ -608,6 +613,15 @@ impl Remote {
     /// [`Remote::run`] and return stdout trimmed.
     pub async fn run_str(&self, cmd: impl Into<Cmd>) -> Result<String, TransportError> {
         Ok(self.run(cmd).await?.stdout_str())
+    }
+
+    /// A TCP connection to `host:port` made by the remote host (e.g. `127.0.0.1`, `6443` for
+    /// the host's own API server), carried over this host's connection: a `direct-tcpip`
+    /// channel (native SSH), `ssh -W` through the ControlMaster (OpenSSH) or a plain TCP
+    /// connection (localhost). See [`tunnel`].
+    pub async fn open_tunnel(&self, host: &str, port: u16) -> Result<Tunnel, TransportError> {
+        tracing::trace!(host = self.name(), target = %format!("{host}:{port}"), "open tunnel");
+        tunnel::open(&self.conn, host, port).await
     }
 }
 

@@ -105,6 +105,22 @@ impl OpenSshConnection {
     }
 
     fn base_command(&self) -> tokio::process::Command {
+        self.command_with(&[])
+    }
+
+    /// `ssh -W host:port …`: the child's stdin/stdout are a TCP connection the host makes to
+    /// `host:port` (through the ControlMaster when multiplexing), for [`super::tunnel`].
+    pub(crate) fn stdio_forward_command(&self, host: &str, port: u16) -> tokio::process::Command {
+        let target = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        self.command_with(&["-W".to_string(), target])
+    }
+
+    /// The ssh command line up to the destination, with `extra` arguments before `--`.
+    fn command_with(&self, extra: &[String]) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(
             self.opts
                 .ssh_binary
@@ -132,6 +148,7 @@ impl OpenSshConnection {
         for (k, v) in &self.opts.options {
             c.arg("-o").arg(format!("{k}={v}"));
         }
+        c.args(extra);
         c.arg("--").arg(&self.opts.address);
         c
     }

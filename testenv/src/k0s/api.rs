@@ -1431,7 +1431,13 @@ pub fn refresh_pdb(store: &Store, pdb: &Value) -> Value {
         .unwrap_or_else(|| pdb.clone())
 }
 
+/// Evictions are decided one at a time: a real API server's check-and-decrement of a PDB's
+/// `disruptionsAllowed` is a status update with a resourceVersion precondition, so two
+/// concurrent evictions can never both take the last allowed disruption.
+static EVICTIONS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn evict(ctx: &ApiCtx, ns: &str, name: &str, body: &[u8], dry: bool) -> Response<Body> {
+    let _one_at_a_time = EVICTIONS.lock().unwrap_or_else(|e| e.into_inner());
     let store = &ctx.store;
     let Some(pod) = store.get("pods", ns, name) else {
         return status_err(

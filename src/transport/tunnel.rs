@@ -1,0 +1,136 @@
+//! TCP tunnels through an existing host connection: a byte stream to `host:port` *as the remote
+//! host sees it* (e.g. its own `127.0.0.1:6443`), so a service that only the host can reach is
+//! usable from this machine without opening ports or installing anything on the host.
+//!
+//! - native SSH: a `direct-tcpip` channel on the host's shared connection (as bastions use);
+//! - OpenSSH: a child `ssh -W host:port` that reuses the host's ControlMaster when
+//!   multiplexing is on; its stdin/stdout are the stream, its stderr goes to the debug log;
+//! - localhost: a plain TCP connection.
+//!
+//! The transport does not know what runs over the stream (the Kubernetes client in
+//! [`crate::kube`] is one user). Failures surface as [`TransportError`]s naming the host and
+//! the target; with OpenSSH a refused target shows up as an immediate end of stream instead
+//! (the `ssh` child reports it on stderr, which is logged at debug level).
+
+use std::pin::Pin;
+use std::process::Stdio;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, ReadBuf};
+
+use super::{Connection, TransportError};
+
+/// What a tunnel is: a bidirectional byte stream.
+pub trait TunnelStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> TunnelStream for T {}
+
+/// A TCP connection to `host:port` made by the remote host. Dropping it closes the channel
+/// (and ends the `ssh -W` child).
+pub type Tunnel = Box<dyn TunnelStream>;
+
+/// `target` for messages (`host:port`, IPv6 in brackets).
+fn target(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+pub(crate) async fn open(
+    conn: &Connection,
+    host: &str,
+    port: u16,
+) -> Result<Tunnel, TransportError> {
+    let what = || {
+        format!(
+            "open a tunnel to {} (as seen from the host)",
+            target(host, port)
+        )
+    };
+    match conn {
+        Connection::Ssh(c) => {
+            let h = c.handle();
+            if h.is_closed() {
+                return Err(TransportError::Disconnected {
+                    host: c_name(conn),
+                    reason: "the SSH connection is closed".into(),
+                });
+            }
+            let ch = h
+                .channel_open_direct_tcpip(host.to_string(), port as u32, "127.0.0.1", 0)
+                .await
+                .map_err(|e| TransportError::io(&c_name(conn), what(), e))?;
+            Ok(Box::new(ch.into_stream()))
+        }
+        Connection::OpenSsh(c) => {
+            let mut cmd = c.stdio_forward_command(host, port);
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| TransportError::io(&c_name(conn), what(), e))?;
+            let stdin = child.stdin.take().expect("piped");
+            let stdout = child.stdout.take().expect("piped");
+            if let Some(err) = child.stderr.take() {
+                let name = c_name(conn);
+                tokio::spawn(async move {
+                    let mut lines = tokio::io::BufReader::new(err).lines();
+                    while let Ok(Some(l)) = lines.next_line().await {
+                        tracing::debug!(host = %name, "ssh -W: {l}");
+                    }
+                });
+            }
+            Ok(Box::new(ChildStream {
+                io: tokio::io::join(stdout, stdin),
+                _child: child,
+            }))
+        }
+        Connection::Local(_) => {
+            let s = tokio::net::TcpStream::connect((host, port))
+                .await
+                .map_err(|e| TransportError::io("localhost", what(), e))?;
+            s.set_nodelay(true).ok();
+            Ok(Box::new(s))
+        }
+    }
+}
+
+fn c_name(conn: &Connection) -> String {
+    use super::Transport;
+    conn.name().to_string()
+}
+
+/// The stdio of an `ssh -W` child as one stream; the child is killed when this is dropped.
+struct ChildStream {
+    io: tokio::io::Join<tokio::process::ChildStdout, tokio::process::ChildStdin>,
+    _child: tokio::process::Child,
+}
+
+impl AsyncRead for ChildStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ChildStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
