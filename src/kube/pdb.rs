@@ -30,8 +30,8 @@ pub struct BlockingPdb {
 }
 
 impl std::fmt::Display for BlockingPdb {
-    /// `default/web-pdb (selector app=web): 2/2 healthy, 0 disruptions allowed; pods:
-    /// worker0/web-1, worker0/web-2`
+    /// `PodDisruptionBudget default/web-pdb (selector app=web): 2 healthy, 2 needed, 0
+    /// disruptions allowed; pods: web-1 on worker0, web-2 on worker0`
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
