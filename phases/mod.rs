@@ -33,6 +33,7 @@ pub mod state;
 pub mod unsupported;
 pub mod upgrade;
 pub mod upgrade_controllers;
+pub mod upgrade_workers;
 pub mod upload_files;
 pub mod validate_facts;
 pub mod validate_hosts;
@@ -337,6 +338,7 @@ pub fn apply(kubeconfig_out: Option<kubeconfig::GetKubeconfig>) -> Vec<Box<dyn P
     p.push(Box::new(install_controllers::InstallControllers));
     p.push(Box::new(install_workers::InstallWorkers));
     p.push(Box::new(upgrade_controllers::UpgradeControllers));
+    p.push(Box::new(upgrade_workers::UpgradeWorkers));
     p.push(Box::new(reinstall::Reinstall));
     p.push(Box::new(service_env::ConfigureServiceEnv));
     p.push(Box::new(hooks::RunHooks {

@@ -23,6 +23,9 @@ pub struct RunOptions {
     pub uploads: usize,
     /// Don't wait for workers to become Ready (`--no-wait`).
     pub no_wait: bool,
+    /// Don't drain nodes before upgrading them (`--no-drain`, `spec.options.drain.enabled:
+    /// false`).
+    pub no_drain: bool,
     /// `--restore-from`: the backup archive to restore on the leader before it is initialised.
     pub restore_from: Option<std::path::PathBuf>,
     /// The sudo password for hosts whose user needs one.

@@ -17,7 +17,6 @@ impl Phase for CheckSupported {
     fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
             let mut missing: Vec<(String, String)> = Vec::new();
-            let target = state.target_version();
             let c = &state.config.cluster;
             if c.spec.k0s.dynamic_config {
                 missing.push(("spec.k0s".into(), "dynamicConfig: true".into()));
@@ -26,14 +25,6 @@ impl Phase for CheckSupported {
                 let mut what = Vec::new();
                 if h.config.reset {
                     what.push("reset: true (node removal)".to_string());
-                }
-                if let (Some(st), Some(t)) =
-                    (h.k0s.as_ref().and_then(|k| k.status.as_ref()), &target)
-                    && st.version != *t
-                    && !h.config.is_controller()
-                    && !h.config.use_existing_k0s
-                {
-                    what.push(format!("upgrading the running k0s {} to {t}", st.version));
                 }
                 if !what.is_empty() {
                     missing.push((h.name.clone(), what.join(", ")));

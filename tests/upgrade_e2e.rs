@@ -219,3 +219,317 @@ fn controllers_upgrade_one_at_a_time() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(changes(&text(&out.stdout)), Vec::<(String, String)>::new());
 }
+
+/// `manifest` with `extra` appended under `spec:` (it ends with the `k0s:` block).
+fn with_options(manifest: &str, extra: &str) -> String {
+    format!(
+        "{}{extra}",
+        manifest.trim_end_matches('\n').to_string() + "\n"
+    )
+}
+
+fn kubectl(kc: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let mut c = Command::new("kubectl");
+    c.arg("--kubeconfig").arg(kc).args(args);
+    c.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("kubectl");
+    if let Some(s) = stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn workload(name: &str, replicas: u32, pdb: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      containers:\n      - name: c\n        image: nginx\n---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: {name}-pdb\n  namespace: default\nspec:\n  {pdb}\n  selector:\n    matchLabels:\n      app: {name}\n"
+    )
+}
+
+/// Ready, not terminating pods of `app`.
+fn ready_pods(kc: &Path, app: &str) -> usize {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kc)
+        .args([
+            "get",
+            "pods",
+            "-n",
+            "default",
+            "-l",
+            &format!("app={app}"),
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return usize::MAX; // a failed sample says nothing
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+        .count()
+}
+
+fn wait_ready_pods(kc: &Path, app: &str, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while ready_pods(kc, app) != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} {app} pods never became Ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+/// Runs `k0sctl` with `--output json`, timestamping each stdout line as it arrives.
+fn k0sctl_stream(
+    cache: &Path,
+    args: &[&str],
+) -> (
+    Option<i32>,
+    Vec<(std::time::Instant, serde_json::Value)>,
+    String,
+) {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .args(["--output", "json"])
+        .env("XDG_CACHE_HOME", cache)
+        .env_remove("DEBUG")
+        .env_remove("DRY_RUN")
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut s).unwrap();
+        s
+    });
+    let mut events = Vec::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            events.push((std::time::Instant::now(), v));
+        }
+    }
+    let status = child.wait().unwrap();
+    (status.code(), events, err.join().unwrap())
+}
+
+#[test]
+fn workers_upgrade_in_batches_without_breaking_the_pdb() {
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-upgrade-w-")
+        .tempdir()
+        .unwrap();
+    let env = Env::up(Options::new(dir.path().join("env"), 9)).expect("testenv up");
+    let cache = dir.path().join("cache");
+    let kc = dir.path().join("admin.conf");
+    let base = with_options(
+        &std::fs::read_to_string(&env.manifest).unwrap(),
+        "  options:\n    concurrency:\n      workerDisruptionPercent: 25\n    drain:\n      gracePeriod: 5s\n",
+    );
+    let m = dir.path().join("k0sctl.yaml");
+    std::fs::write(&m, &base).unwrap();
+    let ms = m.to_str().unwrap();
+    let out = k0sctl(
+        &cache,
+        &["apply", "-c", ms, "--kubeconfig-out", kc.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
+
+    // A replicated workload whose budget allows one pod away at a time.
+    kubectl(
+        &kc,
+        &["apply", "-f", "-"],
+        Some(&workload("web", 8, "maxUnavailable: 1")),
+    );
+    wait_ready_pods(&kc, "web", 8);
+
+    let (old, new) = (&env.versions[0], env.versions.last().unwrap().clone());
+    std::fs::write(&m, with_version(&base, old, &new)).unwrap();
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (kc, sampling) = (kc.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            let mut min = usize::MAX;
+            let mut samples = 0;
+            while sampling.load(std::sync::atomic::Ordering::SeqCst) {
+                min = min.min(ready_pods(&kc, "web"));
+                samples += 1;
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            (min, samples)
+        })
+    };
+    let (code, events, err) = k0sctl_stream(&cache, &["apply", "-c", ms]);
+    sampling.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (min, samples) = sampler.join().unwrap();
+    assert_eq!(code, Some(0), "upgrade failed:\n{err}");
+    assert!(err.contains("upgrading 2 of 8 workers at a time"), "{err}");
+
+    // Batches of two, four of them, every worker in exactly one.
+    let batches: Vec<&serde_json::Value> = events
+        .iter()
+        .map(|(_, v)| v)
+        .filter(|v| v["event"] == "upgrade_batch")
+        .collect();
+    assert_eq!(batches.len(), 4, "{batches:?}");
+    let mut seen = Vec::new();
+    for b in &batches {
+        let hosts = b["hosts"].as_array().unwrap();
+        assert_eq!(hosts.len(), 2, "{b}");
+        seen.extend(hosts.iter().map(|h| h.as_str().unwrap().to_string()));
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 8);
+    // Every node runs the new version; none is left cordoned.
+    for h in &env.hosts {
+        assert_eq!(running_version(&env, h), new, "{}", h.name);
+    }
+    let unschedulable = kubectl(
+        &kc,
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[*].spec.unschedulable}",
+        ],
+        None,
+    );
+    assert!(
+        !unschedulable.contains("true"),
+        "cordoned nodes left: {unschedulable}"
+    );
+    // The workload never went below its budget (7 of 8), sampled through the whole run.
+    assert!(samples > 5, "only {samples} samples");
+    assert!(min >= 7, "the workload dropped to {min} Ready pods");
+    wait_ready_pods(&kc, "web", 8);
+}
+
+#[test]
+fn a_pdb_that_allows_nothing_blocks_with_names_and_exit_6() {
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-upgrade-pdb-")
+        .tempdir()
+        .unwrap();
+    let env = Env::up(Options::new(dir.path().join("env"), 3)).expect("testenv up");
+    let cache = dir.path().join("cache");
+    let kc = dir.path().join("admin.conf");
+    let base = with_options(
+        &std::fs::read_to_string(&env.manifest).unwrap(),
+        "  options:\n    drain:\n      timeout: 12s\n      gracePeriod: 5s\n",
+    );
+    let m = dir.path().join("k0sctl.yaml");
+    std::fs::write(&m, &base).unwrap();
+    let ms = m.to_str().unwrap();
+    let out = k0sctl(
+        &cache,
+        &["apply", "-c", ms, "--kubeconfig-out", kc.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
+    kubectl(
+        &kc,
+        &["apply", "-f", "-"],
+        Some(&workload("solid", 2, "minAvailable: 2")),
+    );
+    wait_ready_pods(&kc, "solid", 2);
+
+    let (old, new) = (&env.versions[0], env.versions.last().unwrap().clone());
+    std::fs::write(&m, with_version(&base, old, &new)).unwrap();
+    let (code, events, err) = k0sctl_stream(&cache, &["apply", "-c", ms]);
+    assert_eq!(code, Some(6), "{err}");
+    // Named within one retry interval (5 s) of the batch's start.
+    let at = |name: &str| {
+        events
+            .iter()
+            .find(|(_, v)| v["event"] == name)
+            .unwrap_or_else(|| panic!("no {name} event: {events:?}"))
+    };
+    let (t0, _) = at("upgrade_batch");
+    let (t1, blocked) = at("drain_blocked");
+    assert!(
+        t1.duration_since(*t0) < std::time::Duration::from_secs(5),
+        "blocked reported after {:?}",
+        t1.duration_since(*t0)
+    );
+    assert_eq!(blocked["pdb"], "solid-pdb", "{blocked}");
+    assert!(
+        blocked["pod"]
+            .as_str()
+            .unwrap()
+            .starts_with("default/solid-"),
+        "{blocked}"
+    );
+    // The PDB was listed before the drain, and the error names it, the pod and the ways out.
+    assert!(
+        events
+            .iter()
+            .any(|(_, v)| v["event"] == "pdb_blocking" && v["name"] == "solid-pdb")
+    );
+    for want in [
+        "PodDisruptionBudget default/solid-pdb",
+        "pod default/solid-",
+        "--no-drain",
+        "spec.options.drain.timeout",
+        "made schedulable again",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    let error = at("error").1.clone();
+    assert_eq!(error["exit_code"], 6, "{error}");
+    // The node is schedulable again and still runs the old version; nothing else moved.
+    let unschedulable = kubectl(
+        &kc,
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[*].spec.unschedulable}",
+        ],
+        None,
+    );
+    assert!(!unschedulable.contains("true"), "{unschedulable}");
+    let workers: Vec<&testenv::Host> = env.hosts.iter().filter(|h| h.role == "worker").collect();
+    for w in &workers {
+        assert_eq!(&running_version(&env, w), old, "{}", w.name);
+    }
+    wait_ready_pods(&kc, "solid", 2);
+
+    // The way out the message offers: --no-drain. The run resumes (the controller is already
+    // upgraded) and finishes the workers.
+    let out = k0sctl(&cache, &["apply", "-c", ms, "--no-drain"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for h in &env.hosts {
+        assert_eq!(running_version(&env, h), new, "{}", h.name);
+    }
+}

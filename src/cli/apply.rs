@@ -58,6 +58,7 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
         sudo_password: sudo_password(None, false).map_err(|e| CliError::new(Code::Usage, e))?,
         disable_downgrade_check: a.disable_downgrade_check,
         no_wait: a.no_wait || !c.spec.options.wait.enabled,
+        no_drain: a.no_drain || !c.spec.options.drain.enabled,
         restore_from: a.restore_from.clone(),
     };
     let kubeconfig = a.kubeconfig_out.clone().map(|out| GetKubeconfig {

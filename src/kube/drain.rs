@@ -147,7 +147,7 @@ impl std::fmt::Display for Blocked {
         let pdbs = self.pdbs();
         write!(
             f,
-            "drain of node {} blocked: evictions were refused for {} (the node stays cordoned)",
+            "drain of node {} blocked: evictions were refused for {}",
             self.node,
             fmt_duration(self.waited)
         )?;
