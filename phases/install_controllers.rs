@@ -159,7 +159,7 @@ pub fn quorum_batches(mut running: usize, mut remaining: usize, concurrency: usi
         out.push(n);
         running += n;
         remaining -= n;
-    } else if running % 2 == 0 {
+    } else if running.is_multiple_of(2) {
         out.push(1);
         running += 1;
         remaining -= 1;
