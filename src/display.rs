@@ -17,7 +17,9 @@ use std::io::{self, Write};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{
+    HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle,
+};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
@@ -51,12 +53,19 @@ pub fn recognise<'a>(msg: &'a str, hosts: &[String]) -> Line<'a> {
     if let Some(t) = first.strip_prefix(CLEANUP_PREFIX) {
         return Line::CleanUp(t);
     }
-    for (i, h) in hosts.iter().enumerate() {
-        if let Some(rest) = first
-            .strip_prefix(h.as_str())
-            .and_then(|r| r.strip_prefix(": "))
-        {
-            return Line::Host(i, rest);
+    // Connections name themselves `user@address:port`; the phases `address:port`.
+    let without_user = first
+        .split_once('@')
+        .filter(|(user, _)| !user.is_empty() && !user.contains([' ', ':']))
+        .map(|(_, rest)| rest);
+    for candidate in std::iter::once(first).chain(without_user) {
+        for (i, h) in hosts.iter().enumerate() {
+            if let Some(rest) = candidate
+                .strip_prefix(h.as_str())
+                .and_then(|r| r.strip_prefix(": "))
+            {
+                return Line::Host(i, rest);
+            }
         }
     }
     Line::Other
@@ -110,10 +119,18 @@ fn host_style() -> ProgressStyle {
 
 fn upload_style() -> ProgressStyle {
     ProgressStyle::with_template(
-        "  {prefix:.bold} [{bar:24.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} {wide_msg}",
+        "  {prefix:.bold} [{bar:24.cyan/blue}] {bytes}/{total_bytes} {rate} {wide_msg}",
     )
     .expect("upload template")
     .progress_chars("=> ")
+    // The average since the upload started: the first chunk is read ahead of the network, so
+    // indicatif's own estimate starts out at many GiB/s.
+    .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+        let secs = s.elapsed().as_secs_f64();
+        if secs >= 0.5 {
+            let _ = write!(w, "{}/s", HumanBytes((s.pos() as f64 / secs) as u64));
+        }
+    })
 }
 
 #[derive(Default)]
@@ -256,13 +273,18 @@ impl Display {
             return;
         }
         g.finished = true;
+        // Off the screen in one go, then nothing draws any more.
+        if let Some(pb) = &g.phase {
+            pb.disable_steady_tick();
+        }
+        let _ = self.mp.clear();
+        self.mp.set_draw_target(ProgressDrawTarget::hidden());
         if let Some(pb) = g.phase.take() {
             pb.finish_and_clear();
         }
         for b in g.bars.drain(..) {
             b.finish_and_clear();
         }
-        let _ = self.mp.clear();
     }
 
     /// What the bars show: (phase message, per-host (message, upload position/length)).
@@ -421,7 +443,13 @@ mod tests {
             recognise("admin@node: failed\nremote stderr:\n  x", &h),
             Line::Host(2, "failed")
         );
+        assert_eq!(
+            recognise("root@10.0.0.1:2222: is running Ubuntu 22.04", &h),
+            Line::Host(1, "is running Ubuntu 22.04")
+        );
         // Not a host of the run, not the host prefix, other lines.
+        assert_eq!(recognise("root@10.0.0.9:22: x", &h), Line::Other);
+        assert_eq!(recognise("a user@10.0.0.1:22: x", &h), Line::Other);
         assert_eq!(recognise("10.0.0.9:22: connected", &h), Line::Other);
         assert_eq!(recognise("10.0.0.1:22 connected", &h), Line::Other);
         assert_eq!(recognise("==> Finished in 3s", &h), Line::Other);

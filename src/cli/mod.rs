@@ -308,6 +308,10 @@ pub fn main() -> i32 {
             _ => false,
         },
     });
+    if crate::display::enabled() {
+        // Passphrase and password prompts on the terminal step around the bars.
+        crate::transport::ssh::auth::set_prompt_guard(|f| crate::display::suspend(f));
+    }
     let ctx = Context {
         global: cli.global.clone(),
         log_file,
