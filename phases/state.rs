@@ -15,7 +15,10 @@ pub type EventSink = std::sync::Arc<dyn Fn(serde_json::Value) + Send + Sync>;
 /// Receives per-host upload byte progress (the terminal display), if anyone listens: called
 /// with (host name, bytes sent so far, total bytes when known).
 #[derive(Clone, Default)]
-pub struct ProgressSink(Option<std::sync::Arc<dyn Fn(&str, u64, Option<u64>) + Send + Sync>>);
+pub struct ProgressSink(Option<std::sync::Arc<HostProgressFn>>);
+
+/// `(host name, bytes sent so far, total bytes when known)`.
+type HostProgressFn = dyn Fn(&str, u64, Option<u64>) + Send + Sync;
 
 impl ProgressSink {
     pub fn new(f: impl Fn(&str, u64, Option<u64>) + Send + Sync + 'static) -> Self {

@@ -289,7 +289,7 @@ impl Display {
 
     /// What the bars show: (phase message, per-host (message, upload position/length)).
     #[cfg(test)]
-    fn snapshot(&self) -> (Option<String>, Vec<(String, Option<(u64, u64)>)>) {
+    fn snapshot(&self) -> Snapshot {
         let g = self.lock();
         let phase = g.phase.as_ref().map(|p| p.message());
         let hosts = g
@@ -306,6 +306,9 @@ impl Display {
         (phase, hosts)
     }
 }
+
+#[cfg(test)]
+type Snapshot = (Option<String>, Vec<(String, Option<(u64, u64)>)>);
 
 static DISPLAY: OnceLock<Display> = OnceLock::new();
 

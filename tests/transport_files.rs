@@ -191,7 +191,8 @@ async fn upload_file_reports_byte_progress() {
     let local = dir.path().join("src");
     let data = random_bytes(3 * 1024 * 1024 + 5);
     std::fs::write(&local, &data).unwrap();
-    let seen: Arc<Mutex<Vec<(u64, Option<u64>)>>> = Arc::default();
+    type Seen = Vec<(u64, Option<u64>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let s2 = seen.clone();
     let progress = k0sctl::transport::UploadProgress(Arc::new(move |sent, total| {
         s2.lock().unwrap().push((sent, total));
