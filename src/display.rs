@@ -139,6 +139,8 @@ struct Inner {
     phase: Option<ProgressBar>,
     bars: Vec<ProgressBar>,
     uploading: Vec<bool>,
+    /// The line for the hosts beyond [`Display::max_host_lines`].
+    more: Option<ProgressBar>,
     finished: bool,
 }
 
@@ -147,17 +149,32 @@ pub struct Display {
     mp: MultiProgress,
     inner: Mutex<Inner>,
     tick: bool,
+    /// At most this many host lines (the terminal's height leaves room for the log lines);
+    /// further hosts are summed up in one line.
+    max_host_lines: usize,
 }
 
 impl Display {
     /// A display drawing to `target` (stderr in the program, hidden in tests).
     pub fn new(target: ProgressDrawTarget) -> Self {
         let tick = !target.is_hidden();
+        let max_host_lines = if tick {
+            terminal_rows().map_or(20, |r| (r as usize).saturating_sub(6).max(3))
+        } else {
+            usize::MAX
+        };
         Self {
             mp: MultiProgress::with_draw_target(target),
             inner: Mutex::new(Inner::default()),
             tick,
+            max_host_lines,
         }
+    }
+
+    /// The same with at most `n` host lines.
+    pub fn with_max_host_lines(mut self, n: usize) -> Self {
+        self.max_host_lines = n.max(1);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -185,8 +202,12 @@ impl Display {
         }
         g.phase = Some(pb);
         let width = g.hosts.iter().map(|h| h.chars().count()).max().unwrap_or(0);
-        let bars: Vec<ProgressBar> = g
-            .hosts
+        let shown = if g.hosts.len() > self.max_host_lines {
+            self.max_host_lines - 1
+        } else {
+            g.hosts.len()
+        };
+        let bars: Vec<ProgressBar> = g.hosts[..shown]
             .iter()
             .map(|h| {
                 let b = ProgressBar::new(0)
@@ -196,6 +217,12 @@ impl Display {
                 self.mp.add(b)
             })
             .collect();
+        if shown < g.hosts.len() {
+            let more = ProgressBar::new(0)
+                .with_style(host_style())
+                .with_prefix(format!("… and {} more hosts", g.hosts.len() - shown));
+            g.more = Some(self.mp.add(more));
+        }
         g.uploading = vec![false; bars.len()];
         g.bars = bars;
     }
@@ -282,7 +309,8 @@ impl Display {
         if let Some(pb) = g.phase.take() {
             pb.finish_and_clear();
         }
-        for b in g.bars.drain(..) {
+        let more = g.more.take();
+        for b in g.bars.drain(..).chain(more) {
             b.finish_and_clear();
         }
     }
@@ -305,6 +333,14 @@ impl Display {
             .collect();
         (phase, hosts)
     }
+}
+
+/// The height of the terminal on stderr, if it is one.
+fn terminal_rows() -> Option<u16> {
+    // SAFETY: winsize is plain data, filled by the ioctl on a valid descriptor.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_row > 0).then_some(ws.ws_row)
 }
 
 #[cfg(test)]
@@ -476,6 +512,20 @@ mod tests {
             timings_table(&[]),
             "==> Phase timings:\n    Total     0.00s\n"
         );
+    }
+
+    #[test]
+    fn many_hosts_are_summed_up() {
+        let d = Display::new(ProgressDrawTarget::hidden()).with_max_host_lines(2);
+        d.set_hosts(hosts());
+        d.on_message("==> Running phase: Connect to hosts");
+        d.on_message("admin@node: connected");
+        d.upload_progress("admin@node", 1, Some(2));
+        assert_eq!(d.snapshot().1, vec![("waiting".to_string(), None)]);
+        let more = d.lock().more.as_ref().map(|b| b.prefix());
+        assert_eq!(more.as_deref(), Some("… and 2 more hosts"));
+        d.finish();
+        assert!(d.lock().more.is_none());
     }
 
     #[test]
