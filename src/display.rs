@@ -288,8 +288,21 @@ impl Display {
         }
     }
 
-    /// Runs `f` with the bars off the screen (log lines, prompts).
+    /// Runs `f` with the bars off the screen (log lines, prompts). Re-entrant: a log line
+    /// written by `f` itself goes straight out (indicatif's own suspend would deadlock).
     pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        thread_local!(static SUSPENDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+        if SUSPENDED.get() {
+            return f();
+        }
+        SUSPENDED.set(true);
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                SUSPENDED.set(false);
+            }
+        }
+        let _reset = Reset;
         self.mp.suspend(f)
     }
 
@@ -512,6 +525,14 @@ mod tests {
             timings_table(&[]),
             "==> Phase timings:\n    Total     0.00s\n"
         );
+    }
+
+    #[test]
+    fn suspend_is_reentrant() {
+        let d = Display::new(ProgressDrawTarget::hidden());
+        d.on_message("==> Running phase: Connect to hosts");
+        assert_eq!(d.suspend(|| d.suspend(|| 7)), 7);
+        assert_eq!(d.suspend(|| 8), 8);
     }
 
     #[test]
