@@ -271,6 +271,7 @@ impl Phase for StageBinaries {
                 }
             }
             let cached = &cached;
+            let progress = &state.progress.clone();
             let results = join_all(
                 state
                     .hosts
@@ -316,7 +317,10 @@ impl Phase for StageBinaries {
                                         .upload_file(
                                             &path,
                                             &tmp,
-                                            &UploadOptions::default().mode(0o755).sudo(true),
+                                            &UploadOptions::default()
+                                                .mode(0o755)
+                                                .sudo(true)
+                                                .progress(progress.upload(&h.name)),
                                         )
                                         .await
                                         .map_err(|e| err(e.to_string()))?;
@@ -338,7 +342,10 @@ impl Phase for StageBinaries {
                                         .upload_file(
                                             &file,
                                             &tmp,
-                                            &UploadOptions::default().mode(0o755).sudo(true),
+                                            &UploadOptions::default()
+                                                .mode(0o755)
+                                                .sudo(true)
+                                                .progress(progress.upload(&h.name)),
                                         )
                                         .await
                                         .map_err(|e| err(e.to_string()))?;

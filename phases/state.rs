@@ -5,12 +5,35 @@ use crate::host;
 use crate::k0s::status::K0sStatus;
 use crate::k0s::version::K0sVersion;
 use crate::transport::ssh::SshConfig;
-use crate::transport::{ConnectSpec, Limits, Pool, Remote, Secret};
+use crate::transport::{ConnectSpec, Limits, Pool, Remote, Secret, UploadProgress};
 
 use super::Plan;
 
 /// Receives machine-readable events (`--output json`); secrets never reach it.
 pub type EventSink = std::sync::Arc<dyn Fn(serde_json::Value) + Send + Sync>;
+
+/// Receives per-host upload byte progress (the terminal display), if anyone listens: called
+/// with (host name, bytes sent so far, total bytes when known).
+#[derive(Clone, Default)]
+pub struct ProgressSink(Option<std::sync::Arc<HostProgressFn>>);
+
+/// `(host name, bytes sent so far, total bytes when known)`.
+type HostProgressFn = dyn Fn(&str, u64, Option<u64>) + Send + Sync;
+
+impl ProgressSink {
+    pub fn new(f: impl Fn(&str, u64, Option<u64>) + Send + Sync + 'static) -> Self {
+        Self(Some(std::sync::Arc::new(f)))
+    }
+
+    /// The transport's progress callback for an upload to `host` (`None` when nobody listens).
+    pub fn upload(&self, host: &str) -> Option<UploadProgress> {
+        let f = self.0.clone()?;
+        let host = host.to_string();
+        Some(UploadProgress(std::sync::Arc::new(move |sent, total| {
+            f(&host, sent, total)
+        })))
+    }
+}
 
 /// Command-line choices that steer the phases.
 #[derive(Debug, Clone, Default)]
@@ -163,6 +186,8 @@ pub struct State {
     pub changes: Plan,
     /// Where events go (`--output json`), if anywhere.
     pub events: Option<EventSink>,
+    /// Where upload byte progress goes (the terminal display), if anywhere.
+    pub progress: ProgressSink,
     /// This run holds the host locks (see [`super::lock`]).
     pub lock_held: bool,
     /// The task refreshing the locks.
@@ -203,6 +228,7 @@ impl State {
             lock_refresh: None,
             changes: Plan::default(),
             events: None,
+            progress: ProgressSink::default(),
         }
     }
 

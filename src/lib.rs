@@ -5,6 +5,8 @@
 //! - [`cli`]: command-line surface (clap) and command dispatch.
 //! - [`exit`]: the exit-code table every command uses.
 //! - [`logging`]: tracing setup and the per-run log file.
+//! - [`display`]: the live terminal display (phase spinner, host lines, upload bars, phase
+//!   timings), fed by log events; used by `cli` and `logging` only.
 //! - [`k0s`]: k0s knowledge that needs no host (versions, releases, download URLs, join
 //!   tokens, install/reset command lines, kubeconfig rewriting).
 //! - [`transport`]: how bytes reach a host (native SSH, OpenSSH, localhost): exec, upload,
@@ -20,6 +22,7 @@
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod display;
 pub mod exit;
 pub mod host;
 pub mod k0s;

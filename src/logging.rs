@@ -1,5 +1,6 @@
 //! Logging: tracing to stderr (human on a terminal, plain lines otherwise) and a per-run log
-//! file under the XDG cache directory.
+//! file under the XDG cache directory. On a terminal, commands that run phases also get the
+//! live display ([`crate::display`]), fed by the same events.
 //!
 //! Logs go to stderr so stdout stays clean for data (`k0sctl kubeconfig > admin.conf`,
 //! `k0sctl init > k0sctl.yaml`). Each run that talks to hosts gets its own file,
@@ -16,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::Layer;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -29,6 +31,9 @@ pub struct Settings {
     pub quiet: bool,
     /// Write a per-run log file.
     pub log_file: bool,
+    /// The command can show the live display ([`crate::display`]); it is used only on a
+    /// terminal and not with `--debug`/`--trace` or `quiet`.
+    pub progress: bool,
 }
 
 /// Installs the global subscriber; returns the log file's path when one was created.
@@ -43,8 +48,15 @@ pub fn init(s: Settings) -> Option<PathBuf> {
         LevelFilter::INFO
     };
     let tty = io::stderr().is_terminal();
+    let display = s.progress && tty && !(s.debug || s.trace || s.quiet);
+    let writer = if display {
+        crate::display::install();
+        BoxMakeWriter::new(crate::display::DisplayWriter)
+    } else {
+        BoxMakeWriter::new(io::stderr)
+    };
     let screen = tracing_subscriber::fmt::layer()
-        .with_writer(io::stderr)
+        .with_writer(writer)
         .with_ansi(tty)
         .with_target(s.debug || s.trace);
     // Timestamps on a terminal only when debugging; always in plain (CI) output.
@@ -91,6 +103,7 @@ pub fn init(s: Settings) -> Option<PathBuf> {
         .with(targets)
         .with(screen)
         .with(file_layer)
+        .with(display.then_some(crate::display::DisplayLayer))
         .try_init();
     if let Some(p) = &path {
         tracing::debug!("###### New session ###### log file {}", p.display());

@@ -181,3 +181,35 @@ async fn upload_creates_parent_sets_mtime_and_owner() {
     assert!(parent.is_dir);
     assert_eq!(parent.mode, 0o755);
 }
+
+#[tokio::test]
+async fn upload_file_reports_byte_progress() {
+    use std::sync::{Arc, Mutex};
+    let sshd = Sshd::start();
+    let r = connect(&sshd).await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("src");
+    let data = random_bytes(3 * 1024 * 1024 + 5);
+    std::fs::write(&local, &data).unwrap();
+    type Seen = Vec<(u64, Option<u64>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let s2 = seen.clone();
+    let progress = k0sctl::transport::UploadProgress(Arc::new(move |sent, total| {
+        s2.lock().unwrap().push((sent, total));
+    }));
+    let dst = dir.path().join("dst").display().to_string();
+    r.upload_file(
+        &local,
+        &dst,
+        &UploadOptions::default().progress(Some(progress)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&dst).unwrap(), data);
+    let seen = seen.lock().unwrap();
+    let total = data.len() as u64;
+    assert!(seen.len() > 1, "{seen:?}");
+    assert!(seen.iter().all(|&(_, t)| t == Some(total)), "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{seen:?}");
+    assert_eq!(seen.last().unwrap().0, total);
+}

@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use crate::exit::{CliError, Code};
 use crate::phases::kubeconfig::{GetKubeconfig, KubeconfigOptions, admin_kubeconfig};
-use crate::phases::{self, Manager, PhaseError, RunOptions, State};
+use crate::phases::state::ProgressSink;
+use crate::phases::{self, Manager, PhaseError, PhaseReport, RunOptions, State};
 use crate::transport::privilege::sudo_password;
 use crate::transport::ssh::SshConfig;
 
@@ -76,6 +77,7 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
     let limit = ctx.global.timeout;
     super::block_on_value(async move {
         let mut state = State::new(loaded, opts, SshConfig::load_default());
+        attach_display(&mut state);
         if json {
             let out = std::sync::Mutex::new(());
             state.events = Some(std::sync::Arc::new(move |ev: serde_json::Value| {
@@ -90,6 +92,7 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
             )
             .run(&mut state)
             .await;
+        crate::display::finish();
         state.emit(serde_json::json!({
             "event": "summary",
             "ok": result.is_ok(),
@@ -106,7 +109,7 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
         if !dry_run {
             report_changes(&state);
         }
-        result.map_err(|e| phase_error("apply", e))?;
+        report_timings(&result.map_err(|e| phase_error("apply", e))?);
         if dry_run && detailed && !state.plan.is_empty() {
             return Err(CliError::new(
                 Code::ChangesPending,
@@ -127,6 +130,34 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
         }
         Ok(())
     })
+}
+
+/// Shows the run on the live display, when there is one (see [`crate::display`]): the hosts
+/// it recognises in log lines, and upload byte progress.
+pub(super) fn attach_display(state: &mut State) {
+    if crate::display::enabled() {
+        crate::display::set_hosts(state.hosts.iter().map(|h| h.name.clone()).collect());
+        state.progress = ProgressSink::new(crate::display::upload_progress);
+    }
+}
+
+/// The phases that ran and how long each took: on the screen with the live display, at
+/// debug level otherwise (so plain output stays as it was; the log file always has it).
+pub(super) fn report_timings(reports: &[PhaseReport]) {
+    let rows: Vec<(&str, std::time::Duration)> = reports
+        .iter()
+        .filter(|r| r.ran)
+        .map(|r| (r.title, r.duration))
+        .collect();
+    let table = crate::display::timings_table(&rows);
+    let on_screen = crate::display::enabled();
+    for line in table.lines() {
+        if on_screen {
+            tracing::info!("{line}");
+        } else {
+            tracing::debug!("{line}");
+        }
+    }
 }
 
 /// What this run changed, per host (also when it failed part way).

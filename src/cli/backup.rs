@@ -10,7 +10,7 @@ use crate::phases::{self, Manager, RunOptions, State};
 use crate::transport::privilege::sudo_password;
 use crate::transport::ssh::SshConfig;
 
-use super::apply::{phase_error, report_changes, with_timeout};
+use super::apply::{attach_display, phase_error, report_changes, report_timings, with_timeout};
 use super::{BackupArgs, Context};
 
 pub fn run(ctx: &Context, a: BackupArgs) -> Result<(), CliError> {
@@ -46,15 +46,17 @@ pub fn run(ctx: &Context, a: BackupArgs) -> Result<(), CliError> {
     let started = Instant::now();
     super::block_on(with_timeout(ctx, async move {
         let mut state = State::new(loaded, opts, SshConfig::load_default());
+        attach_display(&mut state);
         let result = Manager::new(phases::backup(output.clone()))
             .run(&mut state)
             .await;
+        crate::display::finish();
         if dry_run {
             print!("{}", state.plan);
         } else if !state.changes.is_empty() {
             report_changes(&state);
         }
-        result.map_err(|e| phase_error("backup", e))?;
+        report_timings(&result.map_err(|e| phase_error("backup", e))?);
         tracing::info!("==> Finished in {}s", started.elapsed().as_secs());
         if !dry_run {
             tracing::info!("Backup saved to {}", output.display());

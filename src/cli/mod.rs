@@ -302,12 +302,24 @@ pub fn main() -> i32 {
         trace: cli.global.trace,
         quiet: matches!(cli.command, Command::Kubeconfig(_)),
         log_file: talks_to_hosts,
+        progress: match &cli.command {
+            Command::Apply(a) => a.output != "json",
+            Command::Reset(_) | Command::Backup(_) => true,
+            _ => false,
+        },
     });
+    if crate::display::enabled() {
+        // Passphrase and password prompts on the terminal step around the bars.
+        crate::transport::ssh::auth::set_prompt_guard(|f| crate::display::suspend(f));
+    }
     let ctx = Context {
         global: cli.global.clone(),
         log_file,
     };
-    match run(&ctx, cli.command) {
+    let result = run(&ctx, cli.command);
+    // The bars go before anything final is printed.
+    crate::display::finish();
+    match result {
         Ok(()) => 0,
         Err(e) => {
             report_error(&ctx, &e);
@@ -365,6 +377,7 @@ where
         tokio::select! {
             r = fut => r,
             sig = signals.next() => {
+                crate::display::finish();
                 eprintln!("Aborting ({sig})... Press Ctrl-C again to exit now.");
                 tokio::spawn(async move {
                     signals.next().await;

@@ -11,7 +11,7 @@ use crate::phases::{self, Manager, RunOptions, State};
 use crate::transport::privilege::sudo_password;
 use crate::transport::ssh::SshConfig;
 
-use super::apply::{phase_error, report_changes, with_timeout};
+use super::apply::{attach_display, phase_error, report_changes, report_timings, with_timeout};
 use super::{Context, ResetArgs};
 
 /// Asks on the terminal; refuses (exit code "aborted") without one.
@@ -53,7 +53,7 @@ pub fn run(ctx: &Context, a: ResetArgs) -> Result<(), CliError> {
     }
     let dry_run = ctx.global.dry_run;
     if !dry_run && !ctx.global.force {
-        confirm(&loaded)?;
+        crate::display::suspend(|| confirm(&loaded))?;
     }
     let c = &loaded.cluster;
     let opts = RunOptions {
@@ -67,13 +67,15 @@ pub fn run(ctx: &Context, a: ResetArgs) -> Result<(), CliError> {
     let started = Instant::now();
     super::block_on(with_timeout(ctx, async move {
         let mut state = State::new(loaded, opts, SshConfig::load_default());
+        attach_display(&mut state);
         let result = Manager::new(phases::reset()).run(&mut state).await;
+        crate::display::finish();
         if dry_run {
             print!("{}", state.plan);
         } else {
             report_changes(&state);
         }
-        result.map_err(|e| phase_error("reset", e))?;
+        report_timings(&result.map_err(|e| phase_error("reset", e))?);
         tracing::info!("==> Finished in {}s", started.elapsed().as_secs());
         Ok(())
     }))

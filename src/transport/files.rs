@@ -25,6 +25,17 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use super::{Cmd, Remote, TransportError, shell_quote};
 
+/// Reports how far an upload is: `(bytes sent so far, total bytes when known)`. Called from
+/// the task streaming the bytes, after every chunk; it must be cheap and must not block.
+#[derive(Clone)]
+pub struct UploadProgress(pub Arc<dyn Fn(u64, Option<u64>) + Send + Sync>);
+
+impl std::fmt::Debug for UploadProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UploadProgress(..)")
+    }
+}
+
 /// Options for [`Remote::upload`].
 #[derive(Debug, Clone, Default)]
 pub struct UploadOptions {
@@ -41,6 +52,8 @@ pub struct UploadOptions {
     /// Set this modification time (seconds since the epoch) before the rename, e.g. the local
     /// file's, so a later size/mtime comparison can skip re-uploading.
     pub mtime: Option<i64>,
+    /// Byte progress of the streaming step, if anyone wants it (e.g. a progress bar).
+    pub progress: Option<UploadProgress>,
     /// Test hook: flip the byte at this offset after it was hashed (simulates corruption in
     /// flight). Never set this outside tests.
     #[doc(hidden)]
@@ -66,6 +79,10 @@ impl UploadOptions {
     }
     pub fn mtime(mut self, secs: i64) -> Self {
         self.mtime = Some(secs);
+        self
+    }
+    pub fn progress(mut self, progress: Option<UploadProgress>) -> Self {
+        self.progress = progress;
         self
     }
 }
@@ -102,6 +119,7 @@ struct HashingReader<R> {
     inner: R,
     state: Arc<Mutex<HashState>>,
     corrupt_at: Option<u64>,
+    progress: Option<(UploadProgress, Option<u64>)>,
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
@@ -125,6 +143,11 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
             {
                 filled[(at - start) as usize] ^= 0xff;
             }
+            let sent = st.count;
+            drop(st);
+            if let Some((p, total)) = &self.progress {
+                (p.0)(sent, *total);
+            }
         }
         r
     }
@@ -142,6 +165,17 @@ impl Remote {
         dst: &str,
         opts: &UploadOptions,
     ) -> Result<UploadReport, TransportError> {
+        self.upload_sized(src, None, dst, opts).await
+    }
+
+    /// [`Remote::upload`] of `total` bytes (known for files), for the progress callback.
+    async fn upload_sized(
+        &self,
+        src: impl AsyncRead + Send + Unpin + 'static,
+        total: Option<u64>,
+        dst: &str,
+        opts: &UploadOptions,
+    ) -> Result<UploadReport, TransportError> {
         let _slot = self.limits().upload_slot().await;
         let started = Instant::now();
         let tmp = temp_name(dst);
@@ -154,6 +188,7 @@ impl Remote {
             inner: src,
             state: state.clone(),
             corrupt_at: opts.corrupt_byte_at,
+            progress: opts.progress.clone().map(|p| (p, total)),
         };
         let mkdir = match (opts.create_parent, dst.rsplit_once('/')) {
             (true, Some((dir, _))) if !dir.is_empty() => {
@@ -229,7 +264,8 @@ impl Remote {
         let f = tokio::fs::File::open(local)
             .await
             .map_err(|e| TransportError::io(self.name(), format!("open {}", local.display()), e))?;
-        self.upload(f, dst, opts).await
+        let total = f.metadata().await.ok().map(|m| m.len());
+        self.upload_sized(f, total, dst, opts).await
     }
 
     /// Write `bytes` to `dst` with `mode`, atomically (an upload of an in-memory buffer).

@@ -52,7 +52,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, OnceCell, OwnedSemaphorePermit, Semaphore};
 
 pub use error::{ExitStatus, HostKeyError, TransportError, redact};
-pub use files::{FileStat, UploadOptions, UploadReport};
+pub use files::{FileStat, UploadOptions, UploadProgress, UploadReport};
 pub use privilege::Privilege;
 pub use tunnel::{Tunnel, TunnelStream};
 

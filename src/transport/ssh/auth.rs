@@ -30,8 +30,26 @@ pub const PASSPHRASE_ENV: &str = "K0SCTL_SSH_KEY_PASSPHRASE";
 static KEY_CACHE: LazyLock<tokio::sync::Mutex<HashMap<PathBuf, Arc<PrivateKey>>>> =
     LazyLock::new(Default::default);
 
+/// Runs every [`prompt_tty`]; a front end that draws on the terminal (progress bars) installs
+/// one with [`set_prompt_guard`] that steps aside while the prompt waits for input.
+static PROMPT_GUARD: std::sync::OnceLock<fn(&mut dyn FnMut())> = std::sync::OnceLock::new();
+
+/// Installs the [`PROMPT_GUARD`] (once per process; later calls are ignored).
+pub fn set_prompt_guard(guard: fn(&mut dyn FnMut())) {
+    let _ = PROMPT_GUARD.set(guard);
+}
+
 /// Ask for a secret on the controlling terminal with echo off. `None` without a TTY.
 pub fn prompt_tty(prompt: &str) -> Option<Secret> {
+    let Some(guard) = PROMPT_GUARD.get() else {
+        return prompt_tty_now(prompt);
+    };
+    let mut answer = None;
+    guard(&mut || answer = prompt_tty_now(prompt));
+    answer
+}
+
+fn prompt_tty_now(prompt: &str) -> Option<Secret> {
     use std::io::{BufRead, Write};
     use std::os::fd::AsRawFd;
     let tty = std::fs::OpenOptions::new()
