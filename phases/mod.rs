@@ -24,7 +24,9 @@ pub mod kubeconfig;
 pub mod lock;
 pub mod manifests;
 pub mod prepare_hosts;
+pub mod prune_nodes;
 pub mod reinstall;
+pub mod remove_nodes;
 pub mod reset;
 pub mod service_env;
 pub mod set_version;
@@ -341,6 +343,8 @@ pub fn apply(kubeconfig_out: Option<kubeconfig::GetKubeconfig>) -> Vec<Box<dyn P
     p.push(Box::new(upgrade_workers::UpgradeWorkers));
     p.push(Box::new(reinstall::Reinstall));
     p.push(Box::new(service_env::ConfigureServiceEnv));
+    p.push(Box::new(remove_nodes::RemoveNodes));
+    p.push(Box::new(prune_nodes::PruneNodes));
     p.push(Box::new(hooks::RunHooks {
         title: "Run After Apply Hooks",
         action: "apply",

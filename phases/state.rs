@@ -49,6 +49,9 @@ pub struct RunOptions {
     /// Don't drain nodes before upgrading them (`--no-drain`, `spec.options.drain.enabled:
     /// false`).
     pub no_drain: bool,
+    /// Remove nodes and etcd members the cluster has but the manifest does not name
+    /// (`--prune`).
+    pub prune: bool,
     /// `--restore-from`: the backup archive to restore on the leader before it is initialised.
     pub restore_from: Option<std::path::PathBuf>,
     /// The sudo password for hosts whose user needs one.

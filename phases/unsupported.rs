@@ -21,15 +21,6 @@ impl Phase for CheckSupported {
             if c.spec.k0s.dynamic_config {
                 missing.push(("spec.k0s".into(), "dynamicConfig: true".into()));
             }
-            for h in &state.hosts {
-                let mut what = Vec::new();
-                if h.config.reset {
-                    what.push("reset: true (node removal)".to_string());
-                }
-                if !what.is_empty() {
-                    missing.push((h.name.clone(), what.join(", ")));
-                }
-            }
             if missing.is_empty() {
                 return Ok(());
             }

@@ -45,7 +45,7 @@ fn todo(state: &State) -> Vec<usize> {
 }
 
 /// Logs a drain event for humans and emits it for `--output json`.
-fn report(state: &State, host: &str, ev: &DrainEvent) {
+pub fn report(state: &State, host: &str, ev: &DrainEvent) {
     let mut j = ev.to_json();
     j["host"] = serde_json::Value::String(host.to_string());
     state.emit(j);

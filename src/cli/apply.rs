@@ -38,7 +38,14 @@ pub(super) fn with_timeout<T>(
 }
 
 pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
-    let loaded = ctx.load_config(&a.config)?;
+    let mut loaded = ctx.load_config(&a.config)?;
+    if let Some((taint, effect)) = &a.evict_taint {
+        // `--evict-taint key[=value]:Effect` turns the evict taint on for this run.
+        let t = &mut loaded.cluster.spec.options.evict_taint;
+        t.enabled = true;
+        t.taint = taint.clone();
+        t.effect = effect.clone();
+    }
     // Checked before any host is touched (the restore itself comes late in the pipeline).
     if let Some(f) = &a.restore_from
         && let Err(e) = std::fs::File::open(f).and_then(|h| h.metadata())
@@ -60,6 +67,7 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
         disable_downgrade_check: a.disable_downgrade_check,
         no_wait: a.no_wait || !c.spec.options.wait.enabled,
         no_drain: a.no_drain || !c.spec.options.drain.enabled,
+        prune: a.prune,
         restore_from: a.restore_from.clone(),
     };
     let kubeconfig = a.kubeconfig_out.clone().map(|out| GetKubeconfig {

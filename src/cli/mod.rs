@@ -128,6 +128,10 @@ pub struct ApplyArgs {
     /// Do not drain worker nodes when upgrading
     #[arg(long)]
     pub no_drain: bool,
+    /// Remove nodes and etcd members the cluster has but the configuration does not list
+    /// (drained and deleted; a node that is still Ready needs --force)
+    #[arg(long)]
+    pub prune: bool,
     /// Path to cluster backup archive to restore the state from
     #[arg(long, value_name = "FILE")]
     pub restore_from: Option<PathBuf>,

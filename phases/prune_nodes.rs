@@ -1,0 +1,299 @@
+//! "Prune nodes not in the configuration": the cluster may know nodes (and etcd members) that
+//! no host of the manifest is — machines that were removed from `k0sctl.yaml` instead of being
+//! marked `reset: true`, or that died. Every apply lists them (a warning, a `stray` event, and
+//! a plan line in a dry run); with `--prune` they are removed: a node is drained (when it is
+//! still Ready; pods of a NotReady node are collected by Kubernetes once its Node is gone) and
+//! deleted from the API, a stray etcd member leaves etcd. A node that is still Ready is not
+//! pruned without `--force`: its kubelet would only register it again — stop k0s on it first,
+//! or put the host back in the manifest with `reset: true`.
+//!
+//! One read on the leader per run finds them (`kubectl get nodes`, `k0s etcd member-list`).
+
+use crate::exit::Code;
+use crate::host::facts::parse_sections;
+use crate::kube::{self, DrainOptions};
+use crate::transport::{Cmd, shell_quote};
+
+use super::k0s_ops::kubectl;
+use super::reset::{etcd_leave_command, peer_address, uses_etcd};
+use super::{Phase, PhaseError, PhaseFuture, State};
+
+pub struct PruneNodes;
+
+pub const TITLE: &str = "Prune nodes not in the configuration";
+
+/// What the cluster has that the manifest does not name.
+#[derive(Debug, Default, PartialEq)]
+pub struct Strays {
+    /// (node name, Ready)
+    pub nodes: Vec<(String, bool)>,
+    /// (member name, peer address)
+    pub members: Vec<(String, String)>,
+}
+
+/// The host part of an etcd peer URL (`https://10.0.0.1:2380` → `10.0.0.1`).
+fn peer_host(url: &str) -> String {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    if let Some(v6) = hostport.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6).to_string();
+    }
+    hostport
+        .rsplit_once(':')
+        .map_or(hostport, |(h, _)| h)
+        .to_string()
+}
+
+/// Compares what the leader reported with the manifest's hosts.
+pub fn strays(
+    nodes_json: &str,
+    members_json: &str,
+    known_nodes: &[String],
+    known_peers: &[String],
+) -> Strays {
+    let mut s = Strays::default();
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(nodes_json) {
+        for n in v["items"].as_array().into_iter().flatten() {
+            let name = n["metadata"]["name"].as_str().unwrap_or("").to_string();
+            if name.is_empty() || known_nodes.contains(&name) {
+                continue;
+            }
+            let ready = n["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            s.nodes.push((name, ready));
+        }
+    }
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(members_json)
+        && let Some(m) = v["members"].as_object()
+    {
+        for (name, url) in m {
+            let host = peer_host(url.as_str().unwrap_or(""));
+            if !host.is_empty() && !known_peers.contains(&host) {
+                s.members.push((name.clone(), host));
+            }
+        }
+    }
+    s.nodes.sort();
+    s.members.sort();
+    s
+}
+
+async fn find(state: &State) -> Result<Strays, String> {
+    let l = state.leader.ok_or("no leader")?;
+    let leader = &state.hosts[l];
+    let p = leader.probed()?;
+    let mut script = format!("echo @@nodes; {}\n", kubectl(leader, "get nodes -o json")?);
+    if uses_etcd(state, leader) {
+        script += &format!(
+            "echo @@etcd; {} 2>&1\n",
+            p.k0s_cmd(&format!(
+                "etcd member-list --data-dir={}",
+                shell_quote(&leader.data_dir())
+            ))
+        );
+    }
+    let out = p
+        .remote
+        .run(
+            Cmd::new(script)
+                .sudo()
+                .display_as("list nodes and etcd members"),
+        )
+        .await
+        .map_err(|e| format!("listing the cluster's nodes on the leader: {e}"))?;
+    let s = parse_sections(&out.stdout_str());
+    let known_nodes: Vec<String> = state.hosts.iter().filter_map(|h| h.node_name()).collect();
+    let known_peers: Vec<String> = state
+        .hosts
+        .iter()
+        .filter(|h| h.config.is_controller())
+        .flat_map(|h| [peer_address(h), h.config.address().to_string()])
+        .collect();
+    let members = s.get("etcd").cloned().unwrap_or_default();
+    // member-list prints its JSON on the last line (after any log lines).
+    let members = members
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or("");
+    Ok(strays(
+        s.get("nodes").map(String::as_str).unwrap_or(""),
+        members,
+        &known_nodes,
+        &known_peers,
+    ))
+}
+
+fn describe(s: &Strays) -> Vec<String> {
+    let mut v: Vec<String> = s
+        .nodes
+        .iter()
+        .map(|(n, ready)| {
+            format!(
+                "node {n} ({}) is not in the configuration",
+                if *ready { "Ready" } else { "NotReady" }
+            )
+        })
+        .collect();
+    v.extend(
+        s.members.iter().map(|(m, p)| {
+            format!("etcd member {m} ({p}) is not a controller of the configuration")
+        }),
+    );
+    v
+}
+
+impl Phase for PruneNodes {
+    fn title(&self) -> &'static str {
+        TITLE
+    }
+
+    fn should_run(&self, state: &State) -> bool {
+        // Only a cluster that ran before this apply can have strays.
+        state.leader.is_some() && state.cluster_id.is_some()
+    }
+
+    fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let fail = |e: String| PhaseError::new(Code::PhaseFailed, TITLE, e);
+            let s = find(state).await.map_err(fail)?;
+            for line in describe(&s) {
+                state.emit(serde_json::json!({"event": "stray", "what": line}));
+                if !state.opts.prune {
+                    tracing::warn!("{line}; `k0sctl apply --prune` removes it");
+                }
+            }
+            if !state.opts.prune || s == Strays::default() {
+                return Ok(());
+            }
+            let live: Vec<&String> = s.nodes.iter().filter(|(_, r)| *r).map(|(n, _)| n).collect();
+            if !live.is_empty() && !state.opts.force {
+                return Err(PhaseError::new(
+                    Code::PhaseFailed,
+                    TITLE,
+                    format!(
+                        "not pruning node{} {}: still Ready, so its kubelet would register it again. Stop k0s on it first (or list the host with reset: true), or re-run with --force",
+                        if live.len() == 1 { "" } else { "s" },
+                        live.iter()
+                            .map(|n| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            let l = state.leader.expect("should_run checked");
+            let leader_name = state.hosts[l].name.clone();
+            let o = &state.config.cluster.spec.options;
+            let drain =
+                (!state.opts.no_drain && o.drain.enabled).then(|| DrainOptions::from(&o.drain));
+            let client = if drain.is_some() && !live.is_empty() {
+                Some(
+                    super::kubeconfig::leader_client(state)
+                        .await
+                        .map_err(fail)?,
+                )
+            } else {
+                None
+            };
+            for (node, ready) in &s.nodes {
+                if let (true, Some(c), Some(o)) = (*ready, &client, &drain) {
+                    let st: &State = state;
+                    let name = leader_name.clone();
+                    let on_event =
+                        move |ev: &kube::DrainEvent| super::upgrade_workers::report(st, &name, ev);
+                    kube::drain(c, node, o, &on_event).await.map_err(|e| {
+                        let code = if e.is_blocked() {
+                            Code::BlockedByCluster
+                        } else {
+                            Code::PhaseFailed
+                        };
+                        PhaseError::new(code, TITLE, format!("draining node {node}: {e}"))
+                    })?;
+                }
+                let leader = &state.hosts[l];
+                let cmd = kubectl(
+                    leader,
+                    &format!("delete node --ignore-not-found=true {}", shell_quote(node)),
+                )
+                .map_err(fail)?;
+                leader
+                    .probed()
+                    .map_err(fail)?
+                    .remote
+                    .run(Cmd::new(cmd).sudo())
+                    .await
+                    .map_err(|e| fail(format!("deleting node {node}: {e}")))?;
+                tracing::info!("pruned node {node} (not in the configuration)");
+                state.changed(
+                    leader_name.clone(),
+                    format!("pruned node {node} (not in the configuration)"),
+                );
+            }
+            for (member, peer) in &s.members {
+                let leader = &state.hosts[l];
+                let p = leader.probed().map_err(fail)?;
+                let cmd = etcd_leave_command(&p.k0s_binary_path, peer, &leader.data_dir());
+                p.remote
+                    .run(Cmd::new(cmd).sudo())
+                    .await
+                    .map_err(|e| fail(format!("removing etcd member {member} ({peer}): {e}")))?;
+                tracing::info!(
+                    "removed etcd member {member} ({peer}), not a controller of the configuration"
+                );
+                state.changed(
+                    leader_name.clone(),
+                    format!("removed etcd member {member} ({peer})"),
+                );
+            }
+            Ok(())
+        })
+    }
+
+    fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let s = find(state)
+                .await
+                .map_err(|e| PhaseError::new(Code::PhaseFailed, TITLE, e))?;
+            let l = state.leader.expect("should_run checked");
+            let leader = state.hosts[l].name.clone();
+            for line in describe(&s) {
+                state.emit(serde_json::json!({"event": "stray", "what": line}));
+                if state.opts.prune {
+                    state.planned(leader.clone(), format!("prune: {line}"));
+                } else {
+                    tracing::warn!("{line}; `k0sctl apply --prune` removes it");
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_nodes_and_members_the_manifest_does_not_name() {
+        let nodes = r#"{"items":[
+            {"metadata":{"name":"worker0"},"status":{"conditions":[{"type":"Ready","status":"True"}]}},
+            {"metadata":{"name":"old-1"},"status":{"conditions":[{"type":"Ready","status":"Unknown"}]}},
+            {"metadata":{"name":"old-2"},"status":{"conditions":[{"type":"Ready","status":"True"}]}}]}"#;
+        let members = r#"{"members":{"c0":"https://10.0.0.1:2380","gone":"https://10.0.0.9:2380","v6":"https://[fd00::5]:2380"}}"#;
+        let s = strays(
+            nodes,
+            members,
+            &["worker0".into()],
+            &["10.0.0.1".into(), "fd00::5".into()],
+        );
+        assert_eq!(
+            s.nodes,
+            [("old-1".to_string(), false), ("old-2".to_string(), true)]
+        );
+        assert_eq!(s.members, [("gone".to_string(), "10.0.0.9".to_string())]);
+        assert_eq!(strays("", "", &[], &[]), Strays::default());
+    }
+}

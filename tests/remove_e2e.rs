@@ -1,0 +1,218 @@
+//! Removing nodes with `k0sctl apply`, end to end on testenv: a worker marked `reset: true` is
+//! drained (its pods move, the PodDisruptionBudget holds), deleted from the API and reset; a
+//! worker that vanished from the manifest (its machine stopped) is reported by every apply and
+//! removed by `--prune`; re-applying changes nothing.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use testenv::{Env, Options};
+
+const BIN: &str = env!("CARGO_BIN_EXE_k0sctl");
+
+fn k0sctl(cache: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("XDG_CACHE_HOME", cache)
+        .env_remove("DEBUG")
+        .env_remove("DRY_RUN")
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn kubectl(kc: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let mut c = Command::new("kubectl");
+    c.arg("--kubeconfig").arg(kc).args(args);
+    c.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("kubectl");
+    if let Some(s) = stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// The manifest's host blocks (each starts with `  - role:`), and the text around them.
+fn split_hosts(m: &str) -> (String, Vec<String>, String) {
+    let mut head = String::new();
+    let mut hosts: Vec<String> = Vec::new();
+    let mut tail = String::new();
+    for l in m.lines() {
+        if l.starts_with("  - role:") {
+            hosts.push(format!("{l}\n"));
+        } else if !hosts.is_empty() && tail.is_empty() && l.starts_with("    ") {
+            hosts.last_mut().unwrap().push_str(&format!("{l}\n"));
+        } else if hosts.is_empty() {
+            head.push_str(&format!("{l}\n"));
+        } else {
+            tail.push_str(&format!("{l}\n"));
+        }
+    }
+    (head, hosts, tail)
+}
+
+fn nodes(kc: &Path) -> Vec<String> {
+    let mut v: Vec<String> = kubectl(
+        kc,
+        &["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"],
+        None,
+    )
+    .split_whitespace()
+    .map(str::to_string)
+    .collect();
+    v.sort();
+    v
+}
+
+fn ready_web_pods(kc: &Path) -> Vec<String> {
+    let out = kubectl(kc, &["get", "pods", "-l", "app=web", "-o", "json"], None);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn reset_true_drains_and_removes_and_prune_removes_strays() {
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-remove-")
+        .tempdir()
+        .unwrap();
+    let env = Env::up(Options::new(dir.path().join("env"), 4)).expect("testenv up");
+    let cache = dir.path().join("cache");
+    let kc = dir.path().join("admin.conf");
+    let (head, mut hosts, tail) = split_hosts(&std::fs::read_to_string(&env.manifest).unwrap());
+    assert_eq!(hosts.len(), 4);
+    // A stopped worker goes NotReady after 5 s here (the stand-in's knob, set through the
+    // controller's service environment).
+    hosts[0].push_str("    environment:\n      TESTENV_NODE_GRACE_SECONDS: \"5\"\n");
+    let m = dir.path().join("k0sctl.yaml");
+    let ms = m.to_str().unwrap();
+    std::fs::write(&m, format!("{head}{}{tail}", hosts.concat())).unwrap();
+    let out = k0sctl(
+        &cache,
+        &["apply", "-c", ms, "--kubeconfig-out", kc.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
+    assert_eq!(nodes(&kc), ["worker0", "worker1", "worker2"]);
+
+    // Three web pods, one of them on worker2, under a budget of one away at a time.
+    kubectl(&kc, &["cordon", "worker0"], None);
+    kubectl(&kc, &["cordon", "worker1"], None);
+    kubectl(
+        &kc,
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: default\nspec:\n  replicas: 3\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: c\n        image: nginx\n---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: web-pdb\n  namespace: default\nspec:\n  maxUnavailable: 1\n  selector:\n    matchLabels:\n      app: web\n",
+        ),
+    );
+    until("3 web pods on worker2", 60, || {
+        ready_web_pods(&kc) == ["worker2"; 3]
+    });
+    kubectl(&kc, &["uncordon", "worker0"], None);
+    kubectl(&kc, &["uncordon", "worker1"], None);
+
+    // worker2 is marked reset: true; worker1 leaves the manifest and its machine stops.
+    hosts[3].push_str("    reset: true\n");
+    let (w1, w2) = (&env.hosts[2], &env.hosts[3]);
+    env.exec(w1, "systemctl stop k0sworker").unwrap();
+    until("worker1 NotReady", 60, || {
+        kubectl(
+            &kc,
+            &[
+                "get",
+                "node",
+                "worker1",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+            None,
+        )
+        .trim()
+            != "True"
+    });
+    hosts.remove(2);
+    std::fs::write(&m, format!("{head}{}{tail}", hosts.concat())).unwrap();
+
+    // A dry run plans the removal and names the stray; nothing moves.
+    let out = k0sctl(&cache, &["apply", "-c", ms, "--dry-run", "--prune"]);
+    let plan = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(plan.contains("drain node worker2"), "{plan}");
+    assert!(
+        plan.contains("prune: node worker1 (NotReady) is not in the configuration"),
+        "{plan}"
+    );
+    assert_eq!(nodes(&kc), ["worker0", "worker1", "worker2"]);
+
+    // Without --prune the stray is reported, not removed.
+    let out = k0sctl(&cache, &["apply", "-c", ms, "--dry-run"]);
+    assert!(
+        text(&out.stderr).contains(
+            "node worker1 (NotReady) is not in the configuration; `k0sctl apply --prune` removes it"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = k0sctl(&cache, &["apply", "-c", ms, "--prune"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "apply --prune failed:\n{err}");
+    assert_eq!(nodes(&kc), ["worker0"]);
+    // The pods moved off worker2 through the budget; the host is clean.
+    until("3 web pods Ready on worker0", 60, || {
+        ready_web_pods(&kc) == ["worker0"; 3]
+    });
+    assert_eq!(
+        env.exec(w2, "ls -d /usr/local/bin/k0s /var/lib/k0s /etc/k0s /etc/systemd/system/k0sworker.service 2>/dev/null | wc -l")
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    assert!(err.contains("remove them from the configuration"), "{err}");
+
+    // Converged: the same manifest again changes nothing and reports no stray.
+    let out = k0sctl(&cache, &["apply", "-c", ms, "--prune", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("\"event\":\"change\""), "{stdout}");
+    assert!(!stdout.contains("\"event\":\"stray\""), "{stdout}");
+}
