@@ -76,11 +76,46 @@ impl Phase for InitLeader {
 pub async fn reset_installed(h: &super::HostState) {
     let Ok(p) = h.probed() else { return };
     tracing::warn!("{}: resetting k0s installed by this run", h.name);
-    if let Ok(init) = p.init_system() {
-        let _ = init.stop(&p.remote, h.service_name()).await;
-    }
+    let svc = h.service_name();
+    let unit = match p.init_system() {
+        Ok(crate::host::InitSystem::OpenRc) => format!("/etc/init.d/{svc}"),
+        _ => format!("/etc/systemd/system/{svc}.service"),
+    };
     let cmd = p.k0s_cmd(&format!("reset --data-dir={}", shell_quote(&h.data_dir())));
-    if let Err(e) = p.remote.run(Cmd::new(cmd).sudo()).await {
-        tracing::warn!("{}: k0s reset failed: {e}", h.name);
+    // A run stopped by --timeout or Ctrl-C may have left its `k0s install` running on the
+    // host (dropping the SSH request does not stop it), and that could write the service
+    // after our reset: look again, a few times, until the service is gone.
+    let _ = p
+        .remote
+        .exec(
+            Cmd::new(
+                "i=0; while [ $i -lt 50 ] && pgrep -f 'k0s install (controller|worker)' >/dev/null 2>&1; do sleep 0.2; i=$((i+1)); done",
+            )
+            .sudo(),
+        )
+        .await;
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+        if let Ok(init) = p.init_system() {
+            let _ = init.stop(&p.remote, svc).await;
+        }
+        if let Err(e) = p.remote.run(Cmd::new(cmd.clone()).sudo()).await {
+            tracing::warn!("{}: k0s reset failed: {e}", h.name);
+        }
+        let left = p
+            .remote
+            .exec(Cmd::new(format!("[ -e {} ]", shell_quote(&unit))).sudo())
+            .await
+            .map(|o| o.success())
+            .unwrap_or(false);
+        if !left {
+            return;
+        }
     }
+    tracing::warn!(
+        "{}: the {svc} service is still installed after k0s reset; the next apply needs --force (or k0sctl reset)",
+        h.name
+    );
 }
