@@ -467,6 +467,8 @@ fn a_pdb_that_allows_nothing_blocks_with_names_and_exit_6() {
     let (old, new) = (&env.versions[0], env.versions.last().unwrap().clone());
     std::fs::write(&m, with_version(&base, old, &new)).unwrap();
     let (code, events, err) = k0sctl_stream(&cache, &["apply", "-c", ms]);
+    // What a user sees (run with --nocapture; the README quotes it).
+    eprintln!("{err}");
     assert_eq!(code, Some(6), "{err}");
     // Named within one retry interval (5 s) of the batch's start.
     let at = |name: &str| {
