@@ -1,28 +1,14 @@
 //! `k0sctl apply` end to end on testenv (real SSH, systemd, the k0s stand-in), checked with
 //! the real `kubectl`: install from nothing, then a re-apply that changes nothing.
 
+mod common;
+
+use common::cli::*;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use testenv::{Env, Options};
-
-const BIN: &str = env!("CARGO_BIN_EXE_k0sctl");
-
-fn k0sctl(cache: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("XDG_CACHE_HOME", cache)
-        .env_remove("DEBUG")
-        .env_remove("DRY_RUN")
-        .env_remove("SSH_AUTH_SOCK")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn ready_nodes(kubeconfig: &Path) -> Vec<String> {
     let out = Command::new("kubectl")

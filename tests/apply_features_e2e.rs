@@ -3,51 +3,19 @@
 //! file again; a changed `environment` restarts only that host's service; a controller whose
 //! k0s config drifted is the only controller restarted.
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use common::cli::*;
 
 use indexmap::IndexMap;
 use k0sctl::config::{self, Perm, UploadFile};
 use testenv::{Env, Options};
-
-const BIN: &str = env!("CARGO_BIN_EXE_k0sctl");
-
-fn k0sctl(cache: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("XDG_CACHE_HOME", cache)
-        .env_remove("DEBUG")
-        .env_remove("DRY_RUN")
-        .env_remove("SSH_AUTH_SOCK")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn main_pid(env: &Env, h: &testenv::Host, svc: &str) -> String {
     env.exec(h, &format!("systemctl show -p MainPID --value {svc}"))
         .unwrap()
         .trim()
         .to_string()
-}
-
-/// The `change` events of a `--output json` run, as (host, action).
-fn changes(stdout: &str) -> Vec<(String, String)> {
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event"] == "change")
-        .map(|v| {
-            (
-                v["host"].as_str().unwrap_or("").to_string(),
-                v["action"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
 }
 
 fn file(src: &str, dst: &str, dst_dir: &str) -> UploadFile {

@@ -4,33 +4,15 @@
 //! apply while one runs is refused naming the holder, and `--timeout` stops a run with its
 //! exit code and gives the locks back.
 
+mod common;
+
+use common::cli::*;
+
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use testenv::{Env, Options};
-
-const BIN: &str = env!("CARGO_BIN_EXE_k0sctl");
-
-fn k0sctl_cmd(cache: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env("XDG_CACHE_HOME", cache)
-        .env_remove("DEBUG")
-        .env_remove("DRY_RUN")
-        .env_remove("SSH_AUTH_SOCK")
-        .stdin(Stdio::null());
-    c
-}
-
-fn k0sctl(cache: &Path, args: &[&str]) -> Output {
-    k0sctl_cmd(cache, args).output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// Paths that change on a host whatever k0sctl does: sshd's login records and the journal
 /// (an SSH login writes them), and — on a converged cluster — the running k0s stand-in's own

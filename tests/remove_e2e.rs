@@ -3,53 +3,14 @@
 //! worker that vanished from the manifest (its machine stopped) is reported by every apply and
 //! removed by `--prune`; re-applying changes nothing.
 
+mod common;
+
+use common::cli::*;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use testenv::{Env, Options};
-
-const BIN: &str = env!("CARGO_BIN_EXE_k0sctl");
-
-fn k0sctl(cache: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("XDG_CACHE_HOME", cache)
-        .env_remove("DEBUG")
-        .env_remove("DRY_RUN")
-        .env_remove("SSH_AUTH_SOCK")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn kubectl(kc: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    let mut c = Command::new("kubectl");
-    c.arg("--kubeconfig").arg(kc).args(args);
-    c.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("kubectl");
-    if let Some(s) = stdin {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
 
 /// The manifest's host blocks (each starts with `  - role:`), and the text around them.
 fn split_hosts(m: &str) -> (String, Vec<String>, String) {
@@ -81,25 +42,6 @@ fn nodes(kc: &Path) -> Vec<String> {
     .collect();
     v.sort();
     v
-}
-
-fn ready_web_pods(kc: &Path) -> Vec<String> {
-    let out = kubectl(kc, &["get", "pods", "-l", "app=web", "-o", "json"], None);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .filter(|p| {
-            p["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-        .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
-        .collect()
 }
 
 fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
@@ -145,7 +87,7 @@ fn reset_true_drains_and_removes_and_prune_removes_strays() {
         ),
     );
     until("3 web pods on worker2", 60, || {
-        ready_web_pods(&kc) == ["worker2"; 3]
+        ready_pods(&kc, "web").unwrap_or_default() == ["worker2"; 3]
     });
     kubectl(&kc, &["uncordon", "worker0"], None);
     kubectl(&kc, &["uncordon", "worker1"], None);
@@ -199,7 +141,7 @@ fn reset_true_drains_and_removes_and_prune_removes_strays() {
     assert_eq!(nodes(&kc), ["worker0"]);
     // The pods moved off worker2 through the budget; the host is clean.
     until("3 web pods Ready on worker0", 60, || {
-        ready_web_pods(&kc) == ["worker0"; 3]
+        ready_pods(&kc, "web").unwrap_or_default() == ["worker0"; 3]
     });
     assert_eq!(
         env.exec(w2, "ls -d /usr/local/bin/k0s /var/lib/k0s /etc/k0s /etc/systemd/system/k0sworker.service 2>/dev/null | wc -l")

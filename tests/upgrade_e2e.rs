@@ -2,43 +2,14 @@
 //! changed install flags reinstall each host once without a drain; a downgrade is refused
 //! before anything changes; controllers are upgraded one at a time.
 
+mod common;
+
+use common::cli::*;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use testenv::{Env, Options};
-
-const BIN: &str = env!("CARGO_BIN_EXE_k0sctl");
-
-fn k0sctl(cache: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("XDG_CACHE_HOME", cache)
-        .env_remove("DEBUG")
-        .env_remove("DRY_RUN")
-        .env_remove("SSH_AUTH_SOCK")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// The `change` events of a `--output json` run, as (host, action).
-fn changes(stdout: &str) -> Vec<(String, String)> {
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event"] == "change")
-        .map(|v| {
-            (
-                v["host"].as_str().unwrap_or("").to_string(),
-                v["action"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
-}
 
 fn with_version(manifest: &str, from: &str, to: &str) -> String {
     manifest.replace(
@@ -228,75 +199,15 @@ fn with_options(manifest: &str, extra: &str) -> String {
     )
 }
 
-fn kubectl(kc: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    let mut c = Command::new("kubectl");
-    c.arg("--kubeconfig").arg(kc).args(args);
-    c.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("kubectl");
-    if let Some(s) = stdin {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
 fn workload(name: &str, replicas: u32, pdb: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      containers:\n      - name: c\n        image: nginx\n---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: {name}-pdb\n  namespace: default\nspec:\n  {pdb}\n  selector:\n    matchLabels:\n      app: {name}\n"
     )
 }
 
-/// Ready, not terminating pods of `app`.
-fn ready_pods(kc: &Path, app: &str) -> usize {
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kc)
-        .args([
-            "get",
-            "pods",
-            "-n",
-            "default",
-            "-l",
-            &format!("app={app}"),
-            "-o",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        return usize::MAX; // a failed sample says nothing
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .filter(|p| {
-            p["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-        .count()
-}
-
 fn wait_ready_pods(kc: &Path, app: &str, n: usize) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while ready_pods(kc, app) != n {
+    while ready_pods(kc, app).map(|v| v.len()) != Some(n) {
         assert!(
             std::time::Instant::now() < deadline,
             "{n} {app} pods never became Ready"
@@ -383,7 +294,7 @@ fn workers_upgrade_in_batches_without_breaking_the_pdb() {
             let mut min = usize::MAX;
             let mut samples = 0;
             while sampling.load(std::sync::atomic::Ordering::SeqCst) {
-                min = min.min(ready_pods(&kc, "web"));
+                min = min.min(ready_pods(&kc, "web").map_or(usize::MAX, |v| v.len()));
                 samples += 1;
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }

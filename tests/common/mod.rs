@@ -3,5 +3,6 @@
 //! take (address, port, user, key, known_hosts) so they can later run against testenv hosts.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod phases;
 pub mod sshd;
