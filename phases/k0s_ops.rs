@@ -99,6 +99,16 @@ pub async fn install_and_start(
         .run(Cmd::new(cmd).sudo())
         .await
         .map_err(|e| e.to_string())?;
+    start_service(h, false, false).await?;
+    tracing::info!("{}: {} is running", h.name, h.service_name());
+    Ok(())
+}
+
+/// After `k0s install` wrote the service: its environment drop-in (when the manifest has
+/// `environment`), a service-manager reload when an existing unit was rewritten (`reload`),
+/// then start (or `restart` one that runs) and wait until the init system reports it running.
+pub async fn start_service(h: &HostState, reload: bool, restart: bool) -> Result<(), String> {
+    let p = probed(h)?;
     let init = p.init_system().map_err(|e| e.to_string())?;
     let svc = h.service_name();
     let env = service_env(h);
@@ -106,15 +116,22 @@ pub async fn install_and_start(
         init.set_env(&p.remote, svc, &env)
             .await
             .map_err(|e| format!("writing the {svc} service environment: {e}"))?;
+    } else if reload && init == crate::host::InitSystem::Systemd {
+        // set_env reloads; without it the rewritten unit still needs one.
+        p.remote
+            .run(Cmd::new("systemctl daemon-reload").sudo())
+            .await
+            .map_err(|e| e.to_string())?;
     }
-    init.start(&p.remote, svc)
-        .await
-        .map_err(|e| e.to_string())?;
+    if restart {
+        init.restart(&p.remote, svc).await
+    } else {
+        init.start(&p.remote, svc).await
+    }
+    .map_err(|e| e.to_string())?;
     init.wait_state(&p.remote, svc, true, WAIT)
         .await
-        .map_err(|e| e.to_string())?;
-    tracing::info!("{}: {svc} is running", h.name);
-    Ok(())
+        .map_err(|e| e.to_string())
 }
 
 /// `k0s kubectl` on a controller with its admin kubeconfig. kubectl's discovery and HTTP

@@ -10,7 +10,7 @@ use crate::k0s::version::K0sVersion;
 use crate::transport::{Cmd, shell_quote};
 
 use super::HostState;
-use super::k0s_ops::{WAIT, service_env, wait_api_ready, wait_node_ready};
+use super::k0s_ops::{WAIT, start_service, wait_api_ready, wait_node_ready};
 
 /// The running k0s version, when k0s runs.
 pub fn running_version(h: &HostState) -> Option<&K0sVersion> {
@@ -139,30 +139,7 @@ pub async fn reinstall_and_start(
         .run(Cmd::new(cmd).sudo())
         .await
         .map_err(|e| e.to_string())?;
-    let init = p.init_system().map_err(|e| e.to_string())?;
-    let svc = h.service_name();
-    let env = service_env(h);
-    if !env.is_empty() {
-        init.set_env(&p.remote, svc, &env)
-            .await
-            .map_err(|e| format!("writing the {svc} service environment: {e}"))?;
-    }
-    if init == crate::host::InitSystem::Systemd {
-        // The unit file was rewritten.
-        p.remote
-            .run(Cmd::new("systemctl daemon-reload").sudo())
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    if restart {
-        init.restart(&p.remote, svc).await
-    } else {
-        init.start(&p.remote, svc).await
-    }
-    .map_err(|e| e.to_string())?;
-    init.wait_state(&p.remote, svc, true, WAIT)
-        .await
-        .map_err(|e| e.to_string())?;
+    start_service(h, true, restart).await?;
     if h.config.is_controller() {
         wait_api_ready(h).await?;
     }
