@@ -122,15 +122,10 @@ impl ConfigureK0s {
         let fail =
             |e: String| PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(leader.name.clone(), e)]);
         let p = leader.probed().map_err(fail)?;
-        if leader.k0s.as_ref().is_some_and(|k| k.config_exists) {
-            let text = p
-                .remote
-                .read_file(&leader.k0s_config_path(), true)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            if let Some(m) = parse_yaml(&String::from_utf8_lossy(&text)) {
-                return Ok(m);
-            }
+        if let Some(text) = leader.k0s.as_ref().and_then(|k| k.config_text.as_deref())
+            && let Some(m) = parse_yaml(text)
+        {
+            return Ok(m);
         }
         if state.opts.dry_run
             && leader
@@ -201,12 +196,7 @@ impl Phase for ConfigureK0s {
                     let p = h.probed().map_err(err)?;
                     let path = h.k0s_config_path();
                     let want = config_for(base, h, sans);
-                    let existing = if h.k0s.as_ref().is_some_and(|k| k.config_exists) {
-                        let b = p.remote.read_file(&path, true).await.map_err(|e| err(e.to_string()))?;
-                        Some(String::from_utf8_lossy(&b).into_owned())
-                    } else {
-                        None
-                    };
+                    let existing = h.k0s.as_ref().and_then(|k| k.config_text.clone());
                     if existing.as_deref().and_then(parse_yaml).as_ref() == Some(&want) {
                         tracing::info!("{}: k0s config is up to date", h.name);
                         return Ok(());

@@ -30,7 +30,7 @@ fn script(h: &HostState, k0s: &str, env_file: Option<&str>) -> String {
     format!(
         "echo @@version; [ -x {k} ] && {k} version 2>/dev/null\n\
          echo @@status; [ -x {k} ] && {k} status -o json 2>/dev/null\n\
-         echo @@config; [ -f {cfg} ] && echo yes\n\
+         echo @@config; [ -f {cfg} ] && echo yes && cat {cfg}\n\
          {env}\
          echo @@service; for s in k0scontroller k0sworker k0sserver; do \
          if [ -f /etc/systemd/system/$s.service ] || [ -f /etc/init.d/$s ]; then echo $s; fi; done\n\
@@ -99,7 +99,11 @@ impl Phase for GatherK0sFacts {
                         binary_version,
                         status,
                         service,
-                        config_exists: field("config") == "yes",
+                        config_exists: s.get("config").is_some_and(|v| v.starts_with("yes\n")),
+                        config_text: s
+                            .get("config")
+                            .and_then(|v| v.strip_prefix("yes\n"))
+                            .map(str::to_string),
                         service_env: s
                             .get("envfile")
                             .and_then(|v| v.strip_prefix("yes\n").or((v.trim() == "yes").then_some("")))

@@ -1,8 +1,8 @@
 //! "Prepare hosts": what a host needs before k0s goes on it — `curl` when missing (the k0s
 //! binary and URL `files` are downloaded on the host), `mount --make-rshared /` inside
-//! containers, and the manifest's `environment` upserted into `/etc/environment` (k0sctl's
-//! behaviour; the k0s service gets the same variables through its drop-in, see
-//! [`super::service_env`]). Every step looks first and changes only what differs, so a
+//! containers whose `/` does not propagate mounts yet, and the manifest's `environment`
+//! upserted into `/etc/environment` (k0sctl's behaviour; the k0s service gets the same
+//! variables through its drop-in, see [`super::service_env`]). Every step looks first and changes only what differs, so a
 //! converged host costs nothing but the reads; a dry run does the reads and plans the rest.
 
 use futures::future::join_all;
@@ -46,7 +46,10 @@ fn needs_curl(h: &HostState) -> bool {
 }
 
 fn rshared(h: &HostState) -> bool {
-    h.host.as_ref().is_some_and(|p| p.facts.in_container) && !h.config.reset
+    h.host
+        .as_ref()
+        .is_some_and(|p| p.facts.in_container && !p.facts.root_shared)
+        && !h.config.reset
 }
 
 async fn todo(h: &HostState) -> Result<Todo, String> {
@@ -102,8 +105,8 @@ impl Phase for PrepareHosts {
                         done.push("installed package curl".to_string());
                     }
                     if t.rshared {
-                        // A mount-propagation change, not a file change: done every run, as
-                        // k0sctl does, and not reported as a change.
+                        // A mount-propagation change, not a file change: not reported as one
+                        // (k0sctl does it on every run; here only while `/` is not shared).
                         let _ = p
                             .remote
                             .exec(Cmd::new("mount --make-rshared / 2>/dev/null").sudo())

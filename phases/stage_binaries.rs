@@ -286,7 +286,10 @@ impl Phase for StageBinaries {
                             let arch = p.facts.arch.clone();
                             let final_path = p.k0s_binary_path.clone();
                             let tmp = staged_path(&final_path);
-                            match source_for(h, &target, &arch, &base).map_err(err)? {
+                            // The host download prints the staged binary's version itself.
+                            let reported = match source_for(h, &target, &arch, &base)
+                                .map_err(err)?
+                            {
                                 Source::Local(path, sum) => {
                                     let current = p
                                         .remote
@@ -349,6 +352,7 @@ impl Phase for StageBinaries {
                                         )
                                         .await
                                         .map_err(|e| err(e.to_string()))?;
+                                    None
                                 }
                                 Source::HostDownload(url) => {
                                     tracing::info!(
@@ -356,18 +360,28 @@ impl Phase for StageBinaries {
                                         h.name
                                     );
                                     let asset = format!("k0s-{target}-{arch}");
-                                    p.remote
-                                        .run(Cmd::new(download_script(&url, &asset, &tmp)).sudo())
-                                        .await
-                                        .map_err(|e| err(e.to_string()))?;
+                                    Some(
+                                        p.remote
+                                            .run_str(
+                                                Cmd::new(download_script(&url, &asset, &tmp))
+                                                    .sudo(),
+                                            )
+                                            .await
+                                            .map_err(|e| err(e.to_string()))?,
+                                    )
                                 }
-                            }
+                            };
                             // Whatever arrived must be the version we want.
-                            let v = p
-                                .remote
-                                .run_str(Cmd::new(format!("{} version", shell_quote(&tmp))).sudo())
-                                .await
-                                .map_err(|e| err(e.to_string()))?;
+                            let v = match reported {
+                                Some(v) => v,
+                                None => p
+                                    .remote
+                                    .run_str(
+                                        Cmd::new(format!("{} version", shell_quote(&tmp))).sudo(),
+                                    )
+                                    .await
+                                    .map_err(|e| err(e.to_string()))?,
+                            };
                             let got = K0sVersion::parse(v.trim()).map_err(err)?;
                             if got != target {
                                 let _ = p

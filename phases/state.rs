@@ -91,6 +91,8 @@ pub struct K0sFacts {
     pub service: Option<String>,
     /// The k0s config file exists (controllers).
     pub config_exists: bool,
+    /// Its content (read in the same round trip).
+    pub config_text: Option<String>,
     /// The content of the k0s service's environment drop-in, when the file exists.
     pub service_env: Option<String>,
 }

@@ -25,6 +25,8 @@ pub struct Facts {
     pub uid: u32,
     pub init: Option<InitSystem>,
     pub in_container: bool,
+    /// The root mount propagates mounts (`shared:`), as k0s needs inside containers.
+    pub root_shared: bool,
     /// `/run/lock/k0sctl` when `/run/lock` exists, else `/tmp/k0sctl.lock`.
     pub lock_file: String,
     pub has_curl: bool,
@@ -56,6 +58,7 @@ elif command -v openrc-run >/dev/null 2>&1 || command -v rc-service >/dev/null 2
 else echo unknown; fi
 echo @@container
 if [ -f /.dockerenv ] || [ -f /run/.containerenv ] || grep -qE 'docker|lxc|kubepods' /proc/1/cgroup 2>/dev/null; then echo yes; else echo no; fi
+echo @@rootshared; awk '$5 == "/" && / shared:/ { print "yes"; exit }' /proc/self/mountinfo 2>/dev/null
 echo @@lockdir; if [ -d /run/lock ]; then echo yes; else echo no; fi
 echo @@curl; command -v curl 2>/dev/null || true
 echo @@k0s; command -v k0s 2>/dev/null || true
@@ -154,6 +157,7 @@ pub fn parse(
         uid: get("uid").parse().unwrap_or(u32::MAX),
         init: InitSystem::from_fact(&get("init")),
         in_container: get("container") == "yes",
+        root_shared: get("rootshared") == "yes",
         lock_file: if get("lockdir") == "yes" {
             super::configurer::paths::LOCK.into()
         } else {
