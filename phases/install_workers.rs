@@ -70,7 +70,7 @@ impl Phase for InstallWorkers {
                     install_and_start(h, false, force, Some(&token.url)).await.map_err(err)?;
                     if wait {
                         let node = h.node_name().unwrap_or_default();
-                        wait_node_ready(leader, &node).await.map_err(err)?;
+                        wait_node_ready(leader, &node, None).await.map_err(err)?;
                         tracing::info!("{}: node {node} is Ready", h.name);
                         retire_token(leader, h, token).await;
                     } else {

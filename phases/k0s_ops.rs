@@ -263,11 +263,23 @@ pub async fn retire_token(leader: &HostState, h: &HostState, token: &JoinToken) 
     }
 }
 
-/// Waits until the node `name` reports Ready, asking the leader's API.
-pub async fn wait_node_ready(leader: &HostState, name: &str) -> Result<(), String> {
+/// Waits until the node `name` reports Ready, asking the leader's API. With `version`, the
+/// node must also report that Kubernetes version (`status.nodeInfo.kubeletVersion`, compared
+/// before the `+`): right after a restart the Node object still says Ready from before it,
+/// and only a kubelet that came back reports the new version.
+pub async fn wait_node_ready(
+    leader: &HostState,
+    name: &str,
+    version: Option<&crate::k0s::version::K0sVersion>,
+) -> Result<(), String> {
     let p = probed(leader)?;
     let cmd = kubectl(leader, &format!("get node {} -o json", shell_quote(name)))?;
-    wait_until(&format!("node {name} to become Ready"), || async {
+    let want = version.map(|v| v.to_string().split('+').next().unwrap_or("").to_string());
+    let what = match &want {
+        Some(v) => format!("node {name} to become Ready with kubelet {v}"),
+        None => format!("node {name} to become Ready"),
+    };
+    wait_until(&what, || async {
         let out = p
             .remote
             .exec(Cmd::new(cmd.clone()).sudo())
@@ -278,11 +290,21 @@ pub async fn wait_node_ready(leader: &HostState, name: &str) -> Result<(), Strin
         }
         let v: serde_json::Value =
             serde_json::from_str(&out.stdout_str()).map_err(|e| e.to_string())?;
-        Ok(v["status"]["conditions"]
+        let ready = v["status"]["conditions"]
             .as_array()
             .into_iter()
             .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        let kubelet = v["status"]["nodeInfo"]["kubeletVersion"]
+            .as_str()
+            .unwrap_or("");
+        let version_ok = want
+            .as_deref()
+            .is_none_or(|w| kubelet.split('+').next() == Some(w));
+        if ready && !version_ok {
+            return Err(format!("the node still reports kubelet {kubelet}"));
+        }
+        Ok(ready && version_ok)
     })
     .await
 }

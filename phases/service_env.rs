@@ -74,7 +74,7 @@ async fn converge(state: &State, i: usize, change: Option<String>) -> Result<Str
             .map(|l| &state.hosts[l])
             .ok_or("no leader to ask for node readiness")?;
         let node = h.node_name().unwrap_or_default();
-        wait_node_ready(leader, &node).await?;
+        wait_node_ready(leader, &node, None).await?;
     }
     Ok(what)
 }

@@ -145,7 +145,7 @@ pub async fn reinstall_and_start(
     }
     if wait && h.config.role != "controller" {
         let node = h.node_name().unwrap_or_default();
-        wait_node_ready(leader, &node).await?;
+        wait_node_ready(leader, &node, Some(version)).await?;
     }
     Ok(())
 }

@@ -84,7 +84,7 @@ pub fn report(state: &State, host: &str, ev: &DrainEvent) {
                 .map(|d| format!("for up to {}", kube::drain::fmt_duration(d)))
                 .unwrap_or_else(|| "without a time limit".into());
             tracing::warn!(
-                "{host}: eviction of pod {pod} refused{by}: {message}; retrying every {} {until}",
+                "{host}: eviction of pod {pod} refused{by}: {message}; retrying when the budget allows (at least every {}) {until}",
                 kube::drain::fmt_duration(*retry_every)
             );
         }

@@ -323,10 +323,29 @@ fn workers_upgrade_in_batches_without_breaking_the_pdb() {
     seen.sort();
     seen.dedup();
     assert_eq!(seen.len(), 8);
-    // Every node runs the new version; none is left cordoned.
+    // Every node runs the new version (k0s, and the kubelet the API reports); none is left
+    // cordoned.
     for h in &env.hosts {
         assert_eq!(running_version(&env, h), new, "{}", h.name);
     }
+    let kubelets = kubectl(
+        &kc,
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[*].status.nodeInfo.kubeletVersion}",
+        ],
+        None,
+    );
+    let base = new.split('+').next().unwrap();
+    assert_eq!(kubelets.split_whitespace().count(), 8, "{kubelets}");
+    assert!(
+        kubelets
+            .split_whitespace()
+            .all(|k| k.split('+').next() == Some(base)),
+        "{kubelets}"
+    );
     let unschedulable = kubectl(
         &kc,
         &[
