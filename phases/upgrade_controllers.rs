@@ -2,11 +2,14 @@
 //! upgraded strictly one at a time, in manifest order, each serving again (API ready; for
 //! controller+worker also node Ready) before the next starts, so an etcd quorum is never at
 //! risk. Around each: its `upgrade.before`/`upgrade.after` hooks. Controllers running
-//! workloads are not drained (as in k0sctl).
+//! workloads are not drained (as in k0sctl); with `evictTaint.enabled` and
+//! `evictTaint.controllerWorkers` they get the evict taint while they are upgraded.
 
 use crate::exit::Code;
+use crate::kube::{self, EvictTaint};
 
 use super::hooks::{plan_host_hooks, run_host_hooks};
+use super::k0s_ops::WAIT;
 use super::upgrade::{mark_converged, needs_upgrade, running_version, upgrade_node};
 use super::{Phase, PhaseError, PhaseFuture, State};
 
@@ -41,6 +44,29 @@ impl Phase for UpgradeControllers {
             let l = state.leader.expect("a running cluster has a leader");
             let wait = !state.opts.no_wait && state.config.cluster.spec.options.wait.enabled;
             let hosts = todo(state);
+            // The evict taint for controllers that run workloads (k0sctl's
+            // `evictTaint.controllerWorkers`): their pods leave before k0s stops.
+            let et = &state.config.cluster.spec.options.evict_taint;
+            let taint = if et.enabled && et.controller_workers {
+                Some(
+                    EvictTaint::parse(&et.taint, &et.effect)
+                        .map_err(|e| PhaseError::new(Code::InvalidConfig, TITLE, e.to_string()))?,
+                )
+            } else {
+                None
+            };
+            let client =
+                if taint.is_some() && hosts.iter().any(|&i| state.hosts[i].config.is_worker()) {
+                    Some(super::kubeconfig::leader_client(state).await.map_err(|e| {
+                        PhaseError::new(
+                            Code::PhaseFailed,
+                            TITLE,
+                            format!("connecting to the cluster API: {e}"),
+                        )
+                    })?)
+                } else {
+                    None
+                };
             tracing::info!(
                 "upgrading {} controller{} to k0s {target}, one at a time",
                 hosts.len(),
@@ -55,9 +81,25 @@ impl Phase for UpgradeControllers {
                     PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(h.name.clone(), e)])
                 };
                 run_host_hooks(h, "upgrade", "before").await.map_err(fail)?;
-                upgrade_node(h, leader, i == l, &target, wait)
-                    .await
-                    .map_err(fail)?;
+                let tainted = match (&client, &taint) {
+                    (Some(c), Some(t)) if h.config.is_worker() => {
+                        let node = h.node_name().unwrap_or_default();
+                        kube::add_taint(c, &node, t, WAIT)
+                            .await
+                            .map_err(|e| fail(format!("tainting node {node}: {e}")))?;
+                        tracing::info!("{}: tainted node {node} with {t}", h.name);
+                        Some((c, t, node))
+                    }
+                    _ => None,
+                };
+                let upgraded = upgrade_node(h, leader, i == l, &target, wait).await;
+                if let Some((c, t, node)) = tainted
+                    && let Err(e) = kube::remove_taint(c, &node, t).await
+                {
+                    // As k0sctl: a taint left behind is reported, not fatal.
+                    tracing::warn!("{}: removing the evict taint from node {node}: {e}", h.name);
+                }
+                upgraded.map_err(fail)?;
                 run_host_hooks(h, "upgrade", "after").await.map_err(fail)?;
                 let h = &mut state.hosts[i];
                 mark_converged(h, i == l, &target);

@@ -465,3 +465,50 @@ fn a_pdb_that_allows_nothing_blocks_with_names_and_exit_6() {
         assert_eq!(running_version(&env, h), new, "{}", h.name);
     }
 }
+
+#[test]
+fn evict_taint_on_controller_workers_and_workers_while_upgrading() {
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-upgrade-taint-")
+        .tempdir()
+        .unwrap();
+    let env = Env::up(Options::new(dir.path().join("env"), 2)).expect("testenv up");
+    let cache = dir.path().join("cache");
+    let kc = dir.path().join("admin.conf");
+    let base = with_options(
+        &std::fs::read_to_string(&env.manifest).unwrap().replacen(
+            "role: controller",
+            "role: controller+worker",
+            1,
+        ),
+        "  options:\n    evictTaint:\n      enabled: true\n      controllerWorkers: true\n",
+    );
+    let m = dir.path().join("k0sctl.yaml");
+    std::fs::write(&m, &base).unwrap();
+    let ms = m.to_str().unwrap();
+    let out = k0sctl(
+        &cache,
+        &["apply", "-c", ms, "--kubeconfig-out", kc.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
+
+    let (old, new) = (&env.versions[0], env.versions.last().unwrap().clone());
+    std::fs::write(&m, with_version(&base, old, &new)).unwrap();
+    let out = k0sctl(&cache, &["apply", "-c", ms]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "upgrade failed:\n{err}");
+    assert!(
+        err.contains("tainted node controller0 with k0sctl.k0sproject.io/evict=true:NoExecute"),
+        "{err}"
+    );
+    for h in &env.hosts {
+        assert_eq!(running_version(&env, h), new, "{}", h.name);
+    }
+    // Nothing of the taint (or the cordon) is left.
+    let taints = kubectl(
+        &kc,
+        &["get", "nodes", "-o", "jsonpath={.items[*].spec.taints}"],
+        None,
+    );
+    assert!(!taints.contains("k0sctl.k0sproject.io/evict"), "{taints}");
+}
