@@ -26,8 +26,16 @@ fn configured(h: &HostState) -> bool {
     h.config.is_controller() && !h.config.reset
 }
 
-/// The config for one controller from the shared base.
-pub fn config_for(base: &Map<String, Value>, h: &HostState, sans: &[String]) -> Map<String, Value> {
+/// The config for one controller from the shared base. With `node_only` (k0s dynamic config,
+/// for every controller but one that initialises the cluster) only the node-specific part is
+/// kept: `apiVersion`, `kind`, `metadata.name`, `spec.api`, `spec.network`, `spec.storage`; the
+/// rest lives in the cluster's ClusterConfig object.
+pub fn config_for(
+    base: &Map<String, Value>,
+    h: &HostState,
+    sans: &[String],
+    node_only: bool,
+) -> Map<String, Value> {
     let mut c = base.clone();
     c.entry("apiVersion")
         .or_insert(json!("k0s.k0sproject.io/v1beta1"));
@@ -80,6 +88,18 @@ pub fn config_for(base: &Map<String, Value>, h: &HostState, sans: &[String]) -> 
                 e.insert("peerAddress".into(), json!(peer));
             }
         }
+    }
+    if node_only { node_part(c) } else { c }
+}
+
+/// The node-specific part of a k0s config (what a controller needs in dynamic config mode).
+fn node_part(mut c: Map<String, Value>) -> Map<String, Value> {
+    c.retain(|k, _| ["apiVersion", "kind", "metadata", "spec"].contains(&k.as_str()));
+    if let Some(m) = c.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.retain(|k, _| k == "name");
+    }
+    if let Some(s) = c.get_mut("spec").and_then(Value::as_object_mut) {
+        s.retain(|k, _| ["api", "network", "storage"].contains(&k.as_str()));
     }
     c
 }
@@ -183,6 +203,7 @@ impl Phase for ConfigureK0s {
             let base = self.base(state).await?;
             let sans = Self::sans(state);
             let dry = state.opts.dry_run;
+            let leader = state.leader;
             let limits = state.pool.limits().clone();
             let plans: Vec<(String, String)> = Vec::new();
             let plans = std::sync::Mutex::new(plans);
@@ -195,9 +216,18 @@ impl Phase for ConfigureK0s {
                     let err = |e: String| (h.name.clone(), e);
                     let p = h.probed().map_err(err)?;
                     let path = h.k0s_config_path();
-                    let want = config_for(base, h, sans);
+                    // Dynamic config: only a leader that initialises the cluster gets it all.
+                    let initialises = Some(h.index) == leader && !h.is_running();
+                    let node_only = h.dynamic_config && !initialises;
+                    let want = config_for(base, h, sans, node_only);
                     let existing = h.k0s.as_ref().and_then(|k| k.config_text.clone());
-                    if existing.as_deref().and_then(parse_yaml).as_ref() == Some(&want) {
+                    // In dynamic mode only the node part matters: a leader keeps the whole
+                    // config it was initialised with as long as that part is right.
+                    let current = existing
+                        .as_deref()
+                        .and_then(parse_yaml)
+                        .map(|c| if node_only { node_part(c) } else { c });
+                    if current.as_ref() == Some(&want) {
                         tracing::info!("{}: k0s config is up to date", h.name);
                         return Ok(());
                     }
@@ -318,7 +348,7 @@ mod tests {
         let sans = ConfigureK0s::sans(&state);
         assert_eq!(sans, ["10.0.0.1", "10.1.0.1"]);
         let base = parse_yaml("spec:\n  api:\n    sans: [k8s.example.com, 10.0.0.1]\n").unwrap();
-        let c = config_for(&base, &state.hosts[0], &sans);
+        let c = config_for(&base, &state.hosts[0], &sans, false);
         let v = Value::Object(c);
         assert_eq!(v["apiVersion"], "k0s.k0sproject.io/v1beta1");
         assert_eq!(v["kind"], "ClusterConfig");
@@ -330,5 +360,30 @@ mod tests {
         let r = render(v.as_object().unwrap());
         assert!(r.starts_with("# generated-by-k0sctl 20"), "{r}");
         assert_eq!(parse_yaml(&r).unwrap(), *v.as_object().unwrap());
+    }
+
+    #[test]
+    fn node_only_keeps_the_node_part() {
+        let text = "apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: Cluster\nspec:\n  hosts:\n  - role: controller\n    privateAddress: 10.1.0.1\n    ssh:\n      address: 10.0.0.1\n";
+        let cfg = crate::config::load_str(text, "t.yaml", &|_| None).unwrap();
+        let state = State::new(
+            cfg,
+            Default::default(),
+            crate::transport::ssh::SshConfig::parse(""),
+        );
+        let base = parse_yaml(
+            "metadata:\n  name: k0s\n  namespace: kube-system\nspec:\n  api: {port: 6443}\n  network: {podCIDR: 10.244.0.0/16}\n  storage: {type: etcd}\n  telemetry: {enabled: false}\n  extensions: {}\n",
+        )
+        .unwrap();
+        let sans = vec!["10.0.0.1".to_string()];
+        let n = Value::Object(config_for(&base, &state.hosts[0], &sans, true));
+        assert_eq!(n["metadata"], json!({"name": "k0s"}));
+        let mut keys: Vec<&String> = n["spec"].as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["api", "network", "storage"]);
+        assert_eq!(n["spec"]["storage"]["etcd"]["peerAddress"], "10.1.0.1");
+        assert_eq!(n["spec"]["api"]["sans"], json!(["10.0.0.1"]));
+        let full = Value::Object(config_for(&base, &state.hosts[0], &sans, false));
+        assert_eq!(full["spec"]["telemetry"], json!({"enabled": false}));
     }
 }

@@ -115,6 +115,33 @@ impl Phase for GatherK0sFacts {
             .await;
             collect(TITLE, Code::PhaseFailed, results)?;
 
+            // k0s dynamic config mode: asked for in the manifest, or already in use (k0sctl
+            // turns it on when any controller runs with it or has it in installFlags).
+            let dynamic = state.config.cluster.spec.k0s.dynamic_config
+                || state
+                    .hosts
+                    .iter()
+                    .filter(|h| h.config.is_controller())
+                    .any(|h| {
+                        h.config.install_flags.enabled("--enable-dynamic-config")
+                            || h.k0s
+                                .as_ref()
+                                .and_then(|k| k.status.as_ref())
+                                .is_some_and(|s| {
+                                    s.args.iter().any(|a| {
+                                        a == "--enable-dynamic-config"
+                                            || (a.starts_with("--enable-dynamic-config=")
+                                                && !a.ends_with("false"))
+                                    })
+                                })
+                    });
+            if dynamic {
+                tracing::info!("k0s dynamic config is in use");
+            }
+            for h in state.hosts.iter_mut() {
+                h.dynamic_config = dynamic && h.config.is_controller();
+            }
+
             let mut controllers: Vec<usize> = state
                 .hosts
                 .iter()

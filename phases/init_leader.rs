@@ -5,7 +5,7 @@ use crate::exit::Code;
 use crate::transport::{Cmd, shell_quote};
 
 use super::hooks::run_host_hooks;
-use super::k0s_ops::{install_and_start, plan_install, wait_api_ready};
+use super::k0s_ops::{install_and_start, plan_install, wait_api_ready, wait_config_reconciled};
 use super::{Phase, PhaseError, PhaseFuture, State};
 
 pub struct InitLeader;
@@ -35,6 +35,10 @@ impl Phase for InitLeader {
                 .map_err(fail)?;
             wait_api_ready(leader).await.map_err(fail)?;
             tracing::info!("{}: the kubernetes API is ready", leader.name);
+            if leader.dynamic_config {
+                wait_config_reconciled(leader).await.map_err(fail)?;
+                tracing::info!("{}: k0s reconciled the dynamic cluster config", leader.name);
+            }
             run_host_hooks(leader, "install", "after")
                 .await
                 .map_err(fail)?;

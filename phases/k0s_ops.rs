@@ -51,6 +51,15 @@ pub fn api_reachable_script(url: &str) -> String {
     )
 }
 
+/// `--enable-dynamic-config` for controllers of a cluster in dynamic config mode.
+pub fn dynamic_flag(h: &HostState) -> &'static [&'static str] {
+    if h.dynamic_config {
+        &["--enable-dynamic-config"]
+    } else {
+        &[]
+    }
+}
+
 /// The manifest's `environment` as (key, value) pairs.
 pub fn service_env(h: &HostState) -> Vec<(String, String)> {
     h.config
@@ -71,7 +80,10 @@ pub async fn install_and_start(
 ) -> Result<(), String> {
     let p = probed(h)?;
     super::hooks::run_host_hooks(h, "install", "before").await?;
-    let extra: Vec<&str> = if force { vec!["--force=true"] } else { vec![] };
+    let mut extra: Vec<&str> = dynamic_flag(h).to_vec();
+    if force {
+        extra.push("--force=true");
+    }
     let cx = InstallContext {
         k0s_path: &p.k0s_binary_path,
         data_dir: &h.data_dir(),
@@ -187,6 +199,34 @@ pub async fn wait_api_ready(h: &HostState) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         Ok(out.success() && out.stdout_str().trim() == "ok")
+    })
+    .await
+}
+
+/// Waits until k0s reports that it reconciled the cluster config (dynamic config mode): an
+/// event with reason `SuccessfulReconcile` about the `kube-system/k0s` ClusterConfig.
+pub async fn wait_config_reconciled(h: &HostState) -> Result<(), String> {
+    let p = probed(h)?;
+    let cmd = kubectl(
+        h,
+        "-n kube-system get event --field-selector involvedObject.name=k0s -o json",
+    )?;
+    wait_until("k0s to reconcile the dynamic cluster config", || async {
+        let out = p
+            .remote
+            .exec(Cmd::new(cmd.clone()).sudo())
+            .await
+            .map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(out.stderr_str().trim().to_string());
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&out.stdout_str()).map_err(|e| e.to_string())?;
+        Ok(v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["reason"] == "SuccessfulReconcile"))
     })
     .await
 }

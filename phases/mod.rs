@@ -32,7 +32,6 @@ pub mod service_env;
 pub mod set_version;
 pub mod stage_binaries;
 pub mod state;
-pub mod unsupported;
 pub mod upgrade;
 pub mod upgrade_controllers;
 pub mod upgrade_workers;
@@ -308,8 +307,7 @@ pub fn preflight() -> Vec<Box<dyn Phase>> {
     ]
 }
 
-/// `k0sctl apply` as far as it is built (phases in k0sctl's order; see
-/// [`unsupported::CheckSupported`] for what is refused rather than skipped).
+/// `k0sctl apply`: the phases in k0sctl's order (k0sctl.md §3.1).
 pub fn apply(kubeconfig_out: Option<kubeconfig::GetKubeconfig>) -> Vec<Box<dyn Phase>> {
     let mut p = preflight();
     // Held from right after the hosts are known until just before disconnecting.
@@ -325,7 +323,6 @@ pub fn apply(kubeconfig_out: Option<kubeconfig::GetKubeconfig>) -> Vec<Box<dyn P
     p.insert(at, Box::new(prepare_hosts::PrepareHosts));
     p.push(Box::new(gather_k0s_facts::GatherK0sFacts));
     p.push(Box::new(validate_facts::ValidateFacts));
-    p.push(Box::new(unsupported::CheckSupported));
     p.push(Box::new(stage_binaries::StageBinaries));
     p.push(Box::new(upload_files::UploadFiles));
     p.push(Box::new(install_binaries::InstallBinaries));

@@ -78,6 +78,10 @@ pub struct HostState {
     /// Path of the verified k0s binary staged on the host (a temp name next to the final path),
     /// set by "Stage k0s binaries" and consumed by "Install k0s binaries" or an upgrade.
     pub staged: Option<String>,
+    /// A controller of a cluster in k0s dynamic config mode (set by "Gather k0s facts"): it is
+    /// installed with `--enable-dynamic-config` and, unless it initialises the cluster, gets
+    /// only the node-specific part of the k0s config.
+    pub dynamic_config: bool,
 }
 
 /// What is on a host k0s-wise before the run changes anything.
@@ -216,6 +220,7 @@ impl State {
                 host: None,
                 k0s: None,
                 staged: None,
+                dynamic_config: false,
             })
             .collect();
         State {

@@ -10,7 +10,7 @@ use crate::k0s::version::K0sVersion;
 use crate::transport::{Cmd, shell_quote};
 
 use super::HostState;
-use super::k0s_ops::{WAIT, start_service, wait_api_ready, wait_node_ready};
+use super::k0s_ops::{WAIT, dynamic_flag, start_service, wait_api_ready, wait_node_ready};
 
 /// The running k0s version, when k0s runs.
 pub fn running_version(h: &HostState) -> Option<&K0sVersion> {
@@ -71,7 +71,7 @@ pub fn flags_drift(h: &HostState, is_leader: bool) -> Result<Option<bool>, Strin
         is_leader,
         token_path: &h.token_path(),
         config_path: &h.k0s_config_path(),
-        extra: &[],
+        extra: dynamic_flag(h),
         binary_version: Some(&status.version),
     };
     let (_, want) = install_flags(&h.config, &cx)?;
@@ -93,7 +93,7 @@ pub fn wanted_flags(
         is_leader,
         token_path: &h.token_path(),
         config_path: &h.k0s_config_path(),
-        extra: &[],
+        extra: dynamic_flag(h),
         binary_version: Some(version),
     };
     Ok(install_flags(&h.config, &cx)?.1.0)
@@ -131,7 +131,7 @@ pub async fn reinstall_and_start(
         is_leader,
         token_path: &h.token_path(),
         config_path: &h.k0s_config_path(),
-        extra: &["--force=true"],
+        extra: &[dynamic_flag(h), &["--force=true"]].concat(),
         binary_version: Some(version),
     };
     let cmd = install_command(&h.config, &cx)?;

@@ -238,3 +238,56 @@ fn files_hooks_environment_and_targeted_restarts() {
     assert_eq!(main_pid(&env, c0, "k0scontroller"), pids[0]);
     assert_eq!(main_pid(&env, w, "k0sworker"), w_pid);
 }
+
+#[test]
+fn dynamic_config_cluster_installs_and_stays_converged() {
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-dynamic-")
+        .tempdir()
+        .unwrap();
+    let mut o = Options::new(dir.path().join("env"), 3);
+    o.controllers = 2;
+    let env = Env::up(o).expect("testenv up");
+    let cache = dir.path().join("cache");
+    let m = dir.path().join("k0sctl.yaml");
+    let base = std::fs::read_to_string(&env.manifest).unwrap();
+    std::fs::write(&m, format!("{base}    dynamicConfig: true\n")).unwrap();
+    let ms = m.to_str().unwrap();
+    let out = k0sctl(&cache, &["apply", "-c", ms]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "apply failed:\n{err}");
+    assert!(
+        err.contains("k0s reconciled the dynamic cluster config"),
+        "{err}"
+    );
+    let (c0, c1) = (&env.hosts[0], &env.hosts[1]);
+    for c in [c0, c1] {
+        let unit = env
+            .exec(c, "cat /etc/systemd/system/k0scontroller.service")
+            .unwrap();
+        assert!(
+            unit.contains("--enable-dynamic-config"),
+            "{}: {unit}",
+            c.name
+        );
+    }
+    // The leader got the whole config; the joining controller only its node part.
+    let full = env.exec(c0, "cat /etc/k0s/k0s.yaml").unwrap();
+    let node = env.exec(c1, "cat /etc/k0s/k0s.yaml").unwrap();
+    assert!(full.contains("telemetry"), "{full}");
+    assert!(
+        !node.contains("telemetry") && !node.contains("extensions"),
+        "{node}"
+    );
+    assert!(
+        node.contains("peerAddress") && node.contains("sans"),
+        "{node}"
+    );
+    // k0s reports the reconcile; a re-apply changes nothing (no reinstall loop over the flag).
+    let out = k0sctl(&cache, &["config", "status", "-c", ms, "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("SuccessfulReconcile"));
+    let out = k0sctl(&cache, &["apply", "-c", ms, "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(changes(&text(&out.stdout)), Vec::<(String, String)>::new());
+}
