@@ -185,6 +185,29 @@ pub struct PhaseReport {
     pub duration: Duration,
 }
 
+/// A request to stop a run (SIGINT/SIGTERM), given to [`Manager::with_interrupt`].
+#[derive(Clone)]
+pub struct Interrupt(tokio::sync::watch::Receiver<Option<&'static str>>);
+
+impl Interrupt {
+    pub fn new(rx: tokio::sync::watch::Receiver<Option<&'static str>>) -> Self {
+        Interrupt(rx)
+    }
+
+    /// Resolves with the signal's name once a stop was requested (never, if it never is).
+    pub async fn requested(&self) -> &'static str {
+        let mut rx = self.0.clone();
+        loop {
+            if let Some(sig) = *rx.borrow_and_update() {
+                return sig;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
 /// Runs phases in order. On the first failure, calls `clean_up` of every phase that ran (in
 /// the order they ran) and returns the failure.
 pub struct Manager {
@@ -193,6 +216,8 @@ pub struct Manager {
     /// clean-ups run as after any failure (so locks are released and half-done installs are
     /// undone), and the run fails with the timeout exit code.
     deadline: Option<(tokio::time::Instant, String)>,
+    /// Ctrl-C / SIGTERM: handled like the deadline (exit code "interrupted").
+    interrupt: Option<Interrupt>,
 }
 
 impl Manager {
@@ -200,7 +225,14 @@ impl Manager {
         Self {
             phases,
             deadline: None,
+            interrupt: None,
         }
+    }
+
+    /// Stop the running phase and run the clean-ups when `i` is requested.
+    pub fn with_interrupt(mut self, i: Interrupt) -> Self {
+        self.interrupt = Some(i);
+        self
     }
 
     /// Stop the run `limit` from now (zero: no limit); `what` names the limit in the error.
@@ -232,15 +264,30 @@ impl Manager {
             } else {
                 phase.run(state)
             };
-            let result = match &self.deadline {
-                None => fut.await,
-                Some((at, what)) => tokio::time::timeout_at(*at, fut).await.unwrap_or_else(|_| {
-                    Err(PhaseError::new(
-                        Code::Timeout,
+            let limited = async {
+                match &self.deadline {
+                    None => fut.await,
+                    Some((at, what)) => {
+                        tokio::time::timeout_at(*at, fut).await.unwrap_or_else(|_| {
+                            Err(PhaseError::new(
+                                Code::Timeout,
+                                phase.title(),
+                                format!("was stopped: {what} expired"),
+                            ))
+                        })
+                    }
+                }
+            };
+            let result = match &self.interrupt {
+                None => limited.await,
+                Some(i) => tokio::select! {
+                    r = limited => r,
+                    sig = i.requested() => Err(PhaseError::new(
+                        Code::Interrupted,
                         phase.title(),
-                        format!("was stopped: {what} expired"),
-                    ))
-                }),
+                        format!("was stopped: interrupted by {sig}"),
+                    )),
+                },
             };
             reports.push(PhaseReport {
                 title: phase.title(),

@@ -329,3 +329,70 @@ fn use_existing_k0s_installs_with_the_hosts_own_binary() {
         .unwrap();
     assert!(unit.contains("/usr/bin/k0s controller"), "{unit}");
 }
+
+#[test]
+fn ctrl_c_stops_the_run_and_cleans_up() {
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-sigint-")
+        .tempdir()
+        .unwrap();
+    let env = Env::up(Options::new(dir.path().join("env"), 2)).expect("testenv up");
+    let cache = dir.path().join("cache");
+    let m = env.manifest.display().to_string();
+    // Interrupt at a few points of the install; each time the locks are given back and the
+    // next run carries on from what is left.
+    let mut interrupted = 0;
+    for delay_ms in [200u64, 900, 1600] {
+        let child = k0sctl_cmd(&cache, &["apply", "-c", &m])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let held = env
+                .exec(&env.hosts[0], "cat /run/lock/k0sctl 2>/dev/null || true")
+                .unwrap();
+            if held.contains(&format!(" pid {pid} ")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the apply never took the lock");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let killed = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let out = child.wait_with_output().unwrap();
+        let err = text(&out.stderr);
+        match out.status.code() {
+            Some(130) => {
+                assert!(err.contains("interrupted by SIGINT"), "{err}");
+                interrupted += 1;
+            }
+            // It may have finished before the signal arrived.
+            Some(0) => {}
+            other => panic!("exit {other:?}:\n{err}"),
+        }
+        for h in &env.hosts {
+            assert_eq!(
+                env.exec(h, "ls /run/lock/k0sctl 2>/dev/null | wc -l")
+                    .unwrap()
+                    .trim(),
+                "0",
+                "{} still locked after SIGINT at {delay_ms} ms:\n{err}",
+                h.name
+            );
+        }
+    }
+    assert!(interrupted >= 1, "no run was interrupted");
+    let out = k0sctl(&cache, &["apply", "-c", &m]);
+    assert!(
+        out.status.success(),
+        "apply after the interrupts failed:\n{}",
+        text(&out.stderr)
+    );
+}

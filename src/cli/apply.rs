@@ -83,7 +83,7 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
     let json = a.output == "json";
     let started = Instant::now();
     let limit = ctx.global.timeout;
-    super::block_on_value(async move {
+    super::block_on_interruptible(move |interrupt| async move {
         let mut state = State::new(loaded, opts, SshConfig::load_default());
         attach_display(&mut state);
         if json {
@@ -98,6 +98,7 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
                 limit,
                 format!("--timeout {}", crate::config::duration::format(limit)),
             )
+            .with_interrupt(interrupt)
             .run(&mut state)
             .await;
         crate::display::finish();

@@ -394,6 +394,41 @@ where
     })
 }
 
+/// Like [`block_on_value`], for pipelines that must clean up when interrupted: the first
+/// SIGINT/SIGTERM does not drop the body but sets the [`Interrupt`] it was given (the phase
+/// manager then stops the running phase and runs the clean-ups: locks released, half-done
+/// installs undone) and waits for it to finish; a second signal exits at once.
+pub fn block_on_interruptible<T, F, Fut>(body: F) -> Result<T, CliError>
+where
+    F: FnOnce(crate::phases::Interrupt) -> Fut,
+    Fut: std::future::Future<Output = Result<T, CliError>>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut signals = Signals::new()?;
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let fut = body(crate::phases::Interrupt::new(rx));
+        tokio::pin!(fut);
+        tokio::select! {
+            r = &mut fut => return r,
+            sig = signals.next() => {
+                crate::display::finish();
+                eprintln!("Aborting ({sig}): cleaning up... Press Ctrl-C again to exit now.");
+                let _ = tx.send(Some(sig));
+            }
+        }
+        tokio::select! {
+            r = &mut fut => r,
+            _ = signals.next() => {
+                eprintln!("Forced exit");
+                std::process::exit(Code::Interrupted.as_i32());
+            }
+        }
+    })
+}
+
 /// SIGINT and SIGTERM, registered once.
 struct Signals {
     int: tokio::signal::unix::Signal,
