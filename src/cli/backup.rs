@@ -10,7 +10,7 @@ use crate::phases::{self, Manager, RunOptions, State};
 use crate::transport::privilege::sudo_password;
 use crate::transport::ssh::SshConfig;
 
-use super::apply::{attach_display, phase_error, report_changes, report_timings, with_timeout};
+use super::apply::{attach_display, phase_error, report_changes, report_timings};
 use super::{BackupArgs, Context};
 
 pub fn run(ctx: &Context, a: BackupArgs) -> Result<(), CliError> {
@@ -44,10 +44,16 @@ pub fn run(ctx: &Context, a: BackupArgs) -> Result<(), CliError> {
         ..RunOptions::default()
     };
     let started = Instant::now();
-    super::block_on(with_timeout(ctx, async move {
+    let limit = ctx.global.timeout;
+    super::block_on_interruptible(move |interrupt| async move {
         let mut state = State::new(loaded, opts, SshConfig::load_default());
         attach_display(&mut state);
         let result = Manager::new(phases::backup(output.clone()))
+            .with_timeout(
+                limit,
+                format!("--timeout {}", crate::config::duration::format(limit)),
+            )
+            .with_interrupt(interrupt)
             .run(&mut state)
             .await;
         crate::display::finish();
@@ -62,5 +68,5 @@ pub fn run(ctx: &Context, a: BackupArgs) -> Result<(), CliError> {
             tracing::info!("Backup saved to {}", output.display());
         }
         Ok(())
-    }))
+    })
 }

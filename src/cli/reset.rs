@@ -11,7 +11,7 @@ use crate::phases::{self, Manager, RunOptions, State};
 use crate::transport::privilege::sudo_password;
 use crate::transport::ssh::SshConfig;
 
-use super::apply::{attach_display, phase_error, report_changes, report_timings, with_timeout};
+use super::apply::{attach_display, phase_error, report_changes, report_timings};
 use super::{Context, ResetArgs};
 
 /// Asks on the terminal; refuses (exit code "aborted") without one.
@@ -65,10 +65,18 @@ pub fn run(ctx: &Context, a: ResetArgs) -> Result<(), CliError> {
         ..RunOptions::default()
     };
     let started = Instant::now();
-    super::block_on(with_timeout(ctx, async move {
+    let limit = ctx.global.timeout;
+    super::block_on_interruptible(move |interrupt| async move {
         let mut state = State::new(loaded, opts, SshConfig::load_default());
         attach_display(&mut state);
-        let result = Manager::new(phases::reset()).run(&mut state).await;
+        let result = Manager::new(phases::reset())
+            .with_timeout(
+                limit,
+                format!("--timeout {}", crate::config::duration::format(limit)),
+            )
+            .with_interrupt(interrupt)
+            .run(&mut state)
+            .await;
         crate::display::finish();
         if dry_run {
             print!("{}", state.plan);
@@ -78,5 +86,5 @@ pub fn run(ctx: &Context, a: ResetArgs) -> Result<(), CliError> {
         report_timings(&result.map_err(|e| phase_error("reset", e))?);
         tracing::info!("==> Finished in {}s", started.elapsed().as_secs());
         Ok(())
-    }))
+    })
 }
