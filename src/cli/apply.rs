@@ -197,9 +197,11 @@ fn config_args(args: &[String]) -> String {
     }
 }
 
-pub fn kubeconfig(ctx: &Context, a: KubeconfigArgs) -> Result<(), CliError> {
-    let mut loaded = ctx.load_config(&a.config)?;
-    // Only the first controller is contacted (as k0sctl does).
+/// Keeps only the first controller of the manifest (commands that talk to the cluster through
+/// one controller, as k0sctl's do) and returns run options for that single connection.
+pub(super) fn only_first_controller(
+    loaded: &mut crate::config::Loaded,
+) -> Result<RunOptions, CliError> {
     let first = loaded
         .cluster
         .spec
@@ -209,12 +211,35 @@ pub fn kubeconfig(ctx: &Context, a: KubeconfigArgs) -> Result<(), CliError> {
         .ok_or_else(|| CliError::new(Code::InvalidConfig, "no controller in the configuration"))?;
     let leader = loaded.cluster.spec.hosts.swap_remove(first);
     loaded.cluster.spec.hosts = vec![leader];
-    let opts = RunOptions {
+    Ok(RunOptions {
         concurrency: 1,
         uploads: 1,
         sudo_password: sudo_password(None, false).map_err(|e| CliError::new(Code::Usage, e))?,
         ..RunOptions::default()
-    };
+    })
+}
+
+/// Run options of the whole-cluster lifecycle commands (`reset`, `backup`): the global flags,
+/// `--concurrency` (else `spec.options.concurrency.limit`) and the sudo password.
+pub(super) fn lifecycle_opts(
+    ctx: &Context,
+    c: &crate::config::Cluster,
+    concurrency: Option<u32>,
+) -> Result<RunOptions, CliError> {
+    Ok(RunOptions {
+        dry_run: ctx.global.dry_run,
+        force: ctx.global.force,
+        concurrency: concurrency.unwrap_or(c.spec.options.concurrency.limit) as usize,
+        uploads: c.spec.options.concurrency.uploads as usize,
+        sudo_password: sudo_password(None, false).map_err(|e| CliError::new(Code::Usage, e))?,
+        ..RunOptions::default()
+    })
+}
+
+pub fn kubeconfig(ctx: &Context, a: KubeconfigArgs) -> Result<(), CliError> {
+    let mut loaded = ctx.load_config(&a.config)?;
+    // Only the first controller is contacted (as k0sctl does).
+    let opts = only_first_controller(&mut loaded)?;
     let o = KubeconfigOptions {
         address: a.address.clone(),
         user: a.user.clone(),

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use crate::config::Loaded;
 use crate::exit::{CliError, Code};
-use crate::phases::{self, Manager, RunOptions, State, k0s_ops};
-use crate::transport::privilege::sudo_password;
+use crate::phases::{self, Manager, State, k0s_ops};
 use crate::transport::ssh::SshConfig;
 use crate::transport::{Cmd, shell_quote};
 
@@ -39,21 +38,7 @@ pub fn validate(ctx: &Context, a: ConfigValidateArgs) -> Result<(), CliError> {
 /// Connects to the first controller only (as k0sctl's `config` commands do) and returns the
 /// run state with it as host 0 and leader.
 async fn first_controller(mut loaded: Loaded) -> Result<State, CliError> {
-    let first = loaded
-        .cluster
-        .spec
-        .hosts
-        .iter()
-        .position(|h| h.is_controller())
-        .ok_or_else(|| CliError::new(Code::InvalidConfig, "no controller in the configuration"))?;
-    let leader = loaded.cluster.spec.hosts.swap_remove(first);
-    loaded.cluster.spec.hosts = vec![leader];
-    let opts = RunOptions {
-        concurrency: 1,
-        uploads: 1,
-        sudo_password: sudo_password(None, false).map_err(|e| CliError::new(Code::Usage, e))?,
-        ..RunOptions::default()
-    };
+    let opts = super::apply::only_first_controller(&mut loaded)?;
     let mut state = State::new(loaded, opts, SshConfig::load_default());
     let mut p = phases::preflight();
     p.retain(|ph| {

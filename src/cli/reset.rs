@@ -7,8 +7,7 @@ use std::time::Instant;
 
 use crate::config::Loaded;
 use crate::exit::{CliError, Code};
-use crate::phases::{self, Manager, RunOptions, State};
-use crate::transport::privilege::sudo_password;
+use crate::phases::{self, Manager, State};
 use crate::transport::ssh::SshConfig;
 
 use super::apply::{attach_display, phase_error, report_changes, report_timings};
@@ -56,14 +55,7 @@ pub fn run(ctx: &Context, a: ResetArgs) -> Result<(), CliError> {
         crate::display::suspend(|| confirm(&loaded))?;
     }
     let c = &loaded.cluster;
-    let opts = RunOptions {
-        dry_run,
-        force: ctx.global.force,
-        concurrency: a.concurrency.unwrap_or(c.spec.options.concurrency.limit) as usize,
-        uploads: c.spec.options.concurrency.uploads as usize,
-        sudo_password: sudo_password(None, false).map_err(|e| CliError::new(Code::Usage, e))?,
-        ..RunOptions::default()
-    };
+    let opts = super::apply::lifecycle_opts(ctx, c, a.concurrency)?;
     let started = Instant::now();
     let limit = ctx.global.timeout;
     super::block_on_interruptible(move |interrupt| async move {
