@@ -81,6 +81,30 @@ fn diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<Strin
     d
 }
 
+/// Waits until the apply `child` holds the first host's lock (its pid is in the lock file);
+/// panics with its stderr if it ends or a minute passes first.
+fn wait_for_lock(env: &Env, child: &mut std::process::Child) {
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let held = env
+            .exec(&env.hosts[0], "cat /run/lock/k0sctl 2>/dev/null || true")
+            .unwrap();
+        if held.contains(&format!(" pid {pid} ")) {
+            return;
+        }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("the apply never took the lock (lock file: {held:?}):\n{err}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn dry_run_changes_no_host_file_fresh_or_converged() {
     let dir = tempfile::Builder::new()
@@ -243,24 +267,7 @@ fn a_second_apply_is_refused_and_timeout_stops_a_run() {
         .spawn()
         .unwrap();
     let pid = first.id();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let held = env
-            .exec(&env.hosts[0], "cat /run/lock/k0sctl 2>/dev/null || true")
-            .unwrap();
-        if held.contains(&format!(" pid {pid} ")) {
-            break;
-        }
-        if Instant::now() > deadline || first.try_wait().unwrap().is_some() {
-            let _ = first.kill();
-            let out = first.wait_with_output().unwrap();
-            panic!(
-                "the first apply never took the lock (lock file: {held:?}):\n{}",
-                text(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_lock(&env, &mut first);
     let second = k0sctl(&cache, &["apply", "-c", &m]);
     let err = text(&second.stderr);
     assert_eq!(second.status.code(), Some(7), "{err}");
@@ -343,23 +350,13 @@ fn ctrl_c_stops_the_run_and_cleans_up() {
     // next run carries on from what is left.
     let mut interrupted = 0;
     for delay_ms in [200u64, 900, 1600] {
-        let child = k0sctl_cmd(&cache, &["apply", "-c", &m])
+        let mut child = k0sctl_cmd(&cache, &["apply", "-c", &m])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let pid = child.id();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let held = env
-                .exec(&env.hosts[0], "cat /run/lock/k0sctl 2>/dev/null || true")
-                .unwrap();
-            if held.contains(&format!(" pid {pid} ")) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the apply never took the lock");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_lock(&env, &mut child);
         std::thread::sleep(Duration::from_millis(delay_ms));
         let killed = std::process::Command::new("kill")
             .args(["-INT", &pid.to_string()])

@@ -255,27 +255,64 @@ fn k0sctl_stream(
     (status.code(), events, err.join().unwrap())
 }
 
-#[test]
-fn workers_upgrade_in_batches_without_breaking_the_pdb() {
-    let dir = tempfile::Builder::new()
-        .prefix("k0sctl-upgrade-w-")
-        .tempdir()
-        .unwrap();
-    let env = Env::up(Options::new(dir.path().join("env"), 9)).expect("testenv up");
+/// A testenv cluster installed at the oldest version by `k0sctl apply --kubeconfig-out`, from
+/// the environment's manifest passed through `edit`.
+struct Installed {
+    // Dropped last: the environment lives in it.
+    env: Env,
+    cache: std::path::PathBuf,
+    kc: std::path::PathBuf,
+    m: std::path::PathBuf,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+fn installed(prefix: &str, hosts: usize, edit: impl Fn(String) -> String) -> Installed {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+    let env = Env::up(Options::new(dir.path().join("env"), hosts)).expect("testenv up");
     let cache = dir.path().join("cache");
     let kc = dir.path().join("admin.conf");
-    let base = with_options(
-        &std::fs::read_to_string(&env.manifest).unwrap(),
-        "  options:\n    concurrency:\n      workerDisruptionPercent: 25\n    drain:\n      gracePeriod: 5s\n",
-    );
+    let base = edit(std::fs::read_to_string(&env.manifest).unwrap());
     let m = dir.path().join("k0sctl.yaml");
     std::fs::write(&m, &base).unwrap();
-    let ms = m.to_str().unwrap();
     let out = k0sctl(
         &cache,
-        &["apply", "-c", ms, "--kubeconfig-out", kc.to_str().unwrap()],
+        &[
+            "apply",
+            "-c",
+            m.to_str().unwrap(),
+            "--kubeconfig-out",
+            kc.to_str().unwrap(),
+        ],
     );
     assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
+    Installed {
+        env,
+        cache,
+        kc,
+        m,
+        base,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn workers_upgrade_in_batches_without_breaking_the_pdb() {
+    // `_dir` first: bindings drop in reverse order, so the environment goes before its dir.
+    let Installed {
+        _dir,
+        env,
+        cache,
+        kc,
+        m,
+        base,
+    } = installed("k0sctl-upgrade-w-", 9, |t| {
+        with_options(
+            &t,
+            "  options:\n    concurrency:\n      workerDisruptionPercent: 25\n    drain:\n      gracePeriod: 5s\n",
+        )
+    });
+    let ms = m.to_str().unwrap();
 
     // A replicated workload whose budget allows one pod away at a time.
     kubectl(
@@ -368,25 +405,21 @@ fn workers_upgrade_in_batches_without_breaking_the_pdb() {
 
 #[test]
 fn a_pdb_that_allows_nothing_blocks_with_names_and_exit_6() {
-    let dir = tempfile::Builder::new()
-        .prefix("k0sctl-upgrade-pdb-")
-        .tempdir()
-        .unwrap();
-    let env = Env::up(Options::new(dir.path().join("env"), 3)).expect("testenv up");
-    let cache = dir.path().join("cache");
-    let kc = dir.path().join("admin.conf");
-    let base = with_options(
-        &std::fs::read_to_string(&env.manifest).unwrap(),
-        "  options:\n    drain:\n      timeout: 12s\n      gracePeriod: 5s\n",
-    );
-    let m = dir.path().join("k0sctl.yaml");
-    std::fs::write(&m, &base).unwrap();
+    // `_dir` first: bindings drop in reverse order, so the environment goes before its dir.
+    let Installed {
+        _dir,
+        env,
+        cache,
+        kc,
+        m,
+        base,
+    } = installed("k0sctl-upgrade-pdb-", 3, |t| {
+        with_options(
+            &t,
+            "  options:\n    drain:\n      timeout: 12s\n      gracePeriod: 5s\n",
+        )
+    });
     let ms = m.to_str().unwrap();
-    let out = k0sctl(
-        &cache,
-        &["apply", "-c", ms, "--kubeconfig-out", kc.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
     kubectl(
         &kc,
         &["apply", "-f", "-"],
@@ -468,29 +501,21 @@ fn a_pdb_that_allows_nothing_blocks_with_names_and_exit_6() {
 
 #[test]
 fn evict_taint_on_controller_workers_and_workers_while_upgrading() {
-    let dir = tempfile::Builder::new()
-        .prefix("k0sctl-upgrade-taint-")
-        .tempdir()
-        .unwrap();
-    let env = Env::up(Options::new(dir.path().join("env"), 2)).expect("testenv up");
-    let cache = dir.path().join("cache");
-    let kc = dir.path().join("admin.conf");
-    let base = with_options(
-        &std::fs::read_to_string(&env.manifest).unwrap().replacen(
-            "role: controller",
-            "role: controller+worker",
-            1,
-        ),
-        "  options:\n    evictTaint:\n      enabled: true\n      controllerWorkers: true\n",
-    );
-    let m = dir.path().join("k0sctl.yaml");
-    std::fs::write(&m, &base).unwrap();
+    // `_dir` first: bindings drop in reverse order, so the environment goes before its dir.
+    let Installed {
+        _dir,
+        env,
+        cache,
+        kc,
+        m,
+        base,
+    } = installed("k0sctl-upgrade-taint-", 2, |t| {
+        with_options(
+            &t.replacen("role: controller", "role: controller+worker", 1),
+            "  options:\n    evictTaint:\n      enabled: true\n      controllerWorkers: true\n",
+        )
+    });
     let ms = m.to_str().unwrap();
-    let out = k0sctl(
-        &cache,
-        &["apply", "-c", ms, "--kubeconfig-out", kc.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
 
     let (old, new) = (&env.versions[0], env.versions.last().unwrap().clone());
     std::fs::write(&m, with_version(&base, old, &new)).unwrap();
