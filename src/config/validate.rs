@@ -616,7 +616,7 @@ fn validate_k0s(ck: &mut Checker, c: &Cluster) {
                     ck.err(
                         "spec.k0s.dynamicConfig",
                         Value,
-                        format!("dynamic config only available since k0s version {dyn_min} (spec.k0s.version is {v})"),
+                        format!("dynamic config only available since k0s version {dyn_min} (spec.k0s.version is {ver})"),
                     )
                     .with_hint(Some(format!(
                         "set spec.k0s.version to {dyn_min} or newer, or remove dynamicConfig"
