@@ -29,6 +29,13 @@ if [ -e /lib/systemd/system/etcd.service ]; then
     systemctl disable etcd.service >/dev/null 2>&1 || true
     if [ -d /run/systemd/system ]; then systemctl stop etcd.service >/dev/null 2>&1 || true; fi
 fi
+# The package also creates an `etcd` system user. k0s creates its own `etcd` user at install and
+# deletes it at reset; a user from the machine's image would make every reset change the hosts'
+# /etc/passwd. The stand-in runs etcd as root, so the package's user is not needed.
+if getent passwd etcd >/dev/null 2>&1 && [ "$(getent passwd etcd | cut -d: -f6)" = /var/lib/etcd/ ]; then
+    userdel etcd >/dev/null 2>&1 || true
+    rmdir /var/lib/etcd 2>/dev/null || true
+fi
 # kubectl is used by tests (real kubectl against the stand-in API server); the CI image ships it.
 command -v kubectl >/dev/null 2>&1 || echo "warning: kubectl not found on PATH; kubectl-based testenv tests will be skipped" >&2
 exit 0
