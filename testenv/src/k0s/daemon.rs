@@ -635,7 +635,8 @@ async fn run_async(
             )?;
             if etcd_storage {
                 // etcd refuses a member add while the cluster is unhealthy (e.g. an earlier added
-                // member has not started yet): k0s retries its join with a backoff.
+                // member has not started yet): k0s retries its join with a backoff (10
+                // attempts from 1 s, doubling; `pkg/component/controller/etcd.go`).
                 let join_url = format!(
                     "{url}/v1beta1/etcd/members?node={}&peer={}",
                     enc(&util::hostname()),
@@ -650,7 +651,7 @@ async fn run_async(
                         break body;
                     }
                     let msg = String::from_utf8_lossy(&body).into_owned();
-                    if attempt >= 12 {
+                    if attempt >= 10 {
                         bail!("failed to join etcd cluster: HTTP {code}: {msg}");
                     }
                     util::log_warn(&format!(
