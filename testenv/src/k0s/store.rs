@@ -882,3 +882,38 @@ impl Store {
         Some(self.write_locked(&mut d, gr, ns, name, o, &old))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_is_reapplied_onto_a_newer_object_as_a_merge_patch() {
+        let old = json!({"metadata":{"name":"n","labels":{"a":"1","b":"2"}},"spec":{"x":1}});
+        let mine = json!({"metadata":{"name":"n","labels":{"a":"1","c":"3"}},"spec":{"x":1}});
+        let p = merge_diff(&old, &mine);
+        assert_eq!(p, json!({"metadata":{"labels":{"b":null,"c":"3"}}}));
+        // Someone else changed spec meanwhile: both changes survive.
+        let mut newer = json!({"metadata":{"name":"n","labels":{"a":"1","b":"2"}},"spec":{"x":2}});
+        merge_apply(&mut newer, &p);
+        assert_eq!(
+            newer,
+            json!({"metadata":{"name":"n","labels":{"a":"1","c":"3"}},"spec":{"x":2}})
+        );
+    }
+
+    #[test]
+    fn etcd_keys_and_numbers() {
+        assert_eq!(etcd::prefix_end("/registry/"), b"/registry0".to_vec());
+        assert_eq!(etcd::num(&json!("42")), 42);
+        assert_eq!(etcd::num(&json!(7)), 7);
+        assert_eq!(etcd::num(&Value::Null), 0);
+        assert_eq!(etcd::peer_url("10.0.0.1"), "https://10.0.0.1:2380");
+        assert_eq!(etcd::peer_url("fd00::1"), "https://[fd00::1]:2380");
+        let kv = json!({"key": etcd::b64(b"/registry/apps/deployments/ns1/web"),
+            "value": etcd::b64(br#"{"metadata":{"name":"web"}}"#), "mod_revision": "9"});
+        let (k, o) = obj_of(&kv).unwrap();
+        assert_eq!(k, "apps/deployments/ns1/web");
+        assert_eq!(o["metadata"]["resourceVersion"], "9");
+    }
+}
