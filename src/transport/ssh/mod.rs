@@ -261,6 +261,8 @@ pub struct ClientHandler {
     cfg: KnownHostsConfig,
     /// Fingerprint of the accepted server key (for logs).
     accepted: Arc<Mutex<Option<String>>>,
+    /// The accepted plain server key in OpenSSH form (`alg base64`); not set for certificates.
+    accepted_key: Arc<Mutex<Option<String>>>,
 }
 
 impl client::Handler for ClientHandler {
@@ -308,6 +310,9 @@ impl client::Handler for ClientHandler {
             }
         }
         *self.accepted.lock().expect("lock") = Some(fp);
+        if let PublicKeyOrCertificate::PublicKey { key, .. } = key {
+            *self.accepted_key.lock().expect("lock") = key.to_openssh().ok();
+        }
         Ok(true)
     }
 }
@@ -326,6 +331,8 @@ pub struct SshConnection {
     _via: Option<Arc<SshConnection>>,
     /// SHA256 fingerprint of the host key accepted at connect.
     host_key: Option<String>,
+    /// That key in OpenSSH public-key form, when it was a plain key (not a certificate).
+    host_key_openssh: Option<String>,
 }
 
 fn client_config(opts: &SshOptions, lines: &[known_hosts::KnownHostLine]) -> client::Config {
@@ -457,7 +464,9 @@ impl SshConnection {
         let lines = known_hosts::load(&opts.known_hosts);
         let cfg = Arc::new(client_config(opts, &lines));
         let accepted: Arc<Mutex<Option<String>>> = Arc::default();
+        let accepted_key: Arc<Mutex<Option<String>>> = Arc::default();
         let handler = ClientHandler {
+            accepted_key: accepted_key.clone(),
             host: opts.address.clone(),
             port: opts.port,
             label: label.clone(),
@@ -531,12 +540,19 @@ impl SshConnection {
             sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
             _via: via,
             host_key: accepted.lock().expect("lock").clone(),
+            host_key_openssh: accepted_key.lock().expect("lock").clone(),
         })
     }
 
     /// SHA256 fingerprint of the host key (or host certificate key) accepted at connect.
     pub fn host_key_fingerprint(&self) -> Option<&str> {
         self.host_key.as_deref()
+    }
+
+    /// The host key accepted at connect in OpenSSH form (`ssh-ed25519 AAAA…`), when it was a
+    /// plain key verified against known_hosts (not a host certificate).
+    pub fn host_key_openssh(&self) -> Option<&str> {
+        self.host_key_openssh.as_deref()
     }
 
     /// The underlying russh handle (for direct-tcpip tunnels and SFTP).
