@@ -716,17 +716,74 @@ impl Phase for UploadFiles {
                 .target_version()
                 .map(|v| v.to_string())
                 .unwrap_or_default();
-            let results = join_all(state.hosts.iter().filter(|h| has_files(h)).map(|h| {
-                let (base, version) = (base.clone(), version.clone());
+            let plans = join_all(
+                state
+                    .hosts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, h)| has_files(h))
+                    .map(|(idx, h)| {
+                        let (base, version) = (base.clone(), version.clone());
+                        async move { (idx, plan_host(h, &base, &version).await) }
+                    }),
+            )
+            .await;
+            // Who sends each relayed file to whom, per (host, step): the sender's name.
+            let (_, groups) = relay_groups(&plans);
+            let mut sender: Vec<((usize, usize), String)> = Vec::new();
+            for members in groups {
+                let targets: Vec<relay::Target> = members
+                    .iter()
+                    .filter_map(|&(i, _)| {
+                        let h = &state.hosts[i];
+                        let p = h.host.as_ref()?;
+                        Some(relay::Target {
+                            name: h.name.clone(),
+                            remote: p.remote.clone(),
+                            endpoint: relay::endpoint(h.spec.as_ref(), &p.remote),
+                            dst: String::new(),
+                            opts: UploadOptions::default(),
+                        })
+                    })
+                    .collect();
+                let (i0, n0) = members[0];
+                let Some(Ok(steps)) = plans.iter().find(|(x, _)| *x == i0).map(|(_, p)| p) else {
+                    continue;
+                };
+                let (first, _) = &steps[n0];
+                let plan = relay::plan(&targets, first.size);
+                if plan.chain.len() < 2 {
+                    continue;
+                }
+                for (from, to) in plan.edges(&targets) {
+                    state.emit(serde_json::json!({
+                        "event": "relay", "file": first.label, "from": from, "to": to
+                    }));
+                    if let Some(&(i, n)) = members.iter().find(|(i, _)| state.hosts[*i].name == to)
+                    {
+                        sender.push(((i, n), from));
+                    }
+                }
+            }
+            let results = join_all(plans.into_iter().map(|(idx, planned)| {
+                let h = &state.hosts[idx];
+                let sender = &sender;
                 async move {
                     let err = |e: String| (h.name.clone(), e);
-                    let steps = plan_host(h, &base, &version).await.map_err(err)?;
+                    let steps = planned.map_err(err)?;
                     let mut plan = Vec::new();
-                    for (it, step) in &steps {
+                    for (n, (it, step)) in steps.iter().enumerate() {
                         if *step == Step::Download && !url_differs(h, it).await.map_err(err)? {
                             continue;
                         }
-                        plan.extend(describe(it, step));
+                        let from = sender.iter().find(|(k, _)| *k == (idx, n)).map(|(_, f)| f);
+                        plan.extend(describe(it, step).map(|d| match from {
+                            Some(f) if f.as_str() == "operator" => {
+                                format!("{d} (sent by the operator)")
+                            }
+                            Some(f) => format!("{d} (relayed from {f})"),
+                            None => d,
+                        }));
                     }
                     Ok((h.name.clone(), plan))
                 }

@@ -132,8 +132,12 @@ impl Plan {
 /// file is big enough and there are at least two of them.
 pub fn plan(targets: &[Target], size: u64) -> Plan {
     let mut p = Plan::default();
+    let off = relay_disabled();
     for (i, t) in targets.iter().enumerate() {
         match &t.endpoint {
+            Ok(_) if off => p
+                .direct
+                .push((i, "relaying is off (K0SCTL_RELAY=0)".into())),
             Ok(_) if size >= MIN_RELAY_BYTES => p.chain.push(i),
             Ok(_) => p.direct.push((i, "small file".into())),
             Err(e) => p.direct.push((i, e.clone())),
@@ -146,6 +150,15 @@ pub fn plan(targets: &[Target], size: u64) -> Plan {
         p.direct.sort_by_key(|(i, _)| *i);
     }
     p
+}
+
+/// `K0SCTL_RELAY=0` (or `false`/`off`) turns the fan-out off: every host gets its own upload
+/// from the operator (for comparisons, and for networks where hosts must not talk to each
+/// other).
+pub fn relay_disabled() -> bool {
+    std::env::var("K0SCTL_RELAY")
+        .map(|v| matches!(v.trim(), "0" | "false" | "off" | "no"))
+        .unwrap_or(false)
 }
 
 fn temp_suffix() -> String {
@@ -193,6 +206,32 @@ fn recv_script(dir: &str, marker: &str, home: &str, next: Option<&Endpoint>) -> 
     s
 }
 
+/// Reports the bytes the operator has sent (to the first host's progress bar).
+struct Progress<R> {
+    inner: R,
+    sent: u64,
+    total: Option<u64>,
+    progress: Option<super::files::UploadProgress>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Progress<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &r {
+            self.sent += (buf.filled().len() - before) as u64;
+            if let Some(p) = &self.progress {
+                (p.0)(self.sent, self.total);
+            }
+        }
+        r
+    }
+}
+
 /// Sends `src` (whose SHA-256 is `sha256`) to every target per `plan`: relayed along the chain,
 /// direct where the plan or the hosts say so, and direct again wherever a relayed copy does not
 /// verify. Returns one result per target, in the targets' order.
@@ -218,7 +257,8 @@ pub async fn deliver(
     let direct = join_all(fallback.into_iter().map(|(i, why)| {
         let t = &targets[i];
         async move {
-            if plan.chain.len() >= 2 || !matches!(why.as_str(), "small file") {
+            let planned_so = ["small file", "relaying is off", "no other host"];
+            if !planned_so.iter().any(|p| why.starts_with(p)) {
                 tracing::info!("{}: {why}; uploading {} directly", t.name, t.dst);
             }
             let r = t
@@ -384,8 +424,15 @@ async fn relay(
         let first = &targets[order[0].0];
         match tokio::fs::File::open(src).await {
             Ok(f) => {
+                let total = f.metadata().await.ok().map(|m| m.len());
+                let reader = Progress {
+                    inner: f,
+                    sent: 0,
+                    total,
+                    progress: first.opts.progress.clone(),
+                };
                 let cmd = Cmd::new(format!("sh {}/recv", shell_quote(&dirs[0])))
-                    .stdin_reader(f)
+                    .stdin_reader(reader)
                     .display_as(format!("relay {} into {}", src.display(), first.name));
                 match first.remote.exec(cmd).await {
                     Ok(o) => {
@@ -428,9 +475,16 @@ async fn relay(
             }
             _ => String::new(),
         };
+        // The copy belongs to the login user: the final file belongs to root (as a direct
+        // upload through the privilege wrapper would) unless an owner is given.
+        let own = if t.opts.sudo {
+            format!("&& chown 0:0 {tmp} ")
+        } else {
+            String::new()
+        };
         let install = format!(
             "[ -f {d}/data ] || {{ echo missing; exit 0; }}\n\
-             {mkdir}(umask 077; cat {d}/data > {tmp}) || {{ rm -f {tmp}; echo copy-failed; exit 0; }}\n\
+             {mkdir}mv -f {d}/data {tmp} {own}|| {{ rm -f {tmp}; echo move-failed; exit 0; }}\n\
              got=$( (openssl dgst -sha256 -r {tmp} 2>/dev/null || sha256sum {tmp}) | cut -c1-64)\n\
              if [ \"$got\" != {sha256} ]; then rm -f {tmp}; echo \"mismatch $got\"; exit 0; fi\n\
              {fin} && mv -f {tmp} {dst} || {{ rc=$?; rm -f {tmp}; exit $rc; }}\n\
