@@ -68,6 +68,14 @@ pub struct Options {
     pub binserver_in_process: bool,
     /// Also give hosts an RSA host key (3072 bit; slow to generate for many hosts).
     pub rsa_host_keys: bool,
+    /// A second interface (`eth1`) per cluster host on a second bridge (its own /24, no address
+    /// on the machine) carrying the host's default route, as on machines whose cluster traffic
+    /// uses a private network: k0sctl's private-interface detection finds `eth1`, and the
+    /// host's private address differs from its SSH address (`eth0`).
+    pub private_net: bool,
+    /// sshd with `AllowTcpForwarding no` (hardened configurations, CIS benchmarks): every
+    /// `direct-tcpip` channel is refused with "administratively prohibited".
+    pub no_tcp_forwarding: bool,
 }
 
 impl Options {
@@ -85,6 +93,8 @@ impl Options {
             versions: DEFAULT_VERSIONS.iter().map(|s| s.to_string()).collect(),
             binserver_in_process: true,
             rsa_host_keys: false,
+            private_net: false,
+            no_tcp_forwarding: false,
         }
     }
 }
@@ -105,6 +115,9 @@ pub struct Host {
     pub pid: i32,
     /// Root filesystem as seen from the machine (`/proc/<pid>/root`).
     pub root: PathBuf,
+    /// Address on the private network (`eth1`), with `--private-net`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_ip: Option<Ipv4Addr>,
 }
 
 /// On-disk record of everything an environment created, written before anything is created so
@@ -117,6 +130,11 @@ pub struct State {
     pub inner_subnet: Option<u8>,
     pub bridge: String,
     pub inner_bridge: Option<String>,
+    /// `--private-net`: the private network's /24 and bridge.
+    #[serde(default)]
+    pub private_subnet: Option<u8>,
+    #[serde(default)]
+    pub private_bridge: Option<String>,
     pub netns: Vec<String>,
     pub links: Vec<String>,
     pub hosts: Vec<Host>,
@@ -388,6 +406,8 @@ struct PlannedHost {
     veth: String,
     /// second interface for the bastion (inner bridge)
     inner: Option<(String, Ipv4Addr)>,
+    /// `--private-net`: the host's veth on the private bridge and its address there.
+    private: Option<(String, Ipv4Addr)>,
     bridge: String,
     gateway: Ipv4Addr,
 }
@@ -454,6 +474,19 @@ impl Env {
             }
             st.inner_bridge = Some(format!("{prefix}bi"));
         }
+        if opts.private_net {
+            match claim_subnet(&dir) {
+                Ok(n) => st.private_subnet = Some(n),
+                Err(e) => {
+                    release_subnet(st.subnet, &dir);
+                    if let Some(n) = st.inner_subnet {
+                        release_subnet(n, &dir);
+                    }
+                    return Err(e);
+                }
+            }
+            st.private_bridge = Some(format!("{prefix}bp"));
+        }
         // Plan every name before creating anything, and record it.
         let mut planned = Vec::new();
         let outer = |i: u8| Ipv4Addr::new(10, 213, st.subnet, i);
@@ -475,6 +508,12 @@ impl Env {
                 role: role.into(),
                 ip: Ipv4Addr::new(10, 213, cluster_net, 10 + i as u8),
                 inner: None,
+                private: st.private_subnet.map(|n| {
+                    (
+                        format!("{prefix}p{i}"),
+                        Ipv4Addr::new(10, 213, n, 10 + i as u8),
+                    )
+                }),
                 bridge: cluster_bridge.clone(),
                 // A gateway address nobody owns: hosts get a realistic default route, but no
                 // packet can leave the bridge towards any other network.
@@ -489,6 +528,7 @@ impl Env {
                 netns: format!("{prefix}-bastion"),
                 veth: format!("{prefix}vb"),
                 inner: Some((format!("{prefix}vbi"), Ipv4Addr::new(10, 213, inner, 5))),
+                private: None,
                 bridge: st.bridge.clone(),
                 gateway: outer(254),
             });
@@ -496,11 +536,17 @@ impl Env {
         st.netns = planned.iter().map(|p| p.netns.clone()).collect();
         st.links = std::iter::once(st.bridge.clone())
             .chain(st.inner_bridge.clone())
+            .chain(st.private_bridge.clone())
             .chain(planned.iter().map(|p| p.veth.clone()))
             .chain(
                 planned
                     .iter()
                     .filter_map(|p| p.inner.as_ref().map(|i| i.0.clone())),
+            )
+            .chain(
+                planned
+                    .iter()
+                    .filter_map(|p| p.private.as_ref().map(|i| i.0.clone())),
             )
             .collect();
         save_state(&st)?;
@@ -535,6 +581,10 @@ impl Env {
             // The inner bridge has no address: the machine cannot reach hosts behind the bastion.
             root_batch += &format!("link add {ib} type bridge\nlink set {ib} up\n");
         }
+        if let Some(pb) = &st.private_bridge {
+            // Like the inner bridge, the private network has no address on the machine.
+            root_batch += &format!("link add {pb} type bridge\nlink set {pb} up\n");
+        }
         for p in planned {
             ip(&["netns", "add", &p.netns])?;
             root_batch += &format!(
@@ -548,10 +598,20 @@ impl Env {
                     st.inner_bridge.as_ref().unwrap()
                 );
             }
+            if let Some((pv, _)) = &p.private {
+                root_batch += &format!(
+                    "link add {pv} type veth peer name eth1 netns {}\nlink set {pv} master {} up\n",
+                    p.netns,
+                    st.private_bridge.as_ref().unwrap()
+                );
+            }
         }
         if let Some(n) = st.inner_subnet {
             // The machine has no address on the inner bridge; make sure packets for that subnet
             // are refused locally instead of following the machine's default route.
+            root_batch += &format!("route add unreachable 10.213.{n}.0/24\n");
+        }
+        if let Some(n) = st.private_subnet {
             root_batch += &format!("route add unreachable 10.213.{n}.0/24\n");
         }
         ip_batch(None, &root_batch)?;
@@ -573,9 +633,22 @@ impl Env {
         }
         for p in planned {
             let mut b = format!(
-                "link set lo up\naddr add {}/24 dev eth0\nlink set eth0 up\nroute add default via {} dev eth0 onlink\n",
-                p.ip, p.gateway
+                "link set lo up\naddr add {}/24 dev eth0\nlink set eth0 up\n",
+                p.ip
             );
+            match &p.private {
+                // The default route goes over the private network (gateway `.254` that nobody
+                // owns, as on the first network): k0sctl's detection (`ip route list scope
+                // global`) then names eth1.
+                Some((_, pip)) => {
+                    let o = pip.octets();
+                    b += &format!(
+                        "addr add {pip}/24 dev eth1\nlink set eth1 up\nroute add default via {}.{}.{}.254 dev eth1 onlink\n",
+                        o[0], o[1], o[2]
+                    );
+                }
+                None => b += &format!("route add default via {} dev eth0 onlink\n", p.gateway),
+            }
             if let Some((_, iip)) = &p.inner {
                 b += &format!("addr add {iip}/24 dev eth1\nlink set eth1 up\n");
             }
@@ -596,6 +669,8 @@ impl Env {
         let mut etc_hosts =
             String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
         for p in planned {
+            // Names resolve to the SSH address (also with `--private-net`): a kubelet without
+            // `--node-ip` then registers that address, as the kubelet's own rule says.
             etc_hosts += &format!("{}\t{}\n", p.ip, p.name);
         }
         let boot = dir.join("boot.sh");
@@ -690,6 +765,10 @@ impl Env {
             // Only these host keys (never the machine's own); otherwise Debian's sshd defaults
             // (e.g. MaxStartups 10:30:100, which limits parallel handshakes through a bastion).
             conf += "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nUseDNS no\n";
+            if opts.no_tcp_forwarding {
+                // This file is included before Debian's own settings: the first value wins.
+                conf += "AllowTcpForwarding no\n";
+            }
             write_file(
                 &up.join("etc/ssh/sshd_config.d/testenv.conf"),
                 conf.as_bytes(),
@@ -802,6 +881,7 @@ impl Env {
                 netns: p.netns.clone(),
                 pid,
                 root: PathBuf::from(format!("/proc/{pid}/root")),
+                private_ip: p.private.as_ref().map(|x| x.1),
             });
         }
         st.hosts = hosts.clone();
@@ -1224,7 +1304,7 @@ pub fn down_dir(dir: &Path) -> Result<()> {
             }
         }
     }
-    if let Some(n) = st.inner_subnet {
+    for n in st.inner_subnet.iter().chain(st.private_subnet.iter()) {
         let _ = ip(&["route", "del", "unreachable", &format!("10.213.{n}.0/24")]);
     }
     // 3. The binary server daemon (only if it is still our process).
@@ -1258,8 +1338,8 @@ pub fn down_dir(dir: &Path) -> Result<()> {
     // 5. Host layers and bookkeeping.
     let _ = std::fs::remove_dir_all(dir.join("hosts"));
     release_subnet(st.subnet, &dir);
-    if let Some(n) = st.inner_subnet {
-        release_subnet(n, &dir);
+    for n in st.inner_subnet.iter().chain(st.private_subnet.iter()) {
+        release_subnet(*n, &dir);
     }
     let _ = std::fs::remove_file(Path::new(REGISTRY).join(format!("env-{}", st.prefix)));
     std::fs::remove_file(dir.join("state.json"))?;

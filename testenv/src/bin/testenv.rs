@@ -46,6 +46,13 @@ enum Cmd {
         /// Also generate an RSA host key per host (besides ed25519 and ecdsa)
         #[arg(long)]
         rsa_host_keys: bool,
+        /// A second interface (eth1) per host on a private network that carries the default
+        /// route; the SSH address stays on eth0
+        #[arg(long)]
+        private_net: bool,
+        /// sshd with `AllowTcpForwarding no` (direct-tcpip channels are refused)
+        #[arg(long)]
+        no_tcp_forwarding: bool,
     },
     /// Remove every namespace, mount, process, bridge and veth of the environment (idempotent)
     Down {
@@ -109,9 +116,13 @@ fn main() -> Result<()> {
             k0s_bin,
             versions,
             rsa_host_keys,
+            private_net,
+            no_tcp_forwarding,
         } => {
             let mut o = Options::new(dir, hosts);
             o.controllers = controllers;
+            o.private_net = private_net;
+            o.no_tcp_forwarding = no_tcp_forwarding;
             o.os = os;
             o.user = user;
             o.sudo = match sudo {
@@ -129,7 +140,10 @@ fn main() -> Result<()> {
             let t = std::time::Instant::now();
             let env = Env::up(o)?;
             for h in env.hosts.iter().chain(env.bastion.iter()) {
-                println!("{:<14} {:<10} {}", h.name, h.role, h.ip);
+                match h.private_ip {
+                    Some(p) => println!("{:<14} {:<10} {} (private {p})", h.name, h.role, h.ip),
+                    None => println!("{:<14} {:<10} {}", h.name, h.role, h.ip),
+                }
             }
             println!("manifest: {}", env.manifest.display());
             println!("hosts:    {}", env.hosts_json.display());
