@@ -623,6 +623,13 @@ impl Remote {
         tracing::trace!(host = self.name(), target = %format!("{host}:{port}"), "open tunnel");
         tunnel::open(&self.conn, host, port).await
     }
+
+    /// A byte stream to the stdin/stdout of `command` on the host, as the login user (see
+    /// [`tunnel::open_exec`]).
+    pub async fn open_exec_stream(&self, command: &str) -> Result<Tunnel, TransportError> {
+        tracing::trace!(host = self.name(), "open exec stream");
+        tunnel::open_exec(&self.conn, command).await
+    }
 }
 
 /// Copy `prefix` then `stdin` into `w` in 256 KiB chunks, then shut `w` down.

@@ -98,6 +98,71 @@ pub(crate) async fn open(
     }
 }
 
+/// A byte stream to the stdin/stdout of `command` run on the host (as the login user, no
+/// privilege wrapping; its stderr is discarded for native SSH and logged at debug level
+/// otherwise): an exec channel (native SSH), a child `ssh … command` (OpenSSH) or a child
+/// `sh -c command` (localhost). For relays that need no TCP forwarding (see
+/// [`crate::kube`]). Dropping it closes the channel (ends the child).
+pub(crate) async fn open_exec(conn: &Connection, command: &str) -> Result<Tunnel, TransportError> {
+    let what = "open an exec channel for a stream";
+    let child_stream = |mut cmd: tokio::process::Command| -> Result<Tunnel, TransportError> {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| TransportError::io(&c_name(conn), what, e))?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        if let Some(err) = child.stderr.take() {
+            let name = c_name(conn);
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(err).lines();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    tracing::debug!(host = %name, "exec stream: {l}");
+                }
+            });
+        }
+        Ok(Box::new(ChildStream {
+            io: tokio::io::join(stdout, stdin),
+            _child: child,
+        }))
+    };
+    match conn {
+        Connection::Ssh(c) => {
+            let h = c.handle();
+            if h.is_closed() {
+                return Err(TransportError::Disconnected {
+                    host: c_name(conn),
+                    reason: "the SSH connection is closed".into(),
+                });
+            }
+            let ch = h
+                .channel_open_session()
+                .await
+                .map_err(|e| TransportError::io(&c_name(conn), what, e))?;
+            ch.exec(true, command.as_bytes())
+                .await
+                .map_err(|e| TransportError::io(&c_name(conn), what, e))?;
+            Ok(Box::new(ch.into_stream()))
+        }
+        Connection::OpenSsh(c) => child_stream(c.exec_stream_command(command)),
+        Connection::Local(_) => {
+            let mut c = tokio::process::Command::new("sh");
+            c.arg("-c").arg(command);
+            child_stream(c)
+        }
+    }
+}
+
+/// True when `e` is an SSH server's refusal of a `direct-tcpip` channel by policy
+/// ("administratively prohibited", e.g. sshd's `AllowTcpForwarding no`).
+pub fn is_forwarding_refused(e: &TransportError) -> bool {
+    let m = e.to_string();
+    m.contains("AdministrativelyProhibited") || m.contains("administratively prohibited")
+}
+
 fn c_name(conn: &Connection) -> String {
     use super::Transport;
     conn.name().to_string()
