@@ -10,7 +10,10 @@
 //! * `no_tcp_forwarding`: sshd with `AllowTcpForwarding no`: the Kubernetes API must be
 //!   reached without `direct-tcpip` channels, said once at info level;
 //! * `only_bind_to_address`: `spec.api.onlyBindToAddress: true`: the API server listens only on
-//!   the controller's address (nothing on 127.0.0.1), where the tool must reach it.
+//!   the controller's address (nothing on 127.0.0.1), where the tool must reach it;
+//! * `openrc`: hosts whose PID 1 is OpenRC (`--init openrc`): the tool's OpenRC service paths
+//!   (`rc-service`, `/etc/init.d/k0s*`) and its `/etc/conf.d` environment, through install,
+//!   upgrade and a final `reset`.
 //!
 //! (The `--realistic` timing variant belongs here as one more [`Variant`].)
 
@@ -29,6 +32,7 @@ enum Variant {
     PrivateNet,
     NoTcpForwarding,
     OnlyBindToAddress,
+    OpenRc,
 }
 
 fn workload(name: &str) -> String {
@@ -69,6 +73,9 @@ fn run(variant: Variant) {
     let mut o = Options::new(dir.path().join("env"), 3);
     o.private_net = variant == Variant::PrivateNet;
     o.no_tcp_forwarding = variant == Variant::NoTcpForwarding;
+    if variant == Variant::OpenRc {
+        o.init = "openrc".into();
+    }
     let env = Env::up(o).expect("testenv up");
     let cache = dir.path().join("cache");
     let kc = dir.path().join("admin.conf");
@@ -76,6 +83,13 @@ fn run(variant: Variant) {
     base = base.trim_end().to_string() + "\n";
     if variant == Variant::OnlyBindToAddress {
         base += "    config:\n      spec:\n        api:\n          onlyBindToAddress: true\n";
+    }
+    if variant == Variant::OpenRc {
+        // A service environment on every host (OpenRC: /etc/conf.d/<service>).
+        base = base.replace(
+            "    k0sDownloadURL:",
+            "    environment:\n      TESTENV_MARK: openrc-env\n    k0sDownloadURL:",
+        );
     }
     base += "  options:\n    drain:\n      gracePeriod: 5s\n";
     let m = dir.path().join("k0sctl.yaml");
@@ -135,6 +149,7 @@ fn run(variant: Variant) {
                 "{listening}"
             );
         }
+        Variant::OpenRc => check_openrc(&env),
         _ => {}
     }
 
@@ -208,6 +223,59 @@ fn run(variant: Variant) {
     let out = k0sctl(&cache, &["apply", "-c", ms, "--output", "json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(changes(&text(&out.stdout)), Vec::<(String, String)>::new());
+
+    if variant == Variant::OpenRc {
+        check_openrc(&env);
+        // Reset through OpenRC: services stopped and removed, k0s gone.
+        let out = k0sctl(&cache, &["reset", "-c", ms, "--force"]);
+        assert!(out.status.success(), "reset failed:\n{}", text(&out.stderr));
+        for h in &env.hosts {
+            let left = env
+                .exec(
+                    h,
+                    "ls /etc/init.d | grep k0s; pidof k0s; rc-status -a 2>/dev/null | grep k0s; true",
+                )
+                .unwrap();
+            assert_eq!(left.trim(), "", "{}: {left}", h.name);
+        }
+    }
+}
+
+/// OpenRC hosts: PID 1 is openrc-init, k0s runs as an OpenRC service (`/etc/init.d/k0s*`,
+/// started), and the manifest's environment reached the k0s process through `/etc/conf.d`.
+fn check_openrc(env: &Env) {
+    for h in &env.hosts {
+        let svc = if h.role == "controller" {
+            "k0scontroller"
+        } else {
+            "k0sworker"
+        };
+        assert_eq!(
+            env.exec(h, "cat /proc/1/comm").unwrap().trim(),
+            "openrc-init"
+        );
+        let st = env
+            .exec(h, &format!("rc-service {svc} status 2>&1; true"))
+            .unwrap();
+        assert!(st.contains("started"), "{}: {st}", h.name);
+        let conf = env.exec(h, &format!("cat /etc/conf.d/{svc}")).unwrap();
+        assert!(
+            conf.contains("TESTENV_MARK=openrc-env"),
+            "{}: {conf}",
+            h.name
+        );
+        let environ = env
+            .exec(
+                h,
+                "for p in $(pidof k0s); do tr '\\0' '\\n' < /proc/$p/environ; done",
+            )
+            .unwrap();
+        assert!(
+            environ.contains("TESTENV_MARK=openrc-env"),
+            "{}: {environ}",
+            h.name
+        );
+    }
 }
 
 #[test]
@@ -223,6 +291,11 @@ fn private_network() {
 #[test]
 fn no_tcp_forwarding() {
     run(Variant::NoTcpForwarding);
+}
+
+#[test]
+fn openrc_hosts() {
+    run(Variant::OpenRc);
 }
 
 #[test]

@@ -76,7 +76,14 @@ pub struct Options {
     /// sshd with `AllowTcpForwarding no` (hardened configurations, CIS benchmarks): every
     /// `direct-tcpip` channel is refused with "administratively prohibited".
     pub no_tcp_forwarding: bool,
+    /// PID 1 of the hosts: `systemd` (default) or `openrc` (OpenRC's `openrc-init`, as on
+    /// Alpine; needs `install-deps.sh`'s unpacked OpenRC in [`OPENRC_ROOT`]).
+    pub init: String,
 }
+
+/// Debian's `openrc`, `libeinfo1` and `librc1` unpacked (merged-/usr layout) by
+/// `testenv/install-deps.sh`; `--init openrc` hosts get a copy in their own layer.
+pub const OPENRC_ROOT: &str = "/var/lib/testenv/openrc-root";
 
 impl Options {
     pub fn new(dir: impl Into<PathBuf>, hosts: usize) -> Options {
@@ -95,6 +102,7 @@ impl Options {
             rsa_host_keys: false,
             private_net: false,
             no_tcp_forwarding: false,
+            init: "systemd".into(),
         }
     }
 }
@@ -334,7 +342,7 @@ const BOOT_SH: &str = r#"#!/bin/sh
 # testenv host boot: runs as PID 1 of the host's PID namespace (inside its own network, mount,
 # UTS and cgroup namespaces), mounts the host's root and execs systemd as PID 1.
 set -e
-H="$1"; NAME="$2"
+H="$1"; NAME="$2"; INIT="${4:-systemd}"
 R="$H/root"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$H/upper,workdir=$H/work" "$R"
 mount -t proc proc "$R/proc"
@@ -351,6 +359,10 @@ mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
 mount --rbind /dev "$R/dev"
 hostname "$NAME"
 cd "$R"
+if [ "$INIT" = openrc ]; then
+    # openrc-init as PID 1: runs the sysinit, boot and default runlevels (sshd is in default).
+    exec chroot "$R" /sbin/openrc-init
+fi
 export container=testenv
 exec chroot "$R" /lib/systemd/systemd --system --unit=testenv-host.target --log-target=journal-or-kmsg
 "#;
@@ -379,6 +391,45 @@ const MASKED_UNITS: &[&str] = &[
 ];
 
 const HOST_TARGET: &str = "[Unit]\nDescription=testenv host (minimal boot: journald + sshd)\nWants=ssh.service systemd-user-sessions.service\nAfter=ssh.service systemd-user-sessions.service\nAllowIsolate=yes\n";
+
+/// An OpenRC host's own files: `rc.conf` (no container personality, the unified cgroup v2
+/// layout the host already has), a `net` provider (the network is set up from outside, as a
+/// container's is, and k0s's OpenRC script `need`s `net`), and sshd as an OpenRC service in
+/// the default runlevel (Debian's `/etc/init.d/ssh` is an LSB script OpenRC does not run).
+fn openrc_host(up: &Path) -> Result<()> {
+    // The unpacked packages go into the host's own layer (an overlay refuses a second lower
+    // layer that lies inside the first, `/`). About 1 MiB per host.
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(format!("{OPENRC_ROOT}/."))
+        .arg(up))?;
+    let _ = std::fs::remove_file(up.join(".complete"));
+    // Debian's OpenRC also reads insserv's configuration (for LSB scripts); none is needed.
+    write_file(&up.join("etc/insserv.conf"), b"", 0o644)?;
+    write_file(
+        &up.join("etc/rc.conf"),
+        b"# testenv OpenRC host\nrc_sys=\"\"\nrc_cgroup_mode=\"unified\"\nrc_logger=\"NO\"\nrc_parallel=\"NO\"\n",
+        0o644,
+    )?;
+    write_file(
+        &up.join("etc/init.d/testenv-net"),
+        b"#!/sbin/openrc-run\ndescription=\"network configured by testenv from outside the host\"\ndepend() {\n\tprovide net\n}\nstart() {\n\tebegin \"Network (set up by testenv)\"\n\teend 0\n}\n",
+        0o755,
+    )?;
+    write_file(
+        &up.join("etc/init.d/sshd"),
+        b"#!/sbin/openrc-run\ndescription=\"OpenSSH server\"\ncommand=/usr/sbin/sshd\ncommand_args=\"-D\"\ncommand_background=yes\npidfile=/run/${RC_SVCNAME}.pid\ndepend() {\n\tuse net\n}\nstart_pre() {\n\tmkdir -p /run/sshd && chmod 0755 /run/sshd\n}\n",
+        0o755,
+    )?;
+    let rl = up.join("etc/runlevels/default");
+    std::fs::create_dir_all(&rl)?;
+    for s in ["testenv-net", "sshd"] {
+        let l = rl.join(s);
+        let _ = std::fs::remove_file(&l);
+        std::os::unix::fs::symlink(format!("/etc/init.d/{s}"), &l)?;
+    }
+    Ok(())
+}
 
 fn host_key_types(opts: &Options) -> Vec<&'static str> {
     let mut v = vec!["ed25519", "ecdsa"];
@@ -425,6 +476,17 @@ impl Env {
             bail!("--controllers must not exceed --hosts");
         }
         let os_rel = os_release(&opts.os)?;
+        match opts.init.as_str() {
+            "systemd" => {}
+            "openrc" => {
+                if !Path::new(OPENRC_ROOT).join(".complete").exists() {
+                    bail!(
+                        "--init openrc needs OpenRC unpacked in {OPENRC_ROOT}: run testenv/install-deps.sh"
+                    );
+                }
+            }
+            o => bail!("--init must be systemd or openrc, not {o:?}"),
+        }
         raise_sysctls();
         for v in &opts.versions {
             crate::stamp::validate_version(v)?;
@@ -774,6 +836,9 @@ impl Env {
                 conf.as_bytes(),
                 0o644,
             )?;
+            if opts.init == "openrc" {
+                openrc_host(&up)?;
+            }
             // The optional user exists on every host, the bastion included.
             if let Some(u) = &opts.user {
                 add_user(&up, u, &pubkey, opts.sudo)?;
@@ -806,12 +871,13 @@ impl Env {
             let mut c = Command::new("sh");
             c.arg("-c")
                 .arg(format!(
-                    "echo $$ > {cg}/cgroup.procs && exec ip netns exec {} unshare --mount --uts --pid --cgroup --fork --propagation private sh {} {} {} {}",
+                    "echo $$ > {cg}/cgroup.procs && exec ip netns exec {} unshare --mount --uts --pid --cgroup --fork --propagation private sh {} {} {} {} {}",
                     p.netns,
                     boot.display(),
                     h.display(),
                     p.name,
-                    cgroup_mode().1
+                    cgroup_mode().1,
+                    opts.init
                 ))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)

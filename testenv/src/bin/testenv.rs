@@ -53,6 +53,9 @@ enum Cmd {
         /// sshd with `AllowTcpForwarding no` (direct-tcpip channels are refused)
         #[arg(long)]
         no_tcp_forwarding: bool,
+        /// PID 1 of the hosts: systemd, or openrc (OpenRC's openrc-init, as on Alpine)
+        #[arg(long, default_value = "systemd")]
+        init: String,
     },
     /// Remove every namespace, mount, process, bridge and veth of the environment (idempotent)
     Down {
@@ -118,11 +121,13 @@ fn main() -> Result<()> {
             rsa_host_keys,
             private_net,
             no_tcp_forwarding,
+            init,
         } => {
             let mut o = Options::new(dir, hosts);
             o.controllers = controllers;
             o.private_net = private_net;
             o.no_tcp_forwarding = no_tcp_forwarding;
+            o.init = init;
             o.os = os;
             o.user = user;
             o.sudo = match sudo {
