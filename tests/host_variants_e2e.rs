@@ -36,8 +36,12 @@ enum Variant {
 }
 
 fn workload(name: &str) -> String {
+    workload_with(name, "maxUnavailable: 1")
+}
+
+fn workload_with(name: &str, budget: &str) -> String {
     format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      containers:\n      - name: c\n        image: nginx\n---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: {name}-pdb\n  namespace: default\nspec:\n  maxUnavailable: 1\n  selector:\n    matchLabels:\n      app: {name}\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      containers:\n      - name: c\n        image: nginx\n---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: {name}-pdb\n  namespace: default\nspec:\n  {budget}\n  selector:\n    matchLabels:\n      app: {name}\n"
     )
 }
 
@@ -153,11 +157,52 @@ fn run(variant: Variant) {
         _ => {}
     }
 
+    let (old, new) = (&env.versions[0], env.versions.last().unwrap().clone());
+    if variant == Variant::NoTcpForwarding {
+        // Without forwarding, a budget that allows nothing still blocks the drain the same way:
+        // the PodDisruptionBudget named in a drain_blocked event, exit code 6.
+        kubectl(
+            &kc,
+            &["apply", "-f", "-"],
+            Some(&workload_with("solid", "minAvailable: 2")),
+        );
+        wait_ready_pods(&kc, "solid", 2);
+        std::fs::write(
+            &m,
+            base.replace(
+                &format!("version: \"{old}\""),
+                &format!("version: \"{new}\""),
+            ) + "      timeout: 12s\n",
+        )
+        .unwrap();
+        let out = k0sctl(&cache, &["apply", "-c", ms, "--output", "json"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(6), "{err}");
+        assert_eq!(err.matches("SSH TCP forwarding is off").count(), 1, "{err}");
+        let blocked: Vec<serde_json::Value> = text(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "drain_blocked")
+            .collect();
+        assert!(
+            blocked.iter().any(|v| v["pdb"] == "solid-pdb"),
+            "{blocked:?}\n{err}"
+        );
+        kubectl(
+            &kc,
+            &[
+                "delete",
+                "deployment/solid",
+                "poddisruptionbudget/solid-pdb",
+            ],
+            None,
+        );
+    }
+
     kubectl(&kc, &["apply", "-f", "-"], Some(&workload("web")));
     wait_ready_pods(&kc, "web", 2);
 
     // Upgrade: every worker is drained through the budget.
-    let (old, new) = (&env.versions[0], env.versions.last().unwrap().clone());
     std::fs::write(
         &m,
         base.replace(
