@@ -247,6 +247,18 @@ fn run(variant: Variant) {
     if variant == Variant::NoTcpForwarding {
         assert_eq!(said, 1, "{err}");
         assert!(err.contains("bash /dev/tcp"), "{err}");
+        // No relay outlives the run (each ends with its channel).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = env
+                .exec(controller, "pgrep -fa '[d]ev/tcp/' || true")
+                .unwrap();
+            if left.trim().is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "relays left: {left}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
     } else {
         assert_eq!(said, 0, "{err}");
     }

@@ -71,7 +71,7 @@ enum Cmd {
         dir: PathBuf,
     },
     /// Print one value of an environment for scripts: prefix, binserver-url, password, manifest,
-    /// ips, controller-ips, worker-ips, bastion-ip (lists: one per line)
+    /// ips, controller-ips, worker-ips, private-ips, bastion-ip (lists: one per line)
     Get {
         #[arg(long)]
         dir: PathBuf,
@@ -194,6 +194,12 @@ fn main() -> Result<()> {
                 "ips" => ips(None),
                 "controller-ips" => ips(Some("controller")),
                 "worker-ips" => ips(Some("worker")),
+                "private-ips" => st
+                    .hosts
+                    .iter()
+                    .filter_map(|h| h.private_ip.map(|p| p.to_string()))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
                 "bastion-ip" => st
                     .hosts
                     .iter()
