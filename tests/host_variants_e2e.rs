@@ -31,6 +31,9 @@ enum Variant {
     Default,
     PrivateNet,
     NoTcpForwarding,
+    /// The same hosts through the `openSSH:` transport (system ssh; `ssh -W` cannot report a
+    /// refused forward when it opens, so the tool asks first).
+    NoTcpForwardingOpenSsh,
     OnlyBindToAddress,
     OpenRc,
 }
@@ -76,7 +79,11 @@ fn run(variant: Variant) {
         .unwrap();
     let mut o = Options::new(dir.path().join("env"), 3);
     o.private_net = variant == Variant::PrivateNet;
-    o.no_tcp_forwarding = variant == Variant::NoTcpForwarding;
+    let no_forwarding = matches!(
+        variant,
+        Variant::NoTcpForwarding | Variant::NoTcpForwardingOpenSsh
+    );
+    o.no_tcp_forwarding = no_forwarding;
     if variant == Variant::OpenRc {
         o.init = "openrc".into();
     }
@@ -85,6 +92,9 @@ fn run(variant: Variant) {
     let kc = dir.path().join("admin.conf");
     let mut base = std::fs::read_to_string(&env.manifest).unwrap();
     base = base.trim_end().to_string() + "\n";
+    if variant == Variant::NoTcpForwardingOpenSsh {
+        base = base.replace("    ssh:\n", "    openSSH:\n");
+    }
     if variant == Variant::OnlyBindToAddress {
         base += "    config:\n      spec:\n        api:\n          onlyBindToAddress: true\n";
     }
@@ -244,7 +254,7 @@ fn run(variant: Variant) {
         );
     }
     let said = err.matches("SSH TCP forwarding is off").count();
-    if variant == Variant::NoTcpForwarding {
+    if no_forwarding {
         assert_eq!(said, 1, "{err}");
         assert!(err.contains("bash /dev/tcp"), "{err}");
         // No relay outlives the run (each ends with its channel).
@@ -348,6 +358,11 @@ fn private_network() {
 #[test]
 fn no_tcp_forwarding() {
     run(Variant::NoTcpForwarding);
+}
+
+#[test]
+fn no_tcp_forwarding_openssh_transport() {
+    run(Variant::NoTcpForwardingOpenSsh);
 }
 
 #[test]

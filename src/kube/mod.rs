@@ -507,7 +507,33 @@ impl tower::Service<http::Uri> for TunnelConnector {
                     me.host, me.port, me.timeout
                 ))
             };
-            let t = match me.carrier() {
+            // OpenSSH's `ssh -W` cannot report a refusal when it is opened: ask once per host.
+            let mut carrier = me.carrier();
+            if carrier == Carrier::Tunnel
+                && matches!(
+                    **me.remote.connection(),
+                    crate::transport::Connection::OpenSsh(_)
+                )
+                && !carriers().lock().unwrap().contains_key(me.remote.name())
+            {
+                match tokio::time::timeout(
+                    me.timeout,
+                    me.remote.probe_forwarding_refusal(&me.host, me.port),
+                )
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| me.err(e.to_string()))?
+                {
+                    Some(refusal) => carrier = me.switch_to_relay(&refusal).await?,
+                    None => {
+                        carriers()
+                            .lock()
+                            .unwrap()
+                            .insert(me.remote.name().to_string(), Carrier::Tunnel);
+                    }
+                }
+            }
+            let t = match carrier {
                 Carrier::Tunnel => {
                     match tokio::time::timeout(me.timeout, me.remote.open_tunnel(&me.host, me.port))
                         .await

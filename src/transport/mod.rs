@@ -624,6 +624,16 @@ impl Remote {
         tunnel::open(&self.conn, host, port).await
     }
 
+    /// `Some(message)` when the host's SSH server refuses to forward to `host:port`, for the
+    /// transport that can only tell this way (OpenSSH, see [`tunnel::probe_refusal`]).
+    pub async fn probe_forwarding_refusal(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Option<String>, TransportError> {
+        tunnel::probe_refusal(&self.conn, host, port).await
+    }
+
     /// A byte stream to the stdin/stdout of `command` on the host, as the login user (see
     /// [`tunnel::open_exec`]).
     pub async fn open_exec_stream(&self, command: &str) -> Result<Tunnel, TransportError> {

@@ -156,6 +156,44 @@ pub(crate) async fn open_exec(conn: &Connection, command: &str) -> Result<Tunnel
     }
 }
 
+/// Whether the host refuses to forward to `host:port`, for transports that cannot tell at
+/// open time: `ssh -W` opens its channel after the child has started, so a refusal there shows
+/// only as an early end of stream plus a message on the child's stderr. This runs one
+/// `ssh -W` with stdin closed and reads that stderr (an accepted forward ends when the target
+/// sees the end of input). `Some(message)` when refused; `None` when accepted and for the
+/// other transports (native SSH reports a refusal when the channel is opened; localhost has
+/// no forwarding).
+pub(crate) async fn probe_refusal(
+    conn: &Connection,
+    host: &str,
+    port: u16,
+) -> Result<Option<String>, TransportError> {
+    let Connection::OpenSsh(c) = conn else {
+        return Ok(None);
+    };
+    let mut cmd = c.stdio_forward_command(host, port);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| TransportError::io(&c_name(conn), "probe TCP forwarding", e))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Direct: "channel 0: open failed: administratively prohibited: open failed". Through a
+    // ControlMaster the client only learns "Stdio forwarding request failed: Session open
+    // refused by peer" (the reason stays with the master).
+    Ok(err
+        .lines()
+        .find(|l| {
+            l.contains("administratively prohibited")
+                || l.contains("forwarding request failed")
+                || l.contains("stdio forwarding failed")
+        })
+        .map(|l| format!("ssh -W: {}", l.trim())))
+}
+
 /// True when `e` is an SSH server's refusal of a `direct-tcpip` channel by policy
 /// ("administratively prohibited", e.g. sshd's `AllowTcpForwarding no`).
 pub fn is_forwarding_refused(e: &TransportError) -> bool {
