@@ -291,6 +291,30 @@ fn run(variant: Variant) {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(changes(&text(&out.stdout)), Vec::<(String, String)>::new());
 
+    if variant == Variant::OnlyBindToAddress {
+        // Removing a node goes through the same API: worker1 marked `reset: true` is drained
+        // and deleted from the API, then reset.
+        let cur = std::fs::read_to_string(&m).unwrap();
+        let at = cur.rfind("    k0sDownloadURL:").unwrap();
+        let eol = at + cur[at..].find('\n').unwrap() + 1;
+        std::fs::write(
+            &m,
+            format!("{}    reset: true\n{}", &cur[..eol], &cur[eol..]),
+        )
+        .unwrap();
+        let out = k0sctl(&cache, &["apply", "-c", ms]);
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "removing worker1 failed:\n{err}");
+        assert!(err.contains("drained node worker1"), "{err}");
+        let nodes = kubectl(
+            &kc,
+            &["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"],
+            None,
+        );
+        assert_eq!(nodes.trim(), "worker0");
+        wait_ready_pods(&kc, "web", 2);
+    }
+
     if variant == Variant::OpenRc {
         check_openrc(&env);
         // Reset through OpenRC: services stopped and removed, k0s gone.
