@@ -38,12 +38,17 @@ pub struct Daemon {
     pub api_ok: std::sync::Mutex<(bool, String)>,
 }
 
+/// The Kubernetes version k0s embeds, as its kubelet and API server report it
+/// (`status.nodeInfo.kubeletVersion`, `/version` gitVersion). k0s builds Kubernetes with
+/// `KUBE_GIT_VERSION=v<kubernetes_version>+k0s` (k0s `embedded-bins/kubernetes/Dockerfile`,
+/// version from `embedded-bins/Makefile.variables`), and a k0s release `vX.Y.Z[-pre]+k0s.N`
+/// embeds Kubernetes `X.Y.Z`: a pre-release's `-rc.N` is not part of it.
+/// `v1.36.3-rc.0+k0s.0` → `v1.36.3+k0s`.
 pub fn k8s_version(v: &str) -> String {
-    // v1.31.2+k0s.0 → v1.31.2+k0s
-    match v.split_once('+') {
-        Some((a, _)) => format!("{a}+k0s"),
-        None => v.to_string(),
-    }
+    let main = v.split('+').next().unwrap_or(v);
+    let core = main.split('-').next().unwrap_or(main);
+    let core = core.trim_start_matches('v');
+    format!("v{core}+k0s")
 }
 
 fn lock_runtime() -> Result<std::fs::File> {
@@ -511,6 +516,12 @@ async fn forward(listen: &str, to: String) -> Result<()> {
     Ok(())
 }
 
+/// k0s v1.35.1 (and only that release) decodes the worker's join token at every start.
+pub fn worker_decodes_token_at_every_start(version: &str) -> bool {
+    let core = version.split('+').next().unwrap_or(version);
+    core == "v1.35.1"
+}
+
 fn resolve_token(flags: &Flags, positional: Option<&String>) -> Result<Option<String>> {
     let mut sources = Vec::new();
     if let Some(p) = positional {
@@ -588,7 +599,26 @@ async fn run_async(
         K0sConfig::load(flags.get("config").map(|s| s.as_str()))?
     };
     let version = crate::stamp::slot_version();
-    let token = resolve_token(&flags, positional.first())?;
+    // When the worker reads its join token (k0s `cmd/worker/worker.go`): v1.35.1 reads and
+    // decodes it at every start, before anything else, and refuses to start when it is not a
+    // valid kubelet-bootstrap token (k0s issue #7202); other releases read it lazily, only when
+    // there is no kubelet kubeconfig yet (a joined worker starts without the file).
+    let eager = worker_decodes_token_at_every_start(&version);
+    let token = if role == "worker" && !eager && data_dir.join("kubelet.conf").exists() {
+        None
+    } else {
+        resolve_token(&flags, positional.first())?
+    };
+    if role == "worker"
+        && eager
+        && let Some(t) = &token
+    {
+        let (_, _, user, _) = super::token::decode(t)
+            .map_err(|e| anyhow::anyhow!("failed to decode join token: {e:#}"))?;
+        if user != "kubelet-bootstrap" {
+            bail!("wrong token type {user}, expected type: kubelet-bootstrap");
+        }
+    }
     let invocation_id = rand_alnum(32)
         .chars()
         .map(|c| {
@@ -1236,4 +1266,24 @@ fn publish_cluster_config(store: &Store, cfg: &K0sConfig) {
             "action":"ConfigReconciling","reportingComponent":"k0s-controller","reportingInstance":util::hostname(),
             "source":{"component":"k0s-controller"},"firstTimestamp":now,"lastTimestamp":now,"count":1}),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubernetes_version_of_a_k0s_release() {
+        assert_eq!(k8s_version("v1.31.2+k0s.0"), "v1.31.2+k0s");
+        assert_eq!(k8s_version("v1.36.3-rc.0+k0s.0"), "v1.36.3+k0s");
+        assert_eq!(k8s_version("v1.36.3-rc.0+k0s.1"), "v1.36.3+k0s");
+    }
+
+    #[test]
+    fn only_v1_35_1_decodes_the_token_at_every_start() {
+        assert!(worker_decodes_token_at_every_start("v1.35.1+k0s.0"));
+        assert!(!worker_decodes_token_at_every_start("v1.35.2+k0s.0"));
+        assert!(!worker_decodes_token_at_every_start("v1.34.1+k0s.0"));
+        assert!(!worker_decodes_token_at_every_start("v1.35.1-rc.0+k0s.0"));
+    }
 }
