@@ -185,3 +185,291 @@ fn v1_35_1_token_file_recorded_flags_and_a_prerelease_upgrade() {
     let v: serde_json::Value = serde_json::from_str(&v).unwrap();
     assert_eq!(v["gitVersion"], "v1.36.3+k0s");
 }
+
+mod pdb {
+    //! PodDisruptionBudgets as Kubernetes evaluates them, through the tool's drain: `{}`
+    //! selects every pod of its namespace; a budget whose spec the disruption controller has
+    //! not observed yet refuses evictions with 429 "still being processed" (retried); several
+    //! budgets over one pod make the eviction API answer 500, and the tool names them; a
+    //! Pending pod is not blocked by its budget; a PATCH with a stale resourceVersion is a 409.
+
+    use super::common::phases::{load, opts};
+    use k0sctl::kube::{self as k, ApiEndpoint, DrainEvent, DrainOptions, KubeError};
+    use k0sctl::phases::{self, Manager, State};
+    use k0sctl::transport::ssh::SshConfig;
+    use k0sctl::transport::{Cmd, Secret};
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+    use serde_json::json;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    use testenv::{Env, Options};
+
+    fn deployment(name: &str, replicas: i32) -> Deployment {
+        serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
+        }))
+        .unwrap()
+    }
+
+    fn budget(name: &str, spec: serde_json::Value) -> PodDisruptionBudget {
+        serde_json::from_value(json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .unwrap()
+    }
+
+    async fn until<F, Fut>(what: &str, mut f: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let start = Instant::now();
+        while !f().await {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// (node, phase, ready) of the pods of `app` in `ns` that are not terminating.
+    async fn pods(client: &kube::Client, ns: &str, app: &str) -> Vec<(String, String, bool)> {
+        let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let l = api
+            .list(&ListParams::default().labels(&format!("app={app}")))
+            .await
+            .unwrap();
+        l.items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| {
+                let st = p.status.clone().unwrap_or_default();
+                let ready = st
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                (
+                    p.spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.clone())
+                        .unwrap_or_default(),
+                    st.phase.unwrap_or_default(),
+                    ready,
+                )
+            })
+            .collect()
+    }
+
+    async fn observed(api: &Api<PodDisruptionBudget>, name: &str, allowed: i32) -> bool {
+        let b = api.get(name).await.unwrap();
+        let generation = b.metadata.generation.unwrap_or(1);
+        b.status.is_some_and(|s| {
+            s.observed_generation.unwrap_or(0) >= generation
+                && s.disruptions_allowed == Some(allowed)
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pdbs_are_evaluated_as_kubernetes_does() {
+        let dir = tempfile::Builder::new()
+            .prefix("k0sctl-realk0s-pdb-")
+            .tempdir()
+            .unwrap();
+        let mut o = Options::new(dir.path().join("env"), 3);
+        o.controllers = 1;
+        let env = Env::up(o).expect("testenv up");
+        let manifest = std::fs::read_to_string(&env.manifest).unwrap();
+        let mut state = State::new(
+            load(&manifest, dir.path()),
+            opts(false),
+            SshConfig::parse(""),
+        );
+        let mut pipeline = phases::apply(None);
+        pipeline.pop();
+        Manager::new(pipeline).run(&mut state).await.expect("apply");
+        let leader = &state.hosts[state.leader.expect("leader")];
+        let p = leader.probed().unwrap();
+        let kc = p
+            .remote
+            .run_str(Cmd::new(p.k0s_cmd("kubeconfig admin")).sudo())
+            .await
+            .unwrap();
+        let (client, _tunnels) = k::client(&p.remote, &Secret::new(kc), &ApiEndpoint::default())
+            .await
+            .expect("client");
+        for w in ["worker0", "worker1"] {
+            k::wait_node_ready(&client, w, Duration::from_secs(120))
+                .await
+                .expect("worker Ready");
+        }
+        // The disruption controller observes a budget's spec 4 s after it changed.
+        let controller = env.hosts.iter().find(|h| h.role == "controller").unwrap();
+        env.exec(
+            controller,
+            "echo TESTENV_PDB_SYNC_SECONDS=4 > /etc/testenv-k0s.env",
+        )
+        .unwrap();
+        let pp = PostParams::default();
+        let nss: Api<Namespace> = Api::all(client.clone());
+        for ns in ["guarded", "slow"] {
+            nss.create(
+                &pp,
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        }
+        let deps: Api<Deployment> = Api::namespaced(client.clone(), "guarded");
+        let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "guarded");
+        let fast = DrainOptions {
+            retry_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(6),
+            ..DrainOptions::default()
+        };
+
+        // 1. `selector: {}` covers every pod of its namespace.
+        k::cordon(&client, "worker1").await.unwrap();
+        deps.create(&pp, &deployment("app", 2)).await.unwrap();
+        pdbs.create(
+            &pp,
+            &budget("all", json!({"selector": {}, "minAvailable": 2})),
+        )
+        .await
+        .unwrap();
+        until("2 app pods Ready on worker0", || async {
+            let p = pods(&client, "guarded", "app").await;
+            p.len() == 2 && p.iter().all(|(n, _, r)| n == "worker0" && *r)
+        })
+        .await;
+        until("budget `all` observed, allowing nothing", || {
+            observed(&pdbs, "all", 0)
+        })
+        .await;
+        k::uncordon(&client, "worker1").await.unwrap();
+        let blocking = k::blocking_pdbs(&client, &["worker0"]).await.unwrap();
+        let all = blocking
+            .iter()
+            .find(|b| b.namespace == "guarded" && b.name == "all")
+            .unwrap_or_else(|| panic!("`{{}}` budget not listed as blocking: {blocking:?}"));
+        assert_eq!(all.pods.len(), 2, "{all}");
+        match k::drain(&client, "worker0", &fast, &|_: &DrainEvent| {}).await {
+            Err(KubeError::Blocked(b)) => assert_eq!(b.pdbs(), ["guarded/all"]),
+            other => panic!("drain was not blocked by the `{{}}` budget: {other:?}"),
+        }
+        k::uncordon(&client, "worker0").await.unwrap();
+        pdbs.delete("all", &DeleteParams::default()).await.unwrap();
+
+        // 2. A budget the disruption controller has not observed yet: 429 "still being
+        // processed", retried until it is; then the drain goes through.
+        pdbs.create(
+            &pp,
+            &budget(
+                "late",
+                json!({"selector": {"matchLabels": {"app": "app"}}, "maxUnavailable": 1}),
+            ),
+        )
+        .await
+        .unwrap();
+        let log: Arc<Mutex<Vec<DrainEvent>>> = Arc::default();
+        let l2 = log.clone();
+        let cb = move |e: &DrainEvent| l2.lock().unwrap().push(e.clone());
+        let slow_ok = DrainOptions {
+            retry_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(90),
+            ..DrainOptions::default()
+        };
+        k::drain(&client, "worker0", &slow_ok, &cb)
+            .await
+            .expect("drain once the budget is observed");
+        let evs = log.lock().unwrap().clone();
+        assert!(
+            evs.iter().any(
+                |e| matches!(e, DrainEvent::Blocked { pdb: Some(p), message, .. }
+                if p == "late" && message.contains("still being processed"))
+            ),
+            "{evs:?}"
+        );
+        until("2 app pods Ready on worker1", || async {
+            let p = pods(&client, "guarded", "app").await;
+            p.len() == 2 && p.iter().all(|(n, _, r)| n == "worker1" && *r)
+        })
+        .await;
+
+        // 3. Two budgets over the same pods: the eviction API answers 500; both are named.
+        pdbs.create(
+            &pp,
+            &budget(
+                "also",
+                json!({"selector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}, "maxUnavailable": 1}),
+            ),
+        )
+        .await
+        .unwrap();
+        until("budget `also` observed", || observed(&pdbs, "also", 1)).await;
+        let e = k::drain(&client, "worker1", &fast, &|_: &DrainEvent| {})
+            .await
+            .expect_err("eviction with two budgets");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("more than one PodDisruptionBudget")
+                && msg.contains("late")
+                && msg.contains("also"),
+            "{msg}"
+        );
+        k::uncordon(&client, "worker0").await.unwrap();
+        k::uncordon(&client, "worker1").await.unwrap();
+
+        // 4. A Pending pod (its containers not started yet) is not blocked by its budget.
+        env.exec(
+            controller,
+            "echo TESTENV_POD_READY_DELAY_SECONDS=3600 >> /etc/testenv-k0s.env",
+        )
+        .unwrap();
+        k::cordon(&client, "worker1").await.unwrap();
+        let sdeps: Api<Deployment> = Api::namespaced(client.clone(), "slow");
+        let spdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "slow");
+        sdeps.create(&pp, &deployment("slow", 1)).await.unwrap();
+        spdbs
+            .create(
+                &pp,
+                &budget(
+                    "slow",
+                    json!({"selector": {"matchLabels": {"app": "slow"}}, "minAvailable": 1}),
+                ),
+            )
+            .await
+            .unwrap();
+        until("a Pending slow pod on worker0", || async {
+            let p = pods(&client, "slow", "slow").await;
+            p.len() == 1 && p[0].0 == "worker0" && p[0].1 == "Pending"
+        })
+        .await;
+        until("budget `slow` observed, allowing nothing", || {
+            observed(&spdbs, "slow", 0)
+        })
+        .await;
+        let blocking = k::blocking_pdbs(&client, &["worker0"]).await.unwrap();
+        assert!(
+            !blocking.iter().any(|b| b.namespace == "slow"),
+            "a Pending pod counted as blocked: {blocking:?}"
+        );
+        k::uncordon(&client, "worker1").await.unwrap();
+
+        // 5. PATCH with a stale resourceVersion: 409 Conflict.
+        let stale =
+            Patch::Merge(json!({"metadata": {"resourceVersion": "1", "labels": {"x": "y"}}}));
+        match nss.patch("slow", &PatchParams::default(), &stale).await {
+            Err(kube::Error::Api(s)) => assert_eq!(s.code, 409, "{s:?}"),
+            other => panic!("stale PATCH accepted: {other:?}"),
+        }
+    }
+}
