@@ -473,3 +473,113 @@ mod pdb {
         }
     }
 }
+
+/// `--realistic` timing: controllers' APIs come up only after a delay, nodes register NotReady
+/// and turn Ready later, pods take seconds: an HA install and a worker upgrade still converge.
+#[test]
+fn ha_install_and_worker_upgrade_with_realistic_timing() {
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-realistic-")
+        .tempdir()
+        .unwrap();
+    let mut o = Options::new(dir.path().join("env"), 4);
+    o.controllers = 3;
+    o.realistic = Some(testenv::timing::Realistic::default());
+    let env = Env::up(o).expect("testenv up");
+    let cache = dir.path().join("cache");
+    let base = std::fs::read_to_string(&env.manifest).unwrap();
+    let m = dir.path().join("k0sctl.yaml");
+    std::fs::write(&m, &base).unwrap();
+    let ms = m.to_str().unwrap();
+    let out = k0sctl(&cache, &["apply", "-c", ms]);
+    assert!(
+        out.status.success(),
+        "HA install failed:\n{}",
+        text(&out.stderr)
+    );
+    let w = env.hosts.iter().find(|h| h.role == "worker").unwrap();
+    let ready = |env: &Env| {
+        let n = node_json(env, &w.name);
+        n["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+            .map(|c| {
+                (
+                    c["status"].as_str().unwrap_or("").to_string(),
+                    c["reason"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        ready(&env).0,
+        "True",
+        "the install returned before the worker was Ready"
+    );
+
+    // The mode is in effect: a restarted kubelet reports NotReady for a while.
+    env.exec(w, "systemctl restart k0sworker").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if ready(&env) == ("False".to_string(), "KubeletNotReady".to_string()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker never reported NotReady after a restart"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // A restarted controller runs (`k0s status` answers) before its API does.
+    let c = env.hosts.iter().rfind(|h| h.role == "controller").unwrap();
+    env.exec(c, "systemctl restart k0scontroller").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(&env, c).is_none() {
+        assert!(Instant::now() < deadline, "{} did not restart", c.name);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let api_open = || {
+        env.exec(c, "timeout 2 bash -c '</dev/tcp/127.0.0.1/6443'")
+            .is_ok()
+    };
+    assert!(
+        !api_open(),
+        "the API answered right after the controller started"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !api_open() {
+        assert!(
+            Instant::now() < deadline,
+            "the API of {} never came up",
+            c.name
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // Worker (and controller) upgrade in this mode.
+    let (old, new) = (&env.versions[0], env.versions.last().unwrap());
+    std::fs::write(
+        &m,
+        base.replace(
+            &format!("version: \"{old}\""),
+            &format!("version: \"{new}\""),
+        ),
+    )
+    .unwrap();
+    let out = k0sctl(&cache, &["apply", "-c", ms]);
+    assert!(
+        out.status.success(),
+        "upgrade failed:\n{}",
+        text(&out.stderr)
+    );
+    for h in &env.hosts {
+        assert_eq!(
+            status(&env, h).unwrap()["Version"].as_str(),
+            Some(new.as_str()),
+            "{}",
+            h.name
+        );
+    }
+    assert_eq!(ready(&env).0, "True");
+}

@@ -68,6 +68,8 @@ pub struct Options {
     pub binserver_in_process: bool,
     /// Also give hosts an RSA host key (3072 bit; slow to generate for many hosts).
     pub rsa_host_keys: bool,
+    /// `--realistic`: the stand-in takes time where real k0s does (see [`crate::timing`]).
+    pub realistic: Option<crate::timing::Realistic>,
 }
 
 impl Options {
@@ -85,6 +87,7 @@ impl Options {
             versions: DEFAULT_VERSIONS.iter().map(|s| s.to_string()).collect(),
             binserver_in_process: true,
             rsa_host_keys: false,
+            realistic: None,
         }
     }
 }
@@ -808,6 +811,11 @@ impl Env {
         if let (Some(u), Some(pw)) = (&opts.user, &password) {
             for h in &hosts {
                 host_exec(h.pid, &format!("echo '{u}:{pw}' | chpasswd"))?;
+            }
+        }
+        if let Some(r) = &opts.realistic {
+            for h in &hosts {
+                r.install(Path::new(&format!("/proc/{}/root", h.pid)))?;
             }
         }
         // Stand-in binaries + binary server.

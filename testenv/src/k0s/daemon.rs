@@ -516,6 +516,14 @@ async fn forward(listen: &str, to: String) -> Result<()> {
     Ok(())
 }
 
+/// How long after a controller's start its Kubernetes API (:6443) begins to answer: on a real
+/// controller the API server comes up only after etcd and the API server itself started
+/// (seconds to tens of seconds). TESTENV_API_START_DELAY_SECONDS, default 0 (at once).
+fn api_start_delay() -> Option<std::time::Duration> {
+    let s = util::knob("TESTENV_API_START_DELAY_SECONDS", 0);
+    (s > 0).then(|| std::time::Duration::from_secs(s as u64))
+}
+
 /// k0s v1.35.1 (and only that release) decodes the worker's join token at every start.
 pub fn worker_decodes_token_at_every_start(version: &str) -> bool {
     let core = version.split('+').next().unwrap_or(version);
@@ -770,11 +778,20 @@ async fn run_async(
         if let Ok(l) = std::fs::read_to_string(&leader_file) {
             let host = l.trim().to_string();
             d.leader = Some(format!("{}:{k0s_port}", bracket(&host)));
-            forward(
-                &format!("0.0.0.0:{api_port}"),
-                format!("{}:{api_port}", bracket(&host)),
-            )
-            .await?;
+            let to = format!("{}:{api_port}", bracket(&host));
+            let fwd = async move { forward(&format!("0.0.0.0:{api_port}"), to).await };
+            match api_start_delay() {
+                None => fwd.await?,
+                Some(delay) => {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        if let Err(e) = fwd.await {
+                            util::log_info(&format!("kube-apiserver failed to start: {e:#}"));
+                            std::process::exit(1);
+                        }
+                    });
+                }
+            }
             forward(
                 &format!("0.0.0.0:{k0s_port}"),
                 format!("{}:{k0s_port}", bracket(&host)),
@@ -812,21 +829,36 @@ async fn run_async(
             });
             let tls = server_tls(&pki, &sans)?;
             let c1 = ctx.clone();
-            serve_https(
-                &format!("0.0.0.0:{api_port}"),
-                tls.clone(),
-                move |caller, req| {
-                    let ctx = c1.clone();
-                    async move {
-                        let caller = match caller {
-                            Caller::Bootstrap(t, _) => api::check_token(&ctx.store, &t),
-                            c => c,
-                        };
-                        api::handle(ctx, caller, req).await
-                    }
-                },
-            )
-            .await?;
+            let api_tls = tls.clone();
+            let serve = async move {
+                serve_https(
+                    &format!("0.0.0.0:{api_port}"),
+                    api_tls,
+                    move |caller, req| {
+                        let ctx = c1.clone();
+                        async move {
+                            let caller = match caller {
+                                Caller::Bootstrap(t, _) => api::check_token(&ctx.store, &t),
+                                c => c,
+                            };
+                            api::handle(ctx, caller, req).await
+                        }
+                    },
+                )
+                .await
+            };
+            match api_start_delay() {
+                None => serve.await?,
+                Some(delay) => {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        if let Err(e) = serve.await {
+                            util::log_info(&format!("kube-apiserver failed to start: {e:#}"));
+                            std::process::exit(1);
+                        }
+                    });
+                }
+            }
             super::controllers::ensure_system_workloads(&store, &k8s_version(&version));
             if d.flags.bool("enable-dynamic-config") {
                 publish_cluster_config(&store, &d.cfg);
@@ -1178,14 +1210,48 @@ async fn kubelet(d: Arc<Daemon>, server: String, tls: TlsClient) {
         .unwrap_or_default()
         .trim()
         .to_string();
+    // A real kubelet registers its Node NotReady and turns Ready only once the container
+    // runtime's network (the CNI) is up, tens of seconds on real hosts; the stand-in waits
+    // TESTENV_NODE_READY_DELAY_SECONDS (default 0) after every start.
+    let ready_delay = std::time::Duration::from_secs(
+        util::knob("TESTENV_NODE_READY_DELAY_SECONDS", 0).max(0) as u64,
+    );
+    let ready_at = std::time::Instant::now() + ready_delay;
+    let ready_since = std::sync::Mutex::new(None::<String>);
     let status = |hb: &str| {
+        let ready = std::time::Instant::now() >= ready_at;
+        let ready_ltt = if ready {
+            ready_since
+                .lock()
+                .unwrap()
+                .get_or_insert_with(|| hb.to_string())
+                .clone()
+        } else {
+            started.clone()
+        };
         let cond = |t: &str, st: &str, reason: &str, msg: &str| json!({"type":t,"status":st,"lastHeartbeatTime":hb,"lastTransitionTime":started,"reason":reason,"message":msg});
+        let mut ready_cond = if ready {
+            cond(
+                "Ready",
+                "True",
+                "KubeletReady",
+                "kubelet is posting ready status",
+            )
+        } else {
+            cond(
+                "Ready",
+                "False",
+                "KubeletNotReady",
+                "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized",
+            )
+        };
+        ready_cond["lastTransitionTime"] = json!(ready_ltt);
         json!({
             "conditions":[
                 cond("MemoryPressure","False","KubeletHasSufficientMemory","kubelet has sufficient memory available"),
                 cond("DiskPressure","False","KubeletHasNoDiskPressure","kubelet has no disk pressure"),
                 cond("PIDPressure","False","KubeletHasSufficientPID","kubelet has sufficient PID available"),
-                cond("Ready","True","KubeletReady","kubelet is posting ready status")],
+                ready_cond],
             "addresses":[{"type":"InternalIP","address":ip},{"type":"Hostname","address":name}],
             "capacity":{"cpu":"2","ephemeral-storage":"20Gi","memory":"2Gi","pods":"110"},
             "allocatable":{"cpu":"2","ephemeral-storage":"20Gi","memory":"2Gi","pods":"110"},
@@ -1235,12 +1301,14 @@ async fn kubelet(d: Arc<Daemon>, server: String, tls: TlsClient) {
                 ),
             ),
         };
-        tokio::time::sleep(std::time::Duration::from_secs(if res.is_ok() {
-            HEARTBEAT_SECS
-        } else {
-            2
-        }))
-        .await;
+        let mut pause =
+            std::time::Duration::from_secs(if res.is_ok() { HEARTBEAT_SECS } else { 2 });
+        // Report Ready as soon as it is, not at the next heartbeat.
+        let until_ready = ready_at.saturating_duration_since(std::time::Instant::now());
+        if !until_ready.is_zero() {
+            pause = pause.min(until_ready + std::time::Duration::from_millis(50));
+        }
+        tokio::time::sleep(pause).await;
     }
 }
 
