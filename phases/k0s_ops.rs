@@ -236,11 +236,12 @@ pub async fn wait_config_reconciled(h: &HostState) -> Result<(), String> {
 /// the command for up to 2 minutes too.
 pub const TOKEN_CREATE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Runs `attempt` until it succeeds or `timeout` has passed since the first try, `interval`
-/// apart; the error is the last attempt's.
+/// Runs `attempt` until it succeeds, fails with an error `permanent` recognises, or `timeout`
+/// has passed since the first try, `interval` apart; the error is the last attempt's.
 pub async fn retry_for<T, F, Fut>(
     timeout: Duration,
     interval: Duration,
+    permanent: impl Fn(&str) -> bool,
     mut attempt: F,
 ) -> Result<T, String>
 where
@@ -251,7 +252,7 @@ where
     loop {
         match attempt().await {
             Ok(v) => return Ok(v),
-            Err(e) if Instant::now() + interval > deadline => return Err(e),
+            Err(e) if permanent(&e) || Instant::now() + interval > deadline => return Err(e),
             Err(e) => tracing::debug!("retrying after: {e}"),
         }
         tokio::time::sleep(interval).await;
@@ -270,14 +271,22 @@ pub async fn create_token(
         "token create --role={role} --expiry={expiry} --data-dir={}",
         shell_quote(&leader.data_dir())
     ));
-    retry_for(TOKEN_CREATE_TIMEOUT, Duration::from_secs(3), || async {
-        let out = p
-            .remote
-            .run_str(Cmd::new(cmd.clone()).sudo())
-            .await
-            .map_err(|e| e.to_string())?;
-        JoinToken::parse(&out)
-    })
+    // k0s refuses for good when the cluster cannot take the join (single node, kine storage:
+    // "refusing to create token: …"); only other failures are worth retrying.
+    let refused = |e: &str| e.contains("refusing to create token");
+    retry_for(
+        TOKEN_CREATE_TIMEOUT,
+        Duration::from_secs(3),
+        refused,
+        || async {
+            let out = p
+                .remote
+                .run_str(Cmd::new(cmd.clone()).sudo())
+                .await
+                .map_err(|e| e.to_string())?;
+            JoinToken::parse(&out)
+        },
+    )
     .await
 }
 
@@ -420,6 +429,7 @@ mod tests {
         let r: Result<u32, String> = rt.block_on(retry_for(
             Duration::from_secs(60),
             Duration::from_millis(1),
+            |_| false,
             || {
                 n += 1;
                 let k = n;
@@ -437,6 +447,7 @@ mod tests {
         let r: Result<u32, String> = rt.block_on(retry_for(
             Duration::from_millis(20),
             Duration::from_millis(5),
+            |_| false,
             || {
                 m += 1;
                 let k = m;
@@ -445,5 +456,18 @@ mod tests {
         ));
         assert!(m > 1, "retried");
         assert_eq!(r, Err(format!("fail {m}")));
+        // A permanent refusal is not retried.
+        let mut n2 = 0;
+        let r: Result<u32, String> = rt.block_on(retry_for(
+            Duration::from_secs(60),
+            Duration::from_millis(1),
+            |e| e.contains("refusing"),
+            || {
+                n2 += 1;
+                async { Err("Error: refusing to create token: single node".to_string()) }
+            },
+        ));
+        assert_eq!(n2, 1);
+        assert!(r.is_err());
     }
 }
