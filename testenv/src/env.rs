@@ -79,6 +79,8 @@ pub struct Options {
     /// PID 1 of the hosts: `systemd` (default) or `openrc` (OpenRC's `openrc-init`, as on
     /// Alpine; needs `install-deps.sh`'s unpacked OpenRC in [`OPENRC_ROOT`]).
     pub init: String,
+    /// `--realistic`: the stand-in takes time where real k0s does (see [`crate::timing`]).
+    pub realistic: Option<crate::timing::Realistic>,
 }
 
 /// Debian's `openrc`, `libeinfo1` and `librc1` unpacked (merged-/usr layout) by
@@ -103,6 +105,7 @@ impl Options {
             private_net: false,
             no_tcp_forwarding: false,
             init: "systemd".into(),
+            realistic: None,
         }
     }
 }
@@ -955,6 +958,11 @@ impl Env {
         if let (Some(u), Some(pw)) = (&opts.user, &password) {
             for h in &hosts {
                 host_exec(h.pid, &format!("echo '{u}:{pw}' | chpasswd"))?;
+            }
+        }
+        if let Some(r) = &opts.realistic {
+            for h in &hosts {
+                r.install(Path::new(&format!("/proc/{}/root", h.pid)))?;
             }
         }
         // Stand-in binaries + binary server.

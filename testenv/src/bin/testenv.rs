@@ -56,6 +56,19 @@ enum Cmd {
         /// PID 1 of the hosts: systemd, or openrc (OpenRC's openrc-init, as on Alpine)
         #[arg(long, default_value = "systemd")]
         init: String,
+        /// Real k0s timing: nodes NotReady for a while after each start, pods Ready after a
+        /// delay, a controller's API up only after a delay, PDBs observed late
+        #[arg(long)]
+        realistic: bool,
+        /// With --realistic: seconds a node stays NotReady after its kubelet starts
+        #[arg(long, requires = "realistic")]
+        node_ready_delay: Option<u32>,
+        /// With --realistic: seconds from scheduling until a pod is Ready
+        #[arg(long, requires = "realistic")]
+        pod_ready_delay: Option<u32>,
+        /// With --realistic: seconds from a controller's start until its API answers
+        #[arg(long, requires = "realistic")]
+        api_start_delay: Option<u32>,
     },
     /// Remove every namespace, mount, process, bridge and veth of the environment (idempotent)
     Down {
@@ -122,6 +135,10 @@ fn main() -> Result<()> {
             private_net,
             no_tcp_forwarding,
             init,
+            realistic,
+            node_ready_delay,
+            pod_ready_delay,
+            api_start_delay,
         } => {
             let mut o = Options::new(dir, hosts);
             o.controllers = controllers;
@@ -142,6 +159,13 @@ fn main() -> Result<()> {
             }
             o.binserver_in_process = false;
             o.rsa_host_keys = rsa_host_keys;
+            if realistic {
+                let mut r = testenv::timing::Realistic::default();
+                r.node_ready_delay = node_ready_delay.unwrap_or(r.node_ready_delay);
+                r.pod_ready_delay = pod_ready_delay.unwrap_or(r.pod_ready_delay);
+                r.api_start_delay = api_start_delay.unwrap_or(r.api_start_delay);
+                o.realistic = Some(r);
+            }
             let t = std::time::Instant::now();
             let env = Env::up(o)?;
             for h in env.hosts.iter().chain(env.bastion.iter()) {

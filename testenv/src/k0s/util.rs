@@ -432,6 +432,27 @@ pub fn kubelet_default_node_ip(node_name: &str) -> Option<String> {
     })
 }
 
+/// Host-wide timing file of the stand-in: `KEY=VALUE` lines (written by `testenv up
+/// --realistic`), read when the variable is not in the service's environment.
+pub const KNOB_FILE: &str = "/etc/testenv-k0s.env";
+
+/// A numeric test knob: the environment variable `name`, else its line in [`KNOB_FILE`], else
+/// `default`.
+pub fn knob(name: &str, default: i64) -> i64 {
+    if let Some(v) = std::env::var(name).ok().and_then(|v| v.trim().parse().ok()) {
+        return v;
+    }
+    std::fs::read_to_string(KNOB_FILE)
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                (k.trim() == name).then(|| v.trim().parse().ok())?
+            })
+        })
+        .unwrap_or(default)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
