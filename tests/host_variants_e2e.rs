@@ -15,7 +15,9 @@
 //!   (`rc-service`, `/etc/init.d/k0s*`) and its `/etc/conf.d` environment, through install,
 //!   upgrade and a final `reset`.
 //!
-//! (The `--realistic` timing variant belongs here as one more [`Variant`].)
+//! * `realistic`: testenv's `--realistic` timing (nodes NotReady for a while after each kubelet
+//!   start, pods Ready only after a delay, a controller's API answering only after a delay, budgets
+//!   observed late), as real k0s hosts behave: every wait of the tool must hold.
 
 mod common;
 
@@ -36,6 +38,7 @@ enum Variant {
     NoTcpForwardingOpenSsh,
     OnlyBindToAddress,
     OpenRc,
+    Realistic,
 }
 
 fn workload(name: &str) -> String {
@@ -86,6 +89,9 @@ fn run(variant: Variant) {
     o.no_tcp_forwarding = no_forwarding;
     if variant == Variant::OpenRc {
         o.init = "openrc".into();
+    }
+    if variant == Variant::Realistic {
+        o.realistic = Some(testenv::timing::Realistic::default());
     }
     let env = Env::up(o).expect("testenv up");
     let cache = dir.path().join("cache");
@@ -397,4 +403,9 @@ fn openrc_hosts() {
 #[test]
 fn only_bind_to_address() {
     run(Variant::OnlyBindToAddress);
+}
+
+#[test]
+fn realistic_timing() {
+    run(Variant::Realistic);
 }

@@ -803,42 +803,37 @@ async fn run_async(
             let api_tls = tls.clone();
             let api_bind = format!("{}:{api_port}", bracket(&d.cfg.api_bind_host()));
             let serve = async move {
-                serve_https(
-                    &api_bind,
-                    api_tls,
-                    move |caller, req| {
-                        let ctx = c1.clone();
-                        async move {
-                            // etcd storage: without a linearizable read there is no answer (as
-                            // kube-apiserver without etcd quorum); `/version` and `/livez` do not
-                            // touch storage.
-                            let path = req.uri().path().to_string();
-                            if ctx.store.is_etcd() && path != "/version" && path != "/livez" {
-                                let st = ctx.store.clone();
-                                if let Ok(Err(e)) =
-                                    tokio::task::spawn_blocking(move || st.sync()).await
-                                {
-                                    return Ok(etcd_unavailable(&format!("{e:#}")));
-                                }
+                serve_https(&api_bind, api_tls, move |caller, req| {
+                    let ctx = c1.clone();
+                    async move {
+                        // etcd storage: without a linearizable read there is no answer (as
+                        // kube-apiserver without etcd quorum); `/version` and `/livez` do not
+                        // touch storage.
+                        let path = req.uri().path().to_string();
+                        if ctx.store.is_etcd() && path != "/version" && path != "/livez" {
+                            let st = ctx.store.clone();
+                            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || st.sync()).await
+                            {
+                                return Ok(etcd_unavailable(&format!("{e:#}")));
                             }
-                            super::store::ETCD_FAILED
-                                .scope(std::cell::Cell::new(false), async move {
-                                    let caller = match caller {
-                                        Caller::Bootstrap(t, _) => api::check_token(&ctx.store, &t),
-                                        c => c,
-                                    };
-                                    let r = api::handle(ctx, caller, req).await;
-                                    if super::store::ETCD_FAILED.with(|c| c.get()) {
-                                        return Ok(etcd_unavailable(
-                                            "etcdserver: request timed out (etcd unavailable)",
-                                        ));
-                                    }
-                                    r
-                                })
-                                .await
                         }
-                    },
-                )
+                        super::store::ETCD_FAILED
+                            .scope(std::cell::Cell::new(false), async move {
+                                let caller = match caller {
+                                    Caller::Bootstrap(t, _) => api::check_token(&ctx.store, &t),
+                                    c => c,
+                                };
+                                let r = api::handle(ctx, caller, req).await;
+                                if super::store::ETCD_FAILED.with(|c| c.get()) {
+                                    return Ok(etcd_unavailable(
+                                        "etcdserver: request timed out (etcd unavailable)",
+                                    ));
+                                }
+                                r
+                            })
+                            .await
+                    }
+                })
                 .await
             };
             // TESTENV_API_START_DELAY_SECONDS: the API answers only that long after the start.
