@@ -72,15 +72,28 @@ pub fn config_for(
                 "etcd".into()
             }
         });
+    // k0sctl (`configFor`): with `spec.api.onlyBindToAddress` and no `spec.api.address`,
+    // each controller gets its own address (private, else SSH) there, since the API server
+    // will listen on that address only.
+    let host_addr = h
+        .private_address()
+        .unwrap_or_else(|| h.config.address().to_string());
+    if let Some(api) = spec.get_mut("api").and_then(Value::as_object_mut) {
+        let empty = api
+            .get("address")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        if empty && api.get("onlyBindToAddress").and_then(Value::as_bool) == Some(true) {
+            api.insert("address".into(), json!(host_addr));
+        }
+    }
     let has_peer = spec
         .get("storage")
         .and_then(|s| s.get("etcd"))
         .and_then(|e| e.get("peerAddress"))
         .is_some();
-    if storage_type == "etcd" && (has_peer || h.config.private_address.is_some()) {
-        let peer = h
-            .private_address()
-            .unwrap_or_else(|| h.config.address().to_string());
+    if storage_type == "etcd" && (has_peer || h.private_address().is_some()) {
+        let peer = host_addr;
         let storage = spec.entry("storage").or_insert(json!({}));
         if let Some(st) = storage.as_object_mut() {
             let etcd = st.entry("etcd").or_insert(json!({}));
@@ -105,6 +118,34 @@ fn node_part(mut c: Map<String, Value>) -> Map<String, Value> {
 }
 
 /// `# generated-by-k0sctl <time>` + YAML.
+/// `<k0s> config validate --config=<path>`, with the installFlags' `--feature-gates` when the
+/// k0s that validates knows that flag (k0s adds `--feature-gates` to `k0s config` in v1.35,
+/// `cmd/config/config.go`; k0sctl passes it the same way): a config that needs a feature gate
+/// then validates as it will run.
+fn validate_command(
+    h: &HostState,
+    k0s: &str,
+    path: &str,
+    version: Option<&crate::k0s::version::K0sVersion>,
+) -> String {
+    let mut cmd = format!(
+        "{} config validate --config={}",
+        shell_quote(k0s),
+        shell_quote(path)
+    );
+    let knows_gates = version.is_some_and(|v| v.segments >= [1, 35, 0]);
+    if knows_gates
+        && let Some(fg) = h
+            .config
+            .install_flags
+            .value("--feature-gates")
+            .filter(|v| !v.is_empty())
+    {
+        cmd.push_str(&format!(" --feature-gates={}", shell_quote(&fg)));
+    }
+    cmd
+}
+
 fn render(c: &Map<String, Value>) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -208,9 +249,11 @@ impl Phase for ConfigureK0s {
             let plans: Vec<(String, String)> = Vec::new();
             let plans = std::sync::Mutex::new(plans);
             let restarts: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+            let target = state.target_version();
             let results = join_all(state.hosts.iter().filter(|h| configured(h)).map(|h| {
                 let (limits, base, sans, plans, restarts) =
                     (limits.clone(), &base, &sans, &plans, &restarts);
+                let target = target.as_ref();
                 async move {
                     let _slot = limits.host_slot().await;
                     let err = |e: String| (h.name.clone(), e);
@@ -247,7 +290,7 @@ impl Phase for ConfigureK0s {
                     p.remote.write_file(&tmp, text.clone(), 0o600, true).await.map_err(|e| err(e.to_string()))?;
                     let check = p
                         .remote
-                        .exec(Cmd::new(format!("{} config validate --config={}; rc=$?; rm -f {}; exit $rc", shell_quote(&k0s), shell_quote(&tmp), shell_quote(&tmp))).sudo())
+                        .exec(Cmd::new(format!("{}; rc=$?; rm -f {}; exit $rc", validate_command(h, &k0s, &tmp, target), shell_quote(&tmp))).sudo())
                         .await
                         .map_err(|e| err(e.to_string()))?;
                     if !check.success() {
@@ -360,6 +403,65 @@ mod tests {
         let r = render(v.as_object().unwrap());
         assert!(r.starts_with("# generated-by-k0sctl 20"), "{r}");
         assert_eq!(parse_yaml(&r).unwrap(), *v.as_object().unwrap());
+    }
+
+    // k0sctl `configFor`: onlyBindToAddress without an address → the host's own address
+    // (private, else SSH); an address given in the manifest is kept; without the option none is
+    // set.
+    #[test]
+    fn only_bind_to_address_gets_each_controllers_address() {
+        let text = "apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: Cluster\nspec:\n  hosts:\n  - role: controller\n    privateAddress: 10.1.0.1\n    ssh:\n      address: 10.0.0.1\n  - role: controller\n    ssh:\n      address: 10.0.0.2\n";
+        let cfg = crate::config::load_str(text, "t.yaml", &|_| None).unwrap();
+        let state = State::new(
+            cfg,
+            Default::default(),
+            crate::transport::ssh::SshConfig::parse(""),
+        );
+        let base = parse_yaml("spec:\n  api:\n    onlyBindToAddress: true\n").unwrap();
+        let a = Value::Object(config_for(&base, &state.hosts[0], &[], false));
+        assert_eq!(a["spec"]["api"]["address"], "10.1.0.1");
+        let b = Value::Object(config_for(&base, &state.hosts[1], &[], false));
+        assert_eq!(b["spec"]["api"]["address"], "10.0.0.2");
+        let given =
+            parse_yaml("spec:\n  api:\n    onlyBindToAddress: true\n    address: 10.9.9.9\n")
+                .unwrap();
+        let g = Value::Object(config_for(&given, &state.hosts[0], &[], false));
+        assert_eq!(g["spec"]["api"]["address"], "10.9.9.9");
+        let off = parse_yaml("spec:\n  api:\n    port: 6443\n").unwrap();
+        let o = Value::Object(config_for(&off, &state.hosts[0], &[], false));
+        assert!(o["spec"]["api"].get("address").is_none());
+    }
+
+    #[test]
+    fn config_validate_gets_the_feature_gates_of_install_flags() {
+        let text = "apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: Cluster\nspec:\n  hosts:\n  - role: controller\n    installFlags:\n    - --feature-gates=IPv6SingleStack=true\n    ssh:\n      address: 10.0.0.1\n";
+        let cfg = crate::config::load_str(text, "t.yaml", &|_| None).unwrap();
+        let state = State::new(
+            cfg,
+            Default::default(),
+            crate::transport::ssh::SshConfig::parse(""),
+        );
+        let v = |s: &str| crate::k0s::version::K0sVersion::parse(s).unwrap();
+        let h = &state.hosts[0];
+        assert_eq!(
+            validate_command(
+                h,
+                "/usr/local/bin/k0s",
+                "/tmp/c.yaml",
+                Some(&v("v1.35.1+k0s.0"))
+            ),
+            "/usr/local/bin/k0s config validate --config=/tmp/c.yaml --feature-gates=IPv6SingleStack=true"
+        );
+        // k0s before v1.35 has no --feature-gates on `k0s config` and would refuse it.
+        assert_eq!(
+            validate_command(
+                h,
+                "/usr/local/bin/k0s",
+                "/tmp/c.yaml",
+                Some(&v("v1.34.1+k0s.0"))
+            ),
+            "/usr/local/bin/k0s config validate --config=/tmp/c.yaml"
+        );
     }
 
     #[test]

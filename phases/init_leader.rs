@@ -76,6 +76,12 @@ impl Phase for InitLeader {
     }
 }
 
+/// The `k0s reset` of the clean-up: the same flags as every other reset (`--data-dir`, and
+/// `--kubelet-root-dir` when the host has one, or a custom kubelet root dir is left behind).
+fn cleanup_reset_command(h: &super::HostState, k0s: &str) -> String {
+    crate::k0s::install::reset_command(&h.config, k0s, &h.data_dir())
+}
+
 /// Best-effort undo of a fresh install: stop the service and `k0s reset`.
 pub async fn reset_installed(h: &super::HostState) {
     let Ok(p) = h.probed() else { return };
@@ -85,7 +91,7 @@ pub async fn reset_installed(h: &super::HostState) {
         Ok(crate::host::InitSystem::OpenRc) => format!("/etc/init.d/{svc}"),
         _ => format!("/etc/systemd/system/{svc}.service"),
     };
-    let cmd = p.k0s_cmd(&format!("reset --data-dir={}", shell_quote(&h.data_dir())));
+    let cmd = cleanup_reset_command(h, &p.k0s_binary_path);
     // A run stopped by --timeout or Ctrl-C may have left its `k0s install` running on the
     // host (dropping the SSH request does not stop it), and that could write the service
     // after our reset: look again, a few times, until the service is gone.
@@ -122,4 +128,24 @@ pub async fn reset_installed(h: &super::HostState) {
         "{}: the {svc} service is still installed after k0s reset; the next apply needs --force (or k0sctl reset)",
         h.name
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleanup_reset_keeps_the_kubelet_root_dir() {
+        let text = "apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: Cluster\nspec:\n  hosts:\n  - role: controller+worker\n    kubeletRootDir: /srv/kubelet\n    dataDir: /srv/k0s\n    ssh:\n      address: 10.0.0.1\n";
+        let cfg = crate::config::load_str(text, "t.yaml", &|_| None).unwrap();
+        let state = State::new(
+            cfg,
+            Default::default(),
+            crate::transport::ssh::SshConfig::parse(""),
+        );
+        assert_eq!(
+            cleanup_reset_command(&state.hosts[0], "/usr/local/bin/k0s"),
+            "/usr/local/bin/k0s reset --data-dir=/srv/k0s --kubelet-root-dir=/srv/kubelet"
+        );
+    }
 }

@@ -84,7 +84,7 @@ impl Phase for InstallControllers {
                             .await
                             .map_err(err)?;
                         wait_api_ready(h).await.map_err(err)?;
-                        retire_token(leader, h, token).await;
+                        retire_token(leader, h, token, None).await;
                         tracing::info!("{}: controller joined", h.name);
                         run_host_hooks(h, "install", "after").await.map_err(err)?;
                         Ok(())

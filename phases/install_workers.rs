@@ -59,9 +59,11 @@ impl Phase for InstallWorkers {
             }
             state.unfinished.extend(todo.iter().copied());
             let limits = state.pool.limits().clone();
+            let target = state.target_version();
             let hosts = &state.hosts;
             let results = join_all(tokens.iter().map(|(i, token)| {
                 let limits = limits.clone();
+                let target = target.as_ref();
                 let (leader, h) = (&hosts[l], &hosts[*i]);
                 async move {
                     let _slot = limits.host_slot().await;
@@ -72,7 +74,7 @@ impl Phase for InstallWorkers {
                         let node = h.node_name().unwrap_or_default();
                         wait_node_ready(leader, &node, None).await.map_err(err)?;
                         tracing::info!("{}: node {node} is Ready", h.name);
-                        retire_token(leader, h, token).await;
+                        retire_token(leader, h, token, target).await;
                     } else {
                         tracing::warn!("{}: --no-wait given, the join token stays valid until it expires (10 minutes)", h.name);
                     }

@@ -32,6 +32,7 @@ pub mod service_env;
 pub mod set_version;
 pub mod stage_binaries;
 pub mod state;
+pub mod token_workaround;
 pub mod upgrade;
 pub mod upgrade_controllers;
 pub mod upgrade_workers;
@@ -372,6 +373,7 @@ pub fn apply(kubeconfig_out: Option<kubeconfig::GetKubeconfig>) -> Vec<Box<dyn P
     p.insert(at, Box::new(prepare_hosts::PrepareHosts));
     p.push(Box::new(gather_k0s_facts::GatherK0sFacts));
     p.push(Box::new(validate_facts::ValidateFacts));
+    p.push(Box::new(token_workaround::EnsureJoinTokenWorkaround));
     p.push(Box::new(stage_binaries::StageBinaries));
     p.push(Box::new(upload_files::UploadFiles));
     p.push(Box::new(install_binaries::InstallBinaries));

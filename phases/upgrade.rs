@@ -35,19 +35,105 @@ pub fn worker_batch_size(workers: usize, percent: u32, limit: u32) -> usize {
 /// change what runs.
 const IGNORED: [&str; 5] = ["--force", "--env", "--data-dir", "--token-file", "--config"];
 
-fn comparable(f: &Flags) -> (Vec<(String, String)>, Vec<String>) {
-    let mut pairs: Vec<(String, String)> = f
-        .pairs()
+/// k0s's one-letter flags and their long names: k0s records every flag under its long name.
+const SHORTHANDS: [(&str, &str); 5] = [
+    ("-c", "--config"),
+    ("-d", "--debug"),
+    ("-e", "--env"),
+    ("-l", "--logging"),
+    ("-v", "--verbose"),
+];
+
+/// The components of k0s's `--logging` and their default levels (k0s `pkg/config/cli.go`).
+const LOG_LEVELS: [(&str, &str); 7] = [
+    ("containerd", "info"),
+    ("etcd", "info"),
+    ("konnectivity-server", "1"),
+    ("kube-apiserver", "1"),
+    ("kube-controller-manager", "1"),
+    ("kube-scheduler", "1"),
+    ("kubelet", "1"),
+];
+
+/// `key=value,…` pairs as a map (later keys win), keys and values trimmed; `[…]` removed.
+fn pair_map(v: &str) -> std::collections::BTreeMap<String, String> {
+    v.trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
+            None => (p.trim().to_string(), String::new()),
+        })
+        .collect()
+}
+
+/// One install flag in the form k0s records it, so that what the manifest says and what
+/// `k0s status` reports compare equal when k0s runs with it. k0s stores pflag's rendering of
+/// each parsed flag value (k0s `cmd/install/util.go`), not the text given:
+/// * shorthands under their long names (`-l` is `--logging`);
+/// * `--logging` lists every component, the unnamed ones at their default level (k0s ≥ v1.31),
+///   so it is compared as the full component → level map;
+/// * `--labels` is a map printed sorted from k0s v1.34 (`cliflag.ConfigurationMap`), the given
+///   order before; compared as a map;
+/// * a bare boolean flag is stored as `--flag=true`.
+fn as_recorded(name: &str, value: &str) -> (String, String) {
+    let name = SHORTHANDS
+        .iter()
+        .find(|(s, _)| *s == name)
+        .map_or(name, |(_, l)| l)
+        .to_string();
+    let value = match name.as_str() {
+        "--logging" => {
+            let mut m: std::collections::BTreeMap<String, String> = LOG_LEVELS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            m.extend(pair_map(value));
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+        "--labels" => pair_map(value)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+        _ if value.is_empty() => "true".to_string(),
+        _ => value.to_string(),
+    };
+    (name, value)
+}
+
+/// `(name, value)` of each flag; a shorthand written together with its value (`-lkubelet=2`,
+/// `-l=kubelet=2`) is split as pflag splits it.
+fn flag_pairs(f: &Flags) -> Vec<(String, String)> {
+    f.pairs()
         .into_iter()
-        .filter(|(k, _)| !IGNORED.contains(&k.as_str()) && k != "--kubelet-extra-args")
-        // k0s stores a bare boolean flag as `--flag=true`.
         .map(|(k, v)| {
-            if v.is_empty() {
-                (k, "true".to_string())
+            if !k.starts_with("--") && k.starts_with('-') && k.len() > 2 {
+                let (n, rest) = k.split_at(2);
+                let rest = rest.trim_start_matches('=');
+                let v = if v.is_empty() {
+                    rest.to_string()
+                } else {
+                    format!("{rest}={v}")
+                };
+                (n.to_string(), v)
             } else {
                 (k, v)
             }
         })
+        .collect()
+}
+
+fn comparable(f: &Flags) -> (Vec<(String, String)>, Vec<String>) {
+    let mut pairs: Vec<(String, String)> = flag_pairs(f)
+        .into_iter()
+        .map(|(k, v)| as_recorded(&k, &v))
+        .filter(|(k, _)| !IGNORED.contains(&k.as_str()) && k != "--kubelet-extra-args")
         .collect();
     pairs.sort();
     let mut extra: Vec<String> = f
@@ -217,6 +303,43 @@ mod tests {
         assert_eq!(worker_batch_size(100, 50, 0), 50);
         assert_eq!(worker_batch_size(4, 100, 30), 4);
         assert_eq!(worker_batch_size(0, 10, 30), 1);
+    }
+
+    #[test]
+    fn drift_compares_flags_as_k0s_records_them() {
+        // What the manifest says …
+        let want = Flags(vec![
+            "-l kubelet=2".into(),
+            "--labels=zz=1,aa=2".into(),
+            "--enable-worker".into(),
+            "-c /etc/k0s/k0s.yaml".into(),
+        ]);
+        // … and what `k0s status` reports for it (pflag's rendering, k0s v1.34).
+        let have = Flags(vec![
+            "--config=/etc/k0s/k0s.yaml".into(),
+            "--enable-worker=true".into(),
+            "--labels=aa=2,zz=1".into(),
+            "--logging=containerd=info,etcd=info,konnectivity-server=1,kube-apiserver=1,kube-controller-manager=1,kube-scheduler=1,kubelet=2".into(),
+        ]);
+        assert_eq!(comparable(&want), comparable(&have));
+        // A real change still shows.
+        let changed = Flags(vec![
+            "--config=/etc/k0s/k0s.yaml".into(),
+            "--enable-worker=true".into(),
+            "--labels=aa=2,zz=1".into(),
+            "--logging=containerd=info,etcd=info,konnectivity-server=1,kube-apiserver=1,kube-controller-manager=1,kube-scheduler=1,kubelet=3".into(),
+        ]);
+        assert_ne!(comparable(&want), comparable(&changed));
+        // Older k0s records only the given components; the shorthand glued to its value.
+        let old = Flags(vec!["-lkubelet=2".into()]);
+        assert_eq!(
+            comparable(&old),
+            comparable(&Flags(vec!["--logging=[kubelet=2]".into()]))
+        );
+        assert_ne!(
+            comparable(&Flags(vec!["--labels=a=1".into()])),
+            comparable(&Flags(vec!["--labels=a=2".into()]))
+        );
     }
 
     #[test]

@@ -128,9 +128,68 @@ pub fn encode(kubeconfig: &str) -> String {
     STANDARD.encode(gz.finish().expect("writing to memory"))
 }
 
+/// The one k0s release whose worker reads and decodes its join-token file at every start,
+/// not only before its first join (k0s issue #7202, k0s `cmd/worker/worker.go` of v1.35.1):
+/// after the join, its token file must still hold a decodable token.
+pub const TOKEN_AT_EVERY_START: &str = "v1.35.1+k0s.0";
+
+/// True for the k0s release of [`TOKEN_AT_EVERY_START`].
+pub fn decodes_token_at_every_start(v: &super::version::K0sVersion) -> bool {
+    super::version::K0sVersion::parse(TOKEN_AT_EVERY_START).is_ok_and(|w| *v == w)
+}
+
+/// A syntactically valid but useless worker join token (as k0sctl writes for k0s v1.35.1 after
+/// the join): a kubelet-bootstrap kubeconfig with a fresh throw-away self-signed CA, server
+/// 127.0.0.1 and a placeholder bootstrap token. It grants nothing: the worker, already joined,
+/// uses its kubelet kubeconfig and only decodes this file.
+pub fn dummy_join_token() -> Result<String, String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let key = KeyPair::generate().map_err(|e| format!("generating a key: {e}"))?;
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "k0s-sample-CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| format!("self-signing a certificate: {e}"))?;
+    let ca = STANDARD.encode(cert.pem());
+    // id.secret in the Kubernetes bootstrap token format, assembled so that no token-shaped
+    // literal sits in the source.
+    let placeholder = format!("{}.{}", "abcdef", "0123456789abcdef");
+    let kubeconfig = format!(
+        "# dummy token written by k0sctl\napiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: https://127.0.0.1:6443\n  name: k0s\ncontexts:\n- context:\n    cluster: k0s\n    user: kubelet-bootstrap\n  name: k0s\ncurrent-context: k0s\nusers:\n- name: kubelet-bootstrap\n  user:\n    token: {placeholder}\n"
+    );
+    Ok(encode(&kubeconfig))
+}
+
+/// True when `s` (trimmed) is non-empty standard base64, the check k0sctl makes before it
+/// replaces a v1.35.1 worker's token file.
+pub fn is_base64(s: &str) -> bool {
+    let s = s.trim();
+    !s.is_empty() && STANDARD.decode(s).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dummy_token_decodes_as_a_kubelet_bootstrap_token() {
+        let raw = dummy_join_token().unwrap();
+        assert!(is_base64(&raw));
+        let t = JoinToken::parse(&raw).unwrap();
+        assert_eq!(t.kind, "kubelet-bootstrap");
+        assert_eq!(t.url, "https://127.0.0.1:6443");
+        // base64 of a PEM block ("-----BEGIN ...").
+        assert!(t.kubeconfig.contains("certificate-authority-data: LS0t"));
+        assert!(!is_base64("# overwritten by k0sctl after join\n"));
+        let v = |s: &str| super::super::version::K0sVersion::parse(s).unwrap();
+        assert!(decodes_token_at_every_start(&v("v1.35.1+k0s.0")));
+        assert!(!decodes_token_at_every_start(&v("v1.35.2+k0s.0")));
+        assert!(!decodes_token_at_every_start(&v("v1.34.1+k0s.0")));
+    }
 
     const KC: &str = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Y2E=\n    server: https://172.17.0.2:6443\n  name: k0s\ncontexts:\n- context:\n    cluster: k0s\n    user: kubelet-bootstrap\n  name: k0s\ncurrent-context: k0s\nkind: Config\nusers:\n- name: kubelet-bootstrap\n  user:\n    token: i6i3yg.abcdef0123456789\n";
 

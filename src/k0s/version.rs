@@ -83,6 +83,16 @@ impl K0sVersion {
     pub fn is_prerelease(&self) -> bool {
         self.prerelease.is_some()
     }
+
+    /// The Kubernetes version this k0s release embeds, as its kubelet reports it in
+    /// `status.nodeInfo.kubeletVersion` (and its API server in `/version`): k0s builds
+    /// Kubernetes `X.Y.Z` with the version string `vX.Y.Z+k0s` for every k0s release
+    /// `vX.Y.Z[-pre]+k0s.N`, so a pre-release's `-rc.N` and the k0s build number are not part
+    /// of it (`v1.36.3-rc.0+k0s.0` → `v1.36.3+k0s`).
+    pub fn kubelet_version(&self) -> String {
+        let [a, b, c] = self.segments;
+        format!("v{a}.{b}.{c}+k0s")
+    }
 }
 
 impl fmt::Display for K0sVersion {
@@ -157,6 +167,23 @@ mod tests {
         assert!(v("v1.30.0-rc.10") < v("v1.30.0-rc.9"));
         assert_eq!(v("1.30.1+k0s.0"), v("v1.30.1+k0s.0"));
         assert!(v("0.11.0-rc1") < v("0.11.0"));
+    }
+
+    #[test]
+    fn kubelet_version_of_k0s_releases() {
+        // k0s version → kubelet / API server version of the Kubernetes it embeds.
+        let table = [
+            ("v1.30.5+k0s.0", "v1.30.5+k0s"),
+            ("v1.31.2+k0s.1", "v1.31.2+k0s"),
+            ("v1.35.1+k0s.0", "v1.35.1+k0s"),
+            ("v1.36.3-rc.0+k0s.0", "v1.36.3+k0s"),
+            ("v1.36.3-rc.0+k0s.1", "v1.36.3+k0s"),
+            ("v1.34.0-beta.1+k0s.0", "v1.34.0+k0s"),
+            ("v1.33.1", "v1.33.1+k0s"),
+        ];
+        for (k0s, kubelet) in table {
+            assert_eq!(v(k0s).kubelet_version(), kubelet, "{k0s}");
+        }
     }
 
     #[test]

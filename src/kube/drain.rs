@@ -738,6 +738,27 @@ async fn evict(
                 e,
             ))
         };
+        if let ::kube::Error::Api(st) = &e
+            && st.code == 500
+            && st.message.contains("more than one PodDisruptionBudget")
+        {
+            // The API does not say which budgets: name them, so they can be fixed.
+            let pod = api.get(name).await.ok();
+            let names = match pod {
+                Some(p) => super::pdb::budgets_covering(ctx.client, &p)
+                    .await
+                    .map(|v| v.join(", "))
+                    .unwrap_or_else(|_| "could not list them".into()),
+                None => "could not list them".into(),
+            };
+            return Err(Outcome::Failed(KubeError::api(
+                format!(
+                    "evict pod {r} from node {}: the pod is covered by more than one PodDisruptionBudget ({names}), which the eviction API refuses; leave one budget per pod",
+                    ctx.node
+                ),
+                e,
+            )));
+        }
         if !retryable(&e) {
             return Err(failed(e));
         }

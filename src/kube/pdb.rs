@@ -87,7 +87,9 @@ pub async fn blocking_pdbs(client: &Client, nodes: &[&str]) -> Result<Vec<Blocki
         pods.extend(
             l.items
                 .into_iter()
-                .filter(|p| classify_kind(p) == PodKind::Evictable)
+                // A Pending pod is evicted without a budget check (the eviction handler's
+                // canIgnorePDB), so no budget blocks it.
+                .filter(|p| classify_kind(p) == PodKind::Evictable && !is_pending(p))
                 .map(|p| (n.to_string(), p)),
         );
     }
@@ -123,21 +125,22 @@ pub async fn blocking_pdbs(client: &Client, nodes: &[&str]) -> Result<Vec<Blocki
     Ok(out)
 }
 
-/// Whether a PDB's selector selects a pod with these labels, as the eviction subresource
-/// decides it: an empty selector selects nothing (policy/v1 eviction ignores such PDBs); an
+fn is_pending(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")
+}
+
+/// Whether a PDB's selector selects a pod with these labels, as policy/v1 defines it and the
+/// eviction subresource decides it: an empty selector (`{}`) selects every pod of the
+/// budget's namespace (a missing one, nothing: callers pass only present selectors); an
 /// unknown operator selects nothing.
 pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let ml = sel.match_labels.as_ref().filter(|m| !m.is_empty());
-    let me = sel.match_expressions.as_ref().filter(|m| !m.is_empty());
-    if ml.is_none() && me.is_none() {
-        return false;
-    }
     if let Some(ml) = ml
         && !ml.iter().all(|(k, v)| labels.get(k) == Some(v))
     {
         return false;
     }
-    me.into_iter().flatten().all(|r| {
+    sel.match_expressions.iter().flatten().all(|r| {
         let have = labels.get(&r.key);
         let values = r.values.as_deref().unwrap_or(&[]);
         match r.operator.as_str() {
@@ -148,6 +151,30 @@ pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) 
             _ => false,
         }
     })
+}
+
+/// The names of the PodDisruptionBudgets of the pod's namespace whose selector selects it
+/// (several make the eviction API answer 500, without naming them).
+pub async fn budgets_covering(client: &Client, pod: &Pod) -> Result<Vec<String>, KubeError> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| KubeError::api(format!("list PodDisruptionBudgets in {ns}"), e))?;
+    let empty = BTreeMap::new();
+    let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|b| {
+            b.spec
+                .as_ref()
+                .and_then(|s| s.selector.as_ref())
+                .is_some_and(|s| selector_matches(s, labels))
+        })
+        .filter_map(|b| b.metadata.name)
+        .collect())
 }
 
 /// kubectl's notation of a selector: `a=b,c in (d,e),f notin (g),h,!i`.
@@ -248,9 +275,10 @@ mod tests {
             selector_string(&s),
             "app=web,tier in (a,b),!canary,zone notin (x),team"
         );
-        // Empty selectors select nothing for eviction.
-        assert!(!selector_matches(&sel(json!({})), &ok));
-        assert!(!selector_matches(&sel(json!({"matchLabels": {}})), &ok));
+        // policy/v1: an empty selector selects every pod of the namespace.
+        assert!(selector_matches(&sel(json!({})), &ok));
+        assert!(selector_matches(&sel(json!({"matchLabels": {}})), &ok));
+        assert!(selector_matches(&sel(json!({})), &labels(&[])));
         let bad = sel(json!({"matchExpressions": [{"key": "a", "operator": "Near"}]}));
         assert!(!selector_matches(&bad, &ok));
     }

@@ -12,6 +12,11 @@ use std::path::Path;
 pub const SLOT_VALUE_LEN: usize = 56;
 /// Version of an unstamped binary.
 pub const DEFAULT_VERSION: &str = "v1.31.2+k0s.0";
+/// A pre-release the binary server can offer (`--versions`): its kubelet and `/version` report
+/// the embedded Kubernetes version `v1.36.3+k0s`, without the `-rc.0`.
+pub const PRERELEASE_VERSION: &str = "v1.36.3-rc.0+k0s.0";
+/// The release whose worker decodes its join-token file at every start (k0s issue #7202).
+pub const TOKEN_AT_EVERY_START_VERSION: &str = "v1.35.1+k0s.0";
 
 /// The marker is assembled at run time from two halves so that only the slot itself contains the
 /// contiguous marker bytes (the stamping code is linked into the stand-in too).

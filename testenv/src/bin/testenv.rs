@@ -46,6 +46,29 @@ enum Cmd {
         /// Also generate an RSA host key per host (besides ed25519 and ecdsa)
         #[arg(long)]
         rsa_host_keys: bool,
+        /// A second interface (eth1) per host on a private network that carries the default
+        /// route; the SSH address stays on eth0
+        #[arg(long)]
+        private_net: bool,
+        /// sshd with `AllowTcpForwarding no` (direct-tcpip channels are refused)
+        #[arg(long)]
+        no_tcp_forwarding: bool,
+        /// PID 1 of the hosts: systemd, or openrc (OpenRC's openrc-init, as on Alpine)
+        #[arg(long, default_value = "systemd")]
+        init: String,
+        /// Real k0s timing: nodes NotReady for a while after each start, pods Ready after a
+        /// delay, a controller's API up only after a delay, PDBs observed late
+        #[arg(long)]
+        realistic: bool,
+        /// With --realistic: seconds a node stays NotReady after its kubelet starts
+        #[arg(long, requires = "realistic")]
+        node_ready_delay: Option<u32>,
+        /// With --realistic: seconds from scheduling until a pod is Ready
+        #[arg(long, requires = "realistic")]
+        pod_ready_delay: Option<u32>,
+        /// With --realistic: seconds from a controller's start until its API answers
+        #[arg(long, requires = "realistic")]
+        api_start_delay: Option<u32>,
     },
     /// Remove every namespace, mount, process, bridge and veth of the environment (idempotent)
     Down {
@@ -61,7 +84,7 @@ enum Cmd {
         dir: PathBuf,
     },
     /// Print one value of an environment for scripts: prefix, binserver-url, password, manifest,
-    /// ips, controller-ips, worker-ips, bastion-ip (lists: one per line)
+    /// ips, controller-ips, worker-ips, private-ips, bastion-ip (lists: one per line)
     Get {
         #[arg(long)]
         dir: PathBuf,
@@ -109,9 +132,19 @@ fn main() -> Result<()> {
             k0s_bin,
             versions,
             rsa_host_keys,
+            private_net,
+            no_tcp_forwarding,
+            init,
+            realistic,
+            node_ready_delay,
+            pod_ready_delay,
+            api_start_delay,
         } => {
             let mut o = Options::new(dir, hosts);
             o.controllers = controllers;
+            o.private_net = private_net;
+            o.no_tcp_forwarding = no_tcp_forwarding;
+            o.init = init;
             o.os = os;
             o.user = user;
             o.sudo = match sudo {
@@ -126,10 +159,20 @@ fn main() -> Result<()> {
             }
             o.binserver_in_process = false;
             o.rsa_host_keys = rsa_host_keys;
+            if realistic {
+                let mut r = testenv::timing::Realistic::default();
+                r.node_ready_delay = node_ready_delay.unwrap_or(r.node_ready_delay);
+                r.pod_ready_delay = pod_ready_delay.unwrap_or(r.pod_ready_delay);
+                r.api_start_delay = api_start_delay.unwrap_or(r.api_start_delay);
+                o.realistic = Some(r);
+            }
             let t = std::time::Instant::now();
             let env = Env::up(o)?;
             for h in env.hosts.iter().chain(env.bastion.iter()) {
-                println!("{:<14} {:<10} {}", h.name, h.role, h.ip);
+                match h.private_ip {
+                    Some(p) => println!("{:<14} {:<10} {} (private {p})", h.name, h.role, h.ip),
+                    None => println!("{:<14} {:<10} {}", h.name, h.role, h.ip),
+                }
             }
             println!("manifest: {}", env.manifest.display());
             println!("hosts:    {}", env.hosts_json.display());
@@ -175,6 +218,12 @@ fn main() -> Result<()> {
                 "ips" => ips(None),
                 "controller-ips" => ips(Some("controller")),
                 "worker-ips" => ips(Some("worker")),
+                "private-ips" => st
+                    .hosts
+                    .iter()
+                    .filter_map(|h| h.private_ip.map(|p| p.to_string()))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
                 "bastion-ip" => st
                     .hosts
                     .iter()

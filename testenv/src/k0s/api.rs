@@ -1028,6 +1028,16 @@ pub async fn handle(
                     None,
                 ));
             }
+            // Optimistic concurrency: a patch that carries `metadata.resourceVersion` only
+            // applies to that version of the object (the API server updates with the patched
+            // object's resourceVersion as precondition; Kubernetes
+            // `staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go`).
+            if let Some(rv) = obj["metadata"]["resourceVersion"].as_str()
+                && !rv.is_empty()
+                && Some(rv) != old["metadata"]["resourceVersion"].as_str()
+            {
+                return Ok(conflict(t.res, name));
+            }
             if sub == Some("status") {
                 let st = obj["status"].take();
                 obj = old.clone();
@@ -1323,16 +1333,24 @@ fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
 
 // ---------- PodDisruptionBudget ----------
 
+/// Whether a policy/v1 PodDisruptionBudget's selector selects a pod with these labels: a
+/// missing (nil) selector selects nothing, an empty one (`{}`) every pod of the namespace
+/// (PodDisruptionBudgetSpec.selector of policy/v1; the eviction handler honours `{}` since
+/// Kubernetes 1.28, kubernetes#119732 in `pkg/registry/core/pod/storage/eviction.go`).
+pub fn pdb_selects(pdb: &Value, labels: &Value) -> bool {
+    let sel = &pdb["spec"]["selector"];
+    sel.is_object() && selector_obj_matches(sel, labels)
+}
+
 /// Computed PDB numbers: (currentHealthy, desiredHealthy, expectedPods, disruptionsAllowed).
 pub fn pdb_numbers(store: &Store, pdb: &Value) -> (i64, i64, i64, i64) {
     let ns = pdb["metadata"]["namespace"].as_str().unwrap_or("");
-    let sel = &pdb["spec"]["selector"];
     let pods: Vec<Value> = store
         .list("pods", Some(ns))
         .into_iter()
         .filter(|p| {
             p["metadata"]["deletionTimestamp"].is_null()
-                && selector_obj_matches(sel, &p["metadata"]["labels"])
+                && pdb_selects(pdb, &p["metadata"]["labels"])
         })
         .collect();
     let current = pods.iter().filter(|p| pod_ready(p)).count() as i64;
@@ -1485,11 +1503,7 @@ fn evict(ctx: &ApiCtx, ns: &str, name: &str, body: &[u8], dry: bool) -> Response
     let pdbs: Vec<Value> = store
         .list("policy/poddisruptionbudgets", Some(ns))
         .into_iter()
-        .filter(|p| {
-            let sel = &p["spec"]["selector"];
-            !(sel.is_null() || sel.as_object().map(|o| o.is_empty()).unwrap_or(false))
-                && selector_obj_matches(sel, &pod["metadata"]["labels"])
-        })
+        .filter(|p| pdb_selects(p, &pod["metadata"]["labels"]))
         .collect();
     if pdbs.len() > 1 {
         return status_err(
@@ -1500,8 +1514,34 @@ fn evict(ctx: &ApiCtx, ns: &str, name: &str, body: &[u8], dry: bool) -> Response
         );
     }
     if let Some(pdb) = pdbs.first() {
+        let pname = pdb["metadata"]["name"].as_str().unwrap_or("").to_string();
+        // The disruption controller has not seen the budget's current spec yet (it was just
+        // created or changed): its status cannot be trusted, so the eviction is refused with
+        // 429 until it has (`checkAndDecrement` in Kubernetes
+        // `pkg/registry/core/pod/storage/eviction.go`). The stand-in's controller loop catches
+        // up within a second (longer with TESTENV_PDB_SYNC_SECONDS).
+        let generation = pdb["metadata"]["generation"].as_i64().unwrap_or(1);
+        let observed = pdb["status"]["observedGeneration"].as_i64().unwrap_or(0);
+        if observed < generation {
+            let st = &pdb["status"];
+            let (cur, des) = (
+                st["currentHealthy"].as_i64().unwrap_or(0),
+                st["desiredHealthy"].as_i64().unwrap_or(0),
+            );
+            if !pod_ready(&pod) && cur >= des && des > 0 {
+                do_delete();
+                return success();
+            }
+            return status_err(
+                429,
+                "TooManyRequests",
+                "Cannot evict pod as it would violate the pod's disruption budget.",
+                Some(
+                    json!({"causes":[{"reason":"DisruptionBudget","message":format!("The disruption budget {pname} is still being processed by the server.")}],"retryAfterSeconds":10}),
+                ),
+            );
+        }
         let pdb = refresh_pdb(store, pdb);
-        let pname = pdb["metadata"]["name"].as_str().unwrap_or("");
         let (cur, des, _, allowed) = pdb_numbers(store, &pdb);
         if !pod_ready(&pod) && cur >= des && des > 0 {
             do_delete();

@@ -21,11 +21,13 @@ pub const POD_TERMINATION: i64 = 1;
 /// Test knobs, read from the controller's environment (set them with `k0s install --env`):
 /// `TESTENV_NODE_GRACE_SECONDS`, `TESTENV_POD_READY_DELAY_SECONDS`.
 fn knob(name: &str, default: i64) -> i64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    util::knob(name, default)
 }
+
+/// When each PodDisruptionBudget's current generation was first seen unobserved, so that the
+/// disruption controller can lag behind a spec change by TESTENV_PDB_SYNC_SECONDS.
+static PDB_SEEN: std::sync::Mutex<std::collections::BTreeMap<(String, String), (i64, i64)>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 /// The control loops run on one controller at a time, like kube-controller-manager with leader
 /// election: the holder of the Lease `kube-system/kube-controller-manager` (renewed every 2 s,
@@ -495,8 +497,31 @@ fn tick(store: &Store) {
             }
         }
     }
-    // PodDisruptionBudget status.
+    // PodDisruptionBudget status (Kubernetes' disruption controller). A budget whose spec
+    // changed is observed TESTENV_PDB_SYNC_SECONDS (default 0: at the next loop) later; until
+    // then evictions it covers get 429 "still being processed".
+    let sync = knob("TESTENV_PDB_SYNC_SECONDS", 0);
+    let now_s = chrono_now_secs();
     for pdb in store.list("policy/poddisruptionbudgets", None) {
+        let generation = pdb["metadata"]["generation"].as_i64().unwrap_or(1);
+        let observed = pdb["status"]["observedGeneration"].as_i64().unwrap_or(0);
+        if observed < generation && sync > 0 {
+            let key = (
+                pdb["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                pdb["metadata"]["name"].as_str().unwrap_or("").to_string(),
+            );
+            let mut seen = PDB_SEEN.lock().unwrap_or_else(|e| e.into_inner());
+            let e = seen.entry(key).or_insert((generation, now_s));
+            if e.0 != generation {
+                *e = (generation, now_s);
+            }
+            if now_s - e.1 < sync {
+                continue;
+            }
+        }
         api::refresh_pdb(store, &pdb);
     }
     // Token cleaner: expired bootstrap tokens are deleted.
@@ -648,4 +673,11 @@ pub fn ensure_system_workloads(store: &Store, k8s_version: &str) {
             let _ = store.create(gr, "kube-system", o);
         }
     }
+}
+
+fn chrono_now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

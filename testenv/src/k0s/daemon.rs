@@ -39,12 +39,17 @@ pub struct Daemon {
     pub api_ok: std::sync::Mutex<(bool, String)>,
 }
 
+/// The Kubernetes version k0s embeds, as its kubelet and API server report it
+/// (`status.nodeInfo.kubeletVersion`, `/version` gitVersion). k0s builds Kubernetes with
+/// `KUBE_GIT_VERSION=v<kubernetes_version>+k0s` (k0s `embedded-bins/kubernetes/Dockerfile`,
+/// version from `embedded-bins/Makefile.variables`), and a k0s release `vX.Y.Z[-pre]+k0s.N`
+/// embeds Kubernetes `X.Y.Z`: a pre-release's `-rc.N` is not part of it.
+/// `v1.36.3-rc.0+k0s.0` → `v1.36.3+k0s`.
 pub fn k8s_version(v: &str) -> String {
-    // v1.31.2+k0s.0 → v1.31.2+k0s
-    match v.split_once('+') {
-        Some((a, _)) => format!("{a}+k0s"),
-        None => v.to_string(),
-    }
+    let main = v.split('+').next().unwrap_or(v);
+    let core = main.split('-').next().unwrap_or(main);
+    let core = core.trim_start_matches('v');
+    format!("v{core}+k0s")
 }
 
 fn lock_runtime() -> Result<std::fs::File> {
@@ -468,6 +473,20 @@ fn etcd_unavailable(msg: &str) -> hyper::Response<api::Body> {
     )
 }
 
+/// How long after a controller's start its Kubernetes API (:6443) begins to answer: on a real
+/// controller the API server comes up only after etcd and the API server itself started
+/// (seconds to tens of seconds). TESTENV_API_START_DELAY_SECONDS, default 0 (at once).
+fn api_start_delay() -> Option<std::time::Duration> {
+    let s = util::knob("TESTENV_API_START_DELAY_SECONDS", 0);
+    (s > 0).then(|| std::time::Duration::from_secs(s as u64))
+}
+
+/// k0s v1.35.1 (and only that release) decodes the worker's join token at every start.
+pub fn worker_decodes_token_at_every_start(version: &str) -> bool {
+    let core = version.split('+').next().unwrap_or(version);
+    core == "v1.35.1"
+}
+
 fn resolve_token(flags: &Flags, positional: Option<&String>) -> Result<Option<String>> {
     let mut sources = Vec::new();
     if let Some(p) = positional {
@@ -545,7 +564,26 @@ async fn run_async(
         K0sConfig::load(flags.get("config").map(|s| s.as_str()))?
     };
     let version = crate::stamp::slot_version();
-    let token = resolve_token(&flags, positional.first())?;
+    // When the worker reads its join token (k0s `cmd/worker/worker.go`): v1.35.1 reads and
+    // decodes it at every start, before anything else, and refuses to start when it is not a
+    // valid kubelet-bootstrap token (k0s issue #7202); other releases read it lazily, only when
+    // there is no kubelet kubeconfig yet (a joined worker starts without the file).
+    let eager = worker_decodes_token_at_every_start(&version);
+    let token = if role == "worker" && !eager && data_dir.join("kubelet.conf").exists() {
+        None
+    } else {
+        resolve_token(&flags, positional.first())?
+    };
+    if role == "worker"
+        && eager
+        && let Some(t) = &token
+    {
+        let (_, _, user, _) = super::token::decode(t)
+            .map_err(|e| anyhow::anyhow!("failed to decode join token: {e:#}"))?;
+        if user != "kubelet-bootstrap" {
+            bail!("wrong token type {user}, expected type: kubelet-bootstrap");
+        }
+    }
     let invocation_id = rand_alnum(32)
         .chars()
         .map(|c| {
@@ -699,7 +737,7 @@ async fn run_async(
         }
         let ca = std::fs::read_to_string(pki.join("ca.crt"))?;
         let admin = kubeconfig_yaml(
-            &format!("https://localhost:{}", d.cfg.api_port()),
+            &d.cfg.local_url(),
             &ca,
             &std::fs::read_to_string(pki.join("admin.crt"))?,
             &std::fs::read_to_string(pki.join("admin.key"))?,
@@ -762,10 +800,10 @@ async fn run_async(
             });
             let tls = server_tls(&pki, &sans)?;
             let c1 = ctx.clone();
-            serve_https(
-                &format!("0.0.0.0:{api_port}"),
-                tls.clone(),
-                move |caller, req| {
+            let api_tls = tls.clone();
+            let api_bind = format!("{}:{api_port}", bracket(&d.cfg.api_bind_host()));
+            let serve = async move {
+                serve_https(&api_bind, api_tls, move |caller, req| {
                     let ctx = c1.clone();
                     async move {
                         // etcd storage: without a linearizable read there is no answer (as
@@ -795,9 +833,22 @@ async fn run_async(
                             })
                             .await
                     }
-                },
-            )
-            .await?;
+                })
+                .await
+            };
+            // TESTENV_API_START_DELAY_SECONDS: the API answers only that long after the start.
+            match api_start_delay() {
+                None => serve.await?,
+                Some(delay) => {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        if let Err(e) = serve.await {
+                            util::log_info(&format!("kube-apiserver failed to start: {e:#}"));
+                            std::process::exit(1);
+                        }
+                    });
+                }
+            }
             super::controllers::ensure_system_workloads(&store, &k8s_version(&version));
             if d.flags.bool("enable-dynamic-config") {
                 publish_cluster_config(&store, &d.cfg);
@@ -861,7 +912,12 @@ async fn run_async(
                 true,
             )?;
             worker_api = Some((
-                format!("https://127.0.0.1:{api_port}"),
+                // With onlyBindToAddress nothing listens on 127.0.0.1: k0s's local URL.
+                if d2.cfg.only_bind_to_address() {
+                    d2.cfg.local_url()
+                } else {
+                    format!("https://127.0.0.1:{api_port}")
+                },
                 TlsClient {
                     ca_pem: std::fs::read_to_string(pki.join("ca.crt"))?,
                     cert_pem: Some(c),
@@ -1138,7 +1194,10 @@ async fn k0s_api(
 async fn kubelet(d: Arc<Daemon>, server: String, tls: TlsClient) {
     let name = node_name(&d.flags);
     let (node_ip, _) = kubelet_extra(&d.flags);
+    // InternalIP: `--node-ip` (k0s passes `--kubelet-extra-args` on to the kubelet), else the
+    // kubelet's own default (see `util::kubelet_default_node_ip`).
     let ip = node_ip
+        .or_else(|| util::kubelet_default_node_ip(&name))
         .or_else(|| util::host_ipv4s().into_iter().next())
         .unwrap_or_else(|| "127.0.0.1".into());
     let started = util::now_rfc3339();
@@ -1188,14 +1247,48 @@ async fn kubelet(d: Arc<Daemon>, server: String, tls: TlsClient) {
         .unwrap_or_default()
         .trim()
         .to_string();
+    // A real kubelet registers its Node NotReady and turns Ready only once the container
+    // runtime's network (the CNI) is up, tens of seconds on real hosts; the stand-in waits
+    // TESTENV_NODE_READY_DELAY_SECONDS (default 0) after every start.
+    let ready_delay = std::time::Duration::from_secs(
+        util::knob("TESTENV_NODE_READY_DELAY_SECONDS", 0).max(0) as u64,
+    );
+    let ready_at = std::time::Instant::now() + ready_delay;
+    let ready_since = std::sync::Mutex::new(None::<String>);
     let status = |hb: &str| {
+        let ready = std::time::Instant::now() >= ready_at;
+        let ready_ltt = if ready {
+            ready_since
+                .lock()
+                .unwrap()
+                .get_or_insert_with(|| hb.to_string())
+                .clone()
+        } else {
+            started.clone()
+        };
         let cond = |t: &str, st: &str, reason: &str, msg: &str| json!({"type":t,"status":st,"lastHeartbeatTime":hb,"lastTransitionTime":started,"reason":reason,"message":msg});
+        let mut ready_cond = if ready {
+            cond(
+                "Ready",
+                "True",
+                "KubeletReady",
+                "kubelet is posting ready status",
+            )
+        } else {
+            cond(
+                "Ready",
+                "False",
+                "KubeletNotReady",
+                "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized",
+            )
+        };
+        ready_cond["lastTransitionTime"] = json!(ready_ltt);
         json!({
             "conditions":[
                 cond("MemoryPressure","False","KubeletHasSufficientMemory","kubelet has sufficient memory available"),
                 cond("DiskPressure","False","KubeletHasNoDiskPressure","kubelet has no disk pressure"),
                 cond("PIDPressure","False","KubeletHasSufficientPID","kubelet has sufficient PID available"),
-                cond("Ready","True","KubeletReady","kubelet is posting ready status")],
+                ready_cond],
             "addresses":[{"type":"InternalIP","address":ip},{"type":"Hostname","address":name}],
             "capacity":{"cpu":"2","ephemeral-storage":"20Gi","memory":"2Gi","pods":"110"},
             "allocatable":{"cpu":"2","ephemeral-storage":"20Gi","memory":"2Gi","pods":"110"},
@@ -1245,12 +1338,14 @@ async fn kubelet(d: Arc<Daemon>, server: String, tls: TlsClient) {
                 ),
             ),
         };
-        tokio::time::sleep(std::time::Duration::from_secs(if res.is_ok() {
-            HEARTBEAT_SECS
-        } else {
-            2
-        }))
-        .await;
+        let mut pause =
+            std::time::Duration::from_secs(if res.is_ok() { HEARTBEAT_SECS } else { 2 });
+        // Report Ready as soon as it is, not at the next heartbeat.
+        let until_ready = ready_at.saturating_duration_since(std::time::Instant::now());
+        if !until_ready.is_zero() {
+            pause = pause.min(until_ready + std::time::Duration::from_millis(50));
+        }
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -1276,4 +1371,24 @@ fn publish_cluster_config(store: &Store, cfg: &K0sConfig) {
             "action":"ConfigReconciling","reportingComponent":"k0s-controller","reportingInstance":util::hostname(),
             "source":{"component":"k0s-controller"},"firstTimestamp":now,"lastTimestamp":now,"count":1}),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubernetes_version_of_a_k0s_release() {
+        assert_eq!(k8s_version("v1.31.2+k0s.0"), "v1.31.2+k0s");
+        assert_eq!(k8s_version("v1.36.3-rc.0+k0s.0"), "v1.36.3+k0s");
+        assert_eq!(k8s_version("v1.36.3-rc.0+k0s.1"), "v1.36.3+k0s");
+    }
+
+    #[test]
+    fn only_v1_35_1_decodes_the_token_at_every_start() {
+        assert!(worker_decodes_token_at_every_start("v1.35.1+k0s.0"));
+        assert!(!worker_decodes_token_at_every_start("v1.35.2+k0s.0"));
+        assert!(!worker_decodes_token_at_every_start("v1.34.1+k0s.0"));
+        assert!(!worker_decodes_token_at_every_start("v1.35.1-rc.0+k0s.0"));
+    }
 }

@@ -23,6 +23,8 @@ use std::process::Command;
 #[derive(Clone, Debug, Default)]
 pub struct Flags {
     pub set: BTreeMap<String, String>,
+    /// Every value given per flag, in order (repeated slice/map flags accumulate in k0s).
+    pub all: BTreeMap<String, Vec<String>>,
     pub env: Vec<String>,
 }
 
@@ -156,6 +158,10 @@ fn parse(args: &[String], specs: &[Spec]) -> Result<(Flags, Vec<String>)> {
         if spec.0 == "env" {
             f.env.push(value.clone());
         }
+        f.all
+            .entry(spec.0.to_string())
+            .or_default()
+            .push(value.clone());
         f.set.insert(spec.0.to_string(), value);
     }
     Ok((f, pos))
@@ -200,6 +206,32 @@ impl K0sConfig {
                     .next()
                     .unwrap_or_else(|| "127.0.0.1".into())
             })
+    }
+    /// `spec.api.onlyBindToAddress`.
+    pub fn only_bind_to_address(&self) -> bool {
+        self.v["spec"]["api"]["onlyBindToAddress"].as_bool() == Some(true)
+    }
+    /// Where the API server listens: `spec.api.address` with `onlyBindToAddress` (k0s passes
+    /// `--bind-address` to kube-apiserver then: `pkg/component/controller/apiserver.go`), else
+    /// every address.
+    pub fn api_bind_host(&self) -> String {
+        if self.only_bind_to_address() {
+            self.api_address()
+        } else {
+            "0.0.0.0".into()
+        }
+    }
+    /// k0s's own URL of its API server (`APISpec.LocalURL` in k0s
+    /// `pkg/apis/k0s/v1beta1/api.go`): `https://<spec.api.address>:<port>` with
+    /// `onlyBindToAddress`, else `https://localhost:<port>`. Used for `pki/admin.conf`.
+    pub fn local_url(&self) -> String {
+        if self.only_bind_to_address() {
+            let a = self.api_address();
+            let a = if a.contains(':') { format!("[{a}]") } else { a };
+            format!("https://{a}:{}", self.api_port())
+        } else {
+            format!("https://localhost:{}", self.api_port())
+        }
     }
     pub fn api_port(&self) -> u16 {
         self.v["spec"]["api"]["port"].as_u64().unwrap_or(6443) as u16
@@ -418,22 +450,132 @@ fn uninstall_service(svc: &str) {
     }
 }
 
-/// Service arguments as `k0s install` stores them (k0s cmdFlagsToArgs): only flags that were set,
-/// sorted by name, `--name=value`, `--env/--force/--start` skipped, paths made absolute.
-pub fn normalized_args(role: &str, f: &Flags) -> Vec<String> {
+/// The numeric part of a k0s version (`v1.34.1-rc.0+k0s.0` → `[1, 34, 1]`).
+pub fn version_segments(v: &str) -> [u64; 3] {
+    let core = v
+        .trim_start_matches('v')
+        .split(['-', '+'])
+        .next()
+        .unwrap_or("");
+    let mut out = [0u64; 3];
+    for (i, p) in core.split('.').take(3).enumerate() {
+        out[i] = p.parse().unwrap_or(0);
+    }
+    out
+}
+
+/// Components of k0s's `--logging` flag with their default levels, in the order k0s prints
+/// them (k0s `pkg/config/cli.go`, `DefaultLogLevels` and `logLevelsFlag.String`).
+const LOG_LEVELS: [(&str, &str); 7] = [
+    ("containerd", "info"),
+    ("etcd", "info"),
+    ("konnectivity-server", "1"),
+    ("kube-apiserver", "1"),
+    ("kube-controller-manager", "1"),
+    ("kube-scheduler", "1"),
+    ("kubelet", "1"),
+];
+
+/// pflag's `StringSlice`: each value is one CSV record; repeated flags append.
+fn string_slice(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter(|x| !x.is_empty())
+        .map(|x| x.to_string())
+        .collect()
+}
+
+/// How k0s records one flag's value: pflag's `Value.String()` of the parsed flag, brackets
+/// trimmed for slice and stringToString types (k0s `cmd/install/util.go` cmdFlagsToArgs; value
+/// types from `pkg/config/cli.go` of that release).
+fn recorded_value(name: &str, values: &[String], version: &str) -> Result<String> {
+    let last = values.last().cloned().unwrap_or_default();
+    let v = version_segments(version);
+    Ok(match name {
+        "data-dir" | "kubelet-root-dir" | "token-file" | "config" => abs(&last),
+        // `logLevelsFlag` (k0s ≥ v1.31): every Set starts from the defaults, so the last
+        // `--logging`/`-l` wins and String() lists every component with its level.
+        "logging" if v >= [1, 31, 0] => {
+            let mut levels: Vec<(String, String)> = LOG_LEVELS
+                .iter()
+                .map(|(k, l)| (k.to_string(), l.to_string()))
+                .collect();
+            let val = last.trim_start_matches('[').trim_end_matches(']');
+            for pair in val.split(',').filter(|p| !p.is_empty()) {
+                let Some((k, l)) = pair.split_once('=') else {
+                    bail!(
+                        "invalid argument \"{last}\" for \"-l, --logging\" flag: must be of format component=level: \"{pair}\""
+                    );
+                };
+                let Some(slot) = levels.iter_mut().find(|(c, _)| c == k) else {
+                    bail!(
+                        "invalid argument \"{last}\" for \"-l, --logging\" flag: unknown component name: \"{k}\""
+                    );
+                };
+                slot.1 = l.to_string();
+            }
+            levels
+                .iter()
+                .map(|(k, l)| format!("{k}={l}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+        // Older k0s: pflag's stringToString (the first Set replaces the defaults, later ones
+        // merge). pflag prints it in map order, which is random; sorted here.
+        "logging" => {
+            let mut m = BTreeMap::new();
+            for val in values {
+                for pair in val.split(',').filter(|p| !p.is_empty()) {
+                    let (k, l) = pair.split_once('=').unwrap_or((pair, ""));
+                    m.insert(k.to_string(), l.to_string());
+                }
+            }
+            m.iter()
+                .map(|(k, l)| format!("{k}={l}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+        // `cliflag.ConfigurationMap` (k0s ≥ v1.34): pairs merged over repeats, keys and values
+        // trimmed, printed sorted.
+        "labels" if v >= [1, 34, 0] => {
+            let mut m = BTreeMap::new();
+            for val in values {
+                for pair in val.split(',').filter(|p| !p.is_empty()) {
+                    let (k, l) = pair.split_once('=').unwrap_or((pair, ""));
+                    m.insert(k.trim().to_string(), l.trim().to_string());
+                }
+            }
+            let mut pairs: Vec<String> = m.iter().map(|(k, l)| format!("{k}={l}")).collect();
+            pairs.sort();
+            pairs.join(",")
+        }
+        "labels" | "taints" | "disable-components" => string_slice(values).join(","),
+        _ => last
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    })
+}
+
+/// Service arguments as `k0s install` stores them (k0s `cmd/install/util.go` cmdFlagsToArgs):
+/// only flags that were set, in pflag's sorted order, under their long names, `--name=value`
+/// with pflag's rendering of the parsed value (see [`recorded_value`]), `--env/--force/--start`
+/// skipped, paths made absolute.
+pub fn normalized_args(role: &str, f: &Flags) -> Result<Vec<String>> {
+    normalized_args_for(role, f, &crate::stamp::slot_version())
+}
+
+pub fn normalized_args_for(role: &str, f: &Flags, version: &str) -> Result<Vec<String>> {
     let mut svc_args = vec![role.to_string()];
     for (k, v) in &f.set {
         if ["env", "force", "start"].contains(&k.as_str()) {
             continue;
         }
-        let v = if ["data-dir", "kubelet-root-dir", "token-file", "config"].contains(&k.as_str()) {
-            abs(v)
-        } else {
-            v.trim_start_matches('[').trim_end_matches(']').to_string()
-        };
-        svc_args.push(format!("--{k}={v}"));
+        let values = f.all.get(k).cloned().unwrap_or_else(|| vec![v.clone()]);
+        svc_args.push(format!("--{k}={}", recorded_value(k, &values, version)?));
     }
-    svc_args
+    Ok(svc_args)
 }
 
 /// The system users `k0s install controller` creates and `k0s reset` deletes
@@ -488,7 +630,7 @@ fn cmd_install(role: &str, args: &[String]) -> Result<()> {
             }
         }
     }
-    let svc_args = normalized_args(role, &f);
+    let svc_args = normalized_args(role, &f)?;
     let svc = format!("k0s{role}");
     let path = unit_path(&svc);
     let force = f.bool("force");
@@ -1101,6 +1243,12 @@ fn cmd_config(sub: &str, args: &[String]) -> Result<()> {
                     &[("config", "c", false), ("feature-gates", "", false)],
                 ],
             )?;
+            // `--feature-gates` on `k0s config` exists from k0s v1.35 (cmd/config/config.go).
+            if f.get("feature-gates").is_some()
+                && version_segments(&crate::stamp::slot_version()) < [1, 35, 0]
+            {
+                bail!("unknown flag: --feature-gates");
+            }
             let p = f.get("config").cloned().unwrap_or_default();
             if p.is_empty() {
                 bail!("--config can't be empty");
@@ -1419,12 +1567,35 @@ mod tests {
         let (f, pos) = parse(&args("--enable-worker --no-taints -c /etc/k0s/k0s.yaml --data-dir=/var/lib/k0s --force -e A=b"), &specs).unwrap();
         assert!(pos.is_empty());
         assert_eq!(
-            normalized_args("controller", &f),
+            normalized_args("controller", &f).unwrap(),
             args(
                 "controller --config=/etc/k0s/k0s.yaml --data-dir=/var/lib/k0s --enable-worker=true --no-taints=true"
             )
         );
         assert_eq!(f.env, vec!["A=b".to_string()]);
+    }
+
+    #[test]
+    fn install_args_use_pflag_rendering_of_values() {
+        let specs: Vec<Spec> = vec![DEBUG, DATA, WORKER, INSTALL];
+        let (f, _) = parse(
+            &args("-l kubelet=3 --labels=zz=1,aa=2 --labels b=3 --taints=x=y:NoSchedule"),
+            &specs,
+        )
+        .unwrap();
+        assert_eq!(
+            normalized_args_for("worker", &f, "v1.34.1+k0s.0").unwrap(),
+            args(
+                "worker --labels=aa=2,b=3,zz=1 --logging=containerd=info,etcd=info,konnectivity-server=1,kube-apiserver=1,kube-controller-manager=1,kube-scheduler=1,kubelet=3 --taints=x=y:NoSchedule"
+            )
+        );
+        // Before v1.34 labels are a string slice: given order, repeats appended.
+        assert_eq!(
+            normalized_args_for("worker", &f, "v1.33.4+k0s.0").unwrap()[1],
+            "--labels=zz=1,aa=2,b=3"
+        );
+        let (bad, _) = parse(&args("--logging=nope=1"), &specs).unwrap();
+        assert!(normalized_args_for("worker", &bad, "v1.34.1+k0s.0").is_err());
     }
 
     #[test]
