@@ -69,7 +69,11 @@ fn relays_binary_and_files_with_fallbacks() {
     let mut x: u32 = 12345;
     while payload.len() < 3 << 20 {
         x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-        payload.push(if x % 7 == 0 { 0 } else { (x >> 16) as u8 });
+        payload.push(if x.is_multiple_of(7) {
+            0
+        } else {
+            (x >> 16) as u8
+        });
     }
     let src = dir.path().join("bundle.tar");
     std::fs::write(&src, &payload).unwrap();
