@@ -7,9 +7,10 @@ use futures::future::join_all;
 use crate::exit::Code;
 
 use super::hooks::run_host_hooks;
-use super::init_leader::reset_installed;
+use super::init_leader::reset_unfinished;
 use super::k0s_ops::{
-    create_token, install_and_start, plan_install, retire_token, wait_node_ready, write_token,
+    create_token, install_and_start, install_finished, plan_install, retire_token, wait_node_ready,
+    write_token,
 };
 use super::{HostState, Phase, PhaseError, PhaseFuture, State, collect};
 
@@ -77,6 +78,7 @@ impl Phase for InstallWorkers {
                         tracing::warn!("{}: --no-wait given, the join token stays valid until it expires (10 minutes)", h.name);
                     }
                     run_host_hooks(h, "install", "after").await.map_err(err)?;
+                    install_finished(h).await.map_err(err)?;
                     Ok(())
                 }
             }))
@@ -114,13 +116,13 @@ impl Phase for InstallWorkers {
 
     fn clean_up<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            for h in state
+            let idx: Vec<usize> = state
                 .hosts
                 .iter()
                 .filter(|h| h.config.role == "worker" && state.unfinished.contains(&h.index))
-            {
-                reset_installed(h).await;
-            }
+                .map(|h| h.index)
+                .collect();
+            reset_unfinished(state, &idx).await;
             Ok(())
         })
     }

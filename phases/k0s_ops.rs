@@ -51,6 +51,31 @@ pub fn api_reachable_script(url: &str) -> String {
     )
 }
 
+/// The file that marks an install by k0sctl as not finished: written in the same round trip
+/// as `k0s install`, before it, and removed once the host has joined (or initialised) the
+/// cluster. A host whose k0s service is installed but not running and that has this file was
+/// left half-installed by an interrupted or disconnected run, so the next apply may reset and
+/// reinstall it without `--force` (`--force` stays for states k0sctl did not create).
+pub fn incomplete_marker(h: &HostState) -> String {
+    let token = h.token_path();
+    let dir = match token.rsplit_once('/') {
+        Some(("", _)) => "/",
+        Some((d, _)) => d,
+        None => ".",
+    };
+    format!("{}/.k0sctl-install-incomplete", dir.trim_end_matches('/'))
+}
+
+/// Removes [`incomplete_marker`]: the host's install is complete.
+pub async fn install_finished(h: &HostState) -> Result<(), String> {
+    let p = probed(h)?;
+    p.remote
+        .run(Cmd::new(format!("rm -f {}", shell_quote(&incomplete_marker(h)))).sudo())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// `--enable-dynamic-config` for controllers of a cluster in dynamic config mode.
 pub fn dynamic_flag(h: &HostState) -> &'static [&'static str] {
     if h.dynamic_config {
@@ -94,6 +119,12 @@ pub async fn install_and_start(
         binary_version: h.k0s.as_ref().and_then(|k| k.binary_version.as_ref()),
     };
     let mut cmd = install_command(&h.config, &cx)?;
+    // Recorded before anything is installed (see `incomplete_marker`).
+    let marker = incomplete_marker(h);
+    cmd = format!(
+        "mkdir -p \"$(dirname {m})\" && printf '%s\\n' 'k0s install by k0sctl not finished' > {m}\n{cmd}",
+        m = shell_quote(&marker)
+    );
     if let Some(url) = api_url {
         // In the same round trip: a joining host must reach the cluster's API first.
         cmd = format!("{}\n{cmd}", api_reachable_script(url));

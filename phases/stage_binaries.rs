@@ -8,6 +8,10 @@
 //! `k0sDownloadURL` or the k0s GitHub release. Downloads are checked against the release's
 //! `sha256sums.txt` where one exists; uploads are verified against what was sent; every staged
 //! binary must report the target version (except `k0sBinaryPath`, which is taken as given).
+//! Staged files are owner-only (0700: executable for the version check, readable by nobody
+//! else) until they are moved into place with their final mode; the clean-up removes them,
+//! and a later apply removes any `<k0s path>.tmp.*` an interrupted run left behind ("Gather
+//! k0s facts" lists them in its round trip).
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -118,7 +122,7 @@ fn download_script(url: &str, asset: &str, tmp: &str) -> String {
         shell_quote(asset),
     );
     format!(
-        "set -e; d=$(dirname {t}); mkdir -p \"$d\"\n\
+        "set -e; umask 077; d=$(dirname {t}); mkdir -p \"$d\"\n\
          if command -v curl >/dev/null 2>&1; then curl -sSLf -o {t} -- {u}; else wget -qO {t} -- {u}; fi\n\
          sums=$( (if command -v curl >/dev/null 2>&1; then curl -sSLf -- {s}; else wget -qO- -- {s}; fi) 2>/dev/null || true)\n\
          want=$(printf '%s\\n' \"$sums\" | awk -v f={a} '$2==f || $2==\"*\"f {{print $1; exit}}')\n\
@@ -127,7 +131,7 @@ fn download_script(url: &str, asset: &str, tmp: &str) -> String {
            if [ \"$want\" != \"$got\" ]; then rm -f {t}; echo \"checksum mismatch for {asset}: sha256sums.txt says $want, downloaded $got\" >&2; exit 3; fi\n\
            echo verified >&2\n\
          fi\n\
-         chmod 0755 {t}\n\
+         chmod 0700 {t}\n\
          {t} version\n"
     )
 }
@@ -321,7 +325,7 @@ impl Phase for StageBinaries {
                                             &path,
                                             &tmp,
                                             &UploadOptions::default()
-                                                .mode(0o755)
+                                                .mode(0o700)
                                                 .sudo(true)
                                                 .progress(progress.upload(&h.name)),
                                         )
@@ -346,7 +350,7 @@ impl Phase for StageBinaries {
                                             &file,
                                             &tmp,
                                             &UploadOptions::default()
-                                                .mode(0o755)
+                                                .mode(0o700)
                                                 .sudo(true)
                                                 .progress(progress.upload(&h.name)),
                                         )
