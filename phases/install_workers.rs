@@ -9,8 +9,8 @@ use crate::exit::Code;
 use super::hooks::run_host_hooks;
 use super::init_leader::reset_unfinished;
 use super::k0s_ops::{
-    create_token, install_and_start, install_finished, plan_install, retire_token, wait_node_ready,
-    write_token,
+    connection_lost, create_token, install_and_start, install_finished, plan_install, retire_token,
+    wait_node_ready, write_token,
 };
 use super::{HostState, Phase, PhaseError, PhaseFuture, State, collect};
 
@@ -71,7 +71,12 @@ impl Phase for InstallWorkers {
                     install_and_start(h, false, force, Some(&token.url)).await.map_err(err)?;
                     if wait {
                         let node = h.node_name().unwrap_or_default();
-                        wait_node_ready(leader, &node, None).await.map_err(err)?;
+                        // While the leader waits for the node, a lost worker is noticed
+                        // (its keepalives) instead of waiting out the whole Ready timeout.
+                        tokio::select! {
+                            r = wait_node_ready(leader, &node, None) => r.map_err(err)?,
+                            e = connection_lost(h) => return Err(err(e)),
+                        }
                         tracing::info!("{}: node {node} is Ready", h.name);
                         retire_token(leader, h, token).await;
                     } else {

@@ -66,6 +66,25 @@ pub fn incomplete_marker(h: &HostState) -> String {
     format!("{}/.k0sctl-install-incomplete", dir.trim_end_matches('/'))
 }
 
+/// Resolves (with a "connection lost" message) once the host's connection is closed; never
+/// while it is open. Raced against waits that run elsewhere (on the leader) so a host that
+/// dropped out is reported at once.
+pub async fn connection_lost(h: &HostState) -> String {
+    let Ok(p) = probed(h) else {
+        return std::future::pending().await;
+    };
+    loop {
+        if p.remote.connection().is_closed() {
+            return format!(
+                "{}: {}: the SSH connection was closed while waiting for the node to become Ready",
+                p.remote.name(),
+                crate::transport::error::CONNECTION_LOST
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Removes [`incomplete_marker`]: the host's install is complete.
 pub async fn install_finished(h: &HostState) -> Result<(), String> {
     let p = probed(h)?;

@@ -1,0 +1,276 @@
+//! Chaos on testenv: faults injected while `k0sctl apply` installs workers, each followed by
+//! a plain re-apply (no `--force`) that must converge.
+//!
+//! One environment (1 controller + 3 workers); each fault hits a worker that joins in that
+//! step (the manifest grows by one worker per step):
+//! 1. SIGKILL of k0sctl itself while the worker's install runs, its k0s service then left
+//!    installed but stopped (what a double Ctrl-C or a killed run leaves): the next apply takes
+//!    the dead run's lock over at once and resets and reinstalls the unfinished worker.
+//! 2. sshd killed on the worker mid-install: exit 4 naming the host, the phase and
+//!    "connection lost", no script dump; the clean-up reconnects and undoes the install.
+//! 3. the worker's link down mid-install: noticed by SSH keepalives (exit 4, the time is
+//!    printed), then the link comes back.
+//! After each: no k0sctl process left on the host, no lock file naming a live process, and a
+//! plain re-apply converges; at the end no staging file, no unfinished-install marker, no lock
+//! on any host, and a detailed dry run has nothing to do.
+
+mod common;
+
+use common::chaos::*;
+use common::cli::*;
+
+use std::io::BufRead;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use testenv::{Env, Host, Options};
+
+const MARKER: &str = "/etc/k0s/.k0sctl-install-incomplete";
+
+struct Faulted {
+    code: Option<i32>,
+    stderr: String,
+    /// From the fault to the exit of k0sctl.
+    after_fault: Duration,
+}
+
+/// Runs `k0sctl apply -c manifest`; once "Install workers" runs and `host`'s install has
+/// started (its unfinished-install marker exists), calls `fault(pid)`; waits (bounded) for the
+/// exit.
+fn apply_with_fault(
+    env: &Env,
+    cache: &std::path::Path,
+    manifest: &str,
+    host: &Host,
+    fault: impl FnOnce(u32),
+) -> Faulted {
+    let mut child = k0sctl_cmd(cache, &["apply", "-c", manifest])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let log = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let log = log.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let phase = log
+            .lock()
+            .unwrap()
+            .contains("Running phase: Install workers");
+        if phase
+            && env
+                .exec(host, &format!("test -e {MARKER} && echo yes || true"))
+                .unwrap_or_default()
+                .trim()
+                == "yes"
+        {
+            break;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            reader.join().unwrap();
+            panic!(
+                "apply ended ({st}) before the fault point:\n{}",
+                log.lock().unwrap()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the install of {} never started:\n{}",
+            host.name,
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fault(pid);
+    let at = Instant::now();
+    let deadline = at + Duration::from_secs(240);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "k0sctl did not end within 240 s of the fault:\n{}",
+                log.lock().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let after_fault = at.elapsed();
+    reader.join().unwrap();
+    let stderr = log.lock().unwrap().clone();
+    Faulted {
+        code: status.code(),
+        stderr,
+        after_fault,
+    }
+}
+
+/// No lock file on any host names a process that is alive on this machine.
+fn no_live_lock(env: &Env) {
+    for h in &env.hosts {
+        let held = env
+            .exec(h, "cat /run/lock/k0sctl 2>/dev/null || true")
+            .unwrap();
+        if let Some(pid) = held.split_whitespace().skip_while(|w| *w != "pid").nth(1) {
+            assert!(
+                !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "{}: lock held by a live process: {held}",
+                h.name
+            );
+        }
+    }
+}
+
+fn converges(cache: &std::path::Path, manifest: &str, what: &str) -> String {
+    let out = k0sctl(cache, &["apply", "-c", manifest]);
+    let err = text(&out.stderr);
+    assert!(
+        out.status.success(),
+        "plain re-apply after {what} failed ({:?}):\n{err}",
+        out.status.code()
+    );
+    let out = k0sctl(
+        cache,
+        &["apply", "-c", manifest, "--dry-run", "--detailed-exitcode"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "changes still pending after {what}:\n{}",
+        text(&out.stderr)
+    );
+    err
+}
+
+fn write_manifest(dir: &std::path::Path, env: &Env, idx: &[usize]) -> String {
+    let p = dir.join(format!("k0sctl-{}.yaml", idx.len()));
+    std::fs::write(&p, manifest_with(env, idx)).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn faults_during_worker_install_then_plain_reapply_converges() {
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-chaos-")
+        .tempdir()
+        .unwrap();
+    let env = Env::up(Options::new(dir.path().join("env"), 4)).expect("testenv up");
+    let cache = dir.path().join("cache");
+    let started = Instant::now();
+
+    // 1. SIGKILL of k0sctl during the first worker's install; its service left stopped.
+    let m = write_manifest(dir.path(), &env, &[0, 1]);
+    let w = &env.hosts[1];
+    let f = apply_with_fault(&env, &cache, &m, w, |pid| {
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+    });
+    assert_eq!(f.code, None, "killed by a signal:\n{}", f.stderr);
+    // What an interrupted start leaves: the service installed but not running.
+    env.exec(w, "systemctl stop k0sworker 2>/dev/null; true")
+        .unwrap();
+    assert_eq!(
+        leftover_processes(&env, w, Duration::from_secs(15)),
+        "",
+        "processes of the killed run left on {}",
+        w.name
+    );
+    no_live_lock(&env);
+    let err = converges(&cache, &m, "SIGKILL");
+    assert!(
+        err.contains("took over the lock") && err.contains("is gone"),
+        "the dead run's lock is taken over at once, saying so:\n{err}"
+    );
+    eprintln!(
+        "SIGKILL during worker install: converged ({:?} so far)",
+        started.elapsed()
+    );
+
+    // 2. sshd killed on the second worker mid-install.
+    let m = write_manifest(dir.path(), &env, &[0, 1, 2]);
+    let w = &env.hosts[2];
+    let f = apply_with_fault(&env, &cache, &m, w, |_| kill_sshd(&env, w));
+    assert_eq!(f.code, Some(4), "lost connection is exit 4:\n{}", f.stderr);
+    let ip = w.ip.to_string();
+    assert!(
+        f.stderr.contains("Install workers")
+            && f.stderr.contains("connection lost")
+            && f.stderr
+                .lines()
+                .any(|l| l.contains(&ip) && l.contains("connection lost")),
+        "host, phase and cause named:\n{}",
+        f.stderr
+    );
+    assert!(
+        !f.stderr.contains("#!/") && !f.stderr.contains("while :; do"),
+        "no script dump:\n{}",
+        f.stderr
+    );
+    ensure_sshd(&env, w);
+    assert_eq!(leftover_processes(&env, w, Duration::from_secs(15)), "");
+    no_live_lock(&env);
+    converges(&cache, &m, "sshd killed");
+    eprintln!(
+        "sshd killed during worker install: exit 4 {:?} after the kill; converged ({:?} so far)",
+        f.after_fault,
+        started.elapsed()
+    );
+
+    // 3. The third worker's link goes down mid-install.
+    let m = write_manifest(dir.path(), &env, &[0, 1, 2, 3]);
+    let w = &env.hosts[3];
+    let f = apply_with_fault(&env, &cache, &m, w, |_| link_down(&env, w));
+    link_up(&env, w);
+    assert_eq!(f.code, Some(4), "lost connection is exit 4:\n{}", f.stderr);
+    assert!(
+        f.stderr.contains("Install workers") && f.stderr.contains("connection lost"),
+        "{}",
+        f.stderr
+    );
+    eprintln!(
+        "link down during worker install: k0sctl ended {:?} after the link went down (keepalive detection + bounded clean-up)",
+        f.after_fault
+    );
+    no_live_lock(&env);
+    converges(&cache, &m, "link down");
+    assert_eq!(leftover_processes(&env, w, Duration::from_secs(20)), "");
+
+    // Nothing left behind anywhere.
+    for h in &env.hosts {
+        let left = env
+            .exec(
+                h,
+                &format!(
+                    "ls /usr/local/bin/k0s.tmp.* {MARKER} /run/lock/k0sctl 2>/dev/null || true"
+                ),
+            )
+            .unwrap();
+        assert_eq!(left.trim(), "", "{} keeps {left}", h.name);
+        let token = env
+            .exec(h, "cat /etc/k0s/k0stoken 2>/dev/null || true")
+            .unwrap();
+        assert!(
+            token.trim().is_empty() || token.starts_with('#'),
+            "{}: a live join token stays in /etc/k0s/k0stoken",
+            h.name
+        );
+    }
+    eprintln!("chaos suite took {:?}", started.elapsed());
+}
