@@ -85,6 +85,49 @@ pub async fn connection_lost(h: &HostState) -> String {
     }
 }
 
+/// The file that marks an upgrade of this node as not finished: written before the k0s
+/// service is stopped for the upgrade, removed once the node serves again (and, for a drained
+/// worker, is schedulable again). Its content is `upgrade`, or `upgrade uncordon` when this
+/// run cordoned the node (so a later run knows to make it schedulable again). The next apply
+/// starts a service such a run left stopped instead of refusing the host.
+pub fn upgrade_marker(h: &HostState) -> String {
+    incomplete_marker(h).replace("install-incomplete", "upgrade-incomplete")
+}
+
+/// Writes [`upgrade_marker`] with `content` unless it exists.
+pub async fn upgrade_started(h: &HostState, content: &str) -> Result<(), String> {
+    let p = probed(h)?;
+    let m = shell_quote(&upgrade_marker(h));
+    p.remote
+        .run(
+            Cmd::new(format!(
+                "[ -e {m} ] || {{ mkdir -p \"$(dirname {m})\" && printf '%s\\n' {c} > {m}; }}",
+                c = shell_quote(content)
+            ))
+            .sudo(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Removes [`upgrade_marker`]; with `only_plain`, only one that does not ask for an uncordon
+/// (that one is removed by whoever uncordons).
+pub async fn upgrade_finished(h: &HostState, only_plain: bool) -> Result<(), String> {
+    let p = probed(h)?;
+    let m = shell_quote(&upgrade_marker(h));
+    let cmd = if only_plain {
+        format!("if [ \"$(cat {m} 2>/dev/null)\" = upgrade ]; then rm -f {m}; fi")
+    } else {
+        format!("rm -f {m}")
+    };
+    p.remote
+        .run(Cmd::new(cmd).sudo())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// Removes [`incomplete_marker`]: the host's install is complete.
 pub async fn install_finished(h: &HostState) -> Result<(), String> {
     let p = probed(h)?;

@@ -10,6 +10,9 @@
 //!    "connection lost", no script dump; the clean-up reconnects and undoes the install.
 //! 3. the worker's link down mid-install: noticed by SSH keepalives (exit 4, the time is
 //!    printed), then the link comes back.
+//! 4. an upgrade to the next version: a double SIGINT while binaries are staged (exit 130 at
+//!    once, nothing cleaned up), then SIGKILL in a worker upgrade batch once a worker's service
+//!    was stopped: the next apply starts it again, finishes the upgrade, no node stays cordoned.
 //! After each: no k0sctl process left on the host, no lock file naming a live process, and a
 //! plain re-apply converges; at the end no staging file, no unfinished-install marker, no lock
 //! on any host, and a detailed dry run has nothing to do.
@@ -27,22 +30,44 @@ use std::time::{Duration, Instant};
 use testenv::{Env, Host, Options};
 
 const MARKER: &str = "/etc/k0s/.k0sctl-install-incomplete";
+const UPGRADE_MARKER: &str = "/etc/k0s/.k0sctl-upgrade-incomplete";
 
 struct Faulted {
     code: Option<i32>,
     stderr: String,
     /// From the fault to the exit of k0sctl.
     after_fault: Duration,
+    /// From the fault to the first line saying "connection lost".
+    lost_after: Option<Duration>,
 }
 
 /// Runs `k0sctl apply -c manifest`; once "Install workers" runs and `host`'s install has
-/// started (its unfinished-install marker exists), calls `fault(pid)`; waits (bounded) for the
-/// exit.
+/// started (`path` exists there), calls `fault(pid)`; waits (bounded) for the exit.
 fn apply_with_fault(
     env: &Env,
     cache: &std::path::Path,
     manifest: &str,
     host: &Host,
+    path: &str,
+    fault: impl FnOnce(u32),
+) -> Faulted {
+    let test = format!("test -e {path} && echo yes || true");
+    apply_when(
+        cache,
+        manifest,
+        "Install workers",
+        || env.exec(host, &test).unwrap_or_default().trim() == "yes",
+        fault,
+    )
+}
+
+/// Runs `k0sctl apply -c manifest`; once `phase` runs and `ready()` holds, calls
+/// `fault(pid)`; waits (bounded) for the exit.
+fn apply_when(
+    cache: &std::path::Path,
+    manifest: &str,
+    phase: &str,
+    ready: impl Fn() -> bool,
     fault: impl FnOnce(u32),
 ) -> Faulted {
     let mut child = k0sctl_cmd(cache, &["apply", "-c", manifest])
@@ -52,11 +77,15 @@ fn apply_with_fault(
         .unwrap();
     let pid = child.id();
     let log = Arc::new(Mutex::new(String::new()));
+    let lost_at: Arc<Mutex<Option<Instant>>> = Arc::default();
     let reader = {
-        let log = log.clone();
+        let (log, lost_at) = (log.clone(), lost_at.clone());
         let err = child.stderr.take().unwrap();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains("connection lost") {
+                    lost_at.lock().unwrap().get_or_insert_with(Instant::now);
+                }
                 let mut l = log.lock().unwrap();
                 l.push_str(&line);
                 l.push('\n');
@@ -65,17 +94,11 @@ fn apply_with_fault(
     };
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let phase = log
+        let running = log
             .lock()
             .unwrap()
-            .contains("Running phase: Install workers");
-        if phase
-            && env
-                .exec(host, &format!("test -e {MARKER} && echo yes || true"))
-                .unwrap_or_default()
-                .trim()
-                == "yes"
-        {
+            .contains(&format!("Running phase: {phase}"));
+        if running && ready() {
             break;
         }
         if let Some(st) = child.try_wait().unwrap() {
@@ -87,8 +110,7 @@ fn apply_with_fault(
         }
         assert!(
             Instant::now() < deadline,
-            "the install of {} never started:\n{}",
-            host.name,
+            "the fault point in {phase} never came:\n{}",
             log.lock().unwrap()
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -113,10 +135,21 @@ fn apply_with_fault(
     let after_fault = at.elapsed();
     reader.join().unwrap();
     let stderr = log.lock().unwrap().clone();
+    for l in stderr
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+    {
+        eprintln!("    | {l}");
+    }
+    let lost_after = lost_at
+        .lock()
+        .unwrap()
+        .map(|t| t.saturating_duration_since(at));
     Faulted {
         code: status.code(),
         stderr,
         after_fault,
+        lost_after,
     }
 }
 
@@ -176,7 +209,9 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
     // 1. SIGKILL of k0sctl during the first worker's install; its service left stopped.
     let m = write_manifest(dir.path(), &env, &[0, 1]);
     let w = &env.hosts[1];
-    let f = apply_with_fault(&env, &cache, &m, w, |pid| {
+    // Once the worker's service is written (k0s install ran), before it is known to run.
+    let unit = "/etc/systemd/system/k0sworker.service";
+    let f = apply_with_fault(&env, &cache, &m, w, unit, |pid| {
         std::process::Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .status()
@@ -198,6 +233,10 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
         err.contains("took over the lock") && err.contains("is gone"),
         "the dead run's lock is taken over at once, saying so:\n{err}"
     );
+    assert!(
+        err.contains("was installed by an earlier k0sctl run that did not finish"),
+        "the unfinished worker is reset and reinstalled:\n{err}"
+    );
     eprintln!(
         "SIGKILL during worker install: converged ({:?} so far)",
         started.elapsed()
@@ -206,7 +245,7 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
     // 2. sshd killed on the second worker mid-install.
     let m = write_manifest(dir.path(), &env, &[0, 1, 2]);
     let w = &env.hosts[2];
-    let f = apply_with_fault(&env, &cache, &m, w, |_| kill_sshd(&env, w));
+    let f = apply_with_fault(&env, &cache, &m, w, MARKER, |_| kill_sshd(&env, w));
     assert_eq!(f.code, Some(4), "lost connection is exit 4:\n{}", f.stderr);
     let ip = w.ip.to_string();
     assert!(
@@ -236,7 +275,7 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
     // 3. The third worker's link goes down mid-install.
     let m = write_manifest(dir.path(), &env, &[0, 1, 2, 3]);
     let w = &env.hosts[3];
-    let f = apply_with_fault(&env, &cache, &m, w, |_| link_down(&env, w));
+    let f = apply_with_fault(&env, &cache, &m, w, MARKER, |_| link_down(&env, w));
     link_up(&env, w);
     assert_eq!(f.code, Some(4), "lost connection is exit 4:\n{}", f.stderr);
     assert!(
@@ -245,12 +284,109 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
         f.stderr
     );
     eprintln!(
-        "link down during worker install: k0sctl ended {:?} after the link went down (keepalive detection + bounded clean-up)",
-        f.after_fault
+        "link down during worker install: connection lost reported {:?} after the link went down (SSH keepalives), k0sctl ended after {:?} (with the bounded clean-up)",
+        f.lost_after, f.after_fault
     );
     no_live_lock(&env);
     converges(&cache, &m, "link down");
     assert_eq!(leftover_processes(&env, w, Duration::from_secs(20)), "");
+
+    // 4. Upgrade to the next version: a double SIGINT while the binaries are staged (exits at
+    // once, no clean-up), then SIGKILL in a worker upgrade batch once a worker's service was
+    // stopped for its upgrade. The plain re-apply starts it again, finishes the upgrade and
+    // leaves no node cordoned.
+    let (old, new) = (&env.versions[0], env.versions.last().unwrap());
+    assert_ne!(old, new, "testenv offers two k0s versions");
+    let up = dir.path().join("k0sctl-upgrade.yaml");
+    std::fs::write(
+        &up,
+        std::fs::read_to_string(&m).unwrap().replace(
+            &format!("version: \"{old}\""),
+            &format!("version: \"{new}\""),
+        ),
+    )
+    .unwrap();
+    let up = up.display().to_string();
+    let f = apply_when(
+        &cache,
+        &up,
+        "Stage k0s binaries",
+        || true,
+        |pid| {
+            for _ in 0..2 {
+                std::process::Command::new("kill")
+                    .args(["-INT", &pid.to_string()])
+                    .status()
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        },
+    );
+    assert_eq!(f.code, Some(130), "double SIGINT:\n{}", f.stderr);
+    for h in &env.hosts {
+        assert_eq!(
+            leftover_processes(&env, h, Duration::from_secs(15)),
+            "",
+            "{}",
+            h.name
+        );
+    }
+    no_live_lock(&env);
+    let workers = &env.hosts[1..];
+    let f = apply_when(
+        &cache,
+        &up,
+        "Upgrade workers",
+        || {
+            workers.iter().any(|w| {
+                env.exec(
+                    w,
+                    &format!("test -e {UPGRADE_MARKER} && ! systemctl is-active -q k0sworker && echo yes || true"),
+                )
+                .unwrap_or_default()
+                .trim()
+                    == "yes"
+            })
+        },
+        |pid| {
+            std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .unwrap();
+        },
+    );
+    assert_eq!(f.code, None, "killed by a signal:\n{}", f.stderr);
+    let err = converges(&cache, &up, "SIGKILL in an upgrade batch");
+    assert!(
+        err.contains("stopped by an upgrade that did not finish"),
+        "the stopped worker is started again:\n{err}"
+    );
+    let kc = dir.path().join("kubeconfig");
+    let out = k0sctl(&cache, &["kubeconfig", "-c", &up]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::write(&kc, &out.stdout).unwrap();
+    let nodes = kubectl(
+        &kc,
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.spec.unschedulable} {.status.nodeInfo.kubeletVersion}{\"\\n\"}{end}",
+        ],
+        None,
+    );
+    let want = new.split('+').next().unwrap();
+    for line in nodes.lines() {
+        assert!(
+            !line.contains("true") && line.contains(want),
+            "every node schedulable and on {want}:\n{nodes}"
+        );
+    }
+    assert_eq!(nodes.lines().count(), 3, "{nodes}");
+    eprintln!(
+        "upgrade interrupted twice: converged ({:?} so far)",
+        started.elapsed()
+    );
 
     // Nothing left behind anywhere.
     for h in &env.hosts {
@@ -258,7 +394,7 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
             .exec(
                 h,
                 &format!(
-                    "ls /usr/local/bin/k0s.tmp.* {MARKER} /run/lock/k0sctl 2>/dev/null || true"
+                    "ls /usr/local/bin/k0s.tmp.* {MARKER} {UPGRADE_MARKER} /run/lock/k0sctl 2>/dev/null || true"
                 ),
             )
             .unwrap();
