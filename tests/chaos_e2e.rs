@@ -410,3 +410,161 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
     }
     eprintln!("chaos suite took {:?}", started.elapsed());
 }
+
+/// An HTTP server on `ip` that answers every request with the headers of a 10 MB body, 64 KiB
+/// of it, and then nothing (the connection stays open): a stalled download. Stops when the
+/// returned flag is set.
+fn stalling_server(ip: &str) -> (String, Arc<std::sync::atomic::AtomicBool>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind((ip, 0)).unwrap();
+    l.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut c, _)) => {
+                    let _ = c.set_nonblocking(false);
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut buf = [0u8; 4096];
+                    let _ = c.read(&mut buf);
+                    let _ = c.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 10000000\r\n\r\n",
+                    );
+                    let _ = c.write_all(&vec![0u8; 64 * 1024]);
+                    held.push(c);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    });
+    (url, stop)
+}
+
+#[test]
+fn stalled_transfers_fail_naming_host_url_and_bytes() {
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-stall-")
+        .tempdir()
+        .unwrap();
+    let mut opts = Options::new(dir.path().join("env"), 1);
+    // A shaped uplink makes the binary upload take seconds, so the link can drop during it.
+    opts.uplink_mbit = Some(16);
+    let env = Env::up(opts).expect("testenv up");
+    let cache = dir.path().join("cache");
+    let h = &env.hosts[0];
+    let base = env.binserver_url.clone().expect("binary server");
+    let ip = base
+        .trim_start_matches("http://")
+        .rsplit_once(':')
+        .unwrap()
+        .0
+        .to_string();
+
+    // 1. The host downloads k0s from a server that stops sending.
+    let (stall_url, stop) = stalling_server(&ip);
+    let m = dir.path().join("stall.yaml");
+    std::fs::write(&m, env.manifest_yaml().replace(&base, &stall_url)).unwrap();
+    let m = m.display().to_string();
+    let t = Instant::now();
+    let out = k0sctl_cmd(&cache, &["apply", "-c", &m])
+        .env("K0SCTL_STALL_TIMEOUT", "3")
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("stalled")
+            && err.contains(&stall_url)
+            && err.contains("no progress for 3s")
+            && err.contains("bytes received")
+            && err.contains(&h.ip.to_string()),
+        "host, URL and bytes named:\n{err}"
+    );
+    eprintln!("stalled host download failed after {took:?} (limit 3 s)");
+    assert_eq!(
+        env.exec(h, "ls /usr/local/bin/k0s.tmp.* 2>/dev/null || true")
+            .unwrap()
+            .trim(),
+        "",
+        "no staging file left"
+    );
+
+    // 2. The link drops while the binary is uploaded (uploadBinary): the upload fails as
+    // stalled before the keepalives give up on the connection.
+    let m = dir.path().join("upload.yaml");
+    std::fs::write(
+        &m,
+        env.manifest_yaml().replace(
+            "    k0sDownloadURL:",
+            "    uploadBinary: true\n    k0sDownloadURL:",
+        ),
+    )
+    .unwrap();
+    let m = m.display().to_string();
+    let mut child = k0sctl_cmd(&cache, &["apply", "-c", &m])
+        .env("K0SCTL_STALL_TIMEOUT", "3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let log = log.clone();
+        let e = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(e).lines().map_while(Result::ok) {
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !log.lock().unwrap().contains("uploading k0s") {
+        assert!(
+            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "the upload never started:\n{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    link_down(&env, h);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "no end after the link went down"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    link_up(&env, h);
+    reader.join().unwrap();
+    let err = log.lock().unwrap().clone();
+    assert_ne!(status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("stalled: no progress for 3s after") && err.contains("bytes"),
+        "the upload stall is named with the bytes so far:\n{err}"
+    );
+    eprintln!(
+        "stalled upload: k0sctl ended {:?} after the link went down",
+        t.elapsed()
+    );
+
+    // A plain apply afterwards converges and leaves no staging file.
+    converges(&cache, &env.manifest.display().to_string(), "stalls");
+    assert_eq!(
+        env.exec(h, "ls /usr/local/bin/k0s.tmp.* 2>/dev/null || true")
+            .unwrap()
+            .trim(),
+        ""
+    );
+}

@@ -59,6 +59,23 @@ pub use tunnel::{Tunnel, TunnelStream};
 /// Chunk size for streaming stdin and uploads (an 8 KiB buffer halves SSH throughput).
 pub const IO_CHUNK: usize = 256 * 1024;
 
+/// Default for [`stall_timeout`].
+pub const DEFAULT_STALL: Duration = Duration::from_secs(60);
+
+/// How long a transfer (an upload, or a download the host makes) may make no progress before
+/// it fails: `K0SCTL_STALL_TIMEOUT` in seconds (at least 1), else 60 s.
+pub fn stall_timeout() -> Duration {
+    static STALL: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *STALL.get_or_init(|| {
+        std::env::var("K0SCTL_STALL_TIMEOUT")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&s| s > 0)
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_STALL)
+    })
+}
+
 /// A secret string (password, passphrase). Its `Debug` output is redacted; it is never put in
 /// argv, logs or error messages by this module.
 #[derive(Clone)]
@@ -709,7 +726,7 @@ pub fn session_bound(cmd: &str, pidfile: Option<&str>) -> String {
     format!(
         "exec 3<&0; if command -v setsid >/dev/null 2>&1; then setsid sh -c {q} </dev/null & \
          else sh -c {q} </dev/null & fi; c=$!; {rec}\
-         ( read -r _ <&3; kill -TERM -$c 2>/dev/null || kill -TERM $c 2>/dev/null; sleep 2; kill -KILL -$c 2>/dev/null ) & w=$!; \
+         ( read -r _ <&3; kill -TERM -$c 2>/dev/null || kill -TERM $c 2>/dev/null; sleep 2 >/dev/null 2>&1; kill -KILL -$c 2>/dev/null ) & w=$!; \
          exec 3<&-; wait $c; rc=$?; kill $w 2>/dev/null; {unrec}\
          if [ $rc -gt 128 ] && [ $rc -le 192 ]; then kill -$((rc - 128)) $$ 2>/dev/null; fi; exit $rc"
     )

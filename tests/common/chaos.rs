@@ -29,13 +29,20 @@ pub fn link_down(env: &Env, host: &Host) {
     ip(&["link", "set", &veth(env, host), "down"]);
 }
 
-/// Puts `host` back on the network.
+/// Puts `host` back on the network and waits (bounded) until its sshd answers again (the
+/// bridge port and the neighbour entries take a moment to recover).
 pub fn link_up(env: &Env, host: &Host) {
     ip(&["link", "set", &veth(env, host), "up"]);
-    // Re-attach to the bridge, in case the link lost its master while down.
-    let _ = std::process::Command::new("ip")
-        .args(["link", "set", &veth(env, host), "up"])
-        .status();
+    let addr = std::net::SocketAddr::from((host.ip, host.ssh_port));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{} unreachable 60 s after its link came back",
+            host.name
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Kills every sshd process on `host` (listener and sessions) with SIGKILL; the host's

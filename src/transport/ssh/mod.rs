@@ -326,6 +326,79 @@ impl client::Handler for ClientHandler {
     }
 }
 
+/// A stream whose writes fail once they have made no progress for `limit` (see its use in
+/// `connect_once`).
+struct WatchedStream<S> {
+    inner: S,
+    limit: Option<Duration>,
+    stuck: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WatchedStream<S> {
+    fn new(inner: S, limit: Option<Duration>) -> Self {
+        WatchedStream {
+            inner,
+            limit,
+            stuck: None,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WatchedStream<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WatchedStream<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::future::Future;
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => {
+                if let Some(limit) = self.limit {
+                    let timer = self
+                        .stuck
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("the peer accepted no data for {limit:?}"),
+                        )));
+                    }
+                }
+                Poll::Pending
+            }
+            done => {
+                self.stuck = None;
+                done
+            }
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Commands running at once on one connection: sshd refuses sessions beyond its MaxSessions
 /// (default 10) with "administratively prohibited"; more commands wait for a free session.
 pub const MAX_SESSIONS: usize = 8;
@@ -526,6 +599,15 @@ impl SshConnection {
                             reason: e.to_string(),
                         })?;
                     let _ = sock.set_nodelay(true);
+                    // Keepalives cannot notice a dead peer while the session is stuck writing
+                    // into a full socket (a link that went down during an upload): a write
+                    // that makes no progress for as long as the keepalives allow fails the
+                    // connection instead.
+                    let sock = WatchedStream::new(
+                        sock,
+                        opts.keepalive_interval
+                            .map(|i| i * (opts.keepalive_max.max(1) + 1)),
+                    );
                     client::connect_stream(cfg, sock, handler)
                         .await
                         .map_err(|e| map_handshake_err(e, &label, &addr))
