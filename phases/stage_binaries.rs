@@ -479,13 +479,24 @@ impl Phase for StageBinaries {
 
     fn clean_up<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
+            // Every staging file of the k0s binary, also those of a staging that was stopped
+            // half-way (the names follow one pattern; the host lock keeps other runs out).
             for h in &mut state.hosts {
-                if let (Some(tmp), Some(p)) = (h.staged.take(), h.host.as_ref()) {
-                    let _ = p
-                        .remote
-                        .exec(Cmd::new(format!("rm -f {}", shell_quote(&tmp))).sudo())
-                        .await;
+                let staged = h.staged.take();
+                let Some(p) = h.host.as_ref() else { continue };
+                if staged.is_none() && h.k0s.is_none() {
+                    continue;
                 }
+                let _ = p
+                    .remote
+                    .exec(
+                        Cmd::new(format!(
+                            "rm -f -- {}.tmp.*",
+                            shell_quote(&p.k0s_binary_path)
+                        ))
+                        .sudo(),
+                    )
+                    .await;
             }
             Ok(())
         })

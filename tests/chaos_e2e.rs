@@ -1,8 +1,9 @@
 //! Chaos on testenv: faults injected while `k0sctl apply` installs workers, each followed by
 //! a plain re-apply (no `--force`) that must converge.
 //!
-//! One environment (1 controller + 3 workers); each fault hits a worker that joins in that
+//! One environment (1 controller + 4 workers); each fault hits a worker that joins in that
 //! step (the manifest grows by one worker per step):
+//!
 //! 1. SIGKILL of k0sctl itself while the worker's install runs, its k0s service then left
 //!    installed but stopped (what a double Ctrl-C or a killed run leaves): the next apply takes
 //!    the dead run's lock over at once and resets and reinstalls the unfinished worker.
@@ -10,12 +11,17 @@
 //!    "connection lost", no script dump; the clean-up reconnects and undoes the install.
 //! 3. the worker's link down mid-install: noticed by SSH keepalives (exit 4, the time is
 //!    printed), then the link comes back.
-//! 4. an upgrade to the next version: a double SIGINT while binaries are staged (exit 130 at
+//! 4. the next worker's link flapping mid-install: passes or exits 4, then converges.
+//! 5. an upgrade to the next version: a double SIGINT while binaries are staged (exit 130 at
 //!    once, nothing cleaned up), then SIGKILL in a worker upgrade batch once a worker's service
 //!    was stopped: the next apply starts it again, finishes the upgrade, no node stays cordoned.
+//!
 //! After each: no k0sctl process left on the host, no lock file naming a live process, and a
 //! plain re-apply converges; at the end no staging file, no unfinished-install marker, no lock
 //! on any host, and a detailed dry run has nothing to do.
+//!
+//! A second test: stalled transfers (a host-side download from a server that stops sending, an
+//! upload whose link drops) fail naming host, URL and bytes.
 
 mod common;
 
@@ -202,7 +208,7 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
         .prefix("k0sctl-chaos-")
         .tempdir()
         .unwrap();
-    let env = Env::up(Options::new(dir.path().join("env"), 4)).expect("testenv up");
+    let env = Env::up(Options::new(dir.path().join("env"), 5)).expect("testenv up");
     let cache = dir.path().join("cache");
     let started = Instant::now();
 
@@ -291,7 +297,37 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
     converges(&cache, &m, "link down");
     assert_eq!(leftover_processes(&env, w, Duration::from_secs(20)), "");
 
-    // 4. Upgrade to the next version: a double SIGINT while the binaries are staged (exits at
+    // 4. The fourth worker's link flaps (down 2 s, up 2 s, three times) mid-install: the run
+    // rides it out or reports the lost connection; either way a plain re-apply converges.
+    let m = write_manifest(dir.path(), &env, &[0, 1, 2, 3, 4]);
+    let w = &env.hosts[4];
+    let f = apply_with_fault(&env, &cache, &m, w, MARKER, |_| {
+        for _ in 0..3 {
+            link_down(&env, w);
+            std::thread::sleep(Duration::from_secs(2));
+            ip_link_up(&env, w);
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    });
+    link_up(&env, w);
+    assert!(
+        matches!(f.code, Some(0) | Some(4)),
+        "a flapping link either passes or is a lost connection ({:?}):\n{}",
+        f.code,
+        f.stderr
+    );
+    if f.code == Some(4) {
+        assert!(f.stderr.contains("connection lost"), "{}", f.stderr);
+    }
+    no_live_lock(&env);
+    converges(&cache, &m, "link flapping");
+    assert_eq!(leftover_processes(&env, w, Duration::from_secs(20)), "");
+    eprintln!(
+        "link flapping during worker install: exit {:?}; converged",
+        f.code
+    );
+
+    // 5. Upgrade to the next version: a double SIGINT while the binaries are staged (exits at
     // once, no clean-up), then SIGKILL in a worker upgrade batch once a worker's service was
     // stopped for its upgrade. The plain re-apply starts it again, finishes the upgrade and
     // leaves no node cordoned.
@@ -382,7 +418,8 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
             "every node schedulable and on {want}:\n{nodes}"
         );
     }
-    assert_eq!(nodes.lines().count(), 3, "{nodes}");
+    // Every worker is a node (the controller is not).
+    assert_eq!(nodes.lines().count(), env.hosts.len() - 1, "{nodes}");
     eprintln!(
         "upgrade interrupted twice: converged ({:?} so far)",
         started.elapsed()

@@ -33,7 +33,10 @@ fn a_mapping_with_100000_keys_loads() {
     assert_eq!(map["key0099999"], "value-99999");
     // Key order is kept.
     assert_eq!(map.keys().next().map(String::as_str), Some("key0000000"));
-    assert_eq!(map.keys().last().map(String::as_str), Some("key0099999"));
+    assert_eq!(
+        map.keys().next_back().map(String::as_str),
+        Some("key0099999")
+    );
 }
 
 #[test]

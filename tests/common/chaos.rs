@@ -29,6 +29,11 @@ pub fn link_down(env: &Env, host: &Host) {
     ip(&["link", "set", &veth(env, host), "down"]);
 }
 
+/// Puts `host`'s link up without waiting for anything (for flapping).
+pub fn ip_link_up(env: &Env, host: &Host) {
+    ip(&["link", "set", &veth(env, host), "up"]);
+}
+
 /// Puts `host` back on the network and waits (bounded) until its sshd answers again (the
 /// bridge port and the neighbour entries take a moment to recover).
 pub fn link_up(env: &Env, host: &Host) {
