@@ -24,6 +24,7 @@ impl Phase for Connect {
             let results = join_all(state.hosts.iter_mut().map(|h| {
                 let base = &base;
                 async move {
+                    let _slot = pool.limits().host_slot().await;
                     let spec = spec_for(&h.config, base, ssh_config)
                         .map_err(|e| (h.name.clone(), e.to_string()))?;
                     let remote = pool

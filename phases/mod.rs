@@ -302,7 +302,9 @@ impl Manager {
             }));
             if let Err(mut e) = result {
                 lost_connections(&mut e);
-                tracing::error!("{e}");
+                // On the screen the command prints the error once, when it ends; the log
+                // file keeps it here, in its place among the phases.
+                tracing::debug!("{e}");
                 state.emit(serde_json::json!({
                     "event": "error",
                     "phase": e.phase,

@@ -29,6 +29,10 @@ pub struct Strays {
     pub nodes: Vec<(String, bool)>,
     /// (member name, peer address)
     pub members: Vec<(String, String)>,
+    /// Controllers of the manifest running k0s whose peer address is no etcd member (removed
+    /// by hand, or lost): (host name, peer address). Reported only; resetting the controller
+    /// (`reset: true`) and applying again makes it join anew.
+    pub missing: Vec<(String, String)>,
 }
 
 /// The host part of an etcd peer URL (`https://10.0.0.1:2380` → `10.0.0.1`).
@@ -81,6 +85,31 @@ pub fn strays(
     s
 }
 
+/// Controllers (host name, peer address) whose peer is not among the members of `members_json`
+/// (nothing when the list could not be read).
+pub fn missing_members(
+    members_json: &str,
+    controllers: &[(String, String)],
+) -> Vec<(String, String)> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(members_json) else {
+        return Vec::new();
+    };
+    let Some(m) = v["members"].as_object() else {
+        return Vec::new();
+    };
+    let peers: Vec<String> = m
+        .values()
+        .map(|u| peer_host(u.as_str().unwrap_or("")))
+        .collect();
+    let mut out: Vec<(String, String)> = controllers
+        .iter()
+        .filter(|(_, p)| !peers.contains(p))
+        .cloned()
+        .collect();
+    out.sort();
+    out
+}
+
 async fn find(state: &State) -> Result<Strays, String> {
     let l = state.leader.ok_or("no leader")?;
     let leader = &state.hosts[l];
@@ -119,12 +148,22 @@ async fn find(state: &State) -> Result<Strays, String> {
         .rev()
         .find(|l| l.trim_start().starts_with('{'))
         .unwrap_or("");
-    Ok(strays(
+    let mut found = strays(
         s.get("nodes").map(String::as_str).unwrap_or(""),
         members,
         &known_nodes,
         &known_peers,
-    ))
+    );
+    // Running controllers of the manifest (not being reset) that etcd does not list.
+    let running: Vec<(String, String)> = state
+        .hosts
+        .iter()
+        .filter(|h| h.config.is_controller() && !h.config.reset && uses_etcd(state, h))
+        .filter(|h| h.k0s.as_ref().is_some_and(|k| k.status.is_some()))
+        .map(|h| (h.name.clone(), peer_address(h)))
+        .collect();
+    found.missing = missing_members(members, &running);
+    Ok(found)
 }
 
 fn describe(s: &Strays) -> Vec<String> {
@@ -143,6 +182,11 @@ fn describe(s: &Strays) -> Vec<String> {
             format!("etcd member {m} ({p}) is not a controller of the configuration")
         }),
     );
+    v.extend(s.missing.iter().map(|(h, p)| {
+        format!(
+            "controller {h} ({p}) is not an etcd member (removed from etcd by hand?); reset it (reset: true) and apply again to rejoin it"
+        )
+    }));
     v
 }
 
@@ -162,11 +206,13 @@ impl Phase for PruneNodes {
             let s = find(state).await.map_err(fail)?;
             for line in describe(&s) {
                 state.emit(serde_json::json!({"event": "stray", "what": line}));
-                if !state.opts.prune {
+                if line.starts_with("controller ") {
+                    tracing::warn!("{line}");
+                } else if !state.opts.prune {
                     tracing::warn!("{line}; `k0sctl apply --prune` removes it");
                 }
             }
-            if !state.opts.prune || s == Strays::default() {
+            if !state.opts.prune || (s.nodes.is_empty() && s.members.is_empty()) {
                 return Ok(());
             }
             let live: Vec<&String> = s.nodes.iter().filter(|(_, r)| *r).map(|(n, _)| n).collect();
@@ -261,7 +307,9 @@ impl Phase for PruneNodes {
             let leader = state.hosts[l].name.clone();
             for line in describe(&s) {
                 state.emit(serde_json::json!({"event": "stray", "what": line}));
-                if state.opts.prune {
+                if line.starts_with("controller ") {
+                    tracing::warn!("{line}");
+                } else if state.opts.prune {
                     state.planned(leader.clone(), format!("prune: {line}"));
                 } else {
                     tracing::warn!("{line}; `k0sctl apply --prune` removes it");
@@ -295,5 +343,20 @@ mod tests {
         );
         assert_eq!(s.members, [("gone".to_string(), "10.0.0.9".to_string())]);
         assert_eq!(strays("", "", &[], &[]), Strays::default());
+    }
+
+    #[test]
+    fn finds_controllers_etcd_does_not_list() {
+        let members = r#"{"members":{"c0":"https://10.0.0.1:2380","c1":"https://10.0.0.2:2380"}}"#;
+        let ctl = |h: &str, p: &str| (h.to_string(), p.to_string());
+        let all = [
+            ctl("c0", "10.0.0.1"),
+            ctl("c1", "10.0.0.2"),
+            ctl("c2", "10.0.0.3"),
+        ];
+        assert_eq!(missing_members(members, &all), [ctl("c2", "10.0.0.3")]);
+        assert_eq!(missing_members(members, &all[..2]), []);
+        // An unreadable list reports nothing.
+        assert_eq!(missing_members("Error: …", &all), []);
     }
 }

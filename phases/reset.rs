@@ -307,14 +307,44 @@ async fn reset_host_inner(
         let lp = leader.probed()?;
         let peer = peer_address(h);
         let cmd = etcd_leave_command(&lp.k0s_binary_path, &peer, &leader.data_dir());
-        lp.remote.run(Cmd::new(cmd).sudo()).await.map_err(|e| {
-            format!(
-                "removing the etcd member {peer} (on the leader {}): {e}",
-                leader.name
-            )
-        })?;
-        tracing::info!("{}: left etcd (peer {peer})", h.name);
-        changes.push(format!("removed the etcd member {peer}"));
+        // etcd refuses to remove a voting member while that would leave too few members that
+        // have been connected for a few seconds (`etcdserver: unhealthy cluster`, e.g. right
+        // after a controller joined): retried for up to 30 s.
+        let mut tries = 0;
+        let left = loop {
+            tries += 1;
+            match lp.remote.run(Cmd::new(cmd.clone()).sudo()).await {
+                Err(e) if tries < 15 && e.to_string().contains("unhealthy cluster") => {
+                    tracing::info!(
+                        "{}: etcd is not ready to remove {peer} yet, retrying",
+                        h.name
+                    );
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+                r => break r,
+            }
+        };
+        match left {
+            Ok(_) => {
+                tracing::info!("{}: left etcd (peer {peer})", h.name);
+                changes.push(format!("removed the etcd member {peer}"));
+            }
+            // k0s answers `peer not found: https://<peer>:2380` (exit 1) when the controller is
+            // no etcd member (never joined, or left in an earlier, partial reset): nothing to
+            // remove, so the reset goes on, as k0sctl's does.
+            Err(e) if e.to_string().contains("peer not found") => {
+                tracing::warn!(
+                    "{}: not an etcd member (peer {peer}), nothing to remove: {e}",
+                    h.name
+                );
+            }
+            Err(e) => {
+                return Err(format!(
+                    "removing the etcd member {peer} (on the leader {}): {e}",
+                    leader.name
+                ));
+            }
+        }
     }
 
     if !found.anything() {

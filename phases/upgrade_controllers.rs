@@ -4,16 +4,61 @@
 //! risk. Around each: its `upgrade.before`/`upgrade.after` hooks. Controllers running
 //! workloads are not drained (as in k0sctl); with `evictTaint.enabled` and
 //! `evictTaint.controllerWorkers` they get the evict taint while they are upgraded.
+//!
+//! Before each controller is touched, the other controllers on etcd storage are checked live
+//! (`k0s status`): if some are down and stopping this one would leave fewer than a quorum of
+//! etcd members running, the run stops with an error naming the controllers that are down,
+//! before anything on this controller is changed.
 
 use crate::exit::Code;
 use crate::kube::{self, EvictTaint};
+use crate::transport::Cmd;
 
 use super::hooks::{plan_host_hooks, run_host_hooks};
 use super::k0s_ops::WAIT;
+use super::reset::uses_etcd;
 use super::upgrade::{mark_converged, needs_upgrade, running_version, upgrade_node};
 use super::{Phase, PhaseError, PhaseFuture, State};
 
 pub struct UpgradeControllers;
+
+/// Would stopping one of `members` etcd members, with `down` of the others already down, leave
+/// fewer than a quorum running? (Only when some are down: a one- or two-member cluster has no
+/// quorum during an upgrade anyway, and that is expected.)
+pub fn loses_quorum(members: usize, down: usize) -> bool {
+    down > 0 && members.saturating_sub(down + 1) < members / 2 + 1
+}
+
+/// The controllers on etcd storage other than `skip` where k0s does not answer `k0s status`
+/// (or the host cannot be reached), with the reason; and how many etcd controllers there are.
+async fn down_controllers(state: &State, skip: usize) -> (usize, Vec<(String, String)>) {
+    let members: Vec<&super::state::HostState> = state
+        .hosts
+        .iter()
+        .filter(|h| h.config.is_controller() && !h.config.reset && uses_etcd(state, h))
+        .collect();
+    let checks = members
+        .iter()
+        .filter(|h| h.index != skip)
+        .map(|h| async move {
+            let r = match h.probed() {
+                Ok(p) => p
+                    .remote
+                    .run(Cmd::new(p.k0s_cmd("status")).sudo())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            (h.name.clone(), r)
+        });
+    let down = futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .filter_map(|(n, r)| r.err().map(|e| (n, e)))
+        .collect();
+    (members.len(), down)
+}
 
 pub const TITLE: &str = "Upgrade controllers";
 
@@ -80,6 +125,24 @@ impl Phase for UpgradeControllers {
                 let fail = |e: String| {
                     PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(h.name.clone(), e)])
                 };
+                if uses_etcd(state, h) {
+                    let (members, down) = down_controllers(state, i).await;
+                    if loses_quorum(members, down.len()) {
+                        let names: Vec<&str> = down.iter().map(|(n, _)| n.as_str()).collect();
+                        for (n, e) in &down {
+                            tracing::error!("{n}: k0s is down: {e}");
+                        }
+                        return Err(fail(format!(
+                            "not upgrading: {} of {members} controllers {} down ({}), so stopping this one would leave etcd without a quorum ({} of {members} members needed). Nothing was changed on it; start k0s on {} (or remove {} with reset: true) and run apply again",
+                            down.len(),
+                            if down.len() == 1 { "is" } else { "are" },
+                            names.join(", "),
+                            members / 2 + 1,
+                            names.join(", "),
+                            if down.len() == 1 { "it" } else { "them" },
+                        )));
+                    }
+                }
                 run_host_hooks(h, "upgrade", "before").await.map_err(fail)?;
                 let tainted = match (&client, &taint) {
                     (Some(c), Some(t)) if h.config.is_worker() => {
@@ -128,5 +191,24 @@ impl Phase for UpgradeControllers {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loses_quorum;
+
+    #[test]
+    fn quorum_is_lost_only_when_others_are_down_too() {
+        // Three members: one down + the one being upgraded leaves 1 of the 2 needed.
+        assert!(loses_quorum(3, 1));
+        assert!(!loses_quorum(3, 0));
+        // Five members: one down + one upgraded leaves 3, a quorum; two down do not.
+        assert!(!loses_quorum(5, 1));
+        assert!(loses_quorum(5, 2));
+        // One or two members lose quorum in any upgrade: not refused for that alone.
+        assert!(!loses_quorum(1, 0));
+        assert!(!loses_quorum(2, 0));
+        assert!(loses_quorum(2, 1));
     }
 }

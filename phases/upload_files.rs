@@ -107,22 +107,6 @@ fn owner(f: &UploadFile) -> Option<String> {
     }
 }
 
-/// Every regular file under `dir`, with its path relative to `dir`, sorted.
-fn walk_files(dir: &Path, keep: impl Fn(&Path) -> bool) -> Vec<(PathBuf, PathBuf)> {
-    let mut out: Vec<(PathBuf, PathBuf)> = walkdir::WalkDir::new(dir)
-        .follow_links(true)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file() && keep(e.path()))
-        .filter_map(|e| {
-            let rel = e.path().strip_prefix(dir).ok()?.to_path_buf();
-            Some((e.path().to_path_buf(), rel))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 /// Turns one `files:` entry into the concrete files it names. Local paths are relative to
 /// the manifest's directory (`base`); URLs get their `%` tokens expanded.
 pub fn resolve(
@@ -182,40 +166,12 @@ pub fn resolve(
             mtime: None,
         }]);
     }
-    let src = Path::new(&f.src);
-    let full = if src.is_absolute() {
-        src.to_path_buf()
-    } else {
-        base.join(src)
-    };
-    let matches: Vec<(PathBuf, PathBuf)> = if f.src.contains(['*', '?', '[', '{']) {
-        let first = f.src.find(['*', '?', '[', '{']).unwrap_or(f.src.len());
-        let root = match f.src[..first].rfind('/') {
-            Some(i) => &f.src[..i],
-            None => ".",
-        };
-        let root = if Path::new(root).is_absolute() {
-            PathBuf::from(root)
-        } else {
-            base.join(root)
-        };
-        let glob = globset::GlobBuilder::new(&full.to_string_lossy())
-            .literal_separator(true)
-            .build()
-            .map_err(|e| format!("invalid glob {:?}: {e}", f.src))?
-            .compile_matcher();
-        walk_files(&root, |p| glob.is_match(p))
-    } else if full.is_dir() {
-        walk_files(&full, |_| true)
-    } else if full.is_file() {
-        let name = full.file_name().map(PathBuf::from).unwrap_or_default();
-        vec![(full.clone(), name)]
-    } else {
-        return Err(format!("{} does not exist", full.display()));
-    };
-    if matches.is_empty() {
-        return Err(format!("no files found for {}", f.src));
-    }
+    use crate::config::local_files::{SourceError, matches as local_matches};
+    let matches = local_matches(&f.src, base).map_err(|e| match e {
+        SourceError::Missing(p) => format!("{} does not exist", p.display()),
+        SourceError::NoMatch => format!("no files found for {}", f.src),
+        SourceError::BadGlob(e) => format!("invalid glob {:?}: {e}", f.src),
+    })?;
     if !f.dst.is_empty() && matches.len() > 1 {
         return Err(format!(
             "found multiple files for {} but single file dst {} defined",

@@ -180,7 +180,13 @@ mod tests {
             spec_for(&h, Path::new("/"), &SshConfig::parse("")).unwrap(),
             ConnectSpec::Localhost
         ));
-        let h = host("    winRM:\n      address: w\n      password: p\n");
+        // Validation refuses winRM hosts; a host built in code still gets a clear error here.
+        let mut h = host("    localhost: true\n");
+        h.localhost = None;
+        h.win_rm = Some(config::WinRm {
+            address: "w".into(),
+            ..Default::default()
+        });
         let e = spec_for(&h, Path::new("/"), &SshConfig::parse("")).unwrap_err();
         assert!(
             e.to_string()

@@ -28,16 +28,16 @@ pub enum Code {
     Aborted = 8,
     /// `--dry-run --detailed-exitcode`: the run would change something.
     ChangesPending = 9,
-    /// The command is not implemented yet in this build.
-    NotImplemented = 10,
     /// `--timeout` expired.
     Timeout = 124,
-    /// Interrupted by a signal (Ctrl-C twice, or once before any work started).
+    /// Interrupted by SIGINT/SIGTERM: `apply`, `reset` and `backup` first stop the running
+    /// phase and run their clean-ups, other commands stop at once; a second signal exits
+    /// immediately.
     Interrupted = 130,
 }
 
 impl Code {
-    pub const ALL: [Code; 13] = [
+    pub const ALL: [Code; 12] = [
         Code::Ok,
         Code::Failure,
         Code::Usage,
@@ -48,7 +48,6 @@ impl Code {
         Code::Locked,
         Code::Aborted,
         Code::ChangesPending,
-        Code::NotImplemented,
         Code::Timeout,
         Code::Interrupted,
     ];
@@ -71,9 +70,8 @@ impl Code {
             Code::Locked => "another k0sctl holds a host lock",
             Code::Aborted => "confirmation declined or required",
             Code::ChangesPending => "dry-run found changes (with --detailed-exitcode)",
-            Code::NotImplemented => "command not implemented yet",
             Code::Timeout => "--timeout expired",
-            Code::Interrupted => "interrupted",
+            Code::Interrupted => "interrupted by SIGINT/SIGTERM (after the clean-ups)",
         }
     }
 }

@@ -3,7 +3,8 @@
 # testenv is TEST SCAFFOLDING for k0sctl's end-to-end tests (see testenv/README.md).
 set -eu
 export DEBIAN_FRONTEND=noninteractive
-PKGS="openssh-server openssh-client sudo iproute2 util-linux systemd tar gzip curl procps binutils passwd"
+# etcd-server/etcd-client: the stand-in controllers run real etcd members (Debian 12: etcd 3.4).
+PKGS="openssh-server openssh-client sudo iproute2 util-linux systemd tar gzip curl procps binutils passwd etcd-server etcd-client"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -20,6 +21,20 @@ if [ -n "$missing" ]; then
     apt-get update
     apt-get install -y --no-install-recommends $missing
     [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+fi
+# The etcd package enables etcd.service for the machine: never run it in the machine's own
+# namespace (test hosts start their own members inside their namespaces; testenv also masks the
+# unit for the hosts' boot).
+if [ -e /lib/systemd/system/etcd.service ]; then
+    systemctl disable etcd.service >/dev/null 2>&1 || true
+    if [ -d /run/systemd/system ]; then systemctl stop etcd.service >/dev/null 2>&1 || true; fi
+fi
+# The package also creates an `etcd` system user. k0s creates its own `etcd` user at install and
+# deletes it at reset; a user from the machine's image would make every reset change the hosts'
+# /etc/passwd. The stand-in runs etcd as root, so the package's user is not needed.
+if getent passwd etcd >/dev/null 2>&1 && [ "$(getent passwd etcd | cut -d: -f6)" = /var/lib/etcd/ ]; then
+    userdel etcd >/dev/null 2>&1 || true
+    rmdir /var/lib/etcd 2>/dev/null || true
 fi
 # kubectl is used by tests (real kubectl against the stand-in API server); the CI image ships it.
 command -v kubectl >/dev/null 2>&1 || echo "warning: kubectl not found on PATH; kubectl-based testenv tests will be skipped" >&2

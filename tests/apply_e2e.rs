@@ -254,6 +254,80 @@ fn apply_ha_controllers_and_workers() {
         }
     }
     assert_eq!(ready_nodes(&kc), ["worker0", "worker1"]);
+    ha_is_real(&env);
+}
+
+/// `kubectl` through the API server of controller `h` itself (`localhost:6443` in its
+/// namespace), with a bounded request time.
+fn api_on(env: &Env, h: &testenv::Host, args: &str) -> Result<String, String> {
+    env.exec(
+        h,
+        &format!("k0s kubectl --cache-dir=/tmp/test-kubectl-cache --request-timeout=20s {args}"),
+    )
+    .map_err(|e| format!("{e:#}"))
+}
+
+/// The three controllers of `env` run one real etcd cluster and each serves the API from it:
+/// one controller down keeps the API answering through the others, two down lose the quorum.
+fn ha_is_real(env: &Env) {
+    let c: Vec<&testenv::Host> = env
+        .hosts
+        .iter()
+        .filter(|h| h.role == "controller")
+        .collect();
+    assert_eq!(c.len(), 3);
+    // etcd's own member list (etcdctl, not k0s): three started members, named by host.
+    let list = env
+        .exec(
+            c[0],
+            "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 member list -w simple",
+        )
+        .unwrap();
+    for h in &c {
+        assert!(
+            list.contains(&format!("started, {}, https://{}:2380", h.name, h.ip)),
+            "{list}"
+        );
+    }
+    assert_eq!(list.lines().count(), 3, "{list}");
+    // Each controller serves the API itself: written through one, read through another.
+    api_on(env, c[1], "create namespace written-on-controller1").unwrap();
+    let ns = api_on(env, c[2], "get namespace written-on-controller1 -o name").unwrap();
+    assert_eq!(ns.trim(), "namespace/written-on-controller1");
+    // No etcd listens in the machine's own namespace.
+    let ss = Command::new("ss").args(["-ltnH"]).output().unwrap();
+    let ss = text(&ss.stdout);
+    for h in &c {
+        assert!(!ss.contains(&format!("{}:2380", h.ip)), "{ss}");
+    }
+
+    // One controller down (the first, which created the cluster): the others still answer.
+    env.exec(c[0], "systemctl stop k0scontroller").unwrap();
+    for h in &c[1..] {
+        let nodes =
+            api_on(env, h, "get nodes -o name").unwrap_or_else(|e| panic!("{}: {e}", h.name));
+        assert!(nodes.contains("node/worker0"), "{}: {nodes}", h.name);
+    }
+    api_on(env, c[2], "create namespace written-without-controller0").unwrap();
+    // Two down: no quorum, no answer.
+    env.exec(c[1], "systemctl stop k0scontroller").unwrap();
+    let r = api_on(env, c[2], "get namespaces -o name");
+    assert!(r.is_err(), "the API answered without an etcd quorum: {r:?}");
+    // Back: the API answers again, with what was written while controller0 was down.
+    env.exec(c[0], "systemctl start k0scontroller").unwrap();
+    env.exec(c[1], "systemctl start k0scontroller").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        match api_on(
+            env,
+            c[0],
+            "get namespace written-without-controller0 -o name",
+        ) {
+            Ok(ns) if ns.contains("written-without-controller0") => break,
+            r if std::time::Instant::now() > deadline => panic!("API did not come back: {r:?}"),
+            _ => std::thread::sleep(std::time::Duration::from_millis(500)),
+        }
+    }
 }
 
 /// A testenv of `hosts` hosts whose first host gets `role`, applied with `--kubeconfig-out`;

@@ -43,7 +43,7 @@ struct Faulted {
     stderr: String,
     /// From the fault to the exit of k0sctl.
     after_fault: Duration,
-    /// From the fault to the first line saying "connection lost".
+    /// From the fault to the first line saying "connection lost", or that the clean-ups start.
     lost_after: Option<Duration>,
 }
 
@@ -89,7 +89,9 @@ fn apply_when(
         let err = child.stderr.take().unwrap();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                if line.contains("connection lost") {
+                // The failure is noticed when the clean-ups start (the error itself is
+                // printed once, when the command ends).
+                if line.contains("connection lost") || line.contains("Running clean-up for phase") {
                     lost_at.lock().unwrap().get_or_insert_with(Instant::now);
                 }
                 let mut l = log.lock().unwrap();

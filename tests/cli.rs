@@ -578,3 +578,103 @@ fn sigint_interrupts_with_exit_130() {
     assert!(text(&out.stderr).contains("Aborting"));
     holder.join().unwrap();
 }
+
+/// A failed run: the error is printed once, no "the hosts already match" outcome line, and
+/// `--output json` on reset/backup gives apply's event schema with the exit code.
+#[test]
+fn failed_runs_report_once_and_json_events() {
+    let d = tempfile::tempdir().unwrap();
+    let (_, port) = unreachable_manifest(d.path());
+    let cache = d.path().join("cache");
+    let out = run(k0sctl(&["apply"])
+        .current_dir(d.path())
+        .env("XDG_CACHE_HOME", &cache));
+    assert_eq!(out.status.code(), Some(4));
+    let err = text(&out.stderr);
+    assert_eq!(
+        err.matches("phase \"Connect to hosts\"").count(),
+        1,
+        "the error once:\n{err}"
+    );
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(!err.contains("already match"), "{err}");
+    for args in [
+        &["reset", "--force", "--output", "json"][..],
+        &["backup", "--output-format", "json"],
+    ] {
+        let out = run(k0sctl(args)
+            .current_dir(d.path())
+            .env("XDG_CACHE_HOME", &cache));
+        assert_eq!(out.status.code(), Some(4), "{args:?}");
+        let events: Vec<serde_json::Value> = text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|e| e["event"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["phase_start", "phase_end", "error", "summary"],
+            "{args:?}"
+        );
+        assert_eq!(events[2]["exit_code"], 4);
+        assert_eq!(events[2]["phase"], "Connect to hosts");
+        assert_eq!(events[2]["hosts"][0]["host"], format!("127.0.0.1:{port}"));
+        assert_eq!(events[3]["ok"], false);
+        assert_eq!(events[3]["exit_code"], 4);
+    }
+}
+
+/// `--help` lists exactly the exit codes commands return (no 10), and 130 as what happens.
+#[test]
+fn help_lists_the_exit_codes() {
+    let out = run(&mut k0sctl(&["--help"]));
+    // clap wraps the text; compare it as one line.
+    let help = text(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        help.contains("9 changes pending (--dry-run --detailed-exitcode), 124 --timeout expired, 130 interrupted by SIGINT/SIGTERM (apply, reset and backup first stop the running phase and clean up; a second signal exits at once)"),
+        "{help}"
+    );
+    assert!(!help.contains("10 not implemented"), "{help}");
+}
+
+/// A warning reads the same whether the configuration then loads or not; a winRM host is an
+/// invalid configuration (exit 3), not an unreachable host.
+#[test]
+fn warnings_look_the_same_on_success_and_failure() {
+    let d = tempfile::tempdir().unwrap();
+    let ok = "apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: Cluster\nspec:\n  hosts:\n  - role: single\n    localhost: true\n    hooks:\n      apply:\n        before: [\"echo $NOT_SET_ANYWHERE\"]\n";
+    std::fs::write(d.path().join("k0sctl.yaml"), ok).unwrap();
+    let out = run(k0sctl(&["config", "validate"])
+        .current_dir(d.path())
+        .env_remove("NOT_SET_ANYWHERE"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let warning = "k0sctl.yaml:9:24: warning: environment variable NOT_SET_ANYWHERE is not set; using an empty value";
+    let ok_err = text(&out.stderr);
+    let line = ok_err
+        .lines()
+        .find(|l| l.contains("NOT_SET_ANYWHERE"))
+        .unwrap_or_else(|| panic!("{ok_err}"));
+    assert!(line.starts_with(warning), "{line}");
+    let bad =
+        format!("{ok}  - role: worker\n    winRM:\n      address: 10.0.0.9\n      password: x\n");
+    std::fs::write(d.path().join("k0sctl.yaml"), bad).unwrap();
+    let out = run(k0sctl(&["config", "validate"])
+        .current_dir(d.path())
+        .env_remove("NOT_SET_ANYWHERE"));
+    assert_eq!(out.status.code(), Some(3));
+    let err = text(&out.stderr);
+    assert!(err.lines().any(|l| l == line), "same warning line:\n{err}");
+    assert!(
+        err.contains(
+            "k0sctl.yaml:11:5: spec.hosts[1].winRM: Windows hosts are not supported by this build"
+        ),
+        "{err}"
+    );
+}

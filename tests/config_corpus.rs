@@ -3,6 +3,10 @@
 //! `# expect:` comment lines list (line:column, key path, message and hint), no more, no less.
 //! `# expect:` lines in valid files list the warnings they must produce.
 //!
+//! Every directory under tests/manifests/dirs is loaded as one `--config DIR` (all its YAML
+//! files, as k0sctl reads a directory); its `expect` file says `ok` or `error` on the first
+//! line, then every diagnostic exactly as shown (file names relative to tests/manifests/dirs).
+//!
 //! Set K0SCTL_PRINT_ACTUAL=1 to print what each file produces (for writing expectations).
 
 use std::path::{Path, PathBuf};
@@ -105,4 +109,80 @@ fn valid_manifests_load() {
 #[test]
 fn invalid_manifests_report_every_problem_with_position() {
     check("invalid", false);
+}
+
+/// `--config <dir>` for every directory under tests/manifests/dirs.
+#[test]
+fn directory_configs_load_as_k0sctl_reads_them() {
+    let print = std::env::var_os("K0SCTL_PRINT_ACTUAL").is_some();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/manifests/dirs");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty());
+    let mut failures = Vec::new();
+    for case in cases {
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        let mut stdin = || -> std::io::Result<String> { unreachable!("no stdin in corpus tests") };
+        let (ok, diags) = match config::load(LoadOptions {
+            config_args: std::slice::from_ref(&name),
+            cwd: root.clone(),
+            env: &test_env,
+            stdin: &mut stdin,
+        }) {
+            Ok(l) => (true, l.warnings),
+            Err(e) => (false, e.diagnostics),
+        };
+        let mut got = vec![if ok { "ok" } else { "error" }.to_string()];
+        got.extend(diags.iter().map(|d| d.to_string()));
+        if print {
+            println!("== {name}\n{}", got.join("\n"));
+        }
+        let want: Vec<String> = std::fs::read_to_string(case.join("expect"))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if got != want {
+            failures.push(format!(
+                "{name}:\n  want:\n    {}\n  got:\n    {}",
+                want.join("\n    "),
+                got.join("\n    ")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}
+
+/// The cluster `dirs/multidoc` describes: k0sctl's smoke-test layout (a `kind: cluster` file
+/// and a file with a lower-case `kind: clusterconfig` document plus a Pod).
+#[test]
+fn multidoc_directory_merges_the_lower_case_clusterconfig() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/manifests/dirs");
+    let mut stdin = || -> std::io::Result<String> { unreachable!() };
+    let l = config::load(LoadOptions {
+        config_args: &["multidoc".to_string()],
+        cwd: root,
+        env: &test_env,
+        stdin: &mut stdin,
+    })
+    .unwrap();
+    let cfg = &l.cluster.spec.k0s.config;
+    assert_eq!(cfg["kind"], "clusterconfig");
+    assert_eq!(cfg["spec"]["extensions"]["helm"]["concurrencyLevel"], 5);
+    assert_eq!(cfg["spec"]["telemetry"]["enabled"], false);
+    assert_eq!(l.manifests.len(), 1);
+    assert_eq!(l.manifests[0].kind, "Pod");
+}
+
+/// `ssh.port: 0` is the default port.
+#[test]
+fn ssh_port_zero_is_port_22() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/manifests/valid/port-zero.yaml");
+    let text = std::fs::read_to_string(p).unwrap();
+    let l = config::load_str(&text, "port-zero.yaml", &|_| None).unwrap();
+    assert_eq!(l.cluster.spec.hosts[0].ssh.as_ref().unwrap().port, 22);
 }

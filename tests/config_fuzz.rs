@@ -166,7 +166,10 @@ fn corpus() -> Vec<String> {
             .join("tests/manifests")
             .join(kind);
         for e in std::fs::read_dir(dir).unwrap() {
-            v.push(std::fs::read_to_string(e.unwrap().path()).unwrap());
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|e| e == "yaml") {
+                v.push(std::fs::read_to_string(p).unwrap());
+            }
         }
     }
     v.sort();

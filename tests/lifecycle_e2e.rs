@@ -303,6 +303,12 @@ fn reset_backup_restore_and_config_commands() {
     assert!(temps.is_empty(), "temp files left: {temps:?}");
 
     // (a) Backup (default name, 0600), destroy the controller's data, restore through apply.
+    // An object written before the backup comes back from the etcd snapshot; one written
+    // after it does not.
+    kubectl(
+        &env,
+        "create configmap before-backup -n default --from-literal=k=v",
+    );
     let out = k0sctl(&["backup", "-c", &m]);
     assert!(
         out.status.success(),
@@ -358,6 +364,10 @@ fn reset_backup_restore_and_config_commands() {
         text(&out.stdout)
     );
 
+    kubectl(
+        &env,
+        "create configmap after-backup -n default --from-literal=k=v",
+    );
     let (cluster_id, nodes) = identity(&env);
     assert_eq!(nodes.len(), 2, "{nodes:?}");
     env.exec(ctrl, "systemctl stop k0scontroller && rm -rf /var/lib/k0s")
@@ -406,6 +416,28 @@ fn reset_backup_restore_and_config_commands() {
         .expect(&err);
     assert!(restore_at < init_at, "{err}");
     assert_eq!(identity(&env), (cluster_id, nodes));
+    assert_eq!(
+        kubectl(
+            &env,
+            "get configmap before-backup -n default -o jsonpath={.data.k}"
+        )
+        .trim(),
+        "v"
+    );
+    let gone = env.exec(
+        &env.hosts[0],
+        "k0s kubectl --cache-dir=/tmp/test-kubectl-cache get configmap after-backup -n default",
+    );
+    assert!(gone.is_err(), "not from the snapshot: {gone:?}");
+    // The restored etcd is a one-member cluster of the restored controller.
+    let members = env.exec(&env.hosts[0], "k0s etcd member-list").unwrap();
+    assert_eq!(
+        members.trim(),
+        format!(
+            "{{\"members\":{{\"controller0\":\"https://{}:2380\"}}}}",
+            env.hosts[0].ip
+        )
+    );
     assert_eq!(
         env.exec(
             ctrl,

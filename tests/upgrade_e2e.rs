@@ -159,12 +159,31 @@ fn controllers_upgrade_one_at_a_time() {
         );
     }
 
+    // While the controllers are upgraded, a sampler asks every controller's API every 0.5 s.
+    let sampler = Sampler::start(&env, dir.path());
     let out = k0sctl(&cache, &["apply", "-c", ms]);
+    let samples = sampler.stop();
     let err = text(&out.stderr);
     assert!(out.status.success(), "upgrade failed:\n{err}");
     for h in &env.hosts {
         assert_eq!(&running_version(&env, h), new, "{}", h.name);
     }
+    // Real etcd behind every controller: while one is upgraded, the others answer. Figures
+    // for the report; the check allows one unlucky sample.
+    let none = samples.iter().filter(|s| !s.iter().any(|ok| *ok)).count();
+    println!(
+        "API sampler: {} samples at 0.5 s; samples with no controller answering: {none}; longest gap with no controller answering: {:.1} s; longest gap per controller: {:?} s",
+        samples.len(),
+        longest_gap(&samples, |s| s.iter().any(|ok| *ok)),
+        (0..3)
+            .map(|i| longest_gap(&samples, |s| s[i]))
+            .collect::<Vec<_>>()
+    );
+    assert!(samples.len() >= 4, "too few samples: {samples:?}");
+    assert!(
+        none <= 1,
+        "the API was gone for {none} samples: {samples:?}"
+    );
     // One at a time: each controller's upgrade finished before the next one started.
     let events: Vec<&str> = err
         .lines()
@@ -536,4 +555,154 @@ fn evict_taint_on_controller_workers_and_workers_while_upgrading() {
         None,
     );
     assert!(!taints.contains("k0sctl.k0sproject.io/evict"), "{taints}");
+}
+
+/// Reads `GET /api/v1/namespaces/kube-system` through each controller's own API server every
+/// 0.5 s (admin client certificate, 2 s timeout) until stopped; one `[bool; 3]` per sample.
+struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Vec<bool>>>,
+}
+
+impl Sampler {
+    fn start(env: &Env, dir: &Path) -> Sampler {
+        let c: Vec<&testenv::Host> = env
+            .hosts
+            .iter()
+            .filter(|h| h.role == "controller")
+            .collect();
+        for f in ["ca.crt", "admin.crt", "admin.key"] {
+            let pem = env
+                .exec(c[0], &format!("cat /var/lib/k0s/pki/{f}"))
+                .unwrap();
+            std::fs::write(dir.join(f), pem).unwrap();
+        }
+        let urls: Vec<String> = c
+            .iter()
+            .map(|h| format!("https://{}:6443/api/v1/namespaces/kube-system", h.ip))
+            .collect();
+        let dir = dir.to_path_buf();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = std::time::Instant::now();
+                let children: Vec<_> = urls
+                    .iter()
+                    .map(|u| {
+                        Command::new("curl")
+                            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "2"])
+                            .arg("--cacert")
+                            .arg(dir.join("ca.crt"))
+                            .arg("--cert")
+                            .arg(dir.join("admin.crt"))
+                            .arg("--key")
+                            .arg(dir.join("admin.key"))
+                            .arg(u)
+                            .stdout(Stdio::piped())
+                            .stderr(Stdio::null())
+                            .spawn()
+                            .unwrap()
+                    })
+                    .collect();
+                samples.push(
+                    children
+                        .into_iter()
+                        .map(|c| text(&c.wait_with_output().unwrap().stdout) == "200")
+                        .collect(),
+                );
+                if let Some(rest) = std::time::Duration::from_millis(500).checked_sub(t.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            }
+            samples
+        });
+        Sampler { stop, thread }
+    }
+
+    fn stop(self) -> Vec<Vec<bool>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// Longest run of samples where `ok` is false, in seconds (0.5 s per sample).
+fn longest_gap(samples: &[Vec<bool>], ok: impl Fn(&Vec<bool>) -> bool) -> f64 {
+    let (mut run, mut max) = (0usize, 0usize);
+    for s in samples {
+        run = if ok(s) { 0 } else { run + 1 };
+        max = max.max(run);
+    }
+    max as f64 * 0.5
+}
+
+/// A controller goes down while the controllers are upgraded: before stopping the next one,
+/// the run stops with an error naming the controller that is down, and touches nothing more.
+#[test]
+fn quorum_loss_during_a_controller_upgrade_stops_the_run() {
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-upgrade-quorum-")
+        .tempdir()
+        .unwrap();
+    let mut o = Options::new(dir.path().join("env"), 3);
+    o.controllers = 3;
+    let env = Env::up(o).expect("testenv up");
+    let cache = dir.path().join("cache");
+    let base = std::fs::read_to_string(&env.manifest).unwrap();
+    let m = dir.path().join("k0sctl.yaml");
+    std::fs::write(&m, &base).unwrap();
+    let ms = m.to_str().unwrap();
+    let out = k0sctl(&cache, &["apply", "-c", ms]);
+    assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
+
+    // controller0 (upgraded first) waits in its upgrade.after hook until the test has stopped
+    // k0s on controller2.
+    let (old, new) = (&env.versions[0], env.versions.last().unwrap());
+    let hook = "    hooks:\n      upgrade:\n        after:\n        - 'touch /tmp/upgraded; while [ ! -e /tmp/go ]; do sleep 0.2; done'\n    ssh:\n";
+    let upgraded = with_version(&base, old, new).replacen("    ssh:\n", hook, 1);
+    assert!(upgraded.contains("/tmp/go"), "{upgraded}");
+    std::fs::write(&m, upgraded).unwrap();
+    let child = k0sctl_cmd(&cache, &["apply", "-c", ms])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (c0, c1, c2) = (&env.hosts[0], &env.hosts[1], &env.hosts[2]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while env.exec(c0, "test -e /tmp/upgraded").is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "controller0 was not upgraded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    env.exec(c2, "systemctl stop k0scontroller").unwrap();
+    env.exec(c0, "touch /tmp/go").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the upgrade went on without quorum:\n{err}"
+    );
+    // Hosts are named by their SSH address.
+    assert!(err.contains("without a quorum"), "{err}");
+    assert!(
+        err.contains(&format!("1 of 3 controllers is down ({}:22)", c2.ip)),
+        "{err}"
+    );
+    // controller0 was upgraded; controller1 was not touched and still serves; controller2 was
+    // not touched either.
+    assert_eq!(&running_version(&env, c0), new);
+    assert_eq!(&running_version(&env, c1), old);
+    assert_eq!(
+        env.exec(c1, "systemctl is-active k0scontroller")
+            .unwrap()
+            .trim(),
+        "active"
+    );
+    assert_eq!(
+        env.exec(c2, "/usr/local/bin/k0s version").unwrap().trim(),
+        old.as_str()
+    );
 }

@@ -87,11 +87,7 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
         let mut state = State::new(loaded, opts, SshConfig::load_default());
         attach_display(&mut state);
         if json {
-            let out = std::sync::Mutex::new(());
-            state.events = Some(std::sync::Arc::new(move |ev: serde_json::Value| {
-                let _g = out.lock().expect("stdout lock");
-                println!("{ev}");
-            }));
+            json_events(&mut state);
         }
         let result = Manager::new(phases::apply(kubeconfig))
             .with_timeout(
@@ -102,21 +98,13 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
             .run(&mut state)
             .await;
         crate::display::finish();
-        state.emit(serde_json::json!({
-            "event": "summary",
-            "ok": result.is_ok(),
-            "dry_run": dry_run,
-            "changes": state.changes.changes.len(),
-            "planned": state.plan.changes.len(),
-            "duration_ms": started.elapsed().as_millis() as u64,
-            "exit_code": result.as_ref().map(|_| 0).unwrap_or_else(|e| e.code.as_i32()),
-        }));
+        emit_summary(&state, &result, dry_run, started);
         if dry_run && !json {
             // The plan is the output of a dry run, also when it stopped early.
             print!("{}", state.plan);
         }
         if !dry_run {
-            report_changes(&state);
+            report_changes(&state, result.is_err());
         }
         report_timings(&result.map_err(|e| phase_error("apply", e))?);
         if dry_run && detailed && !state.plan.is_empty() {
@@ -139,6 +127,35 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
         }
         Ok(())
     })
+}
+
+/// `--output json`: every event of the run as one JSON line on stdout (the schema is the
+/// same for apply, reset and backup: `phase_start`, `phase_end`, `change`, `plan`, `error`,
+/// and a final `summary`).
+pub(super) fn json_events(state: &mut State) {
+    let out = std::sync::Mutex::new(());
+    state.events = Some(std::sync::Arc::new(move |ev: serde_json::Value| {
+        let _g = out.lock().expect("stdout lock");
+        println!("{ev}");
+    }));
+}
+
+/// The final `summary` event (only emitted with `--output json`).
+pub(super) fn emit_summary(
+    state: &State,
+    result: &Result<Vec<PhaseReport>, crate::phases::PhaseError>,
+    dry_run: bool,
+    started: Instant,
+) {
+    state.emit(serde_json::json!({
+        "event": "summary",
+        "ok": result.is_ok(),
+        "dry_run": dry_run,
+        "changes": state.changes.changes.len(),
+        "planned": state.plan.changes.len(),
+        "duration_ms": started.elapsed().as_millis() as u64,
+        "exit_code": result.as_ref().map(|_| 0).unwrap_or_else(|e| e.code.as_i32()),
+    }));
 }
 
 /// Shows the run on the live display, when there is one (see [`crate::display`]): the hosts
@@ -169,10 +186,15 @@ pub(super) fn report_timings(reports: &[PhaseReport]) {
     }
 }
 
-/// What this run changed, per host (also when it failed part way).
-pub(super) fn report_changes(state: &State) {
+/// What this run changed, per host (also when it failed part way: `failed`).
+pub(super) fn report_changes(state: &State, failed: bool) {
     if state.changes.is_empty() {
-        tracing::info!("==> No changes: the hosts already match the configuration");
+        if failed {
+            // Not "the hosts already match": the run stopped before it could tell.
+            tracing::info!("==> No changes were made before the run stopped");
+        } else {
+            tracing::info!("==> No changes: the hosts already match the configuration");
+        }
         return;
     }
     tracing::info!("==> Changes made:");
@@ -262,6 +284,29 @@ pub fn kubeconfig(ctx: &Context, a: KubeconfigArgs) -> Result<(), CliError> {
         state.pool.close_all().await;
         kc
     }))?;
-    println!("{kc}");
+    if !a.merge {
+        println!("{kc}");
+        return Ok(());
+    }
+    let home = dirs::home_dir();
+    let kubeconfig_env = std::env::var("KUBECONFIG").ok();
+    let path = super::kubeconfig_merge::target_path(kubeconfig_env.as_deref(), home.as_deref())
+        .ok_or_else(|| {
+            CliError::new(
+                Code::Failure,
+                "--merge: neither KUBECONFIG nor a home directory is set; set KUBECONFIG to the file to merge into",
+            )
+        })?;
+    let m = super::kubeconfig_merge::merge_into_file(&path, &kc, a.set_current)
+        .map_err(|e| CliError::new(Code::Failure, format!("kubeconfig --merge: {e}")))?;
+    let what = if m.replaced { "Updated" } else { "Added" };
+    let (ctx_name, file) = (&m.context, path.display());
+    if m.current {
+        eprintln!("{what} context {ctx_name:?} in {file} (the current context)");
+    } else {
+        eprintln!(
+            "{what} context {ctx_name:?} in {file}; use it with: kubectl config use-context {ctx_name}"
+        );
+    }
     Ok(())
 }

@@ -9,7 +9,9 @@ use crate::phases::backup::default_output;
 use crate::phases::{self, Manager, State};
 use crate::transport::ssh::SshConfig;
 
-use super::apply::{attach_display, phase_error, report_changes, report_timings};
+use super::apply::{
+    attach_display, emit_summary, json_events, phase_error, report_changes, report_timings,
+};
 use super::{BackupArgs, Context};
 
 pub fn run(ctx: &Context, a: BackupArgs) -> Result<(), CliError> {
@@ -36,10 +38,14 @@ pub fn run(ctx: &Context, a: BackupArgs) -> Result<(), CliError> {
     let dry_run = ctx.global.dry_run;
     let opts = super::apply::lifecycle_opts(ctx, c, a.concurrency)?;
     let started = Instant::now();
+    let json = a.output_format == "json";
     let limit = ctx.global.timeout;
     super::block_on_interruptible(move |interrupt| async move {
         let mut state = State::new(loaded, opts, SshConfig::load_default());
         attach_display(&mut state);
+        if json {
+            json_events(&mut state);
+        }
         let result = Manager::new(phases::backup(output.clone()))
             .with_timeout(
                 limit,
@@ -49,10 +55,11 @@ pub fn run(ctx: &Context, a: BackupArgs) -> Result<(), CliError> {
             .run(&mut state)
             .await;
         crate::display::finish();
-        if dry_run {
+        emit_summary(&state, &result, dry_run, started);
+        if dry_run && !json {
             print!("{}", state.plan);
         } else if !state.changes.is_empty() {
-            report_changes(&state);
+            report_changes(&state, result.is_err());
         }
         report_timings(&result.map_err(|e| phase_error("backup", e))?);
         tracing::info!("==> Finished in {}s", started.elapsed().as_secs());

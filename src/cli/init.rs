@@ -36,7 +36,8 @@ pub struct InitArgs {
     pub key_path: Option<String>,
 }
 
-/// What `k0s config create` prints, roughly (k0sctl's DefaultK0sYaml).
+/// What `k0s config create` prints, roughly (k0sctl v0.32.2's DefaultK0sYaml, which no longer
+/// has `podSecurityPolicy`).
 pub const DEFAULT_K0S_YAML: &str = r#"apiVersion: k0s.k0sproject.io/v1beta1
 kind: Cluster
 metadata:
@@ -59,8 +60,6 @@ spec:
     kubeProxy:
       disabled: false
       mode: iptables
-  podSecurityPolicy:
-    defaultPolicy: 00-k0s-privileged
   telemetry:
     enabled: true
   installConfig:

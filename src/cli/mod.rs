@@ -10,6 +10,7 @@ mod completion;
 mod config_cmd;
 mod exec;
 mod init;
+mod kubeconfig_merge;
 mod reset;
 mod version;
 
@@ -38,7 +39,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-const EXIT_CODES_HELP: &str = "Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 invalid config, 4 unreachable host/service, 5 phase failed, 6 blocked by the cluster (e.g. PodDisruptionBudget), 7 locked by another k0sctl, 8 aborted, 9 changes pending (--dry-run --detailed-exitcode), 10 not implemented yet, 124 --timeout expired, 130 interrupted.";
+const EXIT_CODES_HELP: &str = "Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 invalid config, 4 unreachable host/service, 5 phase failed, 6 blocked by the cluster (e.g. PodDisruptionBudget), 7 locked by another k0sctl, 8 aborted, 9 changes pending (--dry-run --detailed-exitcode), 124 --timeout expired, 130 interrupted by SIGINT/SIGTERM (apply, reset and backup first stop the running phase and clean up; a second signal exits at once).";
 
 /// Flags accepted by every command.
 #[derive(Debug, Clone, Args)]
@@ -155,7 +156,7 @@ pub struct ApplyArgs {
     pub detailed_exitcode: bool,
     /// Output format: text, or json (one event per line on stdout: phases, changes, plan,
     /// errors with remote stderr, a final summary; logs stay on stderr)
-    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    #[arg(long, alias = "output-format", value_parser = ["text", "json"], default_value = "text")]
     pub output: String,
     /// Taint to be applied to nodes before draining and removed after uncordoning in the format of <key=value>:<effect> (default: from spec.options.evictTaint)
     #[arg(long, value_name = "TAINT", value_parser = parse_evict_taint)]
@@ -195,6 +196,13 @@ pub struct KubeconfigArgs {
     /// Set kubernetes cluster name [default: k0s-cluster]
     #[arg(long, short = 'n')]
     pub cluster: Option<String>,
+    /// Merge into the first file of $KUBECONFIG (else ~/.kube/config) under a context named
+    /// after the cluster, instead of printing; other entries and the current context are kept
+    #[arg(long)]
+    pub merge: bool,
+    /// With --merge: make the cluster's context the current one
+    #[arg(long, requires = "merge")]
+    pub set_current: bool,
     #[command(flatten)]
     pub deprecated: DeprecatedTimingArgs,
 }
@@ -206,6 +214,10 @@ pub struct ResetArgs {
     /// Maximum number of hosts to configure in parallel, set to 0 for unlimited [default: 30]
     #[arg(long)]
     pub concurrency: Option<u32>,
+    /// Output format: text, or json (one event per line on stdout, as `apply --output json`:
+    /// phases, changes, errors with remote stderr, a final summary; logs stay on stderr)
+    #[arg(long, alias = "output-format", value_parser = ["text", "json"], default_value = "text")]
+    pub output: String,
     #[command(flatten)]
     pub deprecated: DeprecatedTimingArgs,
 }
@@ -220,6 +232,10 @@ pub struct BackupArgs {
     /// Maximum number of hosts to configure in parallel, set to 0 for unlimited [default: 30]
     #[arg(long)]
     pub concurrency: Option<u32>,
+    /// Output format: text, or json (one event per line on stdout, as `apply --output json`).
+    /// `--output` is the archive path here, as in k0sctl, hence the longer name
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    pub output_format: String,
     #[command(flatten)]
     pub deprecated: DeprecatedTimingArgs,
 }
@@ -273,8 +289,11 @@ impl Context {
             env: &env,
             stdin: &mut stdin,
         })?;
+        // Printed as the failure path prints them (file:line:col: warning: …), so a warning
+        // reads the same whether the configuration then loads or not.
         for w in &loaded.warnings {
-            tracing::warn!("{w}");
+            eprintln!("{w}");
+            tracing::debug!("{w}");
         }
         Ok(loaded)
     }
@@ -308,7 +327,8 @@ pub fn main() -> i32 {
         log_file: talks_to_hosts,
         progress: match &cli.command {
             Command::Apply(a) => a.output != "json",
-            Command::Reset(_) | Command::Backup(_) => true,
+            Command::Reset(a) => a.output != "json",
+            Command::Backup(a) => a.output_format != "json",
             _ => false,
         },
     });

@@ -10,7 +10,9 @@ use crate::exit::{CliError, Code};
 use crate::phases::{self, Manager, State};
 use crate::transport::ssh::SshConfig;
 
-use super::apply::{attach_display, phase_error, report_changes, report_timings};
+use super::apply::{
+    attach_display, emit_summary, json_events, phase_error, report_changes, report_timings,
+};
 use super::{Context, ResetArgs};
 
 /// Asks on the terminal; refuses (exit code "aborted") without one.
@@ -57,10 +59,14 @@ pub fn run(ctx: &Context, a: ResetArgs) -> Result<(), CliError> {
     let c = &loaded.cluster;
     let opts = super::apply::lifecycle_opts(ctx, c, a.concurrency)?;
     let started = Instant::now();
+    let json = a.output == "json";
     let limit = ctx.global.timeout;
     super::block_on_interruptible(move |interrupt| async move {
         let mut state = State::new(loaded, opts, SshConfig::load_default());
         attach_display(&mut state);
+        if json {
+            json_events(&mut state);
+        }
         let result = Manager::new(phases::reset())
             .with_timeout(
                 limit,
@@ -70,10 +76,11 @@ pub fn run(ctx: &Context, a: ResetArgs) -> Result<(), CliError> {
             .run(&mut state)
             .await;
         crate::display::finish();
-        if dry_run {
+        emit_summary(&state, &result, dry_run, started);
+        if dry_run && !json {
             print!("{}", state.plan);
         } else {
-            report_changes(&state);
+            report_changes(&state, result.is_err());
         }
         report_timings(&result.map_err(|e| phase_error("reset", e))?);
         tracing::info!("==> Finished in {}s", started.elapsed().as_secs());

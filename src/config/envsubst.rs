@@ -181,11 +181,9 @@ pub fn substitute(
                 out.push_str(&value);
                 i = close + 1;
             }
-            Some(c) if is_name_start(*c) => {
-                let mut j = i + 1;
-                while j < bytes.len() && is_name_char(bytes[j]) {
-                    j += 1;
-                }
+            // A lone `$_` is text to a8m/envsubst, not a variable.
+            Some(c) if is_name_start(*c) && &input[i + 1..name_end(bytes, i + 1)] != "_" => {
+                let j = name_end(bytes, i + 1);
                 let name = &input[i + 1..j];
                 let value = match lookup(name) {
                     Some(v) => v,
@@ -220,8 +218,19 @@ pub fn substitute(
     })
 }
 
+/// a8m/envsubst starts a name with any letter, digit or `_`, so positional forms (`$1`,
+/// `${1}`) are names too: never set in the environment, they become the empty string.
 fn is_name_start(c: u8) -> bool {
-    c.is_ascii_alphabetic() || c == b'_'
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// The end of the name starting at `from`.
+fn name_end(bytes: &[u8], from: usize) -> usize {
+    let mut j = from;
+    while j < bytes.len() && is_name_char(bytes[j]) {
+        j += 1;
+    }
+    j
 }
 
 fn is_name_char(c: u8) -> bool {
@@ -355,7 +364,8 @@ mod tests {
         assert_eq!(s("${MISSING+alt}"), "");
         assert_eq!(s("${MISSING:-${USER_NAME}}"), "admin");
         assert_eq!(s("cost $$5 and $$HOST"), "cost $5 and $HOST");
-        assert_eq!(s("a $ b $1 $"), "a $ b $1 $");
+        assert_eq!(s("a $ b $ c $_ $_x"), "a $ b $ c $_ ");
+        assert_eq!(s("echo $1 ${1} ${2:-two} $12x."), "echo   two .");
         assert_eq!(s("$MISSING."), ".");
     }
 
@@ -368,6 +378,9 @@ mod tests {
             .map(|(n, p)| (n.as_str(), p.line, p.col))
             .collect();
         assert_eq!(names, vec![("NOPE", 1, 4), ("ALSO_NOPE", 2, 4)]);
+        let r = substitute("run: echo $1 ${1}\n", &env).unwrap();
+        let names: Vec<_> = r.unset.iter().map(|(n, p)| (n.as_str(), p.col)).collect();
+        assert_eq!(names, vec![("1", 11), ("1", 14)]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod diag;
 pub mod duration;
 pub mod envsubst;
 pub mod flags;
+pub mod local_files;
 pub mod model;
 pub mod sources;
 pub mod validate;
@@ -132,10 +133,11 @@ pub fn load(opts: LoadOptions<'_>) -> Result<Loaded, ConfigError> {
             text: t.as_str(),
         })
         .collect();
-    load_inputs(&inputs, env)
+    load_inputs(&inputs, env, true)
 }
 
-/// Loads configuration text held in memory, as if read from `file`.
+/// Loads configuration text held in memory, as if read from `file`. Local `files:` sources
+/// are not looked at (there is no configuration directory to resolve them against).
 pub fn load_str(
     text: &str,
     file: &str,
@@ -148,6 +150,7 @@ pub fn load_str(
             text,
         }],
         env,
+        false,
     )
 }
 
@@ -174,6 +177,7 @@ fn scalar_field(root: &Node, key: &str) -> Option<String> {
 fn load_inputs(
     inputs: &[Input],
     env: &dyn Fn(&str) -> Option<String>,
+    check_local_files: bool,
 ) -> Result<Loaded, ConfigError> {
     let mut diags: Vec<Diagnostic> = Vec::new();
     let mut docs: Vec<ParsedDoc> = Vec::new();
@@ -270,18 +274,30 @@ fn load_inputs(
                 diags.push(
                     Diagnostic::error("apiVersion", format!("must equal {API_VERSION}"))
                         .at(pos)
-                        .in_file(&inputs[d.file].display),
+                        .in_file(&inputs[d.file].display)
+                        .hint(format!(
+                            "the cluster document is apiVersion: {API_VERSION}, kind: Cluster"
+                        )),
                 );
             } else if docs.is_empty() {
-                diags.push(Diagnostic::error(
-                    "",
-                    "no resource definition manifests found in configuration files",
-                ));
+                diags.push(
+                    Diagnostic::error(
+                        "",
+                        format!(
+                            "no resource definition manifests found in configuration files (read: {})",
+                            read_list(inputs)
+                        ),
+                    )
+                    .hint("the files hold no YAML document; run `k0sctl init` for an example"),
+                );
             } else {
                 diags.push(
                     Diagnostic::error(
                         "",
-                        format!("no resources found for apiVersion={API_VERSION}, kind=Cluster"),
+                        format!(
+                            "no resources found for apiVersion={API_VERSION}, kind=Cluster (read: {})",
+                            read_list(inputs)
+                        ),
                     )
                     .hint("run `k0sctl init` for an example"),
                 );
@@ -358,12 +374,35 @@ fn load_inputs(
         .filter(|d| d.is_error())
         .map(|d| d.path.clone())
         .collect();
+    let cluster_loc = validate::Locator::new(&cdoc.doc.root);
     for mut d in validate::validate(&cluster, &cdoc.doc.root) {
         if decoded_bad.contains(&d.path) {
             continue;
         }
         d.file = Some(cfile.clone());
+        // A k0s config value the Cluster document does not hold came from a merged
+        // ClusterConfig document: point at that document instead.
+        if let Some(rest) = d.path.strip_prefix("spec.k0s.config.")
+            && !cluster_loc.exists(&d.path)
+            && let Some(src) = docs
+                .iter()
+                .filter(|d| is_cc(d))
+                .find(|cc| validate::Locator::new(&cc.doc.root).exists(rest))
+        {
+            d.file = Some(inputs[src.file].display.clone());
+            d.pos = Some(validate::Locator::new(&src.doc.root).pos(rest, validate::Anchor::Value));
+        }
         diags.push(d);
+    }
+    if check_local_files {
+        let base = &inputs[cdoc.file].base_dir;
+        for mut d in validate::validate_local_files(&cluster, &cdoc.doc.root, base) {
+            if decoded_bad.contains(&d.path) {
+                continue;
+            }
+            d.file = Some(cfile.clone());
+            diags.push(d);
+        }
     }
 
     diags.sort_by(|a, b| (a.file.as_ref(), a.pos).cmp(&(b.file.as_ref(), b.pos)));
@@ -378,6 +417,15 @@ fn load_inputs(
         warnings: diags,
         sources: inputs.iter().map(|i| i.display.clone()).collect(),
     })
+}
+
+/// The files read, for messages about all of them: `a.yaml, b.yaml`.
+fn read_list(inputs: &[Input]) -> String {
+    let names: Vec<String> = inputs
+        .iter()
+        .map(|i| i.display.display().to_string())
+        .collect();
+    names.join(", ")
 }
 
 /// Deep-merges `from` into `into`; values already in `into` win (k0sctl's dig Merge).
@@ -435,6 +483,12 @@ pub fn apply_defaults(c: &mut Cluster) {
         if let Some(ssh) = &mut h.ssh {
             default_ssh(ssh);
         }
+        // Port 0 is "not set": 22 for ssh (k0sctl's default), ssh's own choice for openSSH.
+        if let Some(o) = &mut h.open_ssh
+            && o.port == Some(0)
+        {
+            o.port = None;
+        }
         if let Some(w) = &mut h.win_rm {
             if w.user.is_empty() {
                 w.user = "Administrator".into();
@@ -467,6 +521,9 @@ pub fn apply_defaults(c: &mut Cluster) {
 fn default_ssh(ssh: &mut Ssh) {
     if ssh.user.is_empty() {
         ssh.user = "root".into();
+    }
+    if ssh.port == 0 {
+        ssh.port = 22;
     }
     if let Some(b) = &mut ssh.bastion {
         default_ssh(b);

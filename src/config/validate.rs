@@ -137,7 +137,10 @@ pub fn validate(c: &Cluster, root: &Node) -> Vec<Diagnostic> {
     // The loader selects the Cluster document by apiVersion (and reports a wrong one), and by
     // kind case-insensitively; k0sctl accepts only these two spellings.
     if c.kind != "Cluster" && c.kind != "cluster" {
-        ck.err("kind", Value, "must equal Cluster");
+        ck.err("kind", Value, "must equal Cluster").with_hint(Some(
+            "the cluster document is apiVersion: k0sctl.k0sproject.io/v1beta1, kind: Cluster"
+                .into(),
+        ));
     }
 
     validate_hosts(&mut ck, c);
@@ -235,13 +238,17 @@ fn validate_host(ck: &mut Checker, c: &Cluster, h: &Host, p: &str) {
                     "an IP address, hostname or ~/.ssh/config Host alias".into(),
                 ));
         }
-        if o.port == Some(0) {
-            ck.err(format!("{op}.port"), Value, "must be between 1 and 65535");
-        }
         validate_ssh_options(ck, &o.options, &format!("{op}.options"));
     }
     if let Some(w) = &h.win_rm {
         let wp = format!("{p}.winRM");
+        // Refused here rather than at connect: there is no WinRM transport, and a run that got
+        // as far as connecting would report the host as unreachable, which it is not.
+        ck.err(&wp, Key, "Windows hosts are not supported by this build")
+            .with_hint(Some(
+                "this build manages Linux hosts over SSH only; remove the host from spec.hosts"
+                    .into(),
+            ));
         if w.address.trim().is_empty() {
             ck.err(format!("{wp}.address"), Key, "required");
         }
@@ -318,7 +325,10 @@ fn validate_host(ck: &mut Checker, c: &Cluster, h: &Host, p: &str) {
                 format!("{p}.installFlags[{i}]"),
                 Value,
                 format!("unbalanced quotes in {f}"),
-            );
+            )
+            .with_hint(Some(
+                "close the quote, e.g. --labels=\"a=b,c=d\"; inside YAML, wrap the whole flag in single quotes".into(),
+            ));
         }
     }
     if h.use_existing_k0s {
@@ -427,9 +437,6 @@ fn validate_ssh(ck: &mut Checker, ssh: &Ssh, p: &str) {
         ck.err(format!("{p}.address"), Key, "required")
             .with_hint(Some("the host's IP address or DNS name".into()));
     }
-    if ssh.port == 0 {
-        ck.err(format!("{p}.port"), Value, "must be between 1 and 65535");
-    }
     if ssh.key_path.as_deref() == Some("") {
         ck.err(
             format!("{p}.keyPath"),
@@ -467,10 +474,14 @@ fn validate_ssh_options(ck: &mut Checker, options: &Mapping, p: &str) {
 fn validate_file(ck: &mut Checker, f: &UploadFile, p: &str) {
     use Anchor::*;
     if f.src.trim().is_empty() && !f.has_data() {
-        ck.err(p, Key, "src or data required");
+        ck.err(p, Key, "src or data required").with_hint(Some(
+            "give src: (a local file, directory, glob or URL) or data: (the file's content)".into(),
+        ));
     }
     if f.dst.is_empty() && f.dst_dir.is_empty() {
-        ck.err(p, Key, "dst or dstDir required");
+        ck.err(p, Key, "dst or dstDir required").with_hint(Some(
+            "dst: names the destination file, dstDir: the directory to upload into".into(),
+        ));
     }
     if f.has_data() && f.dst.is_empty() && f.name.is_empty() {
         ck.err(p, Key, "name or dst required for data")
@@ -479,13 +490,107 @@ fn validate_file(ck: &mut Checker, f: &UploadFile, p: &str) {
             ));
     }
     if !f.src.is_empty() && f.has_data() {
-        ck.err(format!("{p}.data"), Key, "src and data can't both be set");
+        ck.err(format!("{p}.data"), Key, "src and data can't both be set")
+            .with_hint(Some(
+                "keep src: to upload a file, or data: to write this content".into(),
+            ));
     }
     for (perm, key) in [(&f.perm, "perm"), (&f.dir_perm, "dirPerm")] {
-        if let Some(Perm { error: Some(e), .. }) = perm {
-            ck.err(format!("{p}.{key}"), Value, e.clone());
+        if let Some(Perm {
+            error: Some(e),
+            octal,
+        }) = perm
+        {
+            let hint = if octal == "0" {
+                Some(format!(
+                    "{key}: 0 would leave it unreadable even to its owner; write a mode such as 0644, or remove {key}"
+                ))
+            } else if e.contains('(') {
+                None
+            } else {
+                Some("write the mode in octal with a leading 0, such as 0644 or 0755".into())
+            };
+            ck.err(format!("{p}.{key}"), Value, e.clone())
+                .with_hint(hint);
         }
     }
+}
+
+/// Resolves the hosts' local `files:` sources against `base` (the configuration file's
+/// directory), as k0sctl does before connecting: a missing path, a glob or directory without
+/// files, and several files for a single-file `dst` are errors at the entry's `src` / `dst`.
+/// Entries with other problems (no `src`, `src` and `data` both) are left to [`validate`].
+pub fn validate_local_files(c: &Cluster, root: &Node, base: &std::path::Path) -> Vec<Diagnostic> {
+    use super::local_files::{SourceError, matches};
+    use Anchor::*;
+    let mut ck = Checker {
+        loc: Locator::new(root),
+        out: Vec::new(),
+    };
+    for (hi, h) in c.spec.hosts.iter().enumerate() {
+        for (fi, f) in h.files.iter().enumerate() {
+            if f.has_data() || f.is_url() || f.src.trim().is_empty() {
+                continue;
+            }
+            let p = format!("spec.hosts[{hi}].files[{fi}]");
+            match matches(&f.src, base) {
+                Err(SourceError::Missing(_)) => {
+                    ck.err(
+                        format!("{p}.src"),
+                        Value,
+                        format!("{}: no such file or directory", f.src),
+                    )
+                    .with_hint(Some(
+                        "a relative src is resolved against the configuration file's directory; fix the path or create the file".into(),
+                    ));
+                }
+                Err(SourceError::NoMatch) => {
+                    ck.err(
+                        format!("{p}.src"),
+                        Value,
+                        format!("no files found for {}", f.src),
+                    )
+                    .with_hint(Some(
+                        "the pattern or directory (relative to the configuration file's directory) holds no file; fix src or remove the entry".into(),
+                    ));
+                }
+                Err(SourceError::BadGlob(e)) => {
+                    ck.err(
+                        format!("{p}.src"),
+                        Value,
+                        format!("invalid glob {:?}: {e}", f.src),
+                    )
+                    .with_hint(Some(
+                        "globs use *, **, ?, [abc] and {a,b}; close every [ and {".into(),
+                    ));
+                }
+                Ok(found) if found.len() > 1 && !f.dst.is_empty() => {
+                    let names: Vec<String> = found
+                        .iter()
+                        .take(3)
+                        .map(|(_, r)| r.display().to_string())
+                        .collect();
+                    let more = if found.len() > 3 { ", …" } else { "" };
+                    ck.err(
+                        format!("{p}.dst"),
+                        Value,
+                        format!(
+                            "found multiple files for {} but single file dst {} defined ({} files: {}{more})",
+                            f.src,
+                            f.dst,
+                            found.len(),
+                            names.join(", ")
+                        ),
+                    )
+                    .with_hint(Some(
+                        "use dstDir: to upload every match into a directory, or narrow src to one file".into(),
+                    ));
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+    ck.out
 }
 
 fn validate_k0s(ck: &mut Checker, c: &Cluster) {
@@ -511,8 +616,11 @@ fn validate_k0s(ck: &mut Checker, c: &Cluster) {
                     ck.err(
                         "spec.k0s.dynamicConfig",
                         Value,
-                        format!("dynamic config only available since k0s version {dyn_min}"),
-                    );
+                        format!("dynamic config only available since k0s version {dyn_min} (spec.k0s.version is {ver})"),
+                    )
+                    .with_hint(Some(format!(
+                        "set spec.k0s.version to {dyn_min} or newer, or remove dynamicConfig"
+                    )));
                 }
             }
         }
@@ -527,8 +635,10 @@ fn validate_k0s(ck: &mut Checker, c: &Cluster) {
         )
         .with_hint(hint);
     }
+    // k0s reads the kind without regard to case (k0sctl's own smoke test writes a separate
+    // `kind: clusterconfig` document, merged here).
     if let Some(kind) = k.config.get("kind").and_then(|v| v.as_str())
-        && !["ClusterConfig", "Cluster"].contains(&kind)
+        && !["clusterconfig", "cluster"].contains(&kind.to_ascii_lowercase().as_str())
     {
         ck.err(
             "spec.k0s.config.kind",
@@ -544,7 +654,10 @@ fn validate_k0s(ck: &mut Checker, c: &Cluster) {
             "spec.k0s.config.apiVersion",
             Value,
             format!("must equal {K0S_API_VERSION}"),
-        );
+        )
+        .with_hint(Some(format!(
+            "k0s reads apiVersion: {K0S_API_VERSION}, kind: ClusterConfig; or leave both out"
+        )));
     }
 }
 

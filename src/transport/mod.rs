@@ -297,14 +297,20 @@ impl Limits {
             uploads: Arc::new(Semaphore::new(uploads)),
         }
     }
-    /// A slot for per-host work (held while connecting, or by phases around per-host work).
+    /// A slot for per-host work, taken once at the outermost level of that work (a phase's
+    /// per-host future, `exec`'s per-host task, the connect phase) and held until it ends.
+    ///
+    /// Nothing below that level takes one: not [`Pool::connect`], not the uploads. A task that
+    /// held a slot while waiting for a second one of the same semaphore would starve as soon as
+    /// there are more hosts than `--concurrency` (every slot held by a task waiting for another).
     pub async fn host_slot(&self) -> Option<OwnedSemaphorePermit> {
         match &self.concurrency {
             Some(s) => Some(s.clone().acquire_owned().await.expect("semaphore closed")),
             None => None,
         }
     }
-    /// A slot for one upload.
+    /// A slot for one upload. Taken inside [`Remote::upload`] only, never while holding another
+    /// upload slot; its holders never wait for a host slot.
     pub async fn upload_slot(&self) -> OwnedSemaphorePermit {
         self.uploads
             .clone()
@@ -344,6 +350,8 @@ impl Pool {
     /// Connect (or reuse the existing connection) and return a [`Remote`] with no privilege
     /// wrapper yet; call [`Remote::detect_privilege`] before running things with sudo. A cached
     /// connection that has died is replaced.
+    ///
+    /// Takes no host slot: the caller's per-host task holds one (see [`Limits::host_slot`]).
     pub async fn connect(&self, spec: &ConnectSpec) -> Result<Remote, TransportError> {
         let key = spec.key();
         let cell = {
@@ -356,7 +364,6 @@ impl Pool {
         };
         let conn = cell
             .get_or_try_init(|| async {
-                let _slot = self.limits.host_slot().await;
                 let c = match spec {
                     ConnectSpec::Ssh(o) => {
                         Connection::Ssh(ssh::SshConnection::connect_via(o, &self.bastions).await?)
@@ -382,7 +389,10 @@ impl Pool {
         let pool = self.clone();
         parallel_map(specs, 0, move |spec| {
             let pool = pool.clone();
-            Box::pin(async move { pool.connect(&spec).await })
+            Box::pin(async move {
+                let _slot = pool.limits.host_slot().await;
+                pool.connect(&spec).await
+            })
         })
         .await
     }
@@ -791,4 +801,100 @@ pub fn shell_quote(s: &str) -> String {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// A bound on each test so that a deadlock fails the test instead of hanging it.
+    const BOUND: Duration = Duration::from_secs(60);
+
+    /// Many per-host tasks with a tiny `--concurrency`, each holding its host slot while it
+    /// connects and runs a command (as `exec` and the phases do): all finish, and never more
+    /// than the limit at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn more_tasks_than_host_slots_finish() {
+        for limit in [1usize, 2, 3] {
+            let pool = Arc::new(Pool::new(Limits::new(limit, 0)));
+            let running = Arc::new(AtomicUsize::new(0));
+            let peak = Arc::new(AtomicUsize::new(0));
+            let (p, r, pk) = (pool.clone(), running.clone(), peak.clone());
+            let done = tokio::time::timeout(
+                BOUND,
+                parallel_map((0..24).collect(), 0, move |i: usize| {
+                    let (pool, running, peak) = (p.clone(), r.clone(), pk.clone());
+                    Box::pin(async move {
+                        let _slot = pool.limits().host_slot().await;
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        let remote = pool.connect(&ConnectSpec::Localhost).await.unwrap();
+                        let out = remote.run(format!("echo {i}")).await.unwrap();
+                        tokio::task::yield_now().await;
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        out.stdout_str().trim().to_string()
+                    })
+                }),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("limit {limit}: deadlock, tasks still waiting"));
+            let want: Vec<String> = (0..24).map(|i| i.to_string()).collect();
+            assert_eq!(done, want, "limit {limit}");
+            let peak = peak.load(Ordering::SeqCst);
+            assert!(
+                peak <= limit,
+                "limit {limit}: {peak} tasks held slots at once"
+            );
+            pool.close_all().await;
+        }
+    }
+
+    /// `connect_all` takes one slot per connection and finishes with more hosts than slots.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connect_all_with_more_hosts_than_slots() {
+        let pool = Arc::new(Pool::new(Limits::new(1, 0)));
+        let specs = vec![ConnectSpec::Localhost; 10];
+        let r = tokio::time::timeout(BOUND, pool.connect_all(specs))
+            .await
+            .expect("connect_all deadlocked");
+        assert_eq!(r.len(), 10);
+        assert!(r.iter().all(|r| r.is_ok()));
+    }
+
+    /// Upload slots are bounded by the host limit and released after each upload, so tasks
+    /// holding host slots and uploading one after another all finish.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn uploads_under_host_slots_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Arc::new(Pool::new(Limits::new(2, 1)));
+        let base = dir.path().to_path_buf();
+        let p = pool.clone();
+        let r = tokio::time::timeout(
+            BOUND,
+            parallel_map((0..8).collect(), 0, move |i: usize| {
+                let (pool, base) = (p.clone(), base.clone());
+                Box::pin(async move {
+                    let _slot = pool.limits().host_slot().await;
+                    let remote = pool.connect(&ConnectSpec::Localhost).await.unwrap();
+                    for j in 0..2 {
+                        let dst = base.join(format!("f{i}-{j}"));
+                        remote
+                            .upload(
+                                std::io::Cursor::new(format!("{i}-{j}").into_bytes()),
+                                dst.to_str().unwrap(),
+                                &UploadOptions::default(),
+                            )
+                            .await
+                            .unwrap();
+                    }
+                })
+            }),
+        )
+        .await
+        .expect("uploads deadlocked");
+        assert_eq!(r.len(), 8);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 16);
+    }
 }

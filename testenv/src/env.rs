@@ -358,6 +358,7 @@ const MASKED_UNITS: &[&str] = &[
     "systemd-hwdb-update.service",
     "e2scrub_reap.service",
     "postgresql.service",
+    "etcd.service",
 ];
 
 const HOST_TARGET: &str = "[Unit]\nDescription=testenv host (minimal boot: journald + sshd)\nWants=ssh.service systemd-user-sessions.service\nAfter=ssh.service systemd-user-sessions.service\nAllowIsolate=yes\n";

@@ -27,11 +27,88 @@ fn knob(name: &str, default: i64) -> i64 {
         .unwrap_or(default)
 }
 
+/// The control loops run on one controller at a time, like kube-controller-manager with leader
+/// election: the holder of the Lease `kube-system/kube-controller-manager` (renewed every 2 s,
+/// taken over by another controller 15 s after its last renewal, released on shutdown).
 pub async fn run(store: Arc<Store>) {
     loop {
-        tick(&store);
+        let st = store.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if lead(&st) {
+                tick(&st);
+            }
+        })
+        .await;
         tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
     }
+}
+
+const LEASE: &str = "kube-controller-manager";
+const LEASE_SECONDS: i64 = 15;
+
+fn identity() -> String {
+    format!("{}_{}", util::hostname(), std::process::id())
+}
+
+/// Try to hold (or renew) the controller-manager lease; true while this controller leads.
+fn lead(store: &Store) -> bool {
+    if !store.is_etcd() {
+        return true;
+    }
+    let me = identity();
+    let now = util::now_unix();
+    let mut leading = false;
+    let mut renewed = false;
+    let ok = store.cas("coordination.k8s.io/leases", "kube-system", LEASE, |cur| {
+        let holder = cur.map(|l| s(&l["spec"]["holderIdentity"]).to_string());
+        let renew = cur
+            .and_then(|l| l["spec"]["renewTime"].as_str())
+            .and_then(util::parse_rfc3339)
+            .unwrap_or(0);
+        let dur = cur
+            .and_then(|l| l["spec"]["leaseDurationSeconds"].as_i64())
+            .unwrap_or(LEASE_SECONDS);
+        let mine = holder.as_deref() == Some(me.as_str());
+        let free = holder.as_deref().is_none_or(str::is_empty) || now > renew + dur;
+        if mine && now < renew + 2 {
+            leading = true;
+            return None;
+        }
+        if !mine && !free {
+            return None;
+        }
+        renewed = true;
+        let mut l = cur.cloned().unwrap_or_else(|| {
+            json!({"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":LEASE,"namespace":"kube-system"},"spec":{}})
+        });
+        let transitions = l["spec"]["leaseTransitions"].as_i64().unwrap_or(0);
+        if !mine {
+            l["spec"]["acquireTime"] = json!(util::now_rfc3339());
+            l["spec"]["leaseTransitions"] = json!(transitions + i64::from(cur.is_some()));
+        }
+        l["spec"]["holderIdentity"] = json!(me);
+        l["spec"]["leaseDurationSeconds"] = json!(LEASE_SECONDS);
+        l["spec"]["renewTime"] = json!(util::now_rfc3339());
+        Some(l)
+    });
+    leading || (renewed && ok)
+}
+
+/// Give the lease up (shutdown), so that another controller takes over at once.
+pub fn release(store: &Store) {
+    if !store.is_etcd() {
+        return;
+    }
+    let me = identity();
+    store.cas("coordination.k8s.io/leases", "kube-system", LEASE, |cur| {
+        let cur = cur?;
+        if cur["spec"]["holderIdentity"] != me.as_str() {
+            return None;
+        }
+        let mut l = cur.clone();
+        l["spec"]["holderIdentity"] = json!("");
+        Some(l)
+    });
 }
 
 fn s(v: &Value) -> &str {

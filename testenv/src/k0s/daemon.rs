@@ -4,8 +4,9 @@
 //! serve the status socket (`/run/k0s/status.sock`, HTTP over a unix socket; `GET /status` plus
 //! stand-in-internal endpoints used by `k0s token`/`k0s etcd`). A controller owns the PKI, the
 //! object store and serves the Kubernetes API on :6443 and the k0s API on :9443 (`/` → 404,
-//! `/v1beta1/ca`, `/v1beta1/etcd/members`). A controller that joined an existing cluster with a
-//! controller token forwards :6443/:9443 to the first controller (the stand-in has one store).
+//! `/v1beta1/ca`, `/v1beta1/etcd/members`). With etcd storage each controller runs a real etcd
+//! member (see `etcd.rs`) and serves both APIs itself from the shared etcd cluster; a controller
+//! joins through an existing controller's k0s API (CA, then etcd member add).
 //! Workers turn their join token into `<data-dir>/kubelet.conf`, register their Node and post
 //! Ready heartbeats every 5 s.
 
@@ -32,8 +33,8 @@ pub struct Daemon {
     pub workloads: bool,
     pub single: bool,
     pub store: Option<Arc<Store>>,
-    /// host:port of the first controller when this controller joined (proxy mode)
-    pub leader: Option<String>,
+    /// This controller's etcd member (etcd storage).
+    pub member: std::sync::Mutex<Option<super::etcd::Member>>,
     pub invocation_id: String,
     pub api_ok: std::sync::Mutex<(bool, String)>,
 }
@@ -133,29 +134,12 @@ impl Daemon {
         self.data_dir.join("pki")
     }
 
-    fn admin_tls(&self) -> Result<TlsClient> {
-        let p = self.pki();
-        Ok(TlsClient {
-            ca_pem: std::fs::read_to_string(p.join("ca.crt"))?,
-            cert_pem: Some(std::fs::read_to_string(p.join("admin.crt"))?),
-            key_pem: Some(std::fs::read_to_string(p.join("admin.key"))?),
-            insecure: false,
-        })
-    }
-
     /// Controller operations behind `k0s token` / `k0s etcd` (executed where the store lives).
     pub async fn controller_op(
         &self,
         op: &str,
         q: &std::collections::HashMap<String, String>,
     ) -> Result<(u16, String)> {
-        if let Some(leader) = &self.leader {
-            let tls = self.admin_tls()?;
-            let qs: Vec<String> = q.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect();
-            let url = format!("https://{leader}/testenv/{op}?{}", qs.join("&"));
-            let (code, body) = util::https_request(&tls, "POST", &url, &[], None).await?;
-            return Ok((code, String::from_utf8_lossy(&body).into_owned()));
-        }
         let store = self.store.as_ref().context("no store")?;
         match op {
             "token-create" => {
@@ -256,52 +240,37 @@ impl Daemon {
                 }
                 Ok((200, serde_json::to_string(&rows)?))
             }
-            "etcd-members" => {
-                if self.cfg.storage_type(self.single) != "etcd" {
-                    return Ok((400, "wrong storage type: kine".into()));
-                }
-                let m = store.data.lock().unwrap().members.clone();
-                Ok((200, serde_json::to_string(&json!({"members":m}))?))
-            }
             "etcd-join" => {
+                // k0s's join API (`cmd/api/api.go`): add the new controller as an etcd member
+                // with its peer URL and answer the initial-cluster list plus the etcd CA.
+                if self.cfg.storage_type(self.single) != "etcd" {
+                    return Ok((404, "404 page not found".into()));
+                }
                 let node = q.get("node").cloned().unwrap_or_default();
                 let peer = q.get("peer").cloned().unwrap_or_default();
-                store.data.lock().unwrap().members.insert(node, peer);
-                store
-                    .dirty
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                let m = store.data.lock().unwrap().members.clone();
-                Ok((
-                    200,
-                    serde_json::to_string(
-                        &json!({"initialCluster":m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()}),
-                    )?,
-                ))
-            }
-            "etcd-leave" => {
-                if self.cfg.storage_type(self.single) != "etcd" {
-                    return Ok((400, "wrong storage type: kine".into()));
+                let added =
+                    tokio::task::spawn_blocking(move || super::etcd::member_add(&node, &peer))
+                        .await?;
+                match added {
+                    Ok(list) => {
+                        let e = self.pki().join("etcd");
+                        let r = |f: &str| std::fs::read_to_string(e.join(f)).unwrap_or_default();
+                        Ok((
+                            200,
+                            serde_json::to_string(
+                                &json!({"initialCluster": list, "ca": {"cert": r("ca.crt"), "key": r("ca.key")}}),
+                            )?,
+                        ))
+                    }
+                    Err(e) => Ok((500, format!("{e:#}"))),
                 }
-                let peer = q.get("peer").cloned().unwrap_or_default();
-                let url = format!("https://{}:2380", bracket(&peer));
-                let mut d = store.data.lock().unwrap();
-                let before = d.members.len();
-                d.members.retain(|_, v| *v != url);
-                let removed = d.members.len() != before;
-                drop(d);
-                store
-                    .dirty
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                if !removed {
-                    return Ok((404, format!("etcdserver: member not found (peer {url})")));
-                }
-                Ok((200, String::new()))
             }
             _ => Ok((404, format!("unknown op {op}"))),
         }
     }
 }
 
+#[allow(dead_code)]
 fn bracket(h: &str) -> String {
     if h.contains(':') && !h.starts_with('[') {
         format!("[{h}]")
@@ -490,25 +459,13 @@ where
     Ok(())
 }
 
-/// TCP forwarder (joined controllers → first controller).
-async fn forward(listen: &str, to: String) -> Result<()> {
-    let l = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listen {listen}"))?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut a, _)) = l.accept().await else {
-                continue;
-            };
-            let to = to.clone();
-            tokio::spawn(async move {
-                if let Ok(mut b) = tokio::net::TcpStream::connect(&to).await {
-                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
-                }
-            });
-        }
-    });
-    Ok(())
+/// The API's answer while etcd cannot be reached or has no quorum (kube-apiserver's storage
+/// error for a timed-out etcd request).
+fn etcd_unavailable(msg: &str) -> hyper::Response<api::Body> {
+    api::json_resp(
+        hyper::StatusCode::INTERNAL_SERVER_ERROR,
+        &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":msg,"code":500}),
+    )
 }
 
 fn resolve_token(flags: &Flags, positional: Option<&String>) -> Result<Option<String>> {
@@ -621,7 +578,7 @@ async fn run_async(
         workloads,
         single,
         store: None,
-        leader: None,
+        member: std::sync::Mutex::new(None),
         invocation_id,
         api_ok: std::sync::Mutex::new((false, "kubelet not started yet".into())),
     };
@@ -634,69 +591,99 @@ async fn run_async(
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&pki, std::fs::Permissions::from_mode(0o751))?;
         }
-        let leader_file = data_dir.join("testenv-leader");
         let peer = d.cfg.peer_address();
-        if !pki.join("ca.crt").exists() {
-            if let Some(tok) = &token {
-                // Join: fetch the CA from the k0s API of the existing controller.
-                let (url, ca, user, bt) = super::token::decode(tok)?;
-                if user != "controller-bootstrap" {
-                    bail!("wrong token type {user}, expected type: controller-bootstrap");
-                }
-                let tls = TlsClient {
-                    ca_pem: ca,
-                    cert_pem: None,
-                    key_pem: None,
-                    insecure: false,
+        let etcd_storage = d.cfg.storage_type(single) == "etcd";
+        // k0s joins when it has a token and no etcd data yet (no CA for other storage).
+        let needs_join = token.is_some()
+            && if etcd_storage {
+                !super::etcd::is_member(&data_dir)
+            } else {
+                !pki.join("ca.crt").exists()
+            };
+        let mut initial_cluster = None;
+        if needs_join {
+            let tok = token.as_ref().expect("checked");
+            // Join: fetch the CA from the k0s API of the existing controller.
+            let (url, ca, user, bt) = super::token::decode(tok)?;
+            if user != "controller-bootstrap" {
+                bail!("wrong token type {user}, expected type: controller-bootstrap");
+            }
+            let tls = TlsClient {
+                ca_pem: ca,
+                cert_pem: None,
+                key_pem: None,
+                insecure: false,
+            };
+            let auth = format!("Bearer {bt}");
+            let (code, body) = retry_req(&tls, "GET", &format!("{url}/v1beta1/ca"), &auth).await?;
+            if code != 200 {
+                bail!(
+                    "failed to fetch CA from {url}: HTTP {code}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+            let v: Value = serde_json::from_slice(&body)?;
+            util::write_mode(
+                &pki.join("ca.key"),
+                v["ca.key"].as_str().unwrap_or("").as_bytes(),
+                0o640,
+            )?;
+            util::write_mode(
+                &pki.join("ca.crt"),
+                v["ca.crt"].as_str().unwrap_or("").as_bytes(),
+                0o644,
+            )?;
+            if etcd_storage {
+                // etcd refuses a member add while the cluster is unhealthy (e.g. an earlier added
+                // member has not started yet): k0s retries its join with a backoff (10
+                // attempts from 1 s, doubling; `pkg/component/controller/etcd.go`).
+                let join_url = format!(
+                    "{url}/v1beta1/etcd/members?node={}&peer={}",
+                    enc(&util::hostname()),
+                    enc(&super::etcd::peer_url(&peer))
+                );
+                let mut delay = 1;
+                let mut attempt = 0;
+                let body = loop {
+                    attempt += 1;
+                    let (code, body) = retry_req(&tls, "POST", &join_url, &auth).await?;
+                    if code == 200 {
+                        break body;
+                    }
+                    let msg = String::from_utf8_lossy(&body).into_owned();
+                    if attempt >= 10 {
+                        bail!("failed to join etcd cluster: HTTP {code}: {msg}");
+                    }
+                    util::log_warn(&format!(
+                        "joining the etcd cluster failed (HTTP {code}: {msg}), retrying in {delay} s"
+                    ));
+                    tokio::time::sleep(std::time::Duration::from_secs(delay)).await;
+                    delay = (delay * 2).min(16);
                 };
-                let auth = format!("Bearer {bt}");
-                let (code, body) =
-                    retry_req(&tls, "GET", &format!("{url}/v1beta1/ca"), &auth).await?;
-                if code != 200 {
-                    bail!(
-                        "failed to fetch CA from {url}: HTTP {code}: {}",
-                        String::from_utf8_lossy(&body)
-                    );
-                }
                 let v: Value = serde_json::from_slice(&body)?;
+                let e = pki.join("etcd");
+                std::fs::create_dir_all(&e)?;
                 util::write_mode(
-                    &pki.join("ca.key"),
-                    v["ca.key"].as_str().unwrap_or("").as_bytes(),
-                    0o640,
-                )?;
-                util::write_mode(
-                    &pki.join("ca.crt"),
-                    v["ca.crt"].as_str().unwrap_or("").as_bytes(),
+                    &e.join("ca.crt"),
+                    v["ca"]["cert"].as_str().unwrap_or("").as_bytes(),
                     0o644,
                 )?;
-                let host = url
-                    .trim_start_matches("https://")
-                    .rsplit_once(':')
-                    .map(|x| x.0.to_string())
-                    .unwrap_or_default();
-                let (code, body) = retry_req(
-                    &tls,
-                    "POST",
-                    &format!(
-                        "{url}/v1beta1/etcd/members?node={}&peer={}",
-                        enc(&util::hostname()),
-                        enc(&format!("https://{}:2380", bracket(&peer)))
-                    ),
-                    &auth,
-                )
-                .await?;
-                if code != 200 {
-                    bail!(
-                        "failed to join etcd cluster: HTTP {code}: {}",
-                        String::from_utf8_lossy(&body)
-                    );
-                }
-                std::fs::write(&leader_file, format!("{host}\n"))?;
-                std::fs::create_dir_all(data_dir.join("etcd/member/snap"))?;
-                std::fs::write(data_dir.join("etcd/member/snap/db"), b"")?;
-            } else {
-                super::pki::ensure_ca(&pki)?;
+                util::write_mode(
+                    &e.join("ca.key"),
+                    v["ca"]["key"].as_str().unwrap_or("").as_bytes(),
+                    0o600,
+                )?;
+                initial_cluster = Some(
+                    v["initialCluster"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect::<Vec<_>>(),
+                );
             }
+        } else if !pki.join("ca.crt").exists() {
+            super::pki::ensure_ca(&pki)?;
         }
         if !pki.join("admin.crt").exists() {
             let (c, k) = super::pki::issue(
@@ -737,43 +724,36 @@ async fn run_async(
         sans.dedup();
         let api_port = d.cfg.api_port();
         let k0s_port = d.cfg.k0s_api_port();
-        if let Ok(l) = std::fs::read_to_string(&leader_file) {
-            let host = l.trim().to_string();
-            d.leader = Some(format!("{}:{k0s_port}", bracket(&host)));
-            forward(
-                &format!("0.0.0.0:{api_port}"),
-                format!("{}:{api_port}", bracket(&host)),
-            )
-            .await?;
-            forward(
-                &format!("0.0.0.0:{k0s_port}"),
-                format!("{}:{k0s_port}", bracket(&host)),
-            )
-            .await?;
-        } else {
-            let store = Arc::new(Store::load(data_dir.join("db/state.json"))?);
-            if d.cfg.storage_type(single) == "etcd" {
-                let mut dd = store.data.lock().unwrap();
-                dd.members
-                    .entry(util::hostname())
-                    .or_insert(format!("https://{}:2380", bracket(&peer)));
-                drop(dd);
-                std::fs::create_dir_all(data_dir.join("etcd/member/snap"))?;
-                std::fs::write(data_dir.join("etcd/member/snap/db"), b"")?;
-            }
-            store.save()?;
-            // Persist changes every 200 ms.
-            let st = store.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    if st.dirty.swap(false, std::sync::atomic::Ordering::Relaxed)
-                        && let Err(e) = st.save()
-                    {
-                        eprintln!("persist state: {e:#}");
+        {
+            let store = if etcd_storage {
+                super::etcd::ensure_pki(&pki, &peer)?;
+                let start = if super::etcd::is_member(&data_dir) {
+                    super::etcd::Start::Restart
+                } else if let Some(l) = initial_cluster.take() {
+                    super::etcd::Start::Existing(l)
+                } else {
+                    super::etcd::Start::New
+                };
+                *d.member.lock().unwrap() = Some(super::etcd::spawn(&data_dir, &peer, start)?);
+                tokio::task::spawn_blocking(|| super::etcd::wait_ready(180)).await??;
+                tokio::task::spawn_blocking(Store::etcd).await??
+            } else {
+                let store = Arc::new(Store::load(data_dir.join("db/state.json"))?);
+                store.save()?;
+                // Persist changes every 200 ms.
+                let st = store.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        if st.dirty.swap(false, std::sync::atomic::Ordering::Relaxed)
+                            && let Err(e) = st.save()
+                        {
+                            eprintln!("persist state: {e:#}");
+                        }
                     }
-                }
-            });
+                });
+                store
+            };
             let ctx = Arc::new(ApiCtx {
                 store: store.clone(),
                 k8s_version: k8s_version(&version),
@@ -788,11 +768,32 @@ async fn run_async(
                 move |caller, req| {
                     let ctx = c1.clone();
                     async move {
-                        let caller = match caller {
-                            Caller::Bootstrap(t, _) => api::check_token(&ctx.store, &t),
-                            c => c,
-                        };
-                        api::handle(ctx, caller, req).await
+                        // etcd storage: without a linearizable read there is no answer (as
+                        // kube-apiserver without etcd quorum); `/version` and `/livez` do not
+                        // touch storage.
+                        let path = req.uri().path().to_string();
+                        if ctx.store.is_etcd() && path != "/version" && path != "/livez" {
+                            let st = ctx.store.clone();
+                            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || st.sync()).await
+                            {
+                                return Ok(etcd_unavailable(&format!("{e:#}")));
+                            }
+                        }
+                        super::store::ETCD_FAILED
+                            .scope(std::cell::Cell::new(false), async move {
+                                let caller = match caller {
+                                    Caller::Bootstrap(t, _) => api::check_token(&ctx.store, &t),
+                                    c => c,
+                                };
+                                let r = api::handle(ctx, caller, req).await;
+                                if super::store::ETCD_FAILED.with(|c| c.get()) {
+                                    return Ok(etcd_unavailable(
+                                        "etcdserver: request timed out (etcd unavailable)",
+                                    ));
+                                }
+                                r
+                            })
+                            .await
                     }
                 },
             )
@@ -805,19 +806,50 @@ async fn run_async(
             tokio::spawn(super::controllers::run(store.clone()));
         }
         let d2 = Arc::new(d);
+        if d2.member.lock().unwrap().is_some() {
+            // k0s supervises etcd: a member that exited (e.g. after it was removed from the
+            // cluster) is started again on its data directory.
+            let dm = d2.clone();
+            let peer = d2.cfg.peer_address();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    let restarted = {
+                        let mut m = dm.member.lock().unwrap();
+                        match m.as_mut().and_then(|x| x.exited()) {
+                            None => false,
+                            Some(st) => {
+                                util::log_warn(&format!("etcd exited ({st}), restarting it"));
+                                match super::etcd::spawn(
+                                    &dm.data_dir,
+                                    &peer,
+                                    super::etcd::Start::Restart,
+                                ) {
+                                    Ok(n) => *m = Some(n),
+                                    Err(e) => util::log_warn(&format!("restarting etcd: {e:#}")),
+                                }
+                                true
+                            }
+                        }
+                    };
+                    if !restarted {
+                        continue;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+                }
+            });
+        }
         let dk = d2.clone();
         let tls9443 = server_tls(&pki, &sans)?;
-        if d2.leader.is_none() {
-            serve_https(
-                &format!("0.0.0.0:{k0s_port}"),
-                tls9443,
-                move |caller, req| {
-                    let d = dk.clone();
-                    async move { Ok(k0s_api(d, caller, req).await) }
-                },
-            )
-            .await?;
-        }
+        serve_https(
+            &format!("0.0.0.0:{k0s_port}"),
+            tls9443,
+            move |caller, req| {
+                let d = dk.clone();
+                async move { Ok(k0s_api(d, caller, req).await) }
+            },
+        )
+        .await?;
         if workloads {
             let node = d2.flags.clone();
             let (c, k) = super::pki::issue(
@@ -957,6 +989,12 @@ async fn finish(d: Arc<Daemon>, worker_api: Option<(String, TlsClient)>) -> Resu
     util::log_info("shutting down");
     if let Some(s) = &d.store {
         let _ = s.save();
+        let st = s.clone();
+        let _ = tokio::task::spawn_blocking(move || super::controllers::release(&st)).await;
+    }
+    let member = d.member.lock().unwrap().take();
+    if let Some(mut m) = member {
+        let _ = tokio::task::spawn_blocking(move || m.stop()).await;
     }
     let _ = std::fs::remove_file(&sock);
     Ok(())
@@ -1054,12 +1092,14 @@ async fn k0s_api(
             if !controller_token && caller != Caller::Cert {
                 return go_away();
             }
-            let op = if req.method() == hyper::Method::POST {
-                "etcd-join"
-            } else {
-                "etcd-members"
-            };
-            match d.controller_op(op, &q).await {
+            if req.method() != hyper::Method::POST {
+                return api::full(
+                    hyper::StatusCode::METHOD_NOT_ALLOWED,
+                    "text/plain",
+                    "method not allowed",
+                );
+            }
+            match d.controller_op("etcd-join", &q).await {
                 Ok((code, body)) => api::full(
                     hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::OK),
                     "application/json",

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod controllers;
 pub mod daemon;
+pub mod etcd;
 pub mod pki;
 pub mod store;
 pub mod token;
@@ -879,11 +880,16 @@ fn run_cli(argv: Vec<String>) -> Result<i32> {
             if cfg.storage_type(false) != "etcd" {
                 bail!("wrong storage type: {}", cfg.storage_type(false));
             }
+            // Like k0s (`cmd/etcd/list.go`, `leave.go`, `pkg/etcd/client.go`): straight to this
+            // controller's etcd member on 127.0.0.1:2379.
             match sub2 {
                 "member-list" => {
-                    let body = op(&f, "etcd-members", &[])
-                        .map_err(|e| anyhow::anyhow!("can't list etcd cluster members: {e}"))?;
-                    println!("{}", body.trim());
+                    let members = etcd::member_list()
+                        .map_err(|e| anyhow::anyhow!("can't list etcd cluster members: {e:#}"))?;
+                    // A member added but not started yet has no name (key "").
+                    let m: std::collections::BTreeMap<String, String> =
+                        members.into_iter().map(|(_, n, u, _)| (n, u)).collect();
+                    println!("{}", serde_json::to_string(&json!({ "members": m }))?);
                 }
                 "leave" => {
                     let peer = f
@@ -899,8 +905,21 @@ fn run_cli(argv: Vec<String>) -> Result<i32> {
                             "invalid value \"{peer}\" for \"--peer-address\" flag: neither an IP address nor a DNS name"
                         );
                     }
-                    op(&f, "etcd-leave", &[("peer", &peer)])
-                        .map_err(|e| anyhow::anyhow!("can't leave etcd cluster: {e}"))?;
+                    let url = etcd::peer_url(&peer);
+                    let id = match etcd::peer_id(&url) {
+                        Ok(id) => id,
+                        Err(e) => {
+                            util::log_error_fields("Failed to get peer name", &[("peerURL", &url)]);
+                            return Err(e);
+                        }
+                    };
+                    if let Err(e) = etcd::member_remove(id) {
+                        util::log_error_fields(
+                            "Failed to delete node from cluster",
+                            &[("peerURL", &url), ("peerID", &format!("{id:x}"))],
+                        );
+                        return Err(e);
+                    }
                 }
                 "" => println!("Manage etcd cluster\n\nUsage:\n  k0s etcd [command]"),
                 o => bail!("unknown command \"{o}\" for \"k0s etcd\""),
@@ -1194,11 +1213,18 @@ fn cmd_backup(f: &Flags) -> Result<()> {
     }
     let stage = tempdir("k0s-backup")?;
     let db = dd.join("db/state.json");
-    if db.exists() {
-        std::fs::copy(&db, stage.join("etcd-snapshot.db"))?;
+    if etcd::is_member(&dd) {
+        // A real etcd snapshot (k0s `pkg/backup/etcd_unix.go`), from any controller.
+        if let Err(e) = etcd::snapshot_save(&stage.join("etcd-snapshot.db")) {
+            let _ = std::fs::remove_dir_all(&stage);
+            return Err(e);
+        }
+    } else if db.exists() {
+        // kine (single node): the stand-in's state file in place of kine's sqlite database.
+        std::fs::copy(&db, stage.join("kine-state-backup.db"))?;
     } else {
-        // A joined controller: take the snapshot from the store owner through the status socket.
-        bail!("this controller joined another one; run backup on the first controller");
+        let _ = std::fs::remove_dir_all(&stage);
+        bail!("cannot find the controller's storage in {}", dd.display());
     }
     for d in ["pki", "manifests", "images", "helmhome"] {
         if dd.join(d).exists() {
@@ -1260,11 +1286,13 @@ fn cmd_restore(f: &Flags, archive: String) -> Result<()> {
     if !c.status()?.success() {
         bail!("failed to extract {archive}");
     }
-    if let Ok(db) = std::fs::read(stage.join("etcd-snapshot.db")) {
-        // Restoring an etcd snapshot makes a single-member cluster of this node.
-        let mut v: Value = serde_json::from_slice(&db)?;
-        v["members"] = json!({});
-        util::write_mode(&dd.join("db/state.json"), &serde_json::to_vec(&v)?, 0o600)?;
+    if stage.join("etcd-snapshot.db").exists() {
+        // Restoring an etcd snapshot makes a one-member cluster of this node (k0s
+        // `pkg/backup/etcd_unix.go`: member name = host name, peer URL from this node's config).
+        let cfg = K0sConfig::load(f.get("config").map(|s| s.as_str())).unwrap_or_default();
+        etcd::snapshot_restore(&stage.join("etcd-snapshot.db"), &dd, &cfg.peer_address())?;
+    } else if let Ok(db) = std::fs::read(stage.join("kine-state-backup.db")) {
+        util::write_mode(&dd.join("db/state.json"), &db, 0o600)?;
     }
     for d in ["pki", "manifests", "images", "helmhome"] {
         if stage.join(d).exists() {
@@ -1279,7 +1307,10 @@ fn cmd_restore(f: &Flags, archive: String) -> Result<()> {
             )?;
         }
     }
-    let _ = std::fs::remove_file(dd.join("testenv-leader"));
+    // The etcd peer certificate names the backed-up host: issued again for this one at start.
+    for f in ["peer.crt", "peer.key"] {
+        let _ = std::fs::remove_file(dd.join("pki/etcd").join(f));
+    }
     if stage.join("k0s.yaml").exists() {
         let out = match f.get("config-out") {
             Some(o) => PathBuf::from(o),

@@ -166,6 +166,19 @@ pub fn log_warn(msg: &str) {
     );
 }
 
+/// logrus line at error level with fields on stderr (`time=… level=error msg="…" k=v`).
+pub fn log_error_fields(msg: &str, fields: &[(&str, &str)]) {
+    let (y, mo, d, h, mi, s) = civil(now_unix());
+    let f: String = fields
+        .iter()
+        .map(|(k, v)| format!(" {k}=\"{v}\""))
+        .collect();
+    eprintln!(
+        "time=\"{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}\" level=error msg=\"{}\"{f}",
+        msg.replace('"', "\\\"")
+    );
+}
+
 /// logrus line at info level on stdout (daemons log at Info to stdout).
 pub fn log_info(msg: &str) {
     let (y, mo, d, h, mi, s) = civil(now_unix());
