@@ -72,15 +72,28 @@ pub fn config_for(
                 "etcd".into()
             }
         });
+    // k0sctl (`configFor`): with `spec.api.onlyBindToAddress` and no `spec.api.address`,
+    // each controller gets its own address (private, else SSH) there, since the API server
+    // will listen on that address only.
+    let host_addr = h
+        .private_address()
+        .unwrap_or_else(|| h.config.address().to_string());
+    if let Some(api) = spec.get_mut("api").and_then(Value::as_object_mut) {
+        let empty = api
+            .get("address")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        if empty && api.get("onlyBindToAddress").and_then(Value::as_bool) == Some(true) {
+            api.insert("address".into(), json!(host_addr));
+        }
+    }
     let has_peer = spec
         .get("storage")
         .and_then(|s| s.get("etcd"))
         .and_then(|e| e.get("peerAddress"))
         .is_some();
-    if storage_type == "etcd" && (has_peer || h.config.private_address.is_some()) {
-        let peer = h
-            .private_address()
-            .unwrap_or_else(|| h.config.address().to_string());
+    if storage_type == "etcd" && (has_peer || h.private_address().is_some()) {
+        let peer = host_addr;
         let storage = spec.entry("storage").or_insert(json!({}));
         if let Some(st) = storage.as_object_mut() {
             let etcd = st.entry("etcd").or_insert(json!({}));
@@ -360,6 +373,33 @@ mod tests {
         let r = render(v.as_object().unwrap());
         assert!(r.starts_with("# generated-by-k0sctl 20"), "{r}");
         assert_eq!(parse_yaml(&r).unwrap(), *v.as_object().unwrap());
+    }
+
+    // k0sctl `configFor`: onlyBindToAddress without an address → the host's own address
+    // (private, else SSH); an address given in the manifest is kept; without the option none is
+    // set.
+    #[test]
+    fn only_bind_to_address_gets_each_controllers_address() {
+        let text = "apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: Cluster\nspec:\n  hosts:\n  - role: controller\n    privateAddress: 10.1.0.1\n    ssh:\n      address: 10.0.0.1\n  - role: controller\n    ssh:\n      address: 10.0.0.2\n";
+        let cfg = crate::config::load_str(text, "t.yaml", &|_| None).unwrap();
+        let state = State::new(
+            cfg,
+            Default::default(),
+            crate::transport::ssh::SshConfig::parse(""),
+        );
+        let base = parse_yaml("spec:\n  api:\n    onlyBindToAddress: true\n").unwrap();
+        let a = Value::Object(config_for(&base, &state.hosts[0], &[], false));
+        assert_eq!(a["spec"]["api"]["address"], "10.1.0.1");
+        let b = Value::Object(config_for(&base, &state.hosts[1], &[], false));
+        assert_eq!(b["spec"]["api"]["address"], "10.0.0.2");
+        let given =
+            parse_yaml("spec:\n  api:\n    onlyBindToAddress: true\n    address: 10.9.9.9\n")
+                .unwrap();
+        let g = Value::Object(config_for(&given, &state.hosts[0], &[], false));
+        assert_eq!(g["spec"]["api"]["address"], "10.9.9.9");
+        let off = parse_yaml("spec:\n  api:\n    port: 6443\n").unwrap();
+        let o = Value::Object(config_for(&off, &state.hosts[0], &[], false));
+        assert!(o["spec"]["api"].get("address").is_none());
     }
 
     #[test]

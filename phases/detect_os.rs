@@ -63,6 +63,22 @@ impl Phase for DetectOs {
                                 tracing::info!("{}: using the existing k0s at {path}", h.name);
                                 probed.k0s_binary_path = path;
                             }
+                            // As k0sctl's "Gather host facts": without a `privateAddress` in the
+                            // manifest, the address found on the private interface (given, or
+                            // the default route's) becomes the host's private address when it
+                            // differs from the SSH address. From here on it is the host's
+                            // private address everywhere: `--node-ip` of `k0s install`, the etcd
+                            // peer address, the API SANs and address.
+                            if h.config.private_address.is_none()
+                                && let Some(a) = probed.facts.private_address.clone()
+                            {
+                                tracing::info!(
+                                    "{}: discovered {a} as private address (interface {})",
+                                    h.name,
+                                    probed.facts.private_interface.as_deref().unwrap_or("?")
+                                );
+                                h.config.private_address = Some(a);
+                            }
                             h.host = Some(probed);
                             Ok(())
                         }

@@ -47,10 +47,12 @@ pub async fn leader_client(state: &State) -> Result<crate::kube::Client, String>
         .and_then(|a| a.get("port"))
         .and_then(serde_json::Value::as_u64)
         .unwrap_or(6443) as u16;
-    let (client, _) =
-        crate::kube::client(&p.remote, &secret, &crate::kube::ApiEndpoint::local(port))
-            .await
-            .map_err(|e| e.to_string())?;
+    // Where k0s says its API listens (`onlyBindToAddress` moves it off 127.0.0.1).
+    let endpoint =
+        crate::kube::ApiEndpoint::from_kubeconfig(&secret, port).map_err(|e| e.to_string())?;
+    let (client, _) = crate::kube::client(&p.remote, &secret, &endpoint)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(client)
 }
 

@@ -36,6 +36,33 @@ if getent passwd etcd >/dev/null 2>&1 && [ "$(getent passwd etcd | cut -d: -f6)"
     userdel etcd >/dev/null 2>&1 || true
     rmdir /var/lib/etcd 2>/dev/null || true
 fi
+# OpenRC for `testenv up --init openrc` hosts (PID 1 = openrc-init, as on Alpine). The packages
+# are NOT installed on the machine (its own init stays untouched, nothing is started): Debian's
+# openrc and its two libraries are unpacked into $OPENRC_ROOT, which openrc hosts stack as an
+# extra read-only layer over the machine's root. The machine's root is merged-/usr (/lib, /sbin,
+# /bin are symlinks), so the unpacked /lib, /sbin, /bin move under usr/ (an overlay layer's
+# directory would otherwise hide the symlink).
+OPENRC_ROOT=/var/lib/testenv/openrc-root
+OPENRC_PKGS="openrc libeinfo1 librc1"
+if [ ! -e "$OPENRC_ROOT/.complete" ]; then
+    tmp=$(mktemp -d)
+    stage="$tmp/stage"
+    mkdir -p "$stage"
+    (cd "$tmp" && apt-get download $OPENRC_PKGS) || { apt-get update && (cd "$tmp" && apt-get download $OPENRC_PKGS); }
+    for d in "$tmp"/*.deb; do dpkg-deb -x "$d" "$stage"; done
+    for d in bin sbin lib; do
+        if [ -d "$stage/$d" ] && [ ! -L "$stage/$d" ]; then
+            mkdir -p "$stage/usr/$d"
+            cp -a "$stage/$d/." "$stage/usr/$d/"
+            rm -rf "${stage:?}/$d"
+        fi
+    done
+    rm -rf "$OPENRC_ROOT"
+    mkdir -p "$(dirname "$OPENRC_ROOT")"
+    mv "$stage" "$OPENRC_ROOT"
+    touch "$OPENRC_ROOT/.complete"
+    rm -rf "$tmp"
+fi
 # kubectl is used by tests (real kubectl against the stand-in API server); the CI image ships it.
 command -v kubectl >/dev/null 2>&1 || echo "warning: kubectl not found on PATH; kubectl-based testenv tests will be skipped" >&2
 exit 0

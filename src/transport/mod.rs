@@ -664,6 +664,23 @@ impl Remote {
         tracing::trace!(host = self.name(), target = %format!("{host}:{port}"), "open tunnel");
         tunnel::open(&self.conn, host, port).await
     }
+
+    /// `Some(message)` when the host's SSH server refuses to forward to `host:port`, for the
+    /// transport that can only tell this way (OpenSSH, see [`tunnel::probe_refusal`]).
+    pub async fn probe_forwarding_refusal(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Option<String>, TransportError> {
+        tunnel::probe_refusal(&self.conn, host, port).await
+    }
+
+    /// A byte stream to the stdin/stdout of `command` on the host, as the login user (see
+    /// [`tunnel::open_exec`]).
+    pub async fn open_exec_stream(&self, command: &str) -> Result<Tunnel, TransportError> {
+        tracing::trace!(host = self.name(), "open exec stream");
+        tunnel::open_exec(&self.conn, command).await
+    }
 }
 
 /// Copy `prefix` then `stdin` into `w` in 256 KiB chunks, then shut `w` down.

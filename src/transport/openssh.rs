@@ -119,6 +119,14 @@ impl OpenSshConnection {
         self.command_with(&["-W".to_string(), target])
     }
 
+    /// `ssh … <command>`: the child's stdin/stdout are the remote command's, for
+    /// [`super::tunnel::open_exec`].
+    pub(crate) fn exec_stream_command(&self, command: &str) -> tokio::process::Command {
+        let mut c = self.base_command();
+        c.arg(command);
+        c
+    }
+
     /// The ssh command line up to the destination, with `extra` arguments before `--`.
     fn command_with(&self, extra: &[String]) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(

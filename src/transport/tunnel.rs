@@ -98,6 +98,109 @@ pub(crate) async fn open(
     }
 }
 
+/// A byte stream to the stdin/stdout of `command` run on the host (as the login user, no
+/// privilege wrapping; its stderr is discarded for native SSH and logged at debug level
+/// otherwise): an exec channel (native SSH), a child `ssh … command` (OpenSSH) or a child
+/// `sh -c command` (localhost). For relays that need no TCP forwarding (see
+/// [`crate::kube`]). Dropping it closes the channel (ends the child).
+pub(crate) async fn open_exec(conn: &Connection, command: &str) -> Result<Tunnel, TransportError> {
+    let what = "open an exec channel for a stream";
+    let child_stream = |mut cmd: tokio::process::Command| -> Result<Tunnel, TransportError> {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| TransportError::io(&c_name(conn), what, e))?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        if let Some(err) = child.stderr.take() {
+            let name = c_name(conn);
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(err).lines();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    tracing::debug!(host = %name, "exec stream: {l}");
+                }
+            });
+        }
+        Ok(Box::new(ChildStream {
+            io: tokio::io::join(stdout, stdin),
+            _child: child,
+        }))
+    };
+    match conn {
+        Connection::Ssh(c) => {
+            let h = c.handle();
+            if h.is_closed() {
+                return Err(TransportError::Disconnected {
+                    host: c_name(conn),
+                    reason: "the SSH connection is closed".into(),
+                });
+            }
+            let ch = h
+                .channel_open_session()
+                .await
+                .map_err(|e| TransportError::io(&c_name(conn), what, e))?;
+            ch.exec(true, command.as_bytes())
+                .await
+                .map_err(|e| TransportError::io(&c_name(conn), what, e))?;
+            Ok(Box::new(ch.into_stream()))
+        }
+        Connection::OpenSsh(c) => child_stream(c.exec_stream_command(command)),
+        Connection::Local(_) => {
+            let mut c = tokio::process::Command::new("sh");
+            c.arg("-c").arg(command);
+            child_stream(c)
+        }
+    }
+}
+
+/// Whether the host refuses to forward to `host:port`, for transports that cannot tell at
+/// open time: `ssh -W` opens its channel after the child has started, so a refusal there shows
+/// only as an early end of stream plus a message on the child's stderr. This runs one
+/// `ssh -W` with stdin closed and reads that stderr (an accepted forward ends when the target
+/// sees the end of input). `Some(message)` when refused; `None` when accepted and for the
+/// other transports (native SSH reports a refusal when the channel is opened; localhost has
+/// no forwarding).
+pub(crate) async fn probe_refusal(
+    conn: &Connection,
+    host: &str,
+    port: u16,
+) -> Result<Option<String>, TransportError> {
+    let Connection::OpenSsh(c) = conn else {
+        return Ok(None);
+    };
+    let mut cmd = c.stdio_forward_command(host, port);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| TransportError::io(&c_name(conn), "probe TCP forwarding", e))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Direct: "channel 0: open failed: administratively prohibited: open failed". Through a
+    // ControlMaster the client only learns "Stdio forwarding request failed: Session open
+    // refused by peer" (the reason stays with the master).
+    Ok(err
+        .lines()
+        .find(|l| {
+            l.contains("administratively prohibited")
+                || l.contains("forwarding request failed")
+                || l.contains("stdio forwarding failed")
+        })
+        .map(|l| format!("ssh -W: {}", l.trim())))
+}
+
+/// True when `e` is an SSH server's refusal of a `direct-tcpip` channel by policy
+/// ("administratively prohibited", e.g. sshd's `AllowTcpForwarding no`).
+pub fn is_forwarding_refused(e: &TransportError) -> bool {
+    let m = e.to_string();
+    m.contains("AdministrativelyProhibited") || m.contains("administratively prohibited")
+}
+
 fn c_name(conn: &Connection) -> String {
     use super::Transport;
     conn.name().to_string()

@@ -68,7 +68,22 @@ pub struct Options {
     pub binserver_in_process: bool,
     /// Also give hosts an RSA host key (3072 bit; slow to generate for many hosts).
     pub rsa_host_keys: bool,
+    /// A second interface (`eth1`) per cluster host on a second bridge (its own /24, no address
+    /// on the machine) carrying the host's default route, as on machines whose cluster traffic
+    /// uses a private network: k0sctl's private-interface detection finds `eth1`, and the
+    /// host's private address differs from its SSH address (`eth0`).
+    pub private_net: bool,
+    /// sshd with `AllowTcpForwarding no` (hardened configurations, CIS benchmarks): every
+    /// `direct-tcpip` channel is refused with "administratively prohibited".
+    pub no_tcp_forwarding: bool,
+    /// PID 1 of the hosts: `systemd` (default) or `openrc` (OpenRC's `openrc-init`, as on
+    /// Alpine; needs `install-deps.sh`'s unpacked OpenRC in [`OPENRC_ROOT`]).
+    pub init: String,
 }
+
+/// Debian's `openrc`, `libeinfo1` and `librc1` unpacked (merged-/usr layout) by
+/// `testenv/install-deps.sh`; `--init openrc` hosts get a copy in their own layer.
+pub const OPENRC_ROOT: &str = "/var/lib/testenv/openrc-root";
 
 impl Options {
     pub fn new(dir: impl Into<PathBuf>, hosts: usize) -> Options {
@@ -85,6 +100,9 @@ impl Options {
             versions: DEFAULT_VERSIONS.iter().map(|s| s.to_string()).collect(),
             binserver_in_process: true,
             rsa_host_keys: false,
+            private_net: false,
+            no_tcp_forwarding: false,
+            init: "systemd".into(),
         }
     }
 }
@@ -105,6 +123,9 @@ pub struct Host {
     pub pid: i32,
     /// Root filesystem as seen from the machine (`/proc/<pid>/root`).
     pub root: PathBuf,
+    /// Address on the private network (`eth1`), with `--private-net`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_ip: Option<Ipv4Addr>,
 }
 
 /// On-disk record of everything an environment created, written before anything is created so
@@ -117,6 +138,11 @@ pub struct State {
     pub inner_subnet: Option<u8>,
     pub bridge: String,
     pub inner_bridge: Option<String>,
+    /// `--private-net`: the private network's /24 and bridge.
+    #[serde(default)]
+    pub private_subnet: Option<u8>,
+    #[serde(default)]
+    pub private_bridge: Option<String>,
     pub netns: Vec<String>,
     pub links: Vec<String>,
     pub hosts: Vec<Host>,
@@ -316,7 +342,7 @@ const BOOT_SH: &str = r#"#!/bin/sh
 # testenv host boot: runs as PID 1 of the host's PID namespace (inside its own network, mount,
 # UTS and cgroup namespaces), mounts the host's root and execs systemd as PID 1.
 set -e
-H="$1"; NAME="$2"
+H="$1"; NAME="$2"; INIT="${4:-systemd}"
 R="$H/root"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$H/upper,workdir=$H/work" "$R"
 mount -t proc proc "$R/proc"
@@ -333,6 +359,10 @@ mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
 mount --rbind /dev "$R/dev"
 hostname "$NAME"
 cd "$R"
+if [ "$INIT" = openrc ]; then
+    # openrc-init as PID 1: runs the sysinit, boot and default runlevels (sshd is in default).
+    exec chroot "$R" /sbin/openrc-init
+fi
 export container=testenv
 exec chroot "$R" /lib/systemd/systemd --system --unit=testenv-host.target --log-target=journal-or-kmsg
 "#;
@@ -363,6 +393,45 @@ const MASKED_UNITS: &[&str] = &[
 
 const HOST_TARGET: &str = "[Unit]\nDescription=testenv host (minimal boot: journald + sshd)\nWants=ssh.service systemd-user-sessions.service\nAfter=ssh.service systemd-user-sessions.service\nAllowIsolate=yes\n";
 
+/// An OpenRC host's own files: `rc.conf` (no container personality, the unified cgroup v2
+/// layout the host already has), a `net` provider (the network is set up from outside, as a
+/// container's is, and k0s's OpenRC script `need`s `net`), and sshd as an OpenRC service in
+/// the default runlevel (Debian's `/etc/init.d/ssh` is an LSB script OpenRC does not run).
+fn openrc_host(up: &Path) -> Result<()> {
+    // The unpacked packages go into the host's own layer (an overlay refuses a second lower
+    // layer that lies inside the first, `/`). About 1 MiB per host.
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(format!("{OPENRC_ROOT}/."))
+        .arg(up))?;
+    let _ = std::fs::remove_file(up.join(".complete"));
+    // Debian's OpenRC also reads insserv's configuration (for LSB scripts); none is needed.
+    write_file(&up.join("etc/insserv.conf"), b"", 0o644)?;
+    write_file(
+        &up.join("etc/rc.conf"),
+        b"# testenv OpenRC host\nrc_sys=\"\"\nrc_cgroup_mode=\"unified\"\nrc_logger=\"NO\"\nrc_parallel=\"NO\"\n",
+        0o644,
+    )?;
+    write_file(
+        &up.join("etc/init.d/testenv-net"),
+        b"#!/sbin/openrc-run\ndescription=\"network configured by testenv from outside the host\"\ndepend() {\n\tprovide net\n}\nstart() {\n\tebegin \"Network (set up by testenv)\"\n\teend 0\n}\n",
+        0o755,
+    )?;
+    write_file(
+        &up.join("etc/init.d/sshd"),
+        b"#!/sbin/openrc-run\ndescription=\"OpenSSH server\"\ncommand=/usr/sbin/sshd\ncommand_args=\"-D\"\ncommand_background=yes\npidfile=/run/${RC_SVCNAME}.pid\ndepend() {\n\tuse net\n}\nstart_pre() {\n\tmkdir -p /run/sshd && chmod 0755 /run/sshd\n}\n",
+        0o755,
+    )?;
+    let rl = up.join("etc/runlevels/default");
+    std::fs::create_dir_all(&rl)?;
+    for s in ["testenv-net", "sshd"] {
+        let l = rl.join(s);
+        let _ = std::fs::remove_file(&l);
+        std::os::unix::fs::symlink(format!("/etc/init.d/{s}"), &l)?;
+    }
+    Ok(())
+}
+
 fn host_key_types(opts: &Options) -> Vec<&'static str> {
     let mut v = vec!["ed25519", "ecdsa"];
     if opts.rsa_host_keys {
@@ -389,6 +458,8 @@ struct PlannedHost {
     veth: String,
     /// second interface for the bastion (inner bridge)
     inner: Option<(String, Ipv4Addr)>,
+    /// `--private-net`: the host's veth on the private bridge and its address there.
+    private: Option<(String, Ipv4Addr)>,
     bridge: String,
     gateway: Ipv4Addr,
 }
@@ -406,6 +477,17 @@ impl Env {
             bail!("--controllers must not exceed --hosts");
         }
         let os_rel = os_release(&opts.os)?;
+        match opts.init.as_str() {
+            "systemd" => {}
+            "openrc" => {
+                if !Path::new(OPENRC_ROOT).join(".complete").exists() {
+                    bail!(
+                        "--init openrc needs OpenRC unpacked in {OPENRC_ROOT}: run testenv/install-deps.sh"
+                    );
+                }
+            }
+            o => bail!("--init must be systemd or openrc, not {o:?}"),
+        }
         raise_sysctls();
         for v in &opts.versions {
             crate::stamp::validate_version(v)?;
@@ -455,6 +537,19 @@ impl Env {
             }
             st.inner_bridge = Some(format!("{prefix}bi"));
         }
+        if opts.private_net {
+            match claim_subnet(&dir) {
+                Ok(n) => st.private_subnet = Some(n),
+                Err(e) => {
+                    release_subnet(st.subnet, &dir);
+                    if let Some(n) = st.inner_subnet {
+                        release_subnet(n, &dir);
+                    }
+                    return Err(e);
+                }
+            }
+            st.private_bridge = Some(format!("{prefix}bp"));
+        }
         // Plan every name before creating anything, and record it.
         let mut planned = Vec::new();
         let outer = |i: u8| Ipv4Addr::new(10, 213, st.subnet, i);
@@ -476,6 +571,12 @@ impl Env {
                 role: role.into(),
                 ip: Ipv4Addr::new(10, 213, cluster_net, 10 + i as u8),
                 inner: None,
+                private: st.private_subnet.map(|n| {
+                    (
+                        format!("{prefix}p{i}"),
+                        Ipv4Addr::new(10, 213, n, 10 + i as u8),
+                    )
+                }),
                 bridge: cluster_bridge.clone(),
                 // A gateway address nobody owns: hosts get a realistic default route, but no
                 // packet can leave the bridge towards any other network.
@@ -490,6 +591,7 @@ impl Env {
                 netns: format!("{prefix}-bastion"),
                 veth: format!("{prefix}vb"),
                 inner: Some((format!("{prefix}vbi"), Ipv4Addr::new(10, 213, inner, 5))),
+                private: None,
                 bridge: st.bridge.clone(),
                 gateway: outer(254),
             });
@@ -497,11 +599,17 @@ impl Env {
         st.netns = planned.iter().map(|p| p.netns.clone()).collect();
         st.links = std::iter::once(st.bridge.clone())
             .chain(st.inner_bridge.clone())
+            .chain(st.private_bridge.clone())
             .chain(planned.iter().map(|p| p.veth.clone()))
             .chain(
                 planned
                     .iter()
                     .filter_map(|p| p.inner.as_ref().map(|i| i.0.clone())),
+            )
+            .chain(
+                planned
+                    .iter()
+                    .filter_map(|p| p.private.as_ref().map(|i| i.0.clone())),
             )
             .collect();
         save_state(&st)?;
@@ -536,6 +644,10 @@ impl Env {
             // The inner bridge has no address: the machine cannot reach hosts behind the bastion.
             root_batch += &format!("link add {ib} type bridge\nlink set {ib} up\n");
         }
+        if let Some(pb) = &st.private_bridge {
+            // Like the inner bridge, the private network has no address on the machine.
+            root_batch += &format!("link add {pb} type bridge\nlink set {pb} up\n");
+        }
         for p in planned {
             ip(&["netns", "add", &p.netns])?;
             root_batch += &format!(
@@ -549,10 +661,20 @@ impl Env {
                     st.inner_bridge.as_ref().unwrap()
                 );
             }
+            if let Some((pv, _)) = &p.private {
+                root_batch += &format!(
+                    "link add {pv} type veth peer name eth1 netns {}\nlink set {pv} master {} up\n",
+                    p.netns,
+                    st.private_bridge.as_ref().unwrap()
+                );
+            }
         }
         if let Some(n) = st.inner_subnet {
             // The machine has no address on the inner bridge; make sure packets for that subnet
             // are refused locally instead of following the machine's default route.
+            root_batch += &format!("route add unreachable 10.213.{n}.0/24\n");
+        }
+        if let Some(n) = st.private_subnet {
             root_batch += &format!("route add unreachable 10.213.{n}.0/24\n");
         }
         ip_batch(None, &root_batch)?;
@@ -574,9 +696,22 @@ impl Env {
         }
         for p in planned {
             let mut b = format!(
-                "link set lo up\naddr add {}/24 dev eth0\nlink set eth0 up\nroute add default via {} dev eth0 onlink\n",
-                p.ip, p.gateway
+                "link set lo up\naddr add {}/24 dev eth0\nlink set eth0 up\n",
+                p.ip
             );
+            match &p.private {
+                // The default route goes over the private network (gateway `.254` that nobody
+                // owns, as on the first network): k0sctl's detection (`ip route list scope
+                // global`) then names eth1.
+                Some((_, pip)) => {
+                    let o = pip.octets();
+                    b += &format!(
+                        "addr add {pip}/24 dev eth1\nlink set eth1 up\nroute add default via {}.{}.{}.254 dev eth1 onlink\n",
+                        o[0], o[1], o[2]
+                    );
+                }
+                None => b += &format!("route add default via {} dev eth0 onlink\n", p.gateway),
+            }
             if let Some((_, iip)) = &p.inner {
                 b += &format!("addr add {iip}/24 dev eth1\nlink set eth1 up\n");
             }
@@ -597,6 +732,8 @@ impl Env {
         let mut etc_hosts =
             String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
         for p in planned {
+            // Names resolve to the SSH address (also with `--private-net`): a kubelet without
+            // `--node-ip` then registers that address, as the kubelet's own rule says.
             etc_hosts += &format!("{}\t{}\n", p.ip, p.name);
         }
         let boot = dir.join("boot.sh");
@@ -691,11 +828,18 @@ impl Env {
             // Only these host keys (never the machine's own); otherwise Debian's sshd defaults
             // (e.g. MaxStartups 10:30:100, which limits parallel handshakes through a bastion).
             conf += "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nUseDNS no\n";
+            if opts.no_tcp_forwarding {
+                // This file is included before Debian's own settings: the first value wins.
+                conf += "AllowTcpForwarding no\n";
+            }
             write_file(
                 &up.join("etc/ssh/sshd_config.d/testenv.conf"),
                 conf.as_bytes(),
                 0o644,
             )?;
+            if opts.init == "openrc" {
+                openrc_host(&up)?;
+            }
             // The optional user exists on every host, the bastion included.
             if let Some(u) = &opts.user {
                 add_user(&up, u, &pubkey, opts.sudo)?;
@@ -728,12 +872,13 @@ impl Env {
             let mut c = Command::new("sh");
             c.arg("-c")
                 .arg(format!(
-                    "echo $$ > {cg}/cgroup.procs && exec ip netns exec {} unshare --mount --uts --pid --cgroup --fork --propagation private sh {} {} {} {}",
+                    "echo $$ > {cg}/cgroup.procs && exec ip netns exec {} unshare --mount --uts --pid --cgroup --fork --propagation private sh {} {} {} {} {}",
                     p.netns,
                     boot.display(),
                     h.display(),
                     p.name,
-                    cgroup_mode().1
+                    cgroup_mode().1,
+                    opts.init
                 ))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
@@ -803,6 +948,7 @@ impl Env {
                 netns: p.netns.clone(),
                 pid,
                 root: PathBuf::from(format!("/proc/{pid}/root")),
+                private_ip: p.private.as_ref().map(|x| x.1),
             });
         }
         st.hosts = hosts.clone();
@@ -1225,7 +1371,7 @@ pub fn down_dir(dir: &Path) -> Result<()> {
             }
         }
     }
-    if let Some(n) = st.inner_subnet {
+    for n in st.inner_subnet.iter().chain(st.private_subnet.iter()) {
         let _ = ip(&["route", "del", "unreachable", &format!("10.213.{n}.0/24")]);
     }
     // 3. The binary server daemon (only if it is still our process).
@@ -1259,8 +1405,8 @@ pub fn down_dir(dir: &Path) -> Result<()> {
     // 5. Host layers and bookkeeping.
     let _ = std::fs::remove_dir_all(dir.join("hosts"));
     release_subnet(st.subnet, &dir);
-    if let Some(n) = st.inner_subnet {
-        release_subnet(n, &dir);
+    for n in st.inner_subnet.iter().chain(st.private_subnet.iter()) {
+        release_subnet(*n, &dir);
     }
     let _ = std::fs::remove_file(Path::new(REGISTRY).join(format!("env-{}", st.prefix)));
     std::fs::remove_file(dir.join("state.json"))?;

@@ -46,6 +46,16 @@ enum Cmd {
         /// Also generate an RSA host key per host (besides ed25519 and ecdsa)
         #[arg(long)]
         rsa_host_keys: bool,
+        /// A second interface (eth1) per host on a private network that carries the default
+        /// route; the SSH address stays on eth0
+        #[arg(long)]
+        private_net: bool,
+        /// sshd with `AllowTcpForwarding no` (direct-tcpip channels are refused)
+        #[arg(long)]
+        no_tcp_forwarding: bool,
+        /// PID 1 of the hosts: systemd, or openrc (OpenRC's openrc-init, as on Alpine)
+        #[arg(long, default_value = "systemd")]
+        init: String,
     },
     /// Remove every namespace, mount, process, bridge and veth of the environment (idempotent)
     Down {
@@ -61,7 +71,7 @@ enum Cmd {
         dir: PathBuf,
     },
     /// Print one value of an environment for scripts: prefix, binserver-url, password, manifest,
-    /// ips, controller-ips, worker-ips, bastion-ip (lists: one per line)
+    /// ips, controller-ips, worker-ips, private-ips, bastion-ip (lists: one per line)
     Get {
         #[arg(long)]
         dir: PathBuf,
@@ -109,9 +119,15 @@ fn main() -> Result<()> {
             k0s_bin,
             versions,
             rsa_host_keys,
+            private_net,
+            no_tcp_forwarding,
+            init,
         } => {
             let mut o = Options::new(dir, hosts);
             o.controllers = controllers;
+            o.private_net = private_net;
+            o.no_tcp_forwarding = no_tcp_forwarding;
+            o.init = init;
             o.os = os;
             o.user = user;
             o.sudo = match sudo {
@@ -129,7 +145,10 @@ fn main() -> Result<()> {
             let t = std::time::Instant::now();
             let env = Env::up(o)?;
             for h in env.hosts.iter().chain(env.bastion.iter()) {
-                println!("{:<14} {:<10} {}", h.name, h.role, h.ip);
+                match h.private_ip {
+                    Some(p) => println!("{:<14} {:<10} {} (private {p})", h.name, h.role, h.ip),
+                    None => println!("{:<14} {:<10} {}", h.name, h.role, h.ip),
+                }
             }
             println!("manifest: {}", env.manifest.display());
             println!("hosts:    {}", env.hosts_json.display());
@@ -175,6 +194,12 @@ fn main() -> Result<()> {
                 "ips" => ips(None),
                 "controller-ips" => ips(Some("controller")),
                 "worker-ips" => ips(Some("worker")),
+                "private-ips" => st
+                    .hosts
+                    .iter()
+                    .filter_map(|h| h.private_ip.map(|p| p.to_string()))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
                 "bastion-ip" => st
                     .hosts
                     .iter()

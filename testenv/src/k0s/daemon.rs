@@ -699,7 +699,7 @@ async fn run_async(
         }
         let ca = std::fs::read_to_string(pki.join("ca.crt"))?;
         let admin = kubeconfig_yaml(
-            &format!("https://localhost:{}", d.cfg.api_port()),
+            &d.cfg.local_url(),
             &ca,
             &std::fs::read_to_string(pki.join("admin.crt"))?,
             &std::fs::read_to_string(pki.join("admin.key"))?,
@@ -763,7 +763,7 @@ async fn run_async(
             let tls = server_tls(&pki, &sans)?;
             let c1 = ctx.clone();
             serve_https(
-                &format!("0.0.0.0:{api_port}"),
+                &format!("{}:{api_port}", bracket(&d.cfg.api_bind_host())),
                 tls.clone(),
                 move |caller, req| {
                     let ctx = c1.clone();
@@ -861,7 +861,12 @@ async fn run_async(
                 true,
             )?;
             worker_api = Some((
-                format!("https://127.0.0.1:{api_port}"),
+                // With onlyBindToAddress nothing listens on 127.0.0.1: k0s's local URL.
+                if d2.cfg.only_bind_to_address() {
+                    d2.cfg.local_url()
+                } else {
+                    format!("https://127.0.0.1:{api_port}")
+                },
                 TlsClient {
                     ca_pem: std::fs::read_to_string(pki.join("ca.crt"))?,
                     cert_pem: Some(c),
@@ -1138,7 +1143,10 @@ async fn k0s_api(
 async fn kubelet(d: Arc<Daemon>, server: String, tls: TlsClient) {
     let name = node_name(&d.flags);
     let (node_ip, _) = kubelet_extra(&d.flags);
+    // InternalIP: `--node-ip` (k0s passes `--kubelet-extra-args` on to the kubelet), else the
+    // kubelet's own default (see `util::kubelet_default_node_ip`).
     let ip = node_ip
+        .or_else(|| util::kubelet_default_node_ip(&name))
         .or_else(|| util::host_ipv4s().into_iter().next())
         .unwrap_or_else(|| "127.0.0.1".into());
     let started = util::now_rfc3339();

@@ -201,6 +201,32 @@ impl K0sConfig {
                     .unwrap_or_else(|| "127.0.0.1".into())
             })
     }
+    /// `spec.api.onlyBindToAddress`.
+    pub fn only_bind_to_address(&self) -> bool {
+        self.v["spec"]["api"]["onlyBindToAddress"].as_bool() == Some(true)
+    }
+    /// Where the API server listens: `spec.api.address` with `onlyBindToAddress` (k0s passes
+    /// `--bind-address` to kube-apiserver then: `pkg/component/controller/apiserver.go`), else
+    /// every address.
+    pub fn api_bind_host(&self) -> String {
+        if self.only_bind_to_address() {
+            self.api_address()
+        } else {
+            "0.0.0.0".into()
+        }
+    }
+    /// k0s's own URL of its API server (`APISpec.LocalURL` in k0s
+    /// `pkg/apis/k0s/v1beta1/api.go`): `https://<spec.api.address>:<port>` with
+    /// `onlyBindToAddress`, else `https://localhost:<port>`. Used for `pki/admin.conf`.
+    pub fn local_url(&self) -> String {
+        if self.only_bind_to_address() {
+            let a = self.api_address();
+            let a = if a.contains(':') { format!("[{a}]") } else { a };
+            format!("https://{a}:{}", self.api_port())
+        } else {
+            format!("https://localhost:{}", self.api_port())
+        }
+    }
     pub fn api_port(&self) -> u16 {
         self.v["spec"]["api"]["port"].as_u64().unwrap_or(6443) as u16
     }

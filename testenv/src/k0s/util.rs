@@ -389,6 +389,49 @@ fn dechunk(b: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The address a kubelet registers as the node's InternalIP when it has no `--node-ip`, by the
+/// kubelet's own rule (kubernetes `pkg/kubelet/nodestatus/setters.go`, `NodeAddress`): the
+/// hostname override if it is an IP; else the node name looked up (here: `/etc/hosts`, the
+/// resolver's first source), first IPv4 that is not loopback; else the first IPv4 of the
+/// interface that carries the default route (`ChooseHostInterface`).
+pub fn kubelet_default_node_ip(node_name: &str) -> Option<String> {
+    if node_name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Some(node_name.to_string());
+    }
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    for l in hosts.lines() {
+        let l = l.split('#').next().unwrap_or("");
+        let mut f = l.split_whitespace();
+        let Some(a) = f.next() else { continue };
+        if f.any(|n| n.eq_ignore_ascii_case(node_name))
+            && let Ok(ip) = a.parse::<std::net::Ipv4Addr>()
+            && !ip.is_loopback()
+            && !ip.is_unspecified()
+        {
+            return Some(a.to_string());
+        }
+    }
+    let routes = std::process::Command::new("ip")
+        .args(["-4", "route", "show", "default"])
+        .output()
+        .ok()?;
+    let routes = String::from_utf8_lossy(&routes.stdout).to_string();
+    let dev = routes
+        .split_whitespace()
+        .skip_while(|w| *w != "dev")
+        .nth(1)?;
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", dev, "scope", "global"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let i = f.iter().position(|x| *x == "inet")?;
+        f.get(i + 1)
+            .map(|a| a.split('/').next().unwrap_or("").to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
