@@ -301,7 +301,8 @@ impl Manager {
                 "duration_ms": started.elapsed().as_millis() as u64,
                 "ok": result.is_ok(),
             }));
-            if let Err(e) = result {
+            if let Err(mut e) = result {
+                lost_connections(&mut e);
                 // On the screen the command prints the error once, when it ends; the log
                 // file keeps it here, in its place among the phases.
                 tracing::debug!("{e}");
@@ -323,6 +324,25 @@ impl Manager {
             }
         }
         Ok(reports)
+    }
+}
+
+/// A phase that failed only because hosts' connections were lost is an "unreachable" failure
+/// (exit 4), not a failed command: the message says so, and each host's line says what it
+/// was doing.
+fn lost_connections(e: &mut PhaseError) {
+    if e.code == Code::PhaseFailed
+        && !e.hosts.is_empty()
+        && e.hosts
+            .iter()
+            .all(|(_, m)| crate::transport::error::is_connection_lost(m))
+    {
+        e.code = Code::Unreachable;
+        let n = e.hosts.len();
+        e.message = format!(
+            "failed: connection lost to {n} host{} (check the network and that sshd runs there; a plain re-apply continues)",
+            if n == 1 { "" } else { "s" }
+        );
     }
 }
 

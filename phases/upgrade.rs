@@ -254,6 +254,9 @@ pub async fn upgrade_node(
         .map(|v| v.to_string())
         .unwrap_or_default();
     tracing::info!("{}: upgrading k0s {from} to {target}", h.name);
+    // Recorded before the service stops, so that a run that dies before it starts again does
+    // not leave a host the next apply refuses.
+    super::k0s_ops::upgrade_started(h, "upgrade").await?;
     init.stop(&p.remote, svc).await.map_err(|e| e.to_string())?;
     init.wait_state(&p.remote, svc, false, WAIT)
         .await
@@ -283,6 +286,7 @@ pub async fn upgrade_node(
         let _ = init.start(&p.remote, svc).await;
     }
     steps?;
+    super::k0s_ops::upgrade_finished(h, true).await?;
     tracing::info!("{}: upgraded to k0s {target}", h.name);
     Ok(())
 }
