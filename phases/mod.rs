@@ -357,7 +357,7 @@ pub fn preflight() -> Vec<Box<dyn Phase>> {
     ]
 }
 
-/// `k0sctl apply`: the phases in k0sctl's order (k0sctl.md §3.1).
+/// `k0sctl apply`: the phases in k0sctl's order (k0sctl's `cmd/apply.go`).
 pub fn apply(kubeconfig_out: Option<kubeconfig::GetKubeconfig>) -> Vec<Box<dyn Phase>> {
     let mut p = preflight();
     // Held from right after the hosts are known until just before disconnecting.

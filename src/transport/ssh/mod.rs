@@ -7,7 +7,7 @@
 //!
 //! Commands run on session channels of one shared connection. The channel is split and the
 //! stdin writer runs in its own task that is aborted as soon as the remote side closes, so a
-//! command that exits before reading its input never hangs the upload (rust-deps.md §4.4).
+//! command that exits before reading its input never hangs the upload (russh's channel writer otherwise blocks forever once the ~2 MiB window is used up).
 
 pub mod auth;
 pub mod bastion;
