@@ -124,11 +124,12 @@ async fn stage_and_install_k0s_binaries() {
         "k0s install controller --data-dir=/var/lib/k0s && systemctl start k0scontroller",
     )
     .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while env.ssh(&env.hosts[0], "k0s status -o json").is_err() {
-        assert!(std::time::Instant::now() < deadline, "k0s did not start");
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
+    common::poll::poll(
+        "k0s to start",
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(300),
+        || env.ssh(&env.hosts[0], "k0s status -o json").is_ok(),
+    );
     let (_, r) = apply(&manifest, dir.path(), false).await;
     let e = r.expect_err("downgrade");
     assert_eq!(e.code, Code::InvalidConfig);

@@ -5,4 +5,5 @@
 
 pub mod cli;
 pub mod phases;
+pub mod poll;
 pub mod sshd;
