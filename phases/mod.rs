@@ -444,17 +444,6 @@ pub fn backup(output: std::path::PathBuf) -> Vec<Box<dyn Phase>> {
     p
 }
 
-/// The apply pipeline as far as it is built: preflight, k0s facts, and the binaries.
-pub fn apply_binaries() -> Vec<Box<dyn Phase>> {
-    let mut p = preflight();
-    p.push(Box::new(gather_k0s_facts::GatherK0sFacts));
-    p.push(Box::new(validate_facts::ValidateFacts));
-    p.push(Box::new(stage_binaries::StageBinaries));
-    p.push(Box::new(install_binaries::InstallBinaries));
-    p.push(Box::new(disconnect::Disconnect));
-    p
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

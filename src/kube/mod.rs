@@ -93,16 +93,6 @@ impl KubeError {
     pub fn is_blocked(&self) -> bool {
         matches!(self, KubeError::Blocked(_))
     }
-    /// True when the API could not be reached at all (tunnel or connection failures).
-    pub fn is_unreachable(&self) -> bool {
-        match self {
-            KubeError::Api { source, .. } => matches!(
-                source,
-                ::kube::Error::HyperError(_) | ::kube::Error::Service(_)
-            ),
-            _ => false,
-        }
-    }
 }
 
 /// `e: its source: its source…`, skipping a source already contained in the text so far.
