@@ -219,6 +219,19 @@ async fn drain_through_the_leader_tunnel_with_pdbs() {
             .contains_key("worker1")
     );
 
+    drain_finishes_within_a_pdb_that_allows_one(&client).await;
+    blocked_drain_names_pods_and_pdb(&client).await;
+    evict_taint_goes_on_and_off(&client).await;
+
+    eprintln!("tunnels opened: {}", tunnels.opened());
+    state.pool.close_all().await;
+    drop(env);
+}
+
+/// Case 1, maxUnavailable: 1 — evictions are refused while one pod is away, retried, and the drain
+/// finishes with the pods on the other node.
+async fn drain_finishes_within_a_pdb_that_allows_one(client: &kube::Client) {
+    let client = client.clone();
     let deps: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
     let pp = PostParams::default();
@@ -305,7 +318,14 @@ async fn drain_through_the_leader_tunnel_with_pdbs() {
         !k::uncordon(&client, "worker0").await.unwrap(),
         "idempotent"
     );
+}
 
+/// Case 2, minAvailable = replicas — nothing may go: listed, named, and the drain fails Blocked.
+async fn blocked_drain_names_pods_and_pdb(client: &kube::Client) {
+    let client = client.clone();
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
     // 2. minAvailable = replicas — nothing may go. Pods are placed on worker0 by cordoning
     // worker1 while they are scheduled.
     assert!(k::cordon(&client, "worker1").await.unwrap());
@@ -449,7 +469,11 @@ async fn drain_through_the_leader_tunnel_with_pdbs() {
         2,
         "nothing evicted"
     );
+}
 
+/// The evict taint goes on and off, idempotently, and the node is uncordoned.
+async fn evict_taint_goes_on_and_off(client: &kube::Client) {
+    let client = client.clone();
     // Taint helpers (what an upgrade with evictTaint does around the drain).
     let taint = EvictTaint::try_from(&k0sctl::config::model::EvictTaintOption::default()).unwrap();
     assert!(
@@ -471,8 +495,4 @@ async fn drain_through_the_leader_tunnel_with_pdbs() {
     assert!(!k::remove_taint(&client, "worker0", &taint).await.unwrap());
     assert!(k::uncordon(&client, "worker0").await.unwrap());
     assert!(!unschedulable(&client, "worker0").await);
-
-    eprintln!("tunnels opened: {}", tunnels.opened());
-    state.pool.close_all().await;
-    drop(env);
 }
