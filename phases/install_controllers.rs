@@ -140,7 +140,7 @@ impl Phase for InstallControllers {
     }
 }
 
-/// Batch sizes for joining `remaining` controllers to `running` ones (k0sctl.md §3.1.3):
+/// Batch sizes for joining `remaining` controllers to `running` ones (as k0sctl's `phase/install_controllers.go`):
 /// one host, or `concurrency` < 2 (0 = unlimited) → one at a time; exactly one running and at
 /// least two to go → first two together; an even number running → one alone (to make it odd);
 /// then batches of `min(max(quorum/2, 1), concurrency, remaining)` with

@@ -377,7 +377,7 @@ pub fn preflight() -> Vec<Box<dyn Phase>> {
     ]
 }
 
-/// `k0sctl apply`: the phases in k0sctl's order (k0sctl.md §3.1).
+/// `k0sctl apply`: the phases in k0sctl's order (k0sctl's `cmd/apply.go`).
 pub fn apply(kubeconfig_out: Option<kubeconfig::GetKubeconfig>) -> Vec<Box<dyn Phase>> {
     let mut p = preflight();
     // Held from right after the hosts are known until just before disconnecting.
@@ -460,17 +460,6 @@ pub fn backup(output: std::path::PathBuf) -> Vec<Box<dyn Phase>> {
     let mut p = lifecycle_front();
     p.push(Box::new(backup::TakeBackup { output }));
     p.push(Box::new(lock::ReleaseLock));
-    p.push(Box::new(disconnect::Disconnect));
-    p
-}
-
-/// The apply pipeline as far as it is built: preflight, k0s facts, and the binaries.
-pub fn apply_binaries() -> Vec<Box<dyn Phase>> {
-    let mut p = preflight();
-    p.push(Box::new(gather_k0s_facts::GatherK0sFacts));
-    p.push(Box::new(validate_facts::ValidateFacts));
-    p.push(Box::new(stage_binaries::StageBinaries));
-    p.push(Box::new(install_binaries::InstallBinaries));
     p.push(Box::new(disconnect::Disconnect));
     p
 }

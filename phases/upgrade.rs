@@ -144,8 +144,8 @@ fn comparable(f: &Flags) -> (Vec<(String, String)>, Vec<String>) {
     (pairs, extra)
 }
 
-/// The install flags k0s runs with differ from what the manifest gives now (k0sctl.md
-/// §3.2.1); `None` when k0s does not run.
+/// The install flags k0s runs with differ from what the manifest gives now (as k0sctl's
+/// `phase/reinstall.go` compares them); `None` when k0s does not run.
 pub fn flags_drift(h: &HostState, is_leader: bool) -> Result<Option<bool>, String> {
     let Some(status) = h.k0s.as_ref().and_then(|k| k.status.as_ref()) else {
         return Ok(None);

@@ -531,11 +531,6 @@ impl Remote {
     pub fn privilege(&self) -> &Privilege {
         &self.privilege
     }
-    /// Use this privilege wrapper from now on (e.g. from a previous detection).
-    pub fn with_privilege(mut self, p: Privilege) -> Self {
-        self.privilege = p;
-        self
-    }
     /// Set the privilege wrapper in place.
     pub fn set_privilege(&mut self, p: Privilege) {
         self.privilege = p;

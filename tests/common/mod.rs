@@ -6,4 +6,5 @@
 pub mod chaos;
 pub mod cli;
 pub mod phases;
+pub mod poll;
 pub mod sshd;

@@ -7,7 +7,7 @@
 //!
 //! Commands run on session channels of one shared connection. The channel is split and the
 //! stdin writer runs in its own task that is aborted as soon as the remote side closes, so a
-//! command that exits before reading its input never hangs the upload (rust-deps.md §4.4).
+//! command that exits before reading its input never hangs the upload (russh's channel writer otherwise blocks forever once the ~2 MiB window is used up).
 
 pub mod auth;
 pub mod bastion;
@@ -15,7 +15,7 @@ pub mod config;
 pub mod known_hosts;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use russh::client::{self, Handle};
@@ -273,8 +273,6 @@ pub struct ClientHandler {
     label: String,
     lines: Vec<known_hosts::KnownHostLine>,
     cfg: KnownHostsConfig,
-    /// Fingerprint of the accepted server key (for logs).
-    accepted: Arc<Mutex<Option<String>>>,
 }
 
 impl client::Handler for ClientHandler {
@@ -321,7 +319,6 @@ impl client::Handler for ClientHandler {
                 );
             }
         }
-        *self.accepted.lock().expect("lock") = Some(fp);
         Ok(true)
     }
 }
@@ -411,8 +408,6 @@ pub struct SshConnection {
     sessions: Arc<tokio::sync::Semaphore>,
     /// The bastion connection this one is tunnelled through (kept alive).
     _via: Option<Arc<SshConnection>>,
-    /// SHA256 fingerprint of the host key accepted at connect.
-    host_key: Option<String>,
 }
 
 fn client_config(opts: &SshOptions, lines: &[known_hosts::KnownHostLine]) -> client::Config {
@@ -545,14 +540,12 @@ impl SshConnection {
         let addr = format!("{}:{}", opts.address, opts.port);
         let lines = known_hosts::load(&opts.known_hosts);
         let cfg = Arc::new(client_config(opts, &lines));
-        let accepted: Arc<Mutex<Option<String>>> = Arc::default();
         let handler = ClientHandler {
             host: opts.address.clone(),
             port: opts.port,
             label: label.clone(),
             lines,
             cfg: opts.known_hosts.clone(),
-            accepted: accepted.clone(),
         };
         let timeout = opts.connect_timeout;
         let to_err = || TransportError::ConnectTimeout {
@@ -628,13 +621,7 @@ impl SshConnection {
             name: label,
             sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
             _via: via,
-            host_key: accepted.lock().expect("lock").clone(),
         })
-    }
-
-    /// SHA256 fingerprint of the host key (or host certificate key) accepted at connect.
-    pub fn host_key_fingerprint(&self) -> Option<&str> {
-        self.host_key.as_deref()
     }
 
     /// The underlying russh handle (for direct-tcpip tunnels and SFTP).
