@@ -102,11 +102,11 @@ pub async fn reconnect_if_lost(state: &mut State, i: usize) -> Result<(), String
     }
     tracing::info!("{}: connection lost; reconnecting once to clean up", h.name);
     let privilege = p.remote.privilege().clone();
-    let fresh = tokio::time::timeout(RECONNECT, state.pool.reconnect(&spec))
+    let mut fresh = tokio::time::timeout(RECONNECT, state.pool.reconnect(&spec))
         .await
         .map_err(|_| format!("reconnecting timed out after {RECONNECT:?}"))?
-        .map_err(|e| e.to_string())?
-        .with_privilege(privilege);
+        .map_err(|e| e.to_string())?;
+    fresh.set_privilege(privilege);
     let h = &mut state.hosts[i];
     if let Some(p) = h.host.as_mut() {
         p.remote = fresh.clone();
