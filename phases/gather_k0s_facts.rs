@@ -10,6 +10,8 @@ use crate::k0s::status::K0sStatus;
 use crate::k0s::version::K0sVersion;
 use crate::transport::{Cmd, shell_quote};
 
+use super::init_leader::reset_installed;
+use super::k0s_ops::{WAIT, incomplete_marker, upgrade_marker, wait_until};
 use super::state::K0sFacts;
 use super::{HostState, Phase, PhaseError, PhaseFuture, State, collect};
 
@@ -34,7 +36,12 @@ fn script(h: &HostState, k0s: &str, env_file: Option<&str>) -> String {
          {env}\
          echo @@service; for s in k0scontroller k0sworker k0sserver; do \
          if [ -f /etc/systemd/system/$s.service ] || [ -f /etc/init.d/$s ]; then echo $s; fi; done\n\
-         echo @@end\n"
+         echo @@incomplete; [ -f {marker} ] && echo yes\n\
+         echo @@upgrading; [ -f {upgrading} ] && cat {upgrading}\n\
+         echo @@staging; for f in {k}.tmp.*; do [ -f \"$f\" ] && printf '%s\\n' \"$f\"; done\n\
+         echo @@end\n",
+        marker = shell_quote(&incomplete_marker(h)),
+        upgrading = shell_quote(&upgrade_marker(h))
     )
 }
 
@@ -47,9 +54,11 @@ impl Phase for GatherK0sFacts {
         Box::pin(async move {
             let limits = state.pool.limits().clone();
             let force = state.opts.force;
+            let dry = state.opts.dry_run;
             let results = join_all(state.hosts.iter_mut().map(|h| {
                 let limits = limits.clone();
                 async move {
+                    let mut plan: Vec<String> = Vec::new();
                     let _slot = limits.host_slot().await;
                     let err = |e: String| (h.name.clone(), e);
                     let p = h.probed().map_err(err)?;
@@ -68,13 +77,56 @@ impl Phase for GatherK0sFacts {
                     } else {
                         Some(K0sVersion::parse(&version).map_err(|e| err(format!("k0s binary at {}: {e}", p.k0s_binary_path)))?)
                     };
-                    let status_json = field("status");
+                    let mut status_json = field("status");
+                    let upgrading = Some(field("upgrading")).filter(|u| !u.is_empty());
+                    if status_json.is_empty()
+                        && let Some(svc) = s.get("service").and_then(|v| v.lines().next()).filter(|v| !v.trim().is_empty())
+                        && upgrading.is_some()
+                        && !force
+                    {
+                        // An upgrade of this node stopped the service and did not get to
+                        // start it again: start it (the upgrade phase then finishes the job).
+                        let svc = svc.trim().to_string();
+                        if dry {
+                            plan.push(format!("start the {svc} service, stopped by an interrupted upgrade"));
+                        } else {
+                            tracing::warn!("{}: the {svc} service was stopped by an upgrade that did not finish; starting it again", h.name);
+                            let init = p.init_system().map_err(|e| err(e.to_string()))?;
+                            init.start(&p.remote, &svc).await.map_err(|e| err(e.to_string()))?;
+                            let cmd = p.k0s_cmd("status -o json");
+                            let got = std::sync::Mutex::new(String::new());
+                            let (cmd, got_ref) = (&cmd, &got);
+                            wait_until(&format!("k0s to run again after starting {svc}"), || async move {
+                                let out = p.remote.exec(Cmd::new(cmd.clone()).sudo()).await.map_err(|e| e.to_string())?;
+                                if out.success() {
+                                    *got_ref.lock().expect("lock") = out.stdout_str();
+                                }
+                                Ok(out.success())
+                            })
+                            .await
+                            .map_err(|e| err(format!("{e} (waited {WAIT:?})")))?;
+                            status_json = got.into_inner().expect("lock");
+                        }
+                    }
                     let status = if status_json.is_empty() {
                         None
                     } else {
                         Some(K0sStatus::parse(&status_json).map_err(err)?)
                     };
-                    let service = Some(field("service")).filter(|s| !s.is_empty()).map(|s| s.lines().next().unwrap_or("").to_string());
+                    let mut service = Some(field("service")).filter(|s| !s.is_empty()).map(|s| s.lines().next().unwrap_or("").to_string());
+                    let incomplete = field("incomplete") == "yes";
+                    // Staging files (`<k0s path>.tmp.*`) of an earlier run that was stopped
+                    // before it moved them into place: nothing uses them any more.
+                    let stale: Vec<String> = field("staging").lines().map(str::to_string).filter(|l| !l.is_empty()).collect();
+                    if !stale.is_empty() {
+                        if dry {
+                            plan.push(format!("remove stale staging files {}", stale.join(", ")));
+                        } else {
+                            let rm = format!("rm -f -- {}", stale.iter().map(|f| shell_quote(f)).collect::<Vec<_>>().join(" "));
+                            p.remote.run(Cmd::new(rm).sudo()).await.map_err(|e| err(e.to_string()))?;
+                            tracing::info!("{}: removed stale staging files of an earlier run: {}", h.name, stale.join(", "));
+                        }
+                    }
                     if let Some(st) = &status {
                         tracing::info!("{}: is running k0s {} version {}", h.name, st.role, st.version);
                         if st.role != h.config.role && !(h.config.reset && force) {
@@ -86,14 +138,30 @@ impl Phase for GatherK0sFacts {
                         if service.is_none() && !force {
                             return Err(err("k0s is running but no k0s service is installed; stop it or re-run with --force".into()));
                         }
-                    } else if let Some(svc) = &service
+                    } else if let Some(svc) = service.clone()
                         && binary_version.is_some()
                         && !force
                         && !h.config.reset
                     {
-                        return Err(err(format!(
-                            "the {svc} service is installed but k0s is not running; start it (or reset the host), or re-run with --force"
-                        )));
+                        if !incomplete {
+                            return Err(err(format!(
+                                "the {svc} service is installed but k0s is not running; start it (or reset the host), or re-run with --force"
+                            )));
+                        }
+                        // Installed by a k0sctl run that was interrupted or lost the host
+                        // before the install finished: undo it, and the install phases do it
+                        // again.
+                        if dry {
+                            plan.push(format!("reset the unfinished k0s install (the {svc} service of an interrupted run) and install again"));
+                        } else {
+                            tracing::warn!("{}: the {svc} service was installed by an earlier k0sctl run that did not finish; resetting it to install again", h.name);
+                            reset_installed(h).await.map_err(err)?;
+                            service = None;
+                        }
+                    }
+                    if incomplete && status.is_some() && !dry {
+                        // k0s runs: the unfinished part was only waiting for it.
+                        let _ = p.remote.exec(Cmd::new(format!("rm -f {}", shell_quote(&incomplete_marker(h)))).sudo()).await;
                     }
                     h.k0s = Some(K0sFacts {
                         binary_version,
@@ -109,10 +177,25 @@ impl Phase for GatherK0sFacts {
                             .and_then(|v| v.strip_prefix("yes\n").or((v.trim() == "yes").then_some("")))
                             .map(str::to_string),
                     });
-                    Ok(())
+                    Ok((h.index, plan, upgrading))
                 }
             }))
             .await;
+            let mut plans = Vec::new();
+            let results: Vec<Result<(), (String, String)>> = results
+                .into_iter()
+                .map(|r| r.map(|p| plans.push(p)))
+                .collect();
+            let mut upgrades = Vec::new();
+            for (i, plan, upgrading) in plans {
+                let host = state.hosts[i].name.clone();
+                for what in plan {
+                    state.planned(host.clone(), what);
+                }
+                if let Some(u) = upgrading {
+                    upgrades.push((i, u));
+                }
+            }
             collect(TITLE, Code::PhaseFailed, results)?;
 
             // k0s dynamic config mode: asked for in the manifest, or already in use (k0sctl
@@ -202,7 +285,58 @@ impl Phase for GatherK0sFacts {
                     leader.name
                 );
             }
-            Ok(())
+            finish_interrupted_upgrades(state, upgrades).await
         })
     }
+}
+
+/// Hosts whose upgrade an earlier run did not finish (see `upgrade_marker`): a node that run
+/// cordoned is made schedulable again through the leader, and the note is removed once k0s
+/// runs there (the upgrade phases upgrade it again if its version is still old).
+async fn finish_interrupted_upgrades(
+    state: &mut State,
+    upgrades: Vec<(usize, String)>,
+) -> Result<(), PhaseError> {
+    for (i, note) in upgrades {
+        let h = &state.hosts[i];
+        if !h.is_running() {
+            continue;
+        }
+        let node = h.node_name().unwrap_or_default();
+        let uncordon = note.split_whitespace().any(|w| w == "uncordon");
+        if state.opts.dry_run {
+            if uncordon {
+                let name = h.name.clone();
+                state.planned(
+                    name,
+                    format!(
+                        "make node {node} schedulable again (cordoned by an interrupted upgrade)"
+                    ),
+                );
+            }
+            continue;
+        }
+        let fail =
+            |e: String| PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(h.name.clone(), e)]);
+        if uncordon && let Some(l) = state.leader.filter(|&l| state.hosts[l].is_running()) {
+            let leader = &state.hosts[l];
+            let p = leader.probed().map_err(fail)?;
+            let cmd = super::k0s_ops::kubectl(leader, &format!("uncordon {}", shell_quote(&node)))
+                .map_err(fail)?;
+            p.remote
+                .run(Cmd::new(cmd).sudo())
+                .await
+                .map_err(|e| fail(format!("uncordoning node {node}: {e}")))?;
+            tracing::info!(
+                "{}: made node {node} schedulable again (an interrupted upgrade had cordoned it)",
+                h.name
+            );
+        }
+        let p = h.probed().map_err(fail)?;
+        p.remote
+            .run(Cmd::new(format!("rm -f {}", shell_quote(&upgrade_marker(h)))).sudo())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    Ok(())
 }

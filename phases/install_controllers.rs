@@ -6,9 +6,10 @@
 use crate::exit::Code;
 
 use super::hooks::run_host_hooks;
-use super::init_leader::reset_installed;
+use super::init_leader::reset_unfinished;
 use super::k0s_ops::{
-    create_token, install_and_start, plan_install, retire_token, wait_api_ready, write_token,
+    create_token, install_and_start, install_finished, plan_install, retire_token, wait_api_ready,
+    write_token,
 };
 use futures::future::join_all;
 
@@ -87,6 +88,7 @@ impl Phase for InstallControllers {
                         retire_token(leader, h, token, None).await;
                         tracing::info!("{}: controller joined", h.name);
                         run_host_hooks(h, "install", "after").await.map_err(err)?;
+                        install_finished(h).await.map_err(err)?;
                         Ok(())
                     }
                 }))
@@ -122,21 +124,23 @@ impl Phase for InstallControllers {
 
     fn clean_up<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            for h in state
+            let idx: Vec<usize> = state
                 .hosts
                 .iter()
-                .filter(|h| h.config.is_controller() && Some(h.index) != state.leader)
-            {
-                if state.unfinished.contains(&h.index) {
-                    reset_installed(h).await;
-                }
-            }
+                .filter(|h| {
+                    h.config.is_controller()
+                        && Some(h.index) != state.leader
+                        && state.unfinished.contains(&h.index)
+                })
+                .map(|h| h.index)
+                .collect();
+            reset_unfinished(state, &idx).await;
             Ok(())
         })
     }
 }
 
-/// Batch sizes for joining `remaining` controllers to `running` ones (k0sctl.md §3.1.3):
+/// Batch sizes for joining `remaining` controllers to `running` ones (as k0sctl's `phase/install_controllers.go`):
 /// one host, or `concurrency` < 2 (0 = unlimited) → one at a time; exactly one running and at
 /// least two to go → first two together; an even number running → one alone (to make it odd);
 /// then batches of `min(max(quorum/2, 1), concurrency, remaining)` with

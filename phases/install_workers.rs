@@ -7,9 +7,10 @@ use futures::future::join_all;
 use crate::exit::Code;
 
 use super::hooks::run_host_hooks;
-use super::init_leader::reset_installed;
+use super::init_leader::reset_unfinished;
 use super::k0s_ops::{
-    create_token, install_and_start, plan_install, retire_token, wait_node_ready, write_token,
+    connection_lost, create_token, install_and_start, install_finished, plan_install, retire_token,
+    wait_node_ready, write_token,
 };
 use super::{HostState, Phase, PhaseError, PhaseFuture, State, collect};
 
@@ -72,13 +73,19 @@ impl Phase for InstallWorkers {
                     install_and_start(h, false, force, Some(&token.url)).await.map_err(err)?;
                     if wait {
                         let node = h.node_name().unwrap_or_default();
-                        wait_node_ready(leader, &node, None).await.map_err(err)?;
+                        // While the leader waits for the node, a lost worker is noticed
+                        // (its keepalives) instead of waiting out the whole Ready timeout.
+                        tokio::select! {
+                            r = wait_node_ready(leader, &node, None) => r.map_err(err)?,
+                            e = connection_lost(h) => return Err(err(e)),
+                        }
                         tracing::info!("{}: node {node} is Ready", h.name);
                         retire_token(leader, h, token, target).await;
                     } else {
                         tracing::warn!("{}: --no-wait given, the join token stays valid until it expires (10 minutes)", h.name);
                     }
                     run_host_hooks(h, "install", "after").await.map_err(err)?;
+                    install_finished(h).await.map_err(err)?;
                     Ok(())
                 }
             }))
@@ -116,13 +123,13 @@ impl Phase for InstallWorkers {
 
     fn clean_up<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            for h in state
+            let idx: Vec<usize> = state
                 .hosts
                 .iter()
                 .filter(|h| h.config.role == "worker" && state.unfinished.contains(&h.index))
-            {
-                reset_installed(h).await;
-            }
+                .map(|h| h.index)
+                .collect();
+            reset_unfinished(state, &idx).await;
             Ok(())
         })
     }

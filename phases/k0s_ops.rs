@@ -51,6 +51,93 @@ pub fn api_reachable_script(url: &str) -> String {
     )
 }
 
+/// The file that marks an install by k0sctl as not finished: written in the same round trip
+/// as `k0s install`, before it, and removed once the host has joined (or initialised) the
+/// cluster. A host whose k0s service is installed but not running and that has this file was
+/// left half-installed by an interrupted or disconnected run, so the next apply may reset and
+/// reinstall it without `--force` (`--force` stays for states k0sctl did not create).
+pub fn incomplete_marker(h: &HostState) -> String {
+    let token = h.token_path();
+    let dir = match token.rsplit_once('/') {
+        Some(("", _)) => "/",
+        Some((d, _)) => d,
+        None => ".",
+    };
+    format!("{}/.k0sctl-install-incomplete", dir.trim_end_matches('/'))
+}
+
+/// Resolves (with a "connection lost" message) once the host's connection is closed; never
+/// while it is open. Raced against waits that run elsewhere (on the leader) so a host that
+/// dropped out is reported at once.
+pub async fn connection_lost(h: &HostState) -> String {
+    let Ok(p) = probed(h) else {
+        return std::future::pending().await;
+    };
+    loop {
+        if p.remote.connection().is_closed() {
+            return format!(
+                "{}: {}: the SSH connection was closed while waiting for the node to become Ready",
+                p.remote.name(),
+                crate::transport::error::CONNECTION_LOST
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The file that marks an upgrade of this node as not finished: written before the k0s
+/// service is stopped for the upgrade, removed once the node serves again (and, for a drained
+/// worker, is schedulable again). Its content is `upgrade`, or `upgrade uncordon` when this
+/// run cordoned the node (so a later run knows to make it schedulable again). The next apply
+/// starts a service such a run left stopped instead of refusing the host.
+pub fn upgrade_marker(h: &HostState) -> String {
+    incomplete_marker(h).replace("install-incomplete", "upgrade-incomplete")
+}
+
+/// Writes [`upgrade_marker`] with `content` unless it exists.
+pub async fn upgrade_started(h: &HostState, content: &str) -> Result<(), String> {
+    let p = probed(h)?;
+    let m = shell_quote(&upgrade_marker(h));
+    p.remote
+        .run(
+            Cmd::new(format!(
+                "[ -e {m} ] || {{ mkdir -p \"$(dirname {m})\" && printf '%s\\n' {c} > {m}; }}",
+                c = shell_quote(content)
+            ))
+            .sudo(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Removes [`upgrade_marker`]; with `only_plain`, only one that does not ask for an uncordon
+/// (that one is removed by whoever uncordons).
+pub async fn upgrade_finished(h: &HostState, only_plain: bool) -> Result<(), String> {
+    let p = probed(h)?;
+    let m = shell_quote(&upgrade_marker(h));
+    let cmd = if only_plain {
+        format!("if [ \"$(cat {m} 2>/dev/null)\" = upgrade ]; then rm -f {m}; fi")
+    } else {
+        format!("rm -f {m}")
+    };
+    p.remote
+        .run(Cmd::new(cmd).sudo())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Removes [`incomplete_marker`]: the host's install is complete.
+pub async fn install_finished(h: &HostState) -> Result<(), String> {
+    let p = probed(h)?;
+    p.remote
+        .run(Cmd::new(format!("rm -f {}", shell_quote(&incomplete_marker(h)))).sudo())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// `--enable-dynamic-config` for controllers of a cluster in dynamic config mode.
 pub fn dynamic_flag(h: &HostState) -> &'static [&'static str] {
     if h.dynamic_config {
@@ -94,6 +181,12 @@ pub async fn install_and_start(
         binary_version: h.k0s.as_ref().and_then(|k| k.binary_version.as_ref()),
     };
     let mut cmd = install_command(&h.config, &cx)?;
+    // Recorded before anything is installed (see `incomplete_marker`).
+    let marker = incomplete_marker(h);
+    cmd = format!(
+        "mkdir -p \"$(dirname {m})\" && printf '%s\\n' 'k0s install by k0sctl not finished' > {m}\n{cmd}",
+        m = shell_quote(&marker)
+    );
     if let Some(url) = api_url {
         // In the same round trip: a joining host must reach the cluster's API first.
         cmd = format!("{}\n{cmd}", api_reachable_script(url));

@@ -3,8 +3,10 @@
 //! The lock is a file (`/run/lock/k0sctl`, or `/tmp/k0sctl.lock` without `/run/lock`) created
 //! exclusively (`set -C`), holding who took it: user, machine, pid and start time. While held,
 //! its mtime is refreshed every 10 s; a lock not refreshed for 30 s is stale and taken over
-//! (k0sctl's timings). Another live holder stops the run with the "locked" exit code, naming
-//! it. A dry run takes no lock (that would change the host) but reports a live one.
+//! (k0sctl's timings). A lock whose holder ran on this same machine (same hostname and boot
+//! id) as a process that no longer exists — a k0sctl killed with SIGKILL, say — is taken
+//! over at once, saying so. Another live holder stops the run with the "locked" exit code,
+//! naming it. A dry run takes no lock (that would change the host) but reports a live one.
 
 use std::time::Duration;
 
@@ -29,29 +31,76 @@ fn make_holder() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
     format!(
-        "k0sctl {user}@{host} pid {} since {}",
+        "k0sctl {user}@{} pid {} boot {} since {}",
+        local_hostname(),
         std::process::id(),
+        boot_id(),
         crate::logging::rfc3339(now)
     )
 }
 
-/// One round trip: create the lock unless a live one exists; a stale one is replaced.
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The first 8 characters of this boot's id (a reboot, or another machine, has another one).
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|b| b.trim().chars().take(8).collect())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The pid of a holder line written by a k0sctl on this machine, in this boot, whose process
+/// is gone; `None` for anything else (another machine, an older holder line without a boot
+/// id, a live process). Such a lock can be taken over at once: nothing can refresh it.
+pub fn dead_local_holder(who: &str) -> Option<u32> {
+    let mut it = who.split_whitespace();
+    if it.next()? != "k0sctl" {
+        return None;
+    }
+    let (_, host) = it.next()?.rsplit_once('@')?;
+    let (mut pid, mut boot) = (None, None);
+    while let Some(w) = it.next() {
+        match w {
+            "pid" => pid = it.next().and_then(|p| p.parse::<u32>().ok()),
+            "boot" => boot = it.next(),
+            _ => {}
+        }
+    }
+    let (pid, boot) = (pid?, boot?);
+    if host != local_hostname() || boot == "unknown" || boot != boot_id() {
+        return None;
+    }
+    (pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        .then_some(pid)
+}
+
+/// One round trip: create the lock unless a live one exists; a stale one is replaced, and so
+/// is one whose holder line is exactly `dead` (a holder known to be gone).
 /// Prints `acquired`, or `held <age> <holder>`.
-fn acquire_script(path: &str, me: &str) -> String {
+fn acquire_script(path: &str, me: &str, dead: Option<&str>) -> String {
     let (p, m) = (shell_quote(path), shell_quote(me));
+    let dead = dead
+        .map(|d| {
+            format!(
+                "if [ \"$cur\" = {} ]; then rm -f {p}; if ( set -C; printf '%s\\n' {m} > {p} ) 2>/dev/null; then echo acquired; exit 0; fi; fi\n",
+                shell_quote(d)
+            )
+        })
+        .unwrap_or_default();
     format!(
         "if ( set -C; printf '%s\\n' {m} > {p} ) 2>/dev/null; then echo acquired; exit 0; fi\n\
          age=$(( $(date +%s) - $(stat -c %Y {p} 2>/dev/null || date +%s) ))\n\
          cur=$(head -n1 {p} 2>/dev/null)\n\
          if [ \"$cur\" = {m} ]; then echo acquired; exit 0; fi\n\
+         {dead}\
          if [ \"$age\" -ge {STALE_SECS} ]; then rm -f {p}; if ( set -C; printf '%s\\n' {m} > {p} ) 2>/dev/null; then echo acquired; exit 0; fi; fi\n\
          echo \"held $age $cur\"\n"
     )
@@ -89,9 +138,22 @@ impl Phase for AcquireLock {
                             shell_quote(path)
                         )
                     } else {
-                        acquire_script(path, &me)
+                        acquire_script(path, &me, None)
                     };
-                    let out = r.run_str(Cmd::new(script).sudo().display_as(format!("lock {path}"))).await.map_err(|e| err(e.to_string()))?;
+                    let mut out = r.run_str(Cmd::new(script).sudo().display_as(format!("lock {path}"))).await.map_err(|e| err(e.to_string()))?;
+                    if let Some(rest) = out.trim().strip_prefix("held ") {
+                        let who = rest.split_once(' ').map(|(_, w)| w).unwrap_or("").to_string();
+                        if let Some(pid) = dead_local_holder(&who) {
+                            if dry {
+                                tracing::info!("{name}: the lock {path} is held by {who}, a process on this machine that is gone (pid {pid}); a real run takes it over");
+                                return Ok(());
+                            }
+                            out = r.run_str(Cmd::new(acquire_script(path, &me, Some(&who))).sudo().display_as(format!("lock {path} (take over)"))).await.map_err(|e| err(e.to_string()))?;
+                            if out.trim() == "acquired" {
+                                tracing::warn!("{name}: took over the lock {path} from {who}: pid {pid} on this machine is gone (killed or crashed)");
+                            }
+                        }
+                    }
                     let out = out.trim();
                     if let Some(rest) = out.strip_prefix("held ") {
                         let (age, who) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -175,5 +237,29 @@ impl Phase for ReleaseLock {
             release(state).await;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_local_holders_are_recognised() {
+        let me = holder();
+        // Our own line: alive.
+        assert_eq!(dead_local_holder(&me), None);
+        // A pid that cannot exist (above pid_max), same host and boot: dead.
+        let dead = me.replace(&format!("pid {} ", std::process::id()), "pid 4999999 ");
+        assert_eq!(dead_local_holder(&dead), Some(4_999_999));
+        // Another boot, another machine, or no boot id: not ours to judge.
+        let other_boot = dead.replace(&format!("boot {} ", boot_id()), "boot 00000000 ");
+        assert_eq!(dead_local_holder(&other_boot), None);
+        let other_host = dead.replace(&format!("@{} ", local_hostname()), "@elsewhere.example ");
+        assert_eq!(dead_local_holder(&other_host), None);
+        assert_eq!(
+            dead_local_holder("k0sctl someone@elsewhere pid 4242 since 2026-11-22T00:00:00Z"),
+            None
+        );
     }
 }

@@ -301,7 +301,8 @@ impl Manager {
                 "duration_ms": started.elapsed().as_millis() as u64,
                 "ok": result.is_ok(),
             }));
-            if let Err(e) = result {
+            if let Err(mut e) = result {
+                lost_connections(&mut e);
                 // On the screen the command prints the error once, when it ends; the log
                 // file keeps it here, in its place among the phases.
                 tracing::debug!("{e}");
@@ -323,6 +324,25 @@ impl Manager {
             }
         }
         Ok(reports)
+    }
+}
+
+/// A phase that failed only because hosts' connections were lost is an "unreachable" failure
+/// (exit 4), not a failed command: the message says so, and each host's line says what it
+/// was doing.
+fn lost_connections(e: &mut PhaseError) {
+    if e.code == Code::PhaseFailed
+        && !e.hosts.is_empty()
+        && e.hosts
+            .iter()
+            .all(|(_, m)| crate::transport::error::is_connection_lost(m))
+    {
+        e.code = Code::Unreachable;
+        let n = e.hosts.len();
+        e.message = format!(
+            "failed: connection lost to {n} host{} (check the network and that sshd runs there; a plain re-apply continues)",
+            if n == 1 { "" } else { "s" }
+        );
     }
 }
 
@@ -357,7 +377,7 @@ pub fn preflight() -> Vec<Box<dyn Phase>> {
     ]
 }
 
-/// `k0sctl apply`: the phases in k0sctl's order (k0sctl.md §3.1).
+/// `k0sctl apply`: the phases in k0sctl's order (k0sctl's `cmd/apply.go`).
 pub fn apply(kubeconfig_out: Option<kubeconfig::GetKubeconfig>) -> Vec<Box<dyn Phase>> {
     let mut p = preflight();
     // Held from right after the hosts are known until just before disconnecting.
@@ -440,17 +460,6 @@ pub fn backup(output: std::path::PathBuf) -> Vec<Box<dyn Phase>> {
     let mut p = lifecycle_front();
     p.push(Box::new(backup::TakeBackup { output }));
     p.push(Box::new(lock::ReleaseLock));
-    p.push(Box::new(disconnect::Disconnect));
-    p
-}
-
-/// The apply pipeline as far as it is built: preflight, k0s facts, and the binaries.
-pub fn apply_binaries() -> Vec<Box<dyn Phase>> {
-    let mut p = preflight();
-    p.push(Box::new(gather_k0s_facts::GatherK0sFacts));
-    p.push(Box::new(validate_facts::ValidateFacts));
-    p.push(Box::new(stage_binaries::StageBinaries));
-    p.push(Box::new(install_binaries::InstallBinaries));
     p.push(Box::new(disconnect::Disconnect));
     p
 }

@@ -1,5 +1,5 @@
 //! "Reinstall": hosts whose k0s runs with other install flags than the manifest now gives
-//! (k0sctl.md §3.2.1: `installFlags`, role flags, kubelet extra args; flags k0sctl manages
+//! (as k0sctl's `phase/reinstall.go`: `installFlags`, role flags, kubelet extra args; flags k0sctl manages
 //! itself are ignored) get `k0s install … --force` and a restart — each host once (k0sctl
 //! reinstalls controllers twice), controllers one at a time, then workers in batches of
 //! `workerDisruptionPercent`. No drain: a restarted k0s keeps its pods. Needs k0s v1.27.4+

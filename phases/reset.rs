@@ -61,6 +61,8 @@ struct Found {
     services: Vec<String>,
     /// Service environment files (systemd drop-ins, OpenRC conf.d).
     env_files: Vec<String>,
+    /// k0sctl's notes of an unfinished install or upgrade (see `k0s_ops::incomplete_marker`).
+    markers: Vec<String>,
 }
 
 impl Found {
@@ -72,6 +74,7 @@ impl Found {
             || self.token
             || !self.services.is_empty()
             || !self.env_files.is_empty()
+            || !self.markers.is_empty()
     }
 }
 
@@ -108,6 +111,13 @@ async fn probe(h: &HostState) -> Result<Found, String> {
             script += &format!("[ -e {f} ] && echo {f}\n", f = q(&f));
         }
     }
+    script += "echo @@markers\n";
+    for m in [
+        super::k0s_ops::incomplete_marker(h),
+        super::k0s_ops::upgrade_marker(h),
+    ] {
+        script += &format!("[ -e {f} ] && echo {f}\n", f = q(&m));
+    }
     script += "echo @@end\n";
     let out = p
         .remote
@@ -136,6 +146,7 @@ async fn probe(h: &HostState) -> Result<Found, String> {
         token: yes("token"),
         services: lines("services"),
         env_files: lines("env"),
+        markers: lines("markers"),
     })
 }
 
@@ -186,6 +197,7 @@ fn leftovers(h: &HostState, f: &Found) -> Vec<String> {
         rm.push(h.token_path());
     }
     rm.extend(f.env_files.iter().cloned());
+    rm.extend(f.markers.iter().cloned());
     if f.binary
         && !h.config.use_existing_k0s
         && let Ok(p) = h.probed()

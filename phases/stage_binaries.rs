@@ -8,6 +8,10 @@
 //! `k0sDownloadURL` or the k0s GitHub release. Downloads are checked against the release's
 //! `sha256sums.txt` where one exists; uploads are verified against what was sent; every staged
 //! binary must report the target version (except `k0sBinaryPath`, which is taken as given).
+//! Staged files are owner-only (0700: executable for the version check, readable by nobody
+//! else) until they are moved into place with their final mode; the clean-up removes them,
+//! and a later apply removes any `<k0s path>.tmp.*` an interrupted run left behind ("Gather
+//! k0s facts" lists them in its round trip).
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -109,17 +113,27 @@ fn staged_path(final_path: &str) -> String {
 }
 
 /// The host-side download: fetch, check against sha256sums.txt when the release has one,
-/// make executable. Prints the staged path's `k0s version` on success.
-fn download_script(url: &str, asset: &str, tmp: &str) -> String {
+/// make executable. While it downloads it prints `k0sctl-progress <bytes>` lines every 2 s; a
+/// download that receives nothing for `stall` seconds (curl `--speed-limit 1 --speed-time`,
+/// wget `--read-timeout`) fails naming the URL and the bytes received. Prints the staged
+/// path's `k0s version` last on success.
+fn download_script(url: &str, asset: &str, tmp: &str, stall: u64) -> String {
     let (u, s, t, a) = (
         shell_quote(url),
         shell_quote(&sums_url(url)),
         shell_quote(tmp),
         shell_quote(asset),
     );
+    let url_text = url.replace(['"', '\\', '$', '`'], "");
     format!(
-        "set -e; d=$(dirname {t}); mkdir -p \"$d\"\n\
-         if command -v curl >/dev/null 2>&1; then curl -sSLf -o {t} -- {u}; else wget -qO {t} -- {u}; fi\n\
+        "set -e; umask 077; d=$(dirname {t}); mkdir -p \"$d\"\n\
+         ( while sleep 2 >/dev/null 2>&1; do echo \"k0sctl-progress $(stat -c %s {t} 2>/dev/null || echo 0)\"; done ) & rep=$!\n\
+         set +e\n\
+         if command -v curl >/dev/null 2>&1; then curl -sSLf --speed-limit 1 --speed-time {stall} -o {t} -- {u}; else wget -q --read-timeout={stall} -O {t} -- {u}; fi\n\
+         rc=$?; kill $rep 2>/dev/null; set -e\n\
+         if [ $rc -ne 0 ]; then n=$(stat -c %s {t} 2>/dev/null || echo 0); rm -f {t}; \
+           if [ $rc = 28 ] || [ $rc = 4 ]; then echo \"download of {url_text} stalled or timed out: no progress for {stall}s, $n bytes received (exit $rc); check the host's network, proxy and DNS (K0SCTL_STALL_TIMEOUT sets the limit)\" >&2; \
+           else echo \"download of {url_text} failed (exit $rc) after $n bytes\" >&2; fi; exit $rc; fi\n\
          sums=$( (if command -v curl >/dev/null 2>&1; then curl -sSLf -- {s}; else wget -qO- -- {s}; fi) 2>/dev/null || true)\n\
          want=$(printf '%s\\n' \"$sums\" | awk -v f={a} '$2==f || $2==\"*\"f {{print $1; exit}}')\n\
          if [ -n \"$want\" ]; then\n\
@@ -127,7 +141,7 @@ fn download_script(url: &str, asset: &str, tmp: &str) -> String {
            if [ \"$want\" != \"$got\" ]; then rm -f {t}; echo \"checksum mismatch for {asset}: sha256sums.txt says $want, downloaded $got\" >&2; exit 3; fi\n\
            echo verified >&2\n\
          fi\n\
-         chmod 0755 {t}\n\
+         chmod 0700 {t}\n\
          {t} version\n"
     )
 }
@@ -323,6 +337,7 @@ impl Phase for StageBinaries {
             }
             let cached = &cached;
             let progress = &state.progress.clone();
+            let events = &state.events.clone();
             // Per host: host downloads and unchanged k0sBinaryPath files are settled here;
             // uploads are gathered per local file and sent below, relayed host to host.
             let firsts = join_all(
@@ -400,13 +415,41 @@ impl Phase for StageBinaries {
                                         h.name
                                     );
                                     let asset = format!("k0s-{target}-{arch}");
-                                    let v = p
+                                    let stall = crate::transport::stall_timeout().as_secs();
+                                    // Progress lines feed the display's byte bar and
+                                    // `download_progress` events.
+                                    let (bar, events) = (progress.upload(&h.name), events.clone());
+                                    let (name, u) = (h.name.clone(), url.clone());
+                                    let on_output: crate::transport::OutputCallback =
+                                        std::sync::Arc::new(move |kind, data: &[u8]| {
+                                            if kind != crate::transport::StreamKind::Stdout {
+                                                return;
+                                            }
+                                            for l in String::from_utf8_lossy(data).lines() {
+                                                let Some(n) = l.strip_prefix("k0sctl-progress ").and_then(|n| n.trim().parse::<u64>().ok()) else { continue };
+                                                if let Some(b) = &bar {
+                                                    (b.0)(n, None);
+                                                }
+                                                if let Some(ev) = &events {
+                                                    ev(serde_json::json!({"event": "download_progress", "host": name, "url": u, "bytes": n}));
+                                                }
+                                            }
+                                        });
+                                    let out = p
                                         .remote
                                         .run_str(
-                                            Cmd::new(download_script(&url, &asset, &tmp)).sudo(),
+                                            Cmd::new(download_script(&url, &asset, &tmp, stall))
+                                                .sudo()
+                                                .on_output(on_output)
+                                                .display_as(format!("download k0s {target} from {url} to {tmp}")),
                                         )
                                         .await
                                         .map_err(|e| err(e.to_string()))?;
+                                    let v = out
+                                        .lines()
+                                        .filter(|l| !l.starts_with("k0sctl-progress "))
+                                        .collect::<Vec<_>>()
+                                        .join("\n");
                                     check_staged(p, &tmp, v.trim(), &target)
                                         .await
                                         .map_err(err)?;
@@ -469,7 +512,7 @@ impl Phase for StageBinaries {
                             endpoint: relay::endpoint(h.spec.as_ref(), &p.remote),
                             dst: m.tmp.clone(),
                             opts: UploadOptions::default()
-                                .mode(0o755)
+                                .mode(0o700)
                                 .sudo(true)
                                 .progress(progress.upload(&h.name)),
                         })
@@ -596,13 +639,24 @@ impl Phase for StageBinaries {
 
     fn clean_up<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
+            // Every staging file of the k0s binary, also those of a staging that was stopped
+            // half-way (the names follow one pattern; the host lock keeps other runs out).
             for h in &mut state.hosts {
-                if let (Some(tmp), Some(p)) = (h.staged.take(), h.host.as_ref()) {
-                    let _ = p
-                        .remote
-                        .exec(Cmd::new(format!("rm -f {}", shell_quote(&tmp))).sudo())
-                        .await;
+                let staged = h.staged.take();
+                let Some(p) = h.host.as_ref() else { continue };
+                if staged.is_none() && h.k0s.is_none() {
+                    continue;
                 }
+                let _ = p
+                    .remote
+                    .exec(
+                        Cmd::new(format!(
+                            "rm -f -- {}.tmp.*",
+                            shell_quote(&p.k0s_binary_path)
+                        ))
+                        .sudo(),
+                    )
+                    .await;
             }
             Ok(())
         })

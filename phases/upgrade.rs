@@ -144,8 +144,8 @@ fn comparable(f: &Flags) -> (Vec<(String, String)>, Vec<String>) {
     (pairs, extra)
 }
 
-/// The install flags k0s runs with differ from what the manifest gives now (k0sctl.md
-/// §3.2.1); `None` when k0s does not run.
+/// The install flags k0s runs with differ from what the manifest gives now (as k0sctl's
+/// `phase/reinstall.go` compares them); `None` when k0s does not run.
 pub fn flags_drift(h: &HostState, is_leader: bool) -> Result<Option<bool>, String> {
     let Some(status) = h.k0s.as_ref().and_then(|k| k.status.as_ref()) else {
         return Ok(None);
@@ -254,6 +254,9 @@ pub async fn upgrade_node(
         .map(|v| v.to_string())
         .unwrap_or_default();
     tracing::info!("{}: upgrading k0s {from} to {target}", h.name);
+    // Recorded before the service stops, so that a run that dies before it starts again does
+    // not leave a host the next apply refuses.
+    super::k0s_ops::upgrade_started(h, "upgrade").await?;
     init.stop(&p.remote, svc).await.map_err(|e| e.to_string())?;
     init.wait_state(&p.remote, svc, false, WAIT)
         .await
@@ -283,6 +286,7 @@ pub async fn upgrade_node(
         let _ = init.start(&p.remote, svc).await;
     }
     steps?;
+    super::k0s_ops::upgrade_finished(h, true).await?;
     tracing::info!("{}: upgraded to k0s {target}", h.name);
     Ok(())
 }

@@ -23,6 +23,7 @@ use crate::exit::Code;
 use crate::kube::{self, Client, DrainEvent, DrainOptions, EvictTaint, KubeError};
 
 use super::hooks::{plan_host_hooks, run_host_hooks};
+use super::k0s_ops::{upgrade_finished, upgrade_started};
 use super::upgrade::{
     mark_converged, needs_upgrade, running_version, upgrade_node, worker_batch_size,
 };
@@ -153,6 +154,13 @@ async fn upgrade_one(cx: &Ctx<'_>, h: &HostState) -> Result<(), NodeFailure> {
     run_host_hooks(h, "upgrade", "before")
         .await
         .map_err(|e| fail(e, false))?;
+    if cx.client.is_some() && cx.drain.is_some() && !cx.cordoned_before.contains(&node) {
+        // This run cordons the node: a run that dies before `restore` leaves the next one a
+        // note to make it schedulable again.
+        upgrade_started(h, "upgrade uncordon")
+            .await
+            .map_err(|e| fail(e, false))?;
+    }
     if let (Some(client), Some(o)) = (cx.client, &cx.drain) {
         if let Some(t) = &cx.taint {
             kube::add_taint(client, &node, t, Duration::from_secs(60))
@@ -173,6 +181,9 @@ async fn upgrade_one(cx: &Ctx<'_>, h: &HostState) -> Result<(), NodeFailure> {
         .await
         .map_err(|e| fail(e, false))?;
     restore(cx, h).await.map_err(|e| fail(e, false))?;
+    upgrade_finished(h, false)
+        .await
+        .map_err(|e| fail(e, false))?;
     run_host_hooks(h, "upgrade", "after")
         .await
         .map_err(|e| fail(e, false))?;

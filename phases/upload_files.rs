@@ -1,4 +1,4 @@
-//! "Upload files to hosts": the hosts' `files:` entries (k0sctl.md §2.3) — a local file, a
+//! "Upload files to hosts": the hosts' `files:` entries (k0sctl's `UploadFile`) — a local file, a
 //! directory (every file under it), a glob, a URL (downloaded on the host, `%` tokens
 //! expanded) or inline `data` — put in place with their mode (`perm`, else the local file's),
 //! owner (`user`/`group`) and created directories (`dirPerm`, default 0755).

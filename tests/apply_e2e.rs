@@ -316,18 +316,22 @@ fn ha_is_real(env: &Env) {
     // Back: the API answers again, with what was written while controller0 was down.
     env.exec(c[0], "systemctl start k0scontroller").unwrap();
     env.exec(c[1], "systemctl start k0scontroller").unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        match api_on(
-            env,
-            c[0],
-            "get namespace written-without-controller0 -o name",
-        ) {
-            Ok(ns) if ns.contains("written-without-controller0") => break,
-            r if std::time::Instant::now() > deadline => panic!("API did not come back: {r:?}"),
-            _ => std::thread::sleep(std::time::Duration::from_millis(500)),
-        }
-    }
+    common::poll::poll(
+        "the API to come back with what was written without controller0",
+        std::time::Duration::from_secs(120),
+        std::time::Duration::from_millis(500),
+        || {
+            let r = api_on(
+                env,
+                c[0],
+                "get namespace written-without-controller0 -o name",
+            );
+            if let Err(e) = &r {
+                eprintln!("API not back yet: {e}");
+            }
+            r.is_ok_and(|ns| ns.contains("written-without-controller0"))
+        },
+    );
 }
 
 /// A testenv of `hosts` hosts whose first host gets `role`, applied with `--kubeconfig-out`;

@@ -24,7 +24,7 @@ mod common;
 use common::cli::*;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testenv::{Env, Options};
 
@@ -52,14 +52,12 @@ fn workload_with(name: &str, budget: &str) -> String {
 }
 
 fn wait_ready_pods(kc: &Path, app: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ready_pods(kc, app).map(|v| v.len()) != Some(n) {
-        assert!(
-            Instant::now() < deadline,
-            "{n} {app} pods never became Ready"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    common::poll::poll(
+        &format!("{n} {app} pods to be Ready"),
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        || ready_pods(kc, app).map(|v| v.len()) == Some(n),
+    );
 }
 
 /// The YAML text has `key: value` (plain or double-quoted).
@@ -264,17 +262,20 @@ fn run(variant: Variant) {
         assert_eq!(said, 1, "{err}");
         assert!(err.contains("bash /dev/tcp"), "{err}");
         // No relay outlives the run (each ends with its channel).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = env
-                .exec(controller, "pgrep -fa '[d]ev/tcp/' || true")
-                .unwrap();
-            if left.trim().is_empty() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "relays left: {left}");
-            std::thread::sleep(Duration::from_millis(300));
-        }
+        common::poll::poll(
+            "no relay left",
+            Duration::from_secs(30),
+            Duration::from_millis(300),
+            || {
+                let left = env
+                    .exec(controller, "pgrep -fa '[d]ev/tcp/' || true")
+                    .unwrap();
+                if !left.trim().is_empty() {
+                    eprintln!("relays left: {left}");
+                }
+                left.trim().is_empty()
+            },
+        );
     } else {
         assert_eq!(said, 0, "{err}");
     }

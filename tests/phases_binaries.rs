@@ -15,8 +15,19 @@ async fn apply(
     dry_run: bool,
 ) -> (State, Result<Vec<phases::PhaseReport>, phases::PhaseError>) {
     let mut state = State::new(load(text, dir), opts(dry_run), SshConfig::parse(""));
-    let r = Manager::new(phases::apply_binaries()).run(&mut state).await;
+    let r = Manager::new(binaries_pipeline()).run(&mut state).await;
     (state, r)
+}
+
+/// The front of the apply pipeline: preflight, k0s facts, and the binaries.
+fn binaries_pipeline() -> Vec<Box<dyn phases::Phase>> {
+    let mut p = phases::preflight();
+    p.push(Box::new(phases::gather_k0s_facts::GatherK0sFacts));
+    p.push(Box::new(phases::validate_facts::ValidateFacts));
+    p.push(Box::new(phases::stage_binaries::StageBinaries));
+    p.push(Box::new(phases::install_binaries::InstallBinaries));
+    p.push(Box::new(phases::disconnect::Disconnect));
+    p
 }
 
 fn ran(r: &[phases::PhaseReport], title: &str) -> bool {
@@ -124,11 +135,12 @@ async fn stage_and_install_k0s_binaries() {
         "k0s install controller --data-dir=/var/lib/k0s && systemctl start k0scontroller",
     )
     .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while env.ssh(&env.hosts[0], "k0s status -o json").is_err() {
-        assert!(std::time::Instant::now() < deadline, "k0s did not start");
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
+    common::poll::poll(
+        "k0s to start",
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(300),
+        || env.ssh(&env.hosts[0], "k0s status -o json").is_ok(),
+    );
     let (_, r) = apply(&manifest, dir.path(), false).await;
     let e = r.expect_err("downgrade");
     assert_eq!(e.code, Code::InvalidConfig);

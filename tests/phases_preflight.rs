@@ -173,15 +173,15 @@ async fn gather_k0s_facts_finds_running_k0s_leader_and_cluster_id() {
         v.replace('+', "%2B")
     ))
     .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while env
-        .ssh(ctrl, "k0s kubectl get --raw=/readyz")
-        .map(|o| o.trim() != "ok")
-        .unwrap_or(true)
-    {
-        assert!(std::time::Instant::now() < deadline, "controller not ready");
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+    common::poll::poll(
+        "the controller to be ready",
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(500),
+        || {
+            env.ssh(ctrl, "k0s kubectl get --raw=/readyz")
+                .is_ok_and(|o| o.trim() == "ok")
+        },
+    );
     let uid = env
         .ssh(
             ctrl,

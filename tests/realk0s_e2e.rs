@@ -204,7 +204,7 @@ mod pdb {
     use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
     use serde_json::json;
     use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     use testenv::{Env, Options};
 
     fn deployment(name: &str, replicas: i32) -> Deployment {
@@ -230,14 +230,16 @@ mod pdb {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let start = Instant::now();
-        while !f().await {
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        crate::common::poll::poll_until_async(
+            what,
+            Duration::from_secs(120),
+            Duration::from_millis(500),
+            || {
+                let fut = f();
+                async move { fut.await.then_some(()) }
+            },
+        )
+        .await
     }
 
     /// (node, phase, ready) of the pods of `app` in `ns` that are not terminating.
@@ -519,26 +521,22 @@ fn ha_install_and_worker_upgrade_with_realistic_timing() {
 
     // The mode is in effect: a restarted kubelet reports NotReady for a while.
     env.exec(w, "systemctl restart k0sworker").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if ready(&env) == ("False".to_string(), "KubeletNotReady".to_string()) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the worker never reported NotReady after a restart"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    common::poll::poll(
+        "the worker to report NotReady after a restart",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || ready(&env) == ("False".to_string(), "KubeletNotReady".to_string()),
+    );
 
     // A restarted controller runs (`k0s status` answers) before its API does.
     let c = env.hosts.iter().rfind(|h| h.role == "controller").unwrap();
     env.exec(c, "systemctl restart k0scontroller").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while status(&env, c).is_none() {
-        assert!(Instant::now() < deadline, "{} did not restart", c.name);
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::poll::poll(
+        &format!("{} to restart", c.name),
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || status(&env, c).is_some(),
+    );
     let api_open = || {
         env.exec(c, "timeout 2 bash -c '</dev/tcp/127.0.0.1/6443'")
             .is_ok()
@@ -547,15 +545,12 @@ fn ha_install_and_worker_upgrade_with_realistic_timing() {
         !api_open(),
         "the API answered right after the controller started"
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !api_open() {
-        assert!(
-            Instant::now() < deadline,
-            "the API of {} never came up",
-            c.name
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    common::poll::poll(
+        &format!("the API of {} to come up", c.name),
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        api_open,
+    );
 
     // Worker (and controller) upgrade in this mode.
     let (old, new) = (&env.versions[0], env.versions.last().unwrap());

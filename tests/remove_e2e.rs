@@ -44,12 +44,13 @@ fn nodes(kc: &Path) -> Vec<String> {
     v
 }
 
-fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+fn until(what: &str, secs: u64, f: impl FnMut() -> bool) {
+    common::poll::poll(
+        what,
+        Duration::from_secs(secs),
+        Duration::from_millis(300),
+        f,
+    );
 }
 
 #[test]

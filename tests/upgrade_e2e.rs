@@ -225,14 +225,12 @@ fn workload(name: &str, replicas: u32, pdb: &str) -> String {
 }
 
 fn wait_ready_pods(kc: &Path, app: &str, n: usize) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while ready_pods(kc, app).map(|v| v.len()) != Some(n) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{n} {app} pods never became Ready"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
+    common::poll::poll(
+        &format!("{n} {app} pods to be Ready"),
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(300),
+        || ready_pods(kc, app).map(|v| v.len()) == Some(n),
+    );
 }
 
 /// Runs `k0sctl` with `--output json`, timestamping each stdout line as it arrives.
@@ -452,20 +450,21 @@ fn a_pdb_that_allows_nothing_blocks_with_names_and_exit_6() {
     // What a user sees (run with --nocapture; the README quotes it).
     eprintln!("{err}");
     assert_eq!(code, Some(6), "{err}");
-    // Named within one retry interval (5 s) of the batch's start.
-    let at = |name: &str| {
+    // Named after the batch starts and before the run gives up (order, not speed: how soon it is
+    // named is a speed claim and belongs to a benchmark).
+    let pos = |name: &str| {
         events
             .iter()
-            .find(|(_, v)| v["event"] == name)
+            .position(|(_, v)| v["event"] == name)
             .unwrap_or_else(|| panic!("no {name} event: {events:?}"))
     };
-    let (t0, _) = at("upgrade_batch");
-    let (t1, blocked) = at("drain_blocked");
+    let at = |name: &str| &events[pos(name)];
+    let (batch, blocked_at, error_at) = (pos("upgrade_batch"), pos("drain_blocked"), pos("error"));
     assert!(
-        t1.duration_since(*t0) < std::time::Duration::from_secs(5),
-        "blocked reported after {:?}",
-        t1.duration_since(*t0)
+        batch < blocked_at && blocked_at < error_at,
+        "events out of order (batch {batch}, blocked {blocked_at}, error {error_at}): {events:?}"
     );
+    let (_, blocked) = at("drain_blocked");
     assert_eq!(blocked["pdb"], "solid-pdb", "{blocked}");
     assert!(
         blocked["pod"]
@@ -669,14 +668,12 @@ fn quorum_loss_during_a_controller_upgrade_stops_the_run() {
         .spawn()
         .unwrap();
     let (c0, c1, c2) = (&env.hosts[0], &env.hosts[1], &env.hosts[2]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while env.exec(c0, "test -e /tmp/upgraded").is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "controller0 was not upgraded"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
+    common::poll::poll(
+        "controller0 to be upgraded",
+        std::time::Duration::from_secs(300),
+        std::time::Duration::from_millis(300),
+        || env.exec(c0, "test -e /tmp/upgraded").is_ok(),
+    );
     env.exec(c2, "systemctl stop k0scontroller").unwrap();
     env.exec(c0, "touch /tmp/go").unwrap();
     let out = child.wait_with_output().unwrap();

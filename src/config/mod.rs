@@ -465,7 +465,7 @@ fn manifest_name(origin: &Path, kind: &str, name: Option<&str>, existing: &[Mani
     candidate
 }
 
-/// k0sctl's defaults and installFlags normalisation (§2.1).
+/// k0sctl's defaults and installFlags normalisation (k0sctl's `Cluster.SetDefaults`).
 pub fn apply_defaults(c: &mut Cluster) {
     if c.metadata.name.is_empty() {
         c.metadata.name = Metadata::default().name;

@@ -11,7 +11,7 @@
 //! keys rejected. Scalar *resolution* (is `yes` a boolean, is `0755` octal?) is left to the
 //! consumer, because it depends on the type the schema expects there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use granit_parser::{Event, Parser, ScalarStyle};
@@ -322,6 +322,9 @@ impl<'i> Builder<'_, 'i> {
             Event::MappingStart(_style, anchor, _tag) => {
                 let mut entries: Vec<Entry> = Vec::new();
                 let mut merges: Vec<(usize, Node)> = Vec::new();
+                // Key text → index into `entries`, so duplicate detection stays linear in the
+                // size of the mapping (a scan per key made 100,000 keys take minutes).
+                let mut seen: HashMap<String, usize> = HashMap::new();
                 loop {
                     let (ev, span) = self.expect_event(pos)?;
                     if matches!(ev, Event::MappingEnd) {
@@ -346,16 +349,17 @@ impl<'i> Builder<'_, 'i> {
                             });
                         }
                     }
-                    if let Some(prev) = entries.iter().find(|e| e.key_str() == key_text(&key)) {
+                    if let Some(&prev) = seen.get(key_text(&key)) {
                         return Err(SyntaxError {
                             pos: key.pos,
                             message: format!(
                                 "duplicate key {:?} (first defined at line {})",
                                 key_text(&key),
-                                prev.key.pos.line
+                                entries[prev].key.pos.line
                             ),
                         });
                     }
+                    seen.insert(key_text(&key).to_string(), entries.len());
                     entries.push(Entry { key, value });
                 }
                 let entries = apply_merges(entries, merges)?;
@@ -437,7 +441,7 @@ fn apply_merges(
     }
     // Insert merged entries at the position of their `<<` key, back to front so indexes hold.
     let mut inserts: Vec<(usize, Vec<Entry>)> = Vec::new();
-    let mut taken: Vec<String> = entries.iter().map(|e| e.key_str().to_string()).collect();
+    let mut taken: HashSet<String> = entries.iter().map(|e| e.key_str().to_string()).collect();
     for (at, value) in merges {
         let sources: Vec<Node> = match value.kind {
             NodeKind::Map(_) => vec![value],
@@ -458,8 +462,7 @@ fn apply_merges(
                 });
             };
             for e in src_entries {
-                if !taken.iter().any(|k| k == e.key_str()) {
-                    taken.push(e.key_str().to_string());
+                if taken.insert(e.key_str().to_string()) {
                     add.push(e);
                 }
             }

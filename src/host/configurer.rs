@@ -1,5 +1,5 @@
 //! OS support modules ("configurers"): which OS families are supported, their package manager,
-//! default paths and quirks (k0sctl.md §2.6). Selection follows k0sctl: the table is tried in
+//! default paths and quirks (k0sctl's `configurer/linux/`). Selection follows k0sctl: the table is tried in
 //! registration order on `ID` (the `os:` override replaces `ID`); an unknown `ID` falls back to
 //! each `ID_LIKE` entry with a warning; otherwise the OS is unsupported. Everything here is pure
 //! command/path building; running them is [`crate::host::Host`]'s job.
@@ -252,7 +252,7 @@ pub fn select(os: &OsRelease) -> Result<Selected, String> {
     ))
 }
 
-/// Default paths shared by all Linux modules (k0sctl.md §2.6).
+/// Default paths shared by all Linux modules (k0sctl's `configurer/linux.go`).
 pub mod paths {
     pub const K0S_CONFIG: &str = "/etc/k0s/k0s.yaml";
     pub const JOIN_TOKEN: &str = "/etc/k0s/k0stoken";

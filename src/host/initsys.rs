@@ -48,13 +48,6 @@ impl InitSystem {
             InitSystem::OpenRc => format!("rc-service {s} status >/dev/null 2>&1"),
         }
     }
-    pub fn enable_cmd(&self, svc: &str) -> String {
-        let s = shell_quote(svc);
-        match self {
-            InitSystem::Systemd => format!("systemctl enable {s}"),
-            InitSystem::OpenRc => format!("rc-update add {s}"),
-        }
-    }
     /// Where the service environment lives.
     pub fn env_file(&self, svc: &str) -> String {
         match self {

@@ -1,4 +1,4 @@
-//! A PodDisruptionBudget-aware drain with `kubectl drain`'s semantics (k0s-cli.md §10.2):
+//! A PodDisruptionBudget-aware drain with `kubectl drain`'s semantics (kubectl `pkg/drain`):
 //! cordon; list the node's pods (optionally filtered by `podSelector`); refuse, before evicting
 //! anything, when a pod may not be deleted without an option (DaemonSet pods without
 //! `ignoreDaemonSets`, emptyDir pods without `deleteEmptyDirData`, pods without a controller

@@ -12,7 +12,7 @@
 //!   `localhost` (k0s puts `localhost` and `127.0.0.1` in the API server certificate's SANs;
 //!   `pki/admin.conf` itself uses `https://localhost:6443`). kube's retry layer is off
 //!   (`default_retry = false`): it would hide a PodDisruptionBudget's 429 for minutes
-//!   (rust-deps.md §5); the drain has its own retry loop.
+//!   (kube's retry layer retries 429 with backoff); the drain has its own retry loop.
 //!   With `spec.api.onlyBindToAddress` the API server listens only on `spec.api.address` and
 //!   k0s writes that address into `pki/admin.conf` (k0s's "local URL"); [`ApiEndpoint::
 //!   from_kubeconfig`] takes the endpoint from there, so the tunnel goes where the API is bound.
@@ -92,16 +92,6 @@ impl KubeError {
     /// The drain was blocked by the cluster (PodDisruptionBudgets) until its timeout.
     pub fn is_blocked(&self) -> bool {
         matches!(self, KubeError::Blocked(_))
-    }
-    /// True when the API could not be reached at all (tunnel or connection failures).
-    pub fn is_unreachable(&self) -> bool {
-        match self {
-            KubeError::Api { source, .. } => matches!(
-                source,
-                ::kube::Error::HyperError(_) | ::kube::Error::Service(_)
-            ),
-            _ => false,
-        }
     }
 }
 

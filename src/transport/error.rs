@@ -246,6 +246,33 @@ impl TransportError {
     }
 }
 
+/// The words every lost-connection error carries (see [`TransportError::Disconnected`]), so
+/// callers that only kept the message can still tell a lost host from a failed command.
+pub const CONNECTION_LOST: &str = "connection lost";
+
+/// True when `message` (a rendered error) says a host's connection was lost.
+pub fn is_connection_lost(message: &str) -> bool {
+    message.contains(CONNECTION_LOST)
+}
+
+/// " while running `<first line of the command>`" (at most 80 characters), to say what a host
+/// was doing when its connection was lost without repeating a whole script.
+pub fn doing(display: &str) -> String {
+    let first = display
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    if first.is_empty() {
+        return String::new();
+    }
+    let mut shown: String = first.chars().take(80).collect();
+    if shown.len() < first.len() || display.trim().lines().count() > 1 {
+        shown.push('…');
+    }
+    format!(" while running `{shown}`")
+}
+
 /// Replace every occurrence of each secret in `s` with `[REDACTED]`.
 pub fn redact(s: &str, secrets: &[String]) -> String {
     let mut out = s.to_string();

@@ -11,8 +11,8 @@
 //!    file is removed and [`TransportError::UploadVerify`] is returned.
 //!
 //! Nothing half-written ever appears at the final path, and the temp file is removed on every
-//! failure. Exec-stream was chosen over SFTP by measurement (rust-deps.md §4.3: 215 vs 169
-//! MiB/s with ring; SFTP also needs the sftp-server subsystem and cannot write through sudo).
+//! failure. Exec-stream was chosen over SFTP by measurement (tests/transport_bench.rs: about
+//! 215 vs 169 MiB/s with ring on loopback; SFTP also needs the sftp-server subsystem and cannot write through sudo).
 
 use std::path::Path;
 use std::pin::Pin;
@@ -117,6 +117,8 @@ struct HashState {
 /// Reader that hashes what passes through (and can corrupt it afterwards, for tests).
 struct HashingReader<R> {
     inner: R,
+    /// Set once the source is exhausted (everything was handed to the transport).
+    eof: Arc<std::sync::atomic::AtomicBool>,
     state: Arc<Mutex<HashState>>,
     corrupt_at: Option<u64>,
     progress: Option<(UploadProgress, Option<u64>)>,
@@ -130,6 +132,12 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &r
+            && buf.filled().len() == before
+            && buf.remaining() > 0
+        {
+            self.eof.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Poll::Ready(Ok(())) = &r {
             let corrupt_at = self.corrupt_at;
             let filled = &mut buf.filled_mut()[before..];
@@ -184,8 +192,10 @@ impl Remote {
             hasher: Sha256::new(),
             count: 0,
         }));
+        let eof = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reader = HashingReader {
             inner: src,
+            eof: eof.clone(),
             state: state.clone(),
             corrupt_at: opts.corrupt_byte_at,
             progress: opts.progress.clone().map(|p| (p, total)),
@@ -207,7 +217,38 @@ impl Remote {
         if let Some(t) = opts.timeout {
             cmd = cmd.timeout(t);
         }
-        let res = self.run(cmd).await;
+        // A stalled upload (the link drops packets but stays up, the host's disk hangs) fails
+        // after `stall_timeout` without a byte accepted, naming the bytes so far.
+        let stall = super::stall_timeout();
+        let watch = {
+            let (state, eof) = (state.clone(), eof.clone());
+            async move {
+                let (mut last, mut since) = (0u64, Instant::now());
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500).min(stall)).await;
+                    let now = state.lock().expect("hash state").count;
+                    if now != last || eof.load(std::sync::atomic::Ordering::Relaxed) {
+                        (last, since) = (now, Instant::now());
+                    } else if since.elapsed() >= stall {
+                        return now;
+                    }
+                }
+            }
+        };
+        let res = tokio::select! {
+            r = self.run(cmd) => r,
+            sent = watch => {
+                let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
+                Err(TransportError::Io {
+                    host: self.name().to_string(),
+                    what: format!("upload to {dst}"),
+                    reason: format!(
+                        "stalled: no progress for {}s after {sent}{of} bytes; check the network to the host (K0SCTL_STALL_TIMEOUT sets the limit)",
+                        stall.as_secs()
+                    ),
+                })
+            }
+        };
         let out = match res {
             Ok(o) => o,
             Err(e) => {

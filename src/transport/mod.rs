@@ -60,6 +60,23 @@ pub use tunnel::{Tunnel, TunnelStream};
 /// Chunk size for streaming stdin and uploads (an 8 KiB buffer halves SSH throughput).
 pub const IO_CHUNK: usize = 256 * 1024;
 
+/// Default for [`stall_timeout`].
+pub const DEFAULT_STALL: Duration = Duration::from_secs(60);
+
+/// How long a transfer (an upload, or a download the host makes) may make no progress before
+/// it fails: `K0SCTL_STALL_TIMEOUT` in seconds (at least 1), else 60 s.
+pub fn stall_timeout() -> Duration {
+    static STALL: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *STALL.get_or_init(|| {
+        std::env::var("K0SCTL_STALL_TIMEOUT")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&s| s > 0)
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_STALL)
+    })
+}
+
 /// A secret string (password, passphrase). Its `Debug` output is redacted; it is never put in
 /// argv, logs or error messages by this module.
 #[derive(Clone)]
@@ -515,11 +532,6 @@ impl Remote {
     pub fn privilege(&self) -> &Privilege {
         &self.privilege
     }
-    /// Use this privilege wrapper from now on (e.g. from a previous detection).
-    pub fn with_privilege(mut self, p: Privilege) -> Self {
-        self.privilege = p;
-        self
-    }
     /// Set the privilege wrapper in place.
     pub fn set_privilege(&mut self, p: Privilege) {
         self.privilege = p;
@@ -540,26 +552,40 @@ impl Remote {
         let cmd = cmd.into();
         let shown = cmd.display();
         let sudo = cmd.sudo;
-        let (mut command, stdin_prefix) = if cmd.sudo {
-            self.privilege.wrap(&cmd.cmd, self.name())?
+        let mut stdin = cmd.stdin;
+        // On a native SSH connection a command that takes no input is tied to its session
+        // (see [`session_bound`]): it runs in its own process group, and its stdin stays open
+        // until the command ends, so that when the channel or the connection closes — the
+        // run is interrupted, the tool is killed — a watcher on the host sees end of input
+        // and kills the group instead of letting the work run on.
+        let bound = matches!(&*self.conn, Connection::Ssh(_)) && matches!(stdin, Stdin::Null);
+        let pidfile = match (&cmd.timeout, &*self.conn) {
+            (Some(_), Connection::Ssh(_) | Connection::OpenSsh(_)) => {
+                Some(format!("/tmp/.k0sctl-{:016x}.pid", rand::random::<u64>()))
+            }
+            _ => None,
+        };
+        let inner = if bound {
+            stdin = Stdin::Reader(Box::new(OpenInput));
+            session_bound(&cmd.cmd, pidfile.as_deref())
         } else {
-            (cmd.cmd, None)
+            cmd.cmd
+        };
+        let (mut command, stdin_prefix) = if cmd.sudo {
+            self.privilege.wrap(&inner, self.name())?
+        } else {
+            (inner, None)
         };
         // With a timeout on a remote host, record the process group so the command can be
         // killed when it times out: sshd refuses "signal" requests for root sessions
         // ("session signalling requires privilege separation") and closing the channel does
         // not stop a process that does not read or write.
-        let pidfile = match (&cmd.timeout, &*self.conn) {
-            (Some(_), Connection::Ssh(_) | Connection::OpenSsh(_)) => {
-                let f = format!("/tmp/.k0sctl-{:016x}.pid", rand::random::<u64>());
-                command = format!(
-                    "{{ echo $$ > {f}; }} 2>/dev/null; sh -c {}; rc=$?; rm -f {f}; exit $rc",
-                    shell_quote(&command)
-                );
-                Some(f)
-            }
-            _ => None,
-        };
+        if let (Some(f), false) = (&pidfile, bound) {
+            command = format!(
+                "{{ echo $$ > {f}; }} 2>/dev/null; sh -c {}; rc=$?; rm -f {f}; exit $rc",
+                shell_quote(&command)
+            );
+        }
         tracing::debug!(host = self.name(), cmd = %shown, "exec");
         let res = self
             .conn
@@ -567,7 +593,7 @@ impl Remote {
                 command,
                 display: shown,
                 stdin_prefix,
-                stdin: cmd.stdin,
+                stdin,
                 timeout: cmd.timeout,
                 on_output: cmd.on_output,
                 discard_stdout: cmd.discard_stdout,
@@ -688,6 +714,45 @@ pub(crate) async fn pump_stdin<W: AsyncWrite + Unpin>(
     w.flush().await?;
     w.shutdown().await?;
     Ok(n)
+}
+
+/// Input that never ends (and never yields a byte): keeps a command's stdin open until the
+/// command is done, so its end means the session is gone.
+struct OpenInput;
+
+impl AsyncRead for OpenInput {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        _buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Pending
+    }
+}
+
+/// Wraps `cmd` so that it cannot outlive its SSH session: it runs in a session and process
+/// group of its own (`setsid`, where the host has it) with `/dev/null` as input, while a
+/// watcher reads the real stdin — which the client keeps open until the command ends — and
+/// kills the whole group (TERM, then KILL after 2 s) when that input ends, i.e. when the
+/// channel or the connection closed. With `pidfile`, the group id is written there (for the
+/// kill after a timeout) and removed at the end. The exit status is the command's; a command
+/// killed by a signal ends the wrapper with the same signal, so it is still reported as one.
+pub fn session_bound(cmd: &str, pidfile: Option<&str>) -> String {
+    let q = shell_quote(cmd);
+    let (rec, unrec) = match pidfile {
+        Some(f) => (
+            format!("{{ echo $c > {f}; }} 2>/dev/null; "),
+            format!("rm -f {f}; "),
+        ),
+        None => (String::new(), String::new()),
+    };
+    format!(
+        "exec 3<&0; if command -v setsid >/dev/null 2>&1; then setsid sh -c {q} </dev/null & \
+         else sh -c {q} </dev/null & fi; c=$!; {rec}\
+         ( read -r _ <&3; kill -TERM -$c 2>/dev/null || kill -TERM $c 2>/dev/null; sleep 2 >/dev/null 2>&1; kill -KILL -$c 2>/dev/null ) & w=$!; \
+         exec 3<&-; wait $c; rc=$?; kill $w 2>/dev/null; {unrec}\
+         if [ $rc -gt 128 ] && [ $rc -le 192 ]; then kill -$((rc - 128)) $$ 2>/dev/null; fi; exit $rc"
+    )
 }
 
 /// Fill `buf` as far as possible (fewer bytes only at EOF).

@@ -166,12 +166,13 @@ impl Transport for OpenSshConnection {
     async fn exec(&self, req: ExecRequest) -> Result<super::Output, TransportError> {
         let mut c = self.base_command();
         c.arg(&req.command);
+        let doing = super::error::doing(&req.display);
         let out = super::local::run_child(&self.name, c, req).await?;
         if out.status.code() == Some(255) && out.stderr_str().contains("ssh:") {
             // 255 is ssh's own failure (or the remote command's 255: then no "ssh:" message).
             return Err(TransportError::Disconnected {
                 host: self.name.clone(),
-                reason: out.stderr_str(),
+                reason: format!("{}{doing}", out.stderr_str()),
             });
         }
         Ok(out)

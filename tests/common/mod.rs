@@ -3,6 +3,8 @@
 //! take (address, port, user, key, known_hosts) so they can later run against testenv hosts.
 #![allow(dead_code)]
 
+pub mod chaos;
 pub mod cli;
 pub mod phases;
+pub mod poll;
 pub mod sshd;

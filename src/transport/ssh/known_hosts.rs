@@ -1,5 +1,5 @@
 //! known_hosts verification with OpenSSH semantics, implemented here because russh's helper
-//! lacks wildcards, negation, `@cert-authority` and `@revoked` (rust-deps.md §4.4).
+//! lacks wildcards, negation, `@cert-authority` and `@revoked`.
 //!
 //! Lines are parsed with `ssh_key::known_hosts` (one line at a time, so errors can name
 //! `file:line`); matching is ours: comma-separated patterns with `*`/`?` wildcards and `!`

@@ -7,7 +7,7 @@
 //!
 //! Commands run on session channels of one shared connection. The channel is split and the
 //! stdin writer runs in its own task that is aborted as soon as the remote side closes, so a
-//! command that exits before reading its input never hangs the upload (rust-deps.md §4.4).
+//! command that exits before reading its input never hangs the upload (russh's channel writer otherwise blocks forever once the ~2 MiB window is used up).
 
 pub mod auth;
 pub mod bastion;
@@ -15,7 +15,7 @@ pub mod config;
 pub mod known_hosts;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use russh::client::{self, Handle};
@@ -31,6 +31,11 @@ use super::{
     ExecRequest, ExitStatus, HostKeyError, Output, Secret, StreamKind, Transport, TransportError,
     pump_stdin,
 };
+
+/// Default ServerAliveInterval of the native transport.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(5);
+/// Default ServerAliveCountMax of the native transport.
+pub const DEFAULT_KEEPALIVE_MAX: u32 = 2;
 
 /// Connection options of the native transport (k0sctl.yaml `ssh:` block, after merging
 /// `~/.ssh/config` with [`SshOptions::resolve`]).
@@ -56,6 +61,10 @@ pub struct SshOptions {
     pub connect_timeout: Duration,
     /// ServerAliveInterval; `None` disables keepalives.
     pub keepalive_interval: Option<Duration>,
+    /// ServerAliveCountMax: keepalives that may go unanswered; the connection is declared
+    /// lost when the next one is due, so a dead peer is noticed after about
+    /// `keepalive_interval × (keepalive_max + 1)` (default 5 s × 3 = 15 s).
+    pub keepalive_max: u32,
     /// Extra attempts for transient failures (refused, reset, dropped handshakes), with
     /// backoff from 250 ms doubling to 5 s; a connect timeout is retried once at most.
     pub retries: u32,
@@ -67,7 +76,8 @@ pub struct SshOptions {
 
 impl SshOptions {
     /// Defaults: port 22, agent on, accept-new with the default known_hosts files, 10 s connect
-    /// timeout, 15 s keepalive, 3 retries.
+    /// timeout, a keepalive every 5 s of which 2 may go unanswered (a dead peer is noticed
+    /// within about 15 s), 3 retries.
     pub fn new(address: impl Into<String>, port: u16, user: impl Into<String>) -> Self {
         SshOptions {
             address: address.into(),
@@ -81,7 +91,8 @@ impl SshOptions {
             passphrase: None,
             known_hosts: KnownHostsConfig::default(),
             connect_timeout: Duration::from_secs(10),
-            keepalive_interval: Some(Duration::from_secs(15)),
+            keepalive_interval: Some(DEFAULT_KEEPALIVE),
+            keepalive_max: DEFAULT_KEEPALIVE_MAX,
             retries: 3,
             bastion: None,
             bastion_handshakes: 8,
@@ -208,6 +219,9 @@ impl SshOptions {
                 let s: u64 = value.parse().map_err(|_| bad("not a number"))?;
                 self.keepalive_interval = (s > 0).then(|| Duration::from_secs(s));
             }
+            "serveralivecountmax" => {
+                self.keepalive_max = value.parse().map_err(|_| bad("not a number"))?;
+            }
             "identitiesonly" => {
                 self.identities_only = matches!(value.to_ascii_lowercase().as_str(), "yes" | "true")
             }
@@ -259,10 +273,8 @@ pub struct ClientHandler {
     label: String,
     lines: Vec<known_hosts::KnownHostLine>,
     cfg: KnownHostsConfig,
-    /// Fingerprint of the accepted server key (for logs).
-    accepted: Arc<Mutex<Option<String>>>,
     /// The accepted plain server key in OpenSSH form (`alg base64`); not set for certificates.
-    accepted_key: Arc<Mutex<Option<String>>>,
+    accepted_key: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl client::Handler for ClientHandler {
@@ -309,11 +321,83 @@ impl client::Handler for ClientHandler {
                 );
             }
         }
-        *self.accepted.lock().expect("lock") = Some(fp);
         if let PublicKeyOrCertificate::PublicKey { key, .. } = key {
             *self.accepted_key.lock().expect("lock") = key.to_openssh().ok();
         }
         Ok(true)
+    }
+}
+
+/// A stream whose writes fail once they have made no progress for `limit` (see its use in
+/// `connect_once`).
+struct WatchedStream<S> {
+    inner: S,
+    limit: Option<Duration>,
+    stuck: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WatchedStream<S> {
+    fn new(inner: S, limit: Option<Duration>) -> Self {
+        WatchedStream {
+            inner,
+            limit,
+            stuck: None,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WatchedStream<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WatchedStream<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::future::Future;
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => {
+                if let Some(limit) = self.limit {
+                    let timer = self
+                        .stuck
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("the peer accepted no data for {limit:?}"),
+                        )));
+                    }
+                }
+                Poll::Pending
+            }
+            done => {
+                self.stuck = None;
+                done
+            }
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -329,8 +413,6 @@ pub struct SshConnection {
     sessions: Arc<tokio::sync::Semaphore>,
     /// The bastion connection this one is tunnelled through (kept alive).
     _via: Option<Arc<SshConnection>>,
-    /// SHA256 fingerprint of the host key accepted at connect.
-    host_key: Option<String>,
     /// That key in OpenSSH public-key form, when it was a plain key (not a certificate).
     host_key_openssh: Option<String>,
 }
@@ -366,7 +448,9 @@ fn client_config(opts: &SshOptions, lines: &[known_hosts::KnownHostLine]) -> cli
     client::Config {
         inactivity_timeout: None,
         keepalive_interval: opts.keepalive_interval,
-        keepalive_max: 3,
+        // russh counts keepalives without an answer and gives up on the one after the max
+        // (OpenSSH's ServerAliveCountMax); 0 would mean "never", which OpenSSH does not do.
+        keepalive_max: opts.keepalive_max.max(1) as usize,
         nodelay: true,
         window_size: 8 * 1024 * 1024,
         preferred,
@@ -463,8 +547,7 @@ impl SshConnection {
         let addr = format!("{}:{}", opts.address, opts.port);
         let lines = known_hosts::load(&opts.known_hosts);
         let cfg = Arc::new(client_config(opts, &lines));
-        let accepted: Arc<Mutex<Option<String>>> = Arc::default();
-        let accepted_key: Arc<Mutex<Option<String>>> = Arc::default();
+        let accepted_key: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
         let handler = ClientHandler {
             accepted_key: accepted_key.clone(),
             host: opts.address.clone(),
@@ -472,7 +555,6 @@ impl SshConnection {
             label: label.clone(),
             lines,
             cfg: opts.known_hosts.clone(),
-            accepted: accepted.clone(),
         };
         let timeout = opts.connect_timeout;
         let to_err = || TransportError::ConnectTimeout {
@@ -519,6 +601,15 @@ impl SshConnection {
                             reason: e.to_string(),
                         })?;
                     let _ = sock.set_nodelay(true);
+                    // Keepalives cannot notice a dead peer while the session is stuck writing
+                    // into a full socket (a link that went down during an upload): a write
+                    // that makes no progress for as long as the keepalives allow fails the
+                    // connection instead.
+                    let sock = WatchedStream::new(
+                        sock,
+                        opts.keepalive_interval
+                            .map(|i| i * (opts.keepalive_max.max(1) + 1)),
+                    );
                     client::connect_stream(cfg, sock, handler)
                         .await
                         .map_err(|e| map_handshake_err(e, &label, &addr))
@@ -539,14 +630,8 @@ impl SshConnection {
             name: label,
             sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
             _via: via,
-            host_key: accepted.lock().expect("lock").clone(),
             host_key_openssh: accepted_key.lock().expect("lock").clone(),
         })
-    }
-
-    /// SHA256 fingerprint of the host key (or host certificate key) accepted at connect.
-    pub fn host_key_fingerprint(&self) -> Option<&str> {
-        self.host_key.as_deref()
     }
 
     /// The host key accepted at connect in OpenSSH form (`ssh-ed25519 AAAA…`), when it was a
@@ -563,9 +648,15 @@ impl SshConnection {
     async fn exec_inner(&self, req: ExecRequest) -> Result<Output, TransportError> {
         let _session = self.sessions.acquire().await.expect("semaphore closed");
         let host = self.name.as_str();
+        let handle = self.handle.clone();
+        let doing = super::error::doing(&req.display);
         let lost = |e: russh::Error| TransportError::Disconnected {
             host: host.to_string(),
-            reason: e.to_string(),
+            reason: if handle.is_closed() {
+                format!("the SSH connection is closed ({e}){doing}")
+            } else {
+                format!("{e}{doing}")
+            },
         };
         let ch = self
             .handle
@@ -652,6 +743,18 @@ impl SshConnection {
             wtask.abort();
         }
         r?;
+        if status == ExitStatus::Unknown {
+            // The channel ended without an exit status: when the connection itself is gone
+            // (keepalives unanswered, the server closed it, the link dropped), say so rather
+            // than report a command failure with an unknown status.
+            tokio::task::yield_now().await;
+            if self.handle.is_closed() {
+                return Err(TransportError::Disconnected {
+                    host: host.to_string(),
+                    reason: format!("the SSH connection was closed{doing}"),
+                });
+            }
+        }
         Ok(Output {
             stdout,
             stderr,

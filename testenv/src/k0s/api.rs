@@ -2,7 +2,7 @@
 //! and bootstrap-token authentication), enough for real `kubectl` (get/create/apply/patch/delete,
 //! cordon/drain, tables, watch) and kube-rs: discovery, OpenAPI v3 stubs for kubectl's field
 //! validation probe, generic CRUD for the resources in `store::RESOURCES`, the pod eviction
-//! subresource with PodDisruptionBudget semantics (k0s-cli.md §10.1), and `/readyz` `/livez`.
+//! subresource with PodDisruptionBudget semantics (Kubernetes `pkg/registry/core/pod/storage/eviction.go`), and `/readyz` `/livez`.
 
 use super::store::{self, Event, RESOURCES, Res, Store};
 use super::util;

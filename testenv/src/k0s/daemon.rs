@@ -1350,7 +1350,7 @@ async fn kubelet(d: Arc<Daemon>, server: String, tls: TlsClient) {
 }
 
 /// Dynamic config (`--enable-dynamic-config`): the ClusterConfig `kube-system/k0s` object and the
-/// `SuccessfulReconcile` event k0sctl waits for (k0s-cli.md §10.4).
+/// `SuccessfulReconcile` event k0sctl waits for (k0s `pkg/component/controller/clusterconfig.go`).
 fn publish_cluster_config(store: &Store, cfg: &K0sConfig) {
     let mut cc = cfg.cluster_config_json();
     cc["metadata"] = json!({"name": "k0s", "namespace": "kube-system"});

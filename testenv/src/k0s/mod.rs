@@ -1,5 +1,5 @@
 //! k0s stand-in (TEST SCAFFOLDING): a `k0s` binary that follows the k0s command-line contract
-//! k0sctl relies on (../shared/reference/k0s-cli.md §1–§4, §7, §11): `version`, `install`,
+//! k0sctl relies on (upstream k0sproject/k0s `cmd/*/` and `pkg/install/`; k0sctl's `phase/`): `version`, `install`,
 //! `start`/`stop`, `controller`/`worker` (the services), `status`, `token`, `kubeconfig admin`,
 //! `kubectl` (the machine's real kubectl with k0s's kubeconfig resolution), `etcd`, `config`,
 //! `reset`, `backup`/`restore`, `sysinfo`. Errors print `Error: <msg>` on stderr, exit 1.

@@ -1,4 +1,4 @@
-//! k0s join tokens (k0s-cli.md §4): `base64(gzip(kubeconfig))` with a bootstrap token `id.secret`,
+//! k0s join tokens (k0s `pkg/token/`): `base64(gzip(kubeconfig))` with a bootstrap token `id.secret`,
 //! cluster/context named `k0s`, user `kubelet-bootstrap` (worker) or `controller-bootstrap`.
 
 use anyhow::{Context, Result};
