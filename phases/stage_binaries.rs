@@ -23,7 +23,7 @@ use crate::exit::Code;
 use crate::k0s::download;
 use crate::k0s::version::K0sVersion;
 use crate::transport::files::UploadOptions;
-use crate::transport::{Cmd, shell_quote};
+use crate::transport::{Cmd, relay, shell_quote};
 
 use super::{HostState, Phase, PhaseFuture, State, collect};
 
@@ -253,6 +253,57 @@ async fn cached_download(url: &str, target: &K0sVersion, arch: &str) -> Result<P
     result.map(|()| file)
 }
 
+/// An upload gathered by the first pass of [`StageBinaries`].
+struct Pending {
+    /// Index into `state.hosts`.
+    idx: usize,
+    file: PathBuf,
+    /// SHA-256 when already known (`k0sBinaryPath`).
+    sha256: Option<String>,
+    tmp: String,
+    /// The staged binary must report the target version (release binaries).
+    check_version: bool,
+}
+
+fn push_upload(uploads: &mut Vec<(PathBuf, Vec<usize>)>, file: PathBuf, idx: usize) {
+    match uploads.iter_mut().find(|(f, _)| *f == file) {
+        Some(u) => u.1.push(idx),
+        None => uploads.push((file, vec![idx])),
+    }
+}
+
+/// Logs the fan-out plan of one file and emits one `relay` event per edge (who sends to whom).
+fn emit_plan(state: &State, file: &Path, plan: &relay::Plan, targets: &[relay::Target]) {
+    if plan.chain.len() >= 2 {
+        tracing::info!("sending {}: {}", file.display(), plan.describe(targets));
+    }
+    for (from, to) in plan.edges(targets) {
+        state.emit(serde_json::json!({
+            "event": "relay", "file": file.display().to_string(), "from": from, "to": to
+        }));
+    }
+}
+
+/// The staged binary at `tmp` must report `target`; removed otherwise.
+async fn check_staged(
+    p: &crate::host::Host,
+    tmp: &str,
+    reported: &str,
+    target: &K0sVersion,
+) -> Result<(), String> {
+    let got = K0sVersion::parse(reported)?;
+    if got != *target {
+        let _ = p
+            .remote
+            .exec(Cmd::new(format!("rm -f {}", shell_quote(tmp))).sudo())
+            .await;
+        return Err(format!(
+            "the downloaded k0s binary is version {got}, not {target}"
+        ));
+    }
+    Ok(())
+}
+
 impl Phase for StageBinaries {
     fn title(&self) -> &'static str {
         TITLE
@@ -287,12 +338,15 @@ impl Phase for StageBinaries {
             let cached = &cached;
             let progress = &state.progress.clone();
             let events = &state.events.clone();
-            let results = join_all(
+            // Per host: host downloads and unchanged k0sBinaryPath files are settled here;
+            // uploads are gathered per local file and sent below, relayed host to host.
+            let firsts = join_all(
                 state
                     .hosts
                     .iter_mut()
-                    .filter(|h| needs_binary(h, &target))
-                    .map(|h| {
+                    .enumerate()
+                    .filter(|(_, h)| needs_binary(h, &target))
+                    .map(|(idx, h)| {
                         let (target, base, limits) = (target.clone(), base.clone(), limits.clone());
                         async move {
                             let _slot = limits.host_slot().await;
@@ -301,10 +355,7 @@ impl Phase for StageBinaries {
                             let arch = p.facts.arch.clone();
                             let final_path = p.k0s_binary_path.clone();
                             let tmp = staged_path(&final_path);
-                            // The host download prints the staged binary's version itself.
-                            let reported = match source_for(h, &target, &arch, &base)
-                                .map_err(err)?
-                            {
+                            match source_for(h, &target, &arch, &base).map_err(err)? {
                                 Source::Local(path, sum) => {
                                     let current = p
                                         .remote
@@ -324,26 +375,20 @@ impl Phase for StageBinaries {
                                             h.name,
                                             path.display()
                                         );
-                                        return Ok(());
+                                        return Ok(None);
                                     }
                                     tracing::info!(
                                         "{}: uploading k0s binary {}",
                                         h.name,
                                         path.display()
                                     );
-                                    p.remote
-                                        .upload_file(
-                                            &path,
-                                            &tmp,
-                                            &UploadOptions::default()
-                                                .mode(0o700)
-                                                .sudo(true)
-                                                .progress(progress.upload(&h.name)),
-                                        )
-                                        .await
-                                        .map_err(|e| err(e.to_string()))?;
-                                    h.staged = Some(tmp);
-                                    return Ok(());
+                                    Ok(Some(Pending {
+                                        idx,
+                                        file: path,
+                                        sha256: Some(sum),
+                                        tmp,
+                                        check_version: false,
+                                    }))
                                 }
                                 Source::Cached(url) => {
                                     let file = cached
@@ -356,18 +401,13 @@ impl Phase for StageBinaries {
                                         "{}: uploading k0s {target} from the local cache",
                                         h.name
                                     );
-                                    p.remote
-                                        .upload_file(
-                                            &file,
-                                            &tmp,
-                                            &UploadOptions::default()
-                                                .mode(0o700)
-                                                .sudo(true)
-                                                .progress(progress.upload(&h.name)),
-                                        )
-                                        .await
-                                        .map_err(|e| err(e.to_string()))?;
-                                    None
+                                    Ok(Some(Pending {
+                                        idx,
+                                        file,
+                                        sha256: None,
+                                        tmp,
+                                        check_version: true,
+                                    }))
                                 }
                                 Source::HostDownload(url) => {
                                     tracing::info!(
@@ -405,41 +445,112 @@ impl Phase for StageBinaries {
                                         )
                                         .await
                                         .map_err(|e| err(e.to_string()))?;
-                                    Some(
-                                        out.lines()
-                                            .filter(|l| !l.starts_with("k0sctl-progress "))
-                                            .collect::<Vec<_>>()
-                                            .join("\n"),
-                                    )
+                                    let v = out
+                                        .lines()
+                                        .filter(|l| !l.starts_with("k0sctl-progress "))
+                                        .collect::<Vec<_>>()
+                                        .join("\n");
+                                    check_staged(p, &tmp, v.trim(), &target)
+                                        .await
+                                        .map_err(err)?;
+                                    h.staged = Some(tmp);
+                                    Ok(None)
                                 }
-                            };
-                            // Whatever arrived must be the version we want.
-                            let v = match reported {
-                                Some(v) => v,
-                                None => p
-                                    .remote
-                                    .run_str(
-                                        Cmd::new(format!("{} version", shell_quote(&tmp))).sudo(),
-                                    )
-                                    .await
-                                    .map_err(|e| err(e.to_string()))?,
-                            };
-                            let got = K0sVersion::parse(v.trim()).map_err(err)?;
-                            if got != target {
-                                let _ = p
-                                    .remote
-                                    .exec(Cmd::new(format!("rm -f {}", shell_quote(&tmp))).sudo())
-                                    .await;
-                                return Err(err(format!(
-                                    "the downloaded k0s binary is version {got}, not {target}"
-                                )));
                             }
-                            h.staged = Some(tmp);
-                            Ok(())
                         }
                     }),
             )
             .await;
+            let mut results: Vec<Result<(), (String, String)>> = Vec::new();
+            let mut pending: Vec<Pending> = Vec::new();
+            for r in firsts {
+                match r {
+                    Ok(Some(p)) => pending.push(p),
+                    Ok(None) => results.push(Ok(())),
+                    Err(e) => results.push(Err(e)),
+                }
+            }
+            // One delivery per distinct local file: relayed along the hosts that take it.
+            let mut groups: Vec<(PathBuf, Option<String>, Vec<Pending>)> = Vec::new();
+            for p in pending {
+                match groups.iter_mut().find(|(f, _, _)| *f == p.file) {
+                    Some(g) => g.2.push(p),
+                    None => groups.push((p.file.clone(), p.sha256.clone(), vec![p])),
+                }
+            }
+            for (file, sum, members) in groups {
+                let sum = match sum {
+                    Some(s) => Ok(s),
+                    None => {
+                        let f = file.clone();
+                        tokio::task::spawn_blocking(move || sha256_file(&f))
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r.map_err(|e| format!("{}: {e}", file.display())))
+                    }
+                };
+                let sum = match sum {
+                    Ok(s) => s,
+                    Err(e) => {
+                        results.extend(
+                            members
+                                .iter()
+                                .map(|m| Err((state.hosts[m.idx].name.clone(), e.clone()))),
+                        );
+                        continue;
+                    }
+                };
+                let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+                let targets: Vec<relay::Target> = members
+                    .iter()
+                    .filter_map(|m| {
+                        let h = &state.hosts[m.idx];
+                        let p = h.host.as_ref()?;
+                        Some(relay::Target {
+                            name: h.name.clone(),
+                            remote: p.remote.clone(),
+                            endpoint: relay::endpoint(h.spec.as_ref(), &p.remote),
+                            dst: m.tmp.clone(),
+                            opts: UploadOptions::default()
+                                .mode(0o700)
+                                .sudo(true)
+                                .progress(progress.upload(&h.name)),
+                        })
+                    })
+                    .collect();
+                let plan = relay::plan(&targets, size);
+                emit_plan(state, &file, &plan, &targets);
+                let delivered = relay::deliver(&file, &sum, &targets, &plan).await;
+                let checks = join_all(members.iter().zip(delivered).map(|(m, r)| {
+                    let h = &state.hosts[m.idx];
+                    let target = target.clone();
+                    async move {
+                        let err = |e: String| (h.name.clone(), e);
+                        r.map_err(err)?;
+                        if m.check_version {
+                            let p = h.probed().map_err(err)?;
+                            let v = p
+                                .remote
+                                .run_str(
+                                    Cmd::new(format!("{} version", shell_quote(&m.tmp))).sudo(),
+                                )
+                                .await
+                                .map_err(|e| err(e.to_string()))?;
+                            check_staged(p, &m.tmp, v.trim(), &target)
+                                .await
+                                .map_err(err)?;
+                        }
+                        Ok(())
+                    }
+                }))
+                .await;
+                for (m, r) in members.iter().zip(checks) {
+                    if r.is_ok() {
+                        state.hosts[m.idx].staged = Some(m.tmp.clone());
+                    }
+                    results.push(r);
+                }
+            }
             collect(TITLE, Code::PhaseFailed, results)
         })
     }
@@ -451,24 +562,73 @@ impl Phase for StageBinaries {
                 .expect("should_run checked the target");
             let base = state.config.base_dir.clone();
             let mut planned = Vec::new();
-            for h in state.hosts.iter().filter(|h| needs_binary(h, &target)) {
+            // Uploads of one local file to several hosts are relayed: (file, host index).
+            let mut uploads: Vec<(PathBuf, Vec<usize>)> = Vec::new();
+            for (idx, h) in state.hosts.iter().enumerate() {
+                if !needs_binary(h, &target) {
+                    continue;
+                }
                 let Ok(p) = h.probed() else { continue };
                 let what = match source_for(h, &target, &p.facts.arch, &base) {
-                    Ok(Source::Local(path, _)) => format!(
-                        "upload k0s binary {} to {}",
-                        path.display(),
-                        p.k0s_binary_path
-                    ),
-                    Ok(Source::Cached(url)) => format!(
-                        "upload k0s {target} (downloaded locally from {url}) to {}",
-                        p.k0s_binary_path
-                    ),
+                    Ok(Source::Local(path, _)) => {
+                        push_upload(&mut uploads, path.clone(), idx);
+                        format!(
+                            "upload k0s binary {} to {}",
+                            path.display(),
+                            p.k0s_binary_path
+                        )
+                    }
+                    Ok(Source::Cached(url)) => {
+                        push_upload(&mut uploads, cache_file(&target, &p.facts.arch), idx);
+                        format!(
+                            "upload k0s {target} (downloaded locally from {url}) to {}",
+                            p.k0s_binary_path
+                        )
+                    }
                     Ok(Source::HostDownload(url)) => {
                         format!("download k0s {target} from {url} to {}", p.k0s_binary_path)
                     }
                     Err(e) => format!("stage k0s {target}: {e}"),
                 };
                 planned.push((h.name.clone(), what));
+            }
+            // Who sends to whom: the cached file may not exist yet in a dry run, so the plan
+            // assumes a k0s-sized file.
+            for (file, idxs) in &uploads {
+                let targets: Vec<relay::Target> = idxs
+                    .iter()
+                    .filter_map(|&i| {
+                        let h = &state.hosts[i];
+                        let p = h.host.as_ref()?;
+                        Some(relay::Target {
+                            name: h.name.clone(),
+                            remote: p.remote.clone(),
+                            endpoint: relay::endpoint(h.spec.as_ref(), &p.remote),
+                            dst: p.k0s_binary_path.clone(),
+                            opts: UploadOptions::default(),
+                        })
+                    })
+                    .collect();
+                let size = std::fs::metadata(file)
+                    .map(|m| m.len())
+                    .unwrap_or(relay::MIN_RELAY_BYTES);
+                let plan = relay::plan(&targets, size);
+                for (from, to) in plan.edges(&targets) {
+                    if plan.chain.len() < 2 {
+                        break;
+                    }
+                    if let Some(x) = planned.iter_mut().find(|(n, _)| *n == to) {
+                        x.1.push_str(&format!(
+                            " ({})",
+                            if from == "operator" {
+                                "sent by the operator".to_string()
+                            } else {
+                                format!("relayed from {from}")
+                            }
+                        ));
+                    }
+                }
+                emit_plan(state, file, &plan, &targets);
             }
             for (h, what) in planned {
                 state.planned(h, what);

@@ -19,7 +19,7 @@ use crate::config::UploadFile;
 use crate::exit::Code;
 use crate::k0s::download::expand;
 use crate::transport::files::UploadOptions;
-use crate::transport::{Cmd, shell_quote};
+use crate::transport::{Cmd, relay, shell_quote};
 
 use super::{HostState, Phase, PhaseFuture, State, collect};
 
@@ -374,6 +374,69 @@ fn describe(it: &Item, step: &Step) -> Option<String> {
     })
 }
 
+/// The upload steps worth relaying: the same local file (path and SHA-256) uploaded to more
+/// than one host, at least [`relay::MIN_RELAY_BYTES`] big. Returns the set of `(host index,
+/// step index)` taken out of the per-host work, and the groups, in manifest order.
+#[allow(clippy::type_complexity)]
+fn relay_groups(
+    plans: &[(usize, Result<Vec<(Item, Step)>, String>)],
+) -> (Vec<(usize, usize)>, Vec<Vec<(usize, usize)>>) {
+    let mut groups: Vec<((PathBuf, String), Vec<(usize, usize)>)> = Vec::new();
+    for (idx, planned) in plans {
+        let Ok(steps) = planned else { continue };
+        for (n, (it, step)) in steps.iter().enumerate() {
+            let (Content::Local(path), Step::Upload { .. }) = (&it.content, step) else {
+                continue;
+            };
+            if it.size < relay::MIN_RELAY_BYTES {
+                continue;
+            }
+            let key = (path.clone(), it.sha256.clone());
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                // One copy per host: a second destination on the same host goes direct.
+                Some((_, m)) if !m.iter().any(|(i, _)| i == idx) => m.push((*idx, n)),
+                Some(_) => {}
+                None => groups.push((key, vec![(*idx, n)])),
+            }
+        }
+    }
+    let groups: Vec<Vec<(usize, usize)>> = groups
+        .into_iter()
+        .map(|(_, m)| m)
+        .filter(|m| m.len() >= 2)
+        .collect();
+    (groups.iter().flatten().copied().collect(), groups)
+}
+
+fn upload_options(it: &Item, step: &Step) -> UploadOptions {
+    let mode = match step {
+        Step::Upload { mode, .. } => *mode,
+        _ => it.mode.unwrap_or(0o644),
+    };
+    let mut opts = UploadOptions::default().mode(mode).sudo(true);
+    if let Some(o) = &it.owner {
+        opts = opts.owner(o.clone());
+    }
+    if let Some(t) = it.mtime {
+        opts = opts.mtime(t);
+    }
+    opts
+}
+
+async fn make_dir(h: &HostState, it: &Item) -> Result<(), String> {
+    let p = h.probed()?;
+    let d = shell_quote(dir_of(&it.dst));
+    let mut cmd = format!("mkdir -p -m {:o} {d}", it.dir_mode);
+    if let Some(o) = &it.owner {
+        cmd.push_str(&format!(" && chown {} {d}", shell_quote(o)));
+    }
+    p.remote
+        .run(Cmd::new(cmd).sudo())
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 async fn apply_step(h: &HostState, it: &Item, step: &Step) -> Result<Option<String>, String> {
     let p = h.probed()?;
     let r = &p.remote;
@@ -504,14 +567,44 @@ impl Phase for UploadFiles {
                 .map(|v| v.to_string())
                 .unwrap_or_default();
             let limits = state.pool.limits().clone();
-            let results = join_all(state.hosts.iter().filter(|h| has_files(h)).map(|h| {
-                let (limits, base, version) = (limits.clone(), base.clone(), version.clone());
+            let plans = join_all(
+                state
+                    .hosts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, h)| has_files(h))
+                    .map(|(idx, h)| {
+                        let (limits, base, version) =
+                            (limits.clone(), base.clone(), version.clone());
+                        async move {
+                            let _slot = limits.host_slot().await;
+                            (idx, plan_host(h, &base, &version).await)
+                        }
+                    }),
+            )
+            .await;
+            let (relayed, groups) = relay_groups(&plans);
+            let results = join_all(plans.iter().map(|(idx, planned)| {
+                let h = &state.hosts[*idx];
+                let (limits, relayed) = (limits.clone(), &relayed);
                 async move {
                     let _slot = limits.host_slot().await;
                     let err = |e: String| (h.name.clone(), e);
-                    let steps = plan_host(h, &base, &version).await.map_err(err)?;
+                    let steps = planned.clone().map_err(err)?;
                     let mut done = Vec::new();
-                    for (it, step) in &steps {
+                    for (n, (it, step)) in steps.iter().enumerate() {
+                        // Relayed uploads only get their directory here; the bytes come below.
+                        let step = match step {
+                            Step::Upload { mkdir, .. } if relayed.contains(&(*idx, n)) => {
+                                if *mkdir {
+                                    make_dir(h, it)
+                                        .await
+                                        .map_err(|e| err(format!("{}: {e}", it.label)))?;
+                                }
+                                continue;
+                            }
+                            s => s,
+                        };
                         if let Some(d) = apply_step(h, it, step)
                             .await
                             .map_err(|e| err(format!("{}: {e}", it.label)))?
@@ -519,20 +612,98 @@ impl Phase for UploadFiles {
                             done.push(d);
                         }
                     }
-                    if done.is_empty() {
-                        tracing::info!("{}: files are up to date", h.name);
-                    }
-                    Ok((h.name.clone(), done))
+                    Ok((*idx, done))
                 }
             }))
             .await;
+            let mut failed: Vec<usize> = Vec::new();
             let mut plain = Vec::new();
-            for r in results {
-                plain.push(r.map(|(host, done)| {
-                    for d in done {
-                        state.changed(host.clone(), d);
+            let mut touched: Vec<usize> = Vec::new();
+            for (r, (idx, _)) in results.into_iter().zip(&plans) {
+                match r {
+                    Ok((idx, done)) => {
+                        let host = state.hosts[idx].name.clone();
+                        if !done.is_empty() {
+                            touched.push(idx);
+                        }
+                        for d in done {
+                            state.changed(host.clone(), d);
+                        }
                     }
-                }));
+                    Err(e) => {
+                        failed.push(*idx);
+                        plain.push(Err(e));
+                    }
+                }
+            }
+            // Each file that goes to several hosts: sent once by the operator, relayed on.
+            for members in groups {
+                let members: Vec<(usize, usize)> = members
+                    .into_iter()
+                    .filter(|(i, _)| !failed.contains(i))
+                    .collect();
+                let Some(&(i0, n0)) = members.first() else {
+                    continue;
+                };
+                let item = |i: usize, n: usize| -> &(Item, Step) {
+                    &plans
+                        .iter()
+                        .find(|(x, _)| *x == i)
+                        .expect("planned")
+                        .1
+                        .as_ref()
+                        .expect("ok")[n]
+                };
+                let (first, _) = item(i0, n0);
+                let Content::Local(file) = first.content.clone() else {
+                    continue;
+                };
+                let targets: Vec<relay::Target> = members
+                    .iter()
+                    .filter_map(|&(i, n)| {
+                        let h = &state.hosts[i];
+                        let p = h.host.as_ref()?;
+                        let (it, step) = item(i, n);
+                        Some(relay::Target {
+                            name: h.name.clone(),
+                            remote: p.remote.clone(),
+                            endpoint: relay::endpoint(h.spec.as_ref(), &p.remote),
+                            dst: it.dst.clone(),
+                            opts: upload_options(it, step),
+                        })
+                    })
+                    .collect();
+                let plan = relay::plan(&targets, first.size);
+                if plan.chain.len() >= 2 {
+                    tracing::info!("sending {}: {}", first.label, plan.describe(&targets));
+                }
+                for (from, to) in plan.edges(&targets) {
+                    state.emit(serde_json::json!({
+                        "event": "relay", "file": first.label, "from": from, "to": to
+                    }));
+                }
+                let delivered = relay::deliver(&file, &first.sha256, &targets, &plan).await;
+                for (&(i, n), r) in members.iter().zip(delivered) {
+                    let (it, step) = item(i, n);
+                    let host = state.hosts[i].name.clone();
+                    match r {
+                        Ok(()) => {
+                            touched.push(i);
+                            if let Some(d) = describe(it, step) {
+                                state.changed(host, d.replacen("upload", "uploaded", 1));
+                            }
+                        }
+                        Err(e) => {
+                            failed.push(i);
+                            plain.push(Err((host, format!("{}: {e}", it.label))));
+                        }
+                    }
+                }
+            }
+            for (idx, _) in &plans {
+                if !touched.contains(idx) && !failed.contains(idx) {
+                    tracing::info!("{}: files are up to date", state.hosts[*idx].name);
+                }
             }
             collect(TITLE, Code::PhaseFailed, plain)
         })
@@ -545,17 +716,74 @@ impl Phase for UploadFiles {
                 .target_version()
                 .map(|v| v.to_string())
                 .unwrap_or_default();
-            let results = join_all(state.hosts.iter().filter(|h| has_files(h)).map(|h| {
-                let (base, version) = (base.clone(), version.clone());
+            let plans = join_all(
+                state
+                    .hosts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, h)| has_files(h))
+                    .map(|(idx, h)| {
+                        let (base, version) = (base.clone(), version.clone());
+                        async move { (idx, plan_host(h, &base, &version).await) }
+                    }),
+            )
+            .await;
+            // Who sends each relayed file to whom, per (host, step): the sender's name.
+            let (_, groups) = relay_groups(&plans);
+            let mut sender: Vec<((usize, usize), String)> = Vec::new();
+            for members in groups {
+                let targets: Vec<relay::Target> = members
+                    .iter()
+                    .filter_map(|&(i, _)| {
+                        let h = &state.hosts[i];
+                        let p = h.host.as_ref()?;
+                        Some(relay::Target {
+                            name: h.name.clone(),
+                            remote: p.remote.clone(),
+                            endpoint: relay::endpoint(h.spec.as_ref(), &p.remote),
+                            dst: String::new(),
+                            opts: UploadOptions::default(),
+                        })
+                    })
+                    .collect();
+                let (i0, n0) = members[0];
+                let Some(Ok(steps)) = plans.iter().find(|(x, _)| *x == i0).map(|(_, p)| p) else {
+                    continue;
+                };
+                let (first, _) = &steps[n0];
+                let plan = relay::plan(&targets, first.size);
+                if plan.chain.len() < 2 {
+                    continue;
+                }
+                for (from, to) in plan.edges(&targets) {
+                    state.emit(serde_json::json!({
+                        "event": "relay", "file": first.label, "from": from, "to": to
+                    }));
+                    if let Some(&(i, n)) = members.iter().find(|(i, _)| state.hosts[*i].name == to)
+                    {
+                        sender.push(((i, n), from));
+                    }
+                }
+            }
+            let results = join_all(plans.into_iter().map(|(idx, planned)| {
+                let h = &state.hosts[idx];
+                let sender = &sender;
                 async move {
                     let err = |e: String| (h.name.clone(), e);
-                    let steps = plan_host(h, &base, &version).await.map_err(err)?;
+                    let steps = planned.map_err(err)?;
                     let mut plan = Vec::new();
-                    for (it, step) in &steps {
+                    for (n, (it, step)) in steps.iter().enumerate() {
                         if *step == Step::Download && !url_differs(h, it).await.map_err(err)? {
                             continue;
                         }
-                        plan.extend(describe(it, step));
+                        let from = sender.iter().find(|(k, _)| *k == (idx, n)).map(|(_, f)| f);
+                        plan.extend(describe(it, step).map(|d| match from {
+                            Some(f) if f.as_str() == "operator" => {
+                                format!("{d} (sent by the operator)")
+                            }
+                            Some(f) => format!("{d} (relayed from {f})"),
+                            None => d,
+                        }));
                     }
                     Ok((h.name.clone(), plan))
                 }

@@ -39,6 +39,7 @@ pub mod local;
 pub mod openssh;
 pub mod output;
 pub mod privilege;
+pub mod relay;
 pub mod ssh;
 pub mod tunnel;
 

@@ -273,6 +273,8 @@ pub struct ClientHandler {
     label: String,
     lines: Vec<known_hosts::KnownHostLine>,
     cfg: KnownHostsConfig,
+    /// The accepted plain server key in OpenSSH form (`alg base64`); not set for certificates.
+    accepted_key: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl client::Handler for ClientHandler {
@@ -318,6 +320,9 @@ impl client::Handler for ClientHandler {
                     file.display()
                 );
             }
+        }
+        if let PublicKeyOrCertificate::PublicKey { key, .. } = key {
+            *self.accepted_key.lock().expect("lock") = key.to_openssh().ok();
         }
         Ok(true)
     }
@@ -408,6 +413,8 @@ pub struct SshConnection {
     sessions: Arc<tokio::sync::Semaphore>,
     /// The bastion connection this one is tunnelled through (kept alive).
     _via: Option<Arc<SshConnection>>,
+    /// That key in OpenSSH public-key form, when it was a plain key (not a certificate).
+    host_key_openssh: Option<String>,
 }
 
 fn client_config(opts: &SshOptions, lines: &[known_hosts::KnownHostLine]) -> client::Config {
@@ -540,7 +547,9 @@ impl SshConnection {
         let addr = format!("{}:{}", opts.address, opts.port);
         let lines = known_hosts::load(&opts.known_hosts);
         let cfg = Arc::new(client_config(opts, &lines));
+        let accepted_key: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
         let handler = ClientHandler {
+            accepted_key: accepted_key.clone(),
             host: opts.address.clone(),
             port: opts.port,
             label: label.clone(),
@@ -621,7 +630,14 @@ impl SshConnection {
             name: label,
             sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
             _via: via,
+            host_key_openssh: accepted_key.lock().expect("lock").clone(),
         })
+    }
+
+    /// The host key accepted at connect in OpenSSH form (`ssh-ed25519 AAAA…`), when it was a
+    /// plain key verified against known_hosts (not a host certificate).
+    pub fn host_key_openssh(&self) -> Option<&str> {
+        self.host_key_openssh.as_deref()
     }
 
     /// The underlying russh handle (for direct-tcpip tunnels and SFTP).

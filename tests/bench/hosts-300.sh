@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Benchmark: N testenv hosts (default 300: 1 controller + N-1 workers): `testenv up`, a fresh
+# `k0sctl apply`, then a no-op re-apply; prints each one's wall time and k0sctl's peak RSS
+# (GNU time's "Maximum resident set size"; goal ≤ 100 MB).
+#
+# Run as root from the workspace root:  tests/bench/hosts-300.sh [N=300]
+# Needs GNU time (/usr/bin/time, apt-get install time). Builds the release binaries if they are
+# missing. Talks only to the testenv hosts it creates. 300 hosts need about 300 × 40 MB of RAM.
+set -euo pipefail
+N=${1:-300}
+cd "$(dirname "$0")/../.."
+[ -x /usr/bin/time ] || { echo "install GNU time (apt-get install time)" >&2; exit 1; }
+[ -x target/release/k0sctl ] && [ -x target/release/testenv ] && [ -x target/release/k0s ] \
+    || cargo build --release -p k0sctl -p testenv --bins
+D=$(mktemp -d /tmp/k0sctl-300.XXXXXX)
+trap 'target/release/testenv down --dir "$D/env" >/dev/null 2>&1 || true; rm -rf "$D"' EXIT
+export XDG_CACHE_HOME=$D/cache
+s=$(date +%s.%N)
+target/release/testenv up --dir "$D/env" --hosts "$N" > /dev/null
+printf 'testenv up (%d hosts): %.1f s\n' "$N" "$(echo "$(date +%s.%N) - $s" | bc)"
+for what in apply no-op-re-apply; do
+    /usr/bin/time -v -o "$D/time.txt" target/release/k0sctl apply -c "$D/env/k0sctl.yaml" \
+        > "$D/out.txt" 2>&1 || { tail -30 "$D/out.txt" >&2; exit 1; }
+    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$D/time.txt")
+    rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$D/time.txt")
+    printf '%-15s wall %s   peak RSS %.1f MB\n' "$what" "$wall" "$(echo "$rss / 1024" | bc -l)"
+done
