@@ -64,29 +64,7 @@ pub(crate) async fn open(
             Ok(Box::new(ch.into_stream()))
         }
         Connection::OpenSsh(c) => {
-            let mut cmd = c.stdio_forward_command(host, port);
-            cmd.stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true);
-            let mut child = cmd
-                .spawn()
-                .map_err(|e| TransportError::io(&c_name(conn), what(), e))?;
-            let stdin = child.stdin.take().expect("piped");
-            let stdout = child.stdout.take().expect("piped");
-            if let Some(err) = child.stderr.take() {
-                let name = c_name(conn);
-                tokio::spawn(async move {
-                    let mut lines = tokio::io::BufReader::new(err).lines();
-                    while let Ok(Some(l)) = lines.next_line().await {
-                        tracing::debug!(host = %name, "ssh -W: {l}");
-                    }
-                });
-            }
-            Ok(Box::new(ChildStream {
-                io: tokio::io::join(stdout, stdin),
-                _child: child,
-            }))
+            child_stream(conn, c.stdio_forward_command(host, port), &what(), "ssh -W")
         }
         Connection::Local(_) => {
             let s = tokio::net::TcpStream::connect((host, port))
@@ -105,30 +83,6 @@ pub(crate) async fn open(
 /// [`crate::kube`]). Dropping it closes the channel (ends the child).
 pub(crate) async fn open_exec(conn: &Connection, command: &str) -> Result<Tunnel, TransportError> {
     let what = "open an exec channel for a stream";
-    let child_stream = |mut cmd: tokio::process::Command| -> Result<Tunnel, TransportError> {
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| TransportError::io(&c_name(conn), what, e))?;
-        let stdin = child.stdin.take().expect("piped");
-        let stdout = child.stdout.take().expect("piped");
-        if let Some(err) = child.stderr.take() {
-            let name = c_name(conn);
-            tokio::spawn(async move {
-                let mut lines = tokio::io::BufReader::new(err).lines();
-                while let Ok(Some(l)) = lines.next_line().await {
-                    tracing::debug!(host = %name, "exec stream: {l}");
-                }
-            });
-        }
-        Ok(Box::new(ChildStream {
-            io: tokio::io::join(stdout, stdin),
-            _child: child,
-        }))
-    };
     match conn {
         Connection::Ssh(c) => {
             let h = c.handle();
@@ -147,11 +101,13 @@ pub(crate) async fn open_exec(conn: &Connection, command: &str) -> Result<Tunnel
                 .map_err(|e| TransportError::io(&c_name(conn), what, e))?;
             Ok(Box::new(ch.into_stream()))
         }
-        Connection::OpenSsh(c) => child_stream(c.exec_stream_command(command)),
+        Connection::OpenSsh(c) => {
+            child_stream(conn, c.exec_stream_command(command), what, "exec stream")
+        }
         Connection::Local(_) => {
             let mut c = tokio::process::Command::new("sh");
             c.arg("-c").arg(command);
-            child_stream(c)
+            child_stream(conn, c, what, "exec stream")
         }
     }
 }
@@ -236,4 +192,37 @@ impl AsyncWrite for ChildStream {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
+}
+
+/// A child process's stdin/stdout as one stream (OpenSSH `ssh -W`/exec children, localhost
+/// shells); its stderr lines are logged at debug level under `label`. Dropping the stream kills
+/// the child.
+fn child_stream(
+    conn: &Connection,
+    mut cmd: tokio::process::Command,
+    what: &str,
+    label: &'static str,
+) -> Result<Tunnel, TransportError> {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| TransportError::io(&c_name(conn), what, e))?;
+    let stdin = child.stdin.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    if let Some(err) = child.stderr.take() {
+        let name = c_name(conn);
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(err).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                tracing::debug!(host = %name, "{label}: {l}");
+            }
+        });
+    }
+    Ok(Box::new(ChildStream {
+        io: tokio::io::join(stdout, stdin),
+        _child: child,
+    }))
 }
