@@ -49,6 +49,16 @@ async fn token_file_is_base64(h: &HostState) -> Result<bool, String> {
     Ok(is_base64(&out.stdout_str()))
 }
 
+/// The hosts this phase looks at (see [`affected`]), by index.
+fn todo(state: &State) -> Vec<usize> {
+    state
+        .hosts
+        .iter()
+        .filter(|h| affected(state, h))
+        .map(|h| h.index)
+        .collect()
+}
+
 impl Phase for EnsureJoinTokenWorkaround {
     fn title(&self) -> &'static str {
         TITLE
@@ -60,13 +70,7 @@ impl Phase for EnsureJoinTokenWorkaround {
 
     fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let todo: Vec<usize> = state
-                .hosts
-                .iter()
-                .filter(|h| affected(state, h))
-                .map(|h| h.index)
-                .collect();
-            for i in todo {
+            for i in todo(state) {
                 let h = &state.hosts[i];
                 match token_file_is_base64(h).await {
                     Ok(true) => continue,
@@ -111,13 +115,7 @@ impl Phase for EnsureJoinTokenWorkaround {
 
     fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let todo: Vec<usize> = state
-                .hosts
-                .iter()
-                .filter(|h| affected(state, h))
-                .map(|h| h.index)
-                .collect();
-            for i in todo {
+            for i in todo(state) {
                 if let Ok(false) = token_file_is_base64(&state.hosts[i]).await {
                     let name = state.hosts[i].name.clone();
                     state.planned(name, "write a dummy join token for k0s v1.35.1");

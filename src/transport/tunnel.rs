@@ -52,10 +52,7 @@ pub(crate) async fn open(
         Connection::Ssh(c) => {
             let h = c.handle();
             if h.is_closed() {
-                return Err(TransportError::Disconnected {
-                    host: c_name(conn),
-                    reason: "the SSH connection is closed".into(),
-                });
+                return Err(closed(conn));
             }
             let ch = h
                 .channel_open_direct_tcpip(host.to_string(), port as u32, "127.0.0.1", 0)
@@ -87,10 +84,7 @@ pub(crate) async fn open_exec(conn: &Connection, command: &str) -> Result<Tunnel
         Connection::Ssh(c) => {
             let h = c.handle();
             if h.is_closed() {
-                return Err(TransportError::Disconnected {
-                    host: c_name(conn),
-                    reason: "the SSH connection is closed".into(),
-                });
+                return Err(closed(conn));
             }
             let ch = h
                 .channel_open_session()
@@ -225,4 +219,12 @@ fn child_stream(
         io: tokio::io::join(stdout, stdin),
         _child: child,
     }))
+}
+
+/// The error for a stream asked of a connection that is already closed.
+fn closed(conn: &Connection) -> TransportError {
+    TransportError::Disconnected {
+        host: c_name(conn),
+        reason: "the SSH connection is closed".into(),
+    }
 }
