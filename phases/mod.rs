@@ -32,6 +32,8 @@ pub mod service_env;
 pub mod set_version;
 pub mod stage_binaries;
 pub mod state;
+#[cfg(test)]
+pub mod testkit;
 pub mod token_workaround;
 pub mod upgrade;
 pub mod upgrade_controllers;

@@ -40,6 +40,8 @@ pub mod openssh;
 pub mod output;
 pub mod privilege;
 pub mod relay;
+#[cfg(test)]
+pub mod scripted;
 pub mod ssh;
 pub mod tunnel;
 
@@ -214,6 +216,9 @@ pub enum Connection {
     Ssh(ssh::SshConnection),
     OpenSsh(openssh::OpenSshConnection),
     Local(local::LocalConnection),
+    /// Unit tests: answers from a script, records what ran ([`scripted`]).
+    #[cfg(test)]
+    Scripted(scripted::ScriptedConnection),
 }
 
 impl Connection {
@@ -233,6 +238,8 @@ impl Transport for Connection {
             Connection::Ssh(c) => c.exec(req).await,
             Connection::OpenSsh(c) => c.exec(req).await,
             Connection::Local(c) => c.exec(req).await,
+            #[cfg(test)]
+            Connection::Scripted(c) => c.exec(req).await,
         }
     }
     fn name(&self) -> &str {
@@ -240,6 +247,8 @@ impl Transport for Connection {
             Connection::Ssh(c) => c.name(),
             Connection::OpenSsh(c) => c.name(),
             Connection::Local(c) => c.name(),
+            #[cfg(test)]
+            Connection::Scripted(c) => c.name(),
         }
     }
     async fn close(&self) {
@@ -247,6 +256,8 @@ impl Transport for Connection {
             Connection::Ssh(c) => c.close().await,
             Connection::OpenSsh(c) => c.close().await,
             Connection::Local(c) => c.close().await,
+            #[cfg(test)]
+            Connection::Scripted(c) => c.close().await,
         }
     }
 }

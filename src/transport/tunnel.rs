@@ -70,6 +70,12 @@ pub(crate) async fn open(
             s.set_nodelay(true).ok();
             Ok(Box::new(s))
         }
+        #[cfg(test)]
+        Connection::Scripted(_) => Err(TransportError::io(
+            &c_name(conn),
+            what(),
+            "the scripted test transport has no tunnels",
+        )),
     }
 }
 
@@ -103,6 +109,12 @@ pub(crate) async fn open_exec(conn: &Connection, command: &str) -> Result<Tunnel
             c.arg("-c").arg(command);
             child_stream(conn, c, what, "exec stream")
         }
+        #[cfg(test)]
+        Connection::Scripted(_) => Err(TransportError::io(
+            &c_name(conn),
+            what,
+            "the scripted test transport has no exec streams",
+        )),
     }
 }
 
