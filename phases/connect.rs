@@ -42,3 +42,43 @@ impl Phase for Connect {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::testkit::Kit;
+
+    /// A localhost host connects (no network); a host the connection layer cannot serve fails
+    /// alone, named once, and the others keep their connection.
+    #[tokio::test]
+    async fn connects_each_host_and_names_the_one_that_fails() {
+        let yaml = "apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: Cluster\nspec:\n  hosts:\n  - role: controller\n    localhost:\n      enabled: true\n  - role: worker\n    ssh:\n      address: 10.0.0.2\n";
+        let mut k = Kit::from_yaml(yaml, Default::default());
+        for h in &mut k.state.hosts {
+            h.remote = None;
+            h.host = None;
+        }
+        k.state.hosts[1].config.ssh = None;
+        k.state.hosts[1].config.win_rm = Some(crate::config::WinRm {
+            address: "10.0.0.2".into(),
+            ..Default::default()
+        });
+        assert!(Connect.should_run(&k.state));
+        let e = k.run(&Connect).await.unwrap_err().to_string();
+        assert!(e.contains(TITLE), "{e}");
+        assert!(e.contains("winRM connections are not supported"), "{e}");
+        assert!(!e.contains("- localhost"), "{e}");
+        let local = &k.state.hosts[0];
+        assert!(local.remote.is_some() && local.spec.is_some());
+        assert!(k.state.hosts[1].remote.is_none());
+        let out = local
+            .remote
+            .as_ref()
+            .unwrap()
+            .run_str("echo hi")
+            .await
+            .unwrap();
+        assert_eq!(out, "hi");
+        k.state.pool.close_all().await;
+    }
+}

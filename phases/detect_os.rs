@@ -89,3 +89,70 @@ impl Phase for DetectOs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::testkit::Kit;
+
+    fn facts_output(hostname: &str, k0s: &str) -> String {
+        format!(
+            "@@uname\nLinux\n@@machine\nx86_64\n@@os-release\nID=debian\nVERSION_ID=12\n@@hostname\n{hostname}\n\
+             @@machine-id\nabc\n@@uid\n0\n@@init\nsystemd\n@@container\nno\n@@lockdir\nyes\n@@curl\n/usr/bin/curl\n\
+             @@k0s\n{k0s}\n@@iface\neth1\n@@addrs\n3: eth1    inet 10.1.0.7/24 scope global eth1\n@@date\n1000\n\
+             @@privilege\nroot\n@@end\n"
+        )
+    }
+
+    /// Only hosts not probed yet are probed, in one round trip; the private address found on
+    /// the interface becomes the host's.
+    #[tokio::test]
+    async fn probes_unprobed_hosts_once_and_takes_the_private_address() {
+        let mut k = Kit::new(&["controller", "worker"]);
+        assert!(!DetectOs.should_run(&k.state));
+        k.state.hosts[1].host = None;
+        assert!(DetectOs.should_run(&k.state));
+        k.script(1)
+            .on("echo @@uname", &facts_output("Worker-A", ""));
+        k.run(&DetectOs).await.unwrap();
+        assert!(k.script(0).commands().is_empty());
+        assert_eq!(k.script(1).commands().len(), 1);
+        let h = &k.state.hosts[1];
+        let p = h.host.as_ref().unwrap();
+        assert_eq!(p.facts.hostname, "worker-a");
+        assert_eq!(p.configurer.name, "debian");
+        assert_eq!(h.config.private_address.as_deref(), Some("10.1.0.7"));
+    }
+
+    #[tokio::test]
+    async fn use_existing_k0s_needs_one_on_the_path() {
+        let mut k = Kit::new(&["controller", "worker"]);
+        for h in &mut k.state.hosts {
+            h.host = None;
+            h.config.use_existing_k0s = true;
+        }
+        k.script(0)
+            .on("echo @@uname", &facts_output("a", "/opt/bin/k0s"));
+        k.script(1).on("echo @@uname", &facts_output("b", ""));
+        let e = k.run(&DetectOs).await.unwrap_err().to_string();
+        assert!(
+            e.contains("10.0.0.2:22: useExistingK0s is set but there is no k0s"),
+            "{e}"
+        );
+        assert!(!e.contains("10.0.0.1:22"), "{e}");
+        assert_eq!(
+            k.state.hosts[0].host.as_ref().unwrap().k0s_binary_path,
+            "/opt/bin/k0s"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_probe_keeps_the_remote_stderr() {
+        let mut k = Kit::new(&["controller"]);
+        k.state.hosts[0].host = None;
+        k.script(0).fail("echo @@uname", 2, "sh: 1: cannot fork");
+        let e = k.run(&DetectOs).await.unwrap_err().to_string();
+        assert!(e.contains("cannot fork"), "{e}");
+        assert!(k.state.hosts[0].host.is_none());
+    }
+}

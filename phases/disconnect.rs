@@ -19,3 +19,18 @@ impl Phase for Disconnect {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::testkit::Kit;
+
+    #[tokio::test]
+    async fn forgets_every_connection_without_running_anything() {
+        let mut k = Kit::new(&["controller", "worker"]);
+        assert!(Disconnect.should_run(&k.state));
+        k.run(&Disconnect).await.unwrap();
+        assert!(k.state.hosts.iter().all(|h| h.remote.is_none()));
+        k.assert_nothing_ran();
+    }
+}

@@ -340,3 +340,136 @@ async fn finish_interrupted_upgrades(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry};
+
+    const PROBE: &str = "echo @@version;";
+
+    fn out(version: &str, status: &str, service: &str, staging: &str) -> String {
+        format!(
+            "@@version\n{version}\n@@status\n{status}\n@@config\n@@envfile\n@@service\n{service}\n@@incomplete\n@@upgrading\n@@staging\n{staging}\n@@end\n"
+        )
+    }
+
+    fn status(role: &str) -> String {
+        format!(
+            "{{\"Version\":\"v1.31.1+k0s.0\",\"Pid\":10,\"Role\":\"{role}\",\"Workloads\":false,\"Args\":[\"/usr/local/bin/k0s\",\"{role}\",\"--data-dir=/var/lib/k0s\"]}}"
+        )
+    }
+
+    fn unprobed(roles: &[&str], opts: super::super::RunOptions) -> Kit {
+        let mut k = Kit::with_opts(roles, opts);
+        for h in &mut k.state.hosts {
+            h.k0s = None;
+        }
+        k
+    }
+
+    /// One probe per host; with nothing running the first controller leads and no cluster ID
+    /// is read.
+    #[tokio::test]
+    async fn fresh_hosts_make_the_first_controller_the_leader() {
+        let mut k = unprobed(&["worker", "controller", "controller"], Default::default());
+        for s in &k.scripts {
+            s.on(PROBE, &out("", "", "", ""));
+        }
+        k.run(&GatherK0sFacts).await.unwrap();
+        assert_eq!(k.state.leader, Some(1));
+        assert!(k.state.cluster_id.is_none());
+        for s in &k.scripts {
+            assert_eq!(s.commands().len(), 1);
+            assert!(
+                s.commands()[0].contains("[ -x /usr/local/bin/k0s ] && /usr/local/bin/k0s version")
+            );
+        }
+        assert!(
+            k.state
+                .hosts
+                .iter()
+                .all(|h| h.k0s.as_ref().unwrap().status.is_none())
+        );
+    }
+
+    /// The controller running k0s leads, whatever its position; the cluster ID comes from it.
+    #[tokio::test]
+    async fn the_running_controller_leads_and_gives_the_cluster_id() {
+        let mut k = unprobed(&["controller", "controller", "worker"], Default::default());
+        k.script(0).on(PROBE, &out("", "", "", ""));
+        k.script(1)
+            .on(
+                PROBE,
+                &out("v1.31.1+k0s.0", &status("controller"), "k0scontroller", ""),
+            )
+            .on(
+                "get -n kube-system namespace kube-system -o template={{.metadata.uid}}",
+                "6f1c-uid\n",
+            );
+        k.script(2).on(
+            PROBE,
+            &out("v1.31.1+k0s.0", &status("worker"), "k0sworker", ""),
+        );
+        k.run(&GatherK0sFacts).await.unwrap();
+        assert_eq!(k.state.leader, Some(1));
+        assert_eq!(k.state.cluster_id.as_deref(), Some("6f1c-uid"));
+        let w = k.state.hosts[2].k0s.as_ref().unwrap();
+        assert_eq!(w.service.as_deref(), Some("k0sworker"));
+        assert_eq!(
+            w.status.as_ref().unwrap().version.to_string(),
+            "v1.31.1+k0s.0"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_role_change_is_refused() {
+        let mut k = unprobed(&["controller", "worker"], Default::default());
+        k.script(0).on(PROBE, &out("", "", "", ""));
+        k.script(1).on(
+            PROBE,
+            &out("v1.31.1+k0s.0", &status("controller"), "k0scontroller", ""),
+        );
+        let e = k.run(&GatherK0sFacts).await.unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "10.0.0.2:22: k0s is running as controller but the configuration says worker"
+            ),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_installed_service_that_does_not_run_is_refused_without_force() {
+        let mut k = unprobed(&["controller", "worker"], Default::default());
+        k.script(0).on(PROBE, &out("", "", "", ""));
+        k.script(1)
+            .on(PROBE, &out("v1.31.1+k0s.0", "", "k0sworker", ""));
+        let e = k.run(&GatherK0sFacts).await.unwrap_err().to_string();
+        assert!(
+            e.contains("the k0sworker service is installed but k0s is not running"),
+            "{e}"
+        );
+    }
+
+    /// Staging files of an interrupted run are removed (planned in a dry run).
+    #[tokio::test]
+    async fn stale_staging_files_are_removed() {
+        let staged = "/usr/local/bin/k0s.tmp.0123456789abcdef";
+        let mut k = unprobed(&["controller"], Default::default());
+        k.script(0)
+            .on(PROBE, &out("", "", "", staged))
+            .on("rm -f -- /usr/local/bin/k0s.tmp.0123456789abcdef", "");
+        k.run(&GatherK0sFacts).await.unwrap();
+        assert_eq!(k.script(0).commands().len(), 2);
+
+        let mut k = unprobed(&["controller"], dry());
+        k.script(0).on(PROBE, &out("", "", "", staged));
+        k.run(&GatherK0sFacts).await.unwrap();
+        assert_eq!(
+            k.plan_for(0),
+            [format!("remove stale staging files {staged}")]
+        );
+        assert_eq!(k.script(0).commands().len(), 1);
+    }
+}

@@ -138,3 +138,84 @@ pub fn plan_host_hooks(state: &mut State, i: usize, action: &str, stage: &str) {
         state.planned(name.clone(), l);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry, manifest_with};
+
+    const BEFORE: RunHooks = RunHooks {
+        title: "Run Before Apply Hooks",
+        action: "apply",
+        stage: "before",
+    };
+
+    fn kit(opts: super::super::RunOptions) -> Kit {
+        let y = manifest_with(
+            &[
+                (
+                    "controller",
+                    "    hooks:\n      apply:\n        before:\n        - echo one\n        - echo two\n",
+                ),
+                ("worker", ""),
+            ],
+            "",
+        );
+        Kit::from_yaml(&y, opts)
+    }
+
+    #[tokio::test]
+    async fn runs_each_hosts_hooks_in_order_without_sudo() {
+        let mut k = kit(Default::default());
+        assert!(BEFORE.should_run(&k.state));
+        let after = RunHooks {
+            title: "x",
+            action: "apply",
+            stage: "after",
+        };
+        assert!(!after.should_run(&k.state));
+        k.script(0).on("echo one", "one").on("echo two", "two");
+        k.run(&BEFORE).await.unwrap();
+        assert_eq!(k.script(0).commands(), ["echo one", "echo two"]);
+        assert!(k.script(1).commands().is_empty());
+        assert_eq!(
+            k.changes_for(0),
+            [
+                "ran before apply hook: \"echo one\"",
+                "ran before apply hook: \"echo two\""
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_hook_stops_that_host_and_keeps_stderr() {
+        let mut k = kit(Default::default());
+        k.script(0).fail("echo one", 7, "hook went wrong");
+        let e = k.run(&BEFORE).await.unwrap_err().to_string();
+        assert!(
+            e.contains("failed to execute hook \"echo one\" for action \"apply\" stage \"before\""),
+            "{e}"
+        );
+        assert!(e.contains("hook went wrong"), "{e}");
+        assert_eq!(
+            k.script(0).commands(),
+            ["echo one"],
+            "the second hook does not run"
+        );
+        assert!(k.changes_for(0).is_empty());
+    }
+
+    #[tokio::test]
+    async fn dry_run_lists_the_hooks_and_runs_none() {
+        let mut k = kit(dry());
+        k.run(&BEFORE).await.unwrap();
+        assert_eq!(
+            k.plan_for(0),
+            [
+                "run before apply hook: \"echo one\"",
+                "run before apply hook: \"echo two\""
+            ]
+        );
+        k.assert_nothing_ran();
+    }
+}

@@ -248,3 +248,120 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry};
+
+    fn kit(opts: super::super::RunOptions) -> Kit {
+        let mut k = Kit::with_opts(&["controller", "worker"], opts);
+        k.fresh(0).fresh(1).leader(0);
+        k
+    }
+
+    fn script_install(k: &Kit) {
+        k.script(0)
+            .on("/usr/local/bin/k0s install controller", "")
+            .on("systemctl start k0scontroller", "")
+            .on("systemctl is-active --quiet k0scontroller", "")
+            .on("get --raw=/readyz", "ok")
+            .on("rm -f /etc/k0s/.k0sctl-install-incomplete", "");
+    }
+
+    #[test]
+    fn runs_only_when_the_leader_does_not_run_k0s() {
+        let mut k = kit(Default::default());
+        assert!(InitLeader.should_run(&k.state));
+        k.running(0, "v1.31.1+k0s.0");
+        assert!(!InitLeader.should_run(&k.state));
+        k.state.leader = None;
+        assert!(!InitLeader.should_run(&k.state));
+    }
+
+    /// Marker and install in one round trip, start, wait for the service and the API, then
+    /// the marker goes: in that order, on the leader only.
+    #[tokio::test]
+    async fn installs_starts_and_waits_in_order() {
+        let mut k = kit(Default::default());
+        script_install(&k);
+        k.run(&InitLeader).await.unwrap();
+        let s = k.script(0);
+        let c = s.commands();
+        assert_eq!(c.len(), 5, "{c:#?}");
+        assert!(
+            c[0].starts_with("mkdir -p \"$(dirname /etc/k0s/.k0sctl-install-incomplete)\""),
+            "{}",
+            c[0]
+        );
+        assert!(
+            c[0].contains("\n/usr/local/bin/k0s install controller "),
+            "{}",
+            c[0]
+        );
+        assert_eq!(c[1], "systemctl start k0scontroller");
+        assert_eq!(c[2], "systemctl is-active --quiet k0scontroller");
+        assert!(c[3].ends_with("get --raw=/readyz"), "{}", c[3]);
+        assert_eq!(c[4], "rm -f /etc/k0s/.k0sctl-install-incomplete");
+        assert!(k.script(1).commands().is_empty());
+        assert!(k.state.unfinished.is_empty());
+        assert_eq!(
+            k.changes_for(0),
+            ["installed and started k0s controller (initialised the cluster)"]
+        );
+    }
+
+    /// A failed install keeps k0s's stderr, leaves the leader marked unfinished, and the
+    /// clean-up stops and resets it and removes the token file and the marker.
+    #[tokio::test]
+    async fn a_failed_install_is_reported_and_cleaned_up() {
+        let mut k = kit(Default::default());
+        script_install(&k);
+        k.script(0).fail(
+            "/usr/local/bin/k0s install controller",
+            1,
+            "Error: invalid config: spec.network",
+        );
+        let e = k.run(&InitLeader).await.unwrap_err().to_string();
+        assert!(
+            e.contains("10.0.0.1:22") && e.contains("Error: invalid config: spec.network"),
+            "{e}"
+        );
+        assert_eq!(k.state.unfinished, [0]);
+        k.script(0).clear_record();
+        k.script(0)
+            .on("pgrep -f 'k0s install", "")
+            .on("systemctl stop k0scontroller", "")
+            .on("/usr/local/bin/k0s reset --data-dir=/var/lib/k0s", "")
+            .fail("[ -e /etc/systemd/system/k0scontroller.service ]", 1, "")
+            .on(
+                "rm -f /etc/k0s/k0stoken /etc/k0s/.k0sctl-install-incomplete",
+                "",
+            );
+        InitLeader.clean_up(&mut k.state).await.unwrap();
+        let s = k.script(0);
+        assert!(s.position("systemctl stop k0scontroller") < s.position("k0s reset"));
+        assert!(s.position("k0s reset") < s.position("rm -f /etc/k0s/k0stoken"));
+    }
+
+    #[tokio::test]
+    async fn clean_up_leaves_a_finished_leader_alone() {
+        let mut k = kit(Default::default());
+        InitLeader.clean_up(&mut k.state).await.unwrap();
+        k.assert_nothing_ran();
+    }
+
+    #[tokio::test]
+    async fn dry_run_plans_install_and_start() {
+        let mut k = kit(dry());
+        k.run(&InitLeader).await.unwrap();
+        assert_eq!(
+            k.plan_for(0),
+            [
+                "install k0s controller (the cluster's first)",
+                "start the k0scontroller service"
+            ]
+        );
+        k.assert_nothing_ran();
+    }
+}

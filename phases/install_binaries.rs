@@ -102,3 +102,100 @@ impl Phase for InstallBinaries {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry};
+
+    const MOVE: &str =
+        "mv -f /usr/local/bin/k0s.tmp.1 /usr/local/bin/k0s; /usr/local/bin/k0s version";
+
+    fn kit(opts: super::super::RunOptions) -> Kit {
+        let mut k = Kit::with_opts(&["controller", "worker"], opts);
+        k.running(0, "v1.30.0+k0s.0")
+            .fresh(1)
+            .leader(0)
+            .target("v1.31.1+k0s.0");
+        k
+    }
+
+    /// Only hosts where k0s does not run get their staged binary now.
+    #[tokio::test]
+    async fn moves_the_staged_binary_into_place_on_hosts_not_running_k0s() {
+        let mut k = kit(Default::default());
+        assert!(!InstallBinaries.should_run(&k.state));
+        k.state.hosts[0].staged = Some("/usr/local/bin/k0s.tmp.0".into());
+        assert!(
+            !InstallBinaries.should_run(&k.state),
+            "running hosts wait for the upgrade"
+        );
+        k.state.hosts[1].staged = Some("/usr/local/bin/k0s.tmp.1".into());
+        assert!(InstallBinaries.should_run(&k.state));
+        k.script(1).on(MOVE, "v1.31.1+k0s.0\n");
+        k.run(&InstallBinaries).await.unwrap();
+        assert_eq!(
+            k.script(1).commands(),
+            [format!(
+                "set -e; install -d -m 0755 \"$(dirname /usr/local/bin/k0s)\"; chmod 0755 /usr/local/bin/k0s.tmp.1; {MOVE}"
+            )]
+        );
+        assert!(k.script(0).commands().is_empty());
+        let h = &k.state.hosts[1];
+        assert!(h.staged.is_none());
+        assert_eq!(
+            h.k0s
+                .as_ref()
+                .unwrap()
+                .binary_version
+                .as_ref()
+                .unwrap()
+                .to_string(),
+            "v1.31.1+k0s.0"
+        );
+        assert_eq!(
+            k.changes_for(1),
+            ["installed k0s v1.31.1+k0s.0 at /usr/local/bin/k0s"]
+        );
+        assert_eq!(
+            k.state.hosts[0].staged.as_deref(),
+            Some("/usr/local/bin/k0s.tmp.0")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_binary_of_the_wrong_version_fails_the_host() {
+        let mut k = kit(Default::default());
+        k.state.hosts[1].staged = Some("/usr/local/bin/k0s.tmp.1".into());
+        k.script(1).on(MOVE, "v1.29.9+k0s.0\n");
+        let e = k.run(&InstallBinaries).await.unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "10.0.0.2:22: updated k0s binary version is v1.29.9+k0s.0 not v1.31.1+k0s.0"
+            ),
+            "{e}"
+        );
+        assert!(k.changes_for(1).is_empty());
+
+        let mut k = kit(Default::default());
+        k.state.hosts[1].staged = Some("/usr/local/bin/k0s.tmp.1".into());
+        k.script(1)
+            .fail(MOVE, 1, "mv: cannot move: Read-only file system");
+        let e = k.run(&InstallBinaries).await.unwrap_err().to_string();
+        assert!(e.contains("Read-only file system"), "{e}");
+    }
+
+    /// In a dry run nothing is staged: the staging rule decides, and nothing runs.
+    #[tokio::test]
+    async fn dry_run_plans_the_hosts_that_would_get_a_binary() {
+        let mut k = kit(dry());
+        assert!(InstallBinaries.should_run(&k.state));
+        k.run(&InstallBinaries).await.unwrap();
+        assert_eq!(
+            k.plan_for(1),
+            ["install k0s v1.31.1+k0s.0 at /usr/local/bin/k0s"]
+        );
+        assert!(k.plan_for(0).is_empty());
+        k.assert_nothing_ran();
+    }
+}

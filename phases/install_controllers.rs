@@ -209,3 +209,107 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry};
+
+    fn kit(opts: super::super::RunOptions) -> Kit {
+        let mut k = Kit::with_opts(&["controller", "controller", "worker"], opts);
+        k.running(0, "v1.31.1+k0s.0").fresh(1).fresh(2).leader(0);
+        k
+    }
+
+    #[test]
+    fn joins_controllers_other_than_the_leader() {
+        let mut k = kit(Default::default());
+        assert!(InstallControllers.should_run(&k.state));
+        k.running(1, "v1.31.1+k0s.0");
+        assert!(!InstallControllers.should_run(&k.state));
+        let mut k = Kit::new(&["controller"]);
+        k.fresh(0).leader(0);
+        assert!(
+            !InstallControllers.should_run(&k.state),
+            "the leader is initialised, not joined"
+        );
+    }
+
+    #[tokio::test]
+    async fn joins_with_a_controller_token_and_waits_for_its_api() {
+        let mut k = kit(Default::default());
+        let token = crate::k0s::token::dummy_join_token().unwrap();
+        k.script(0)
+            .on("token create --role=controller --expiry=30m0s", &token)
+            .on("token invalidate", "");
+        k.script(1)
+            .on("install -d -m 0700 /etc/k0s", "")
+            .on("/usr/local/bin/k0s install controller", "")
+            .on("systemctl start k0scontroller", "")
+            .on("systemctl is-active --quiet k0scontroller", "")
+            .on("get --raw=/readyz", "ok")
+            .on("rm -f /etc/k0s/.k0sctl-install-incomplete", "");
+        k.run(&InstallControllers).await.unwrap();
+        let c = k.script(1);
+        assert!(
+            c.position("/usr/local/bin/k0s install controller") < c.position("get --raw=/readyz")
+        );
+        assert!(
+            c.position("get --raw=/readyz")
+                < c.position("rm -f /etc/k0s/.k0sctl-install-incomplete")
+        );
+        // After the join the token file no longer holds the token.
+        let u = c.uploaded("/etc/k0s/k0stoken").unwrap();
+        assert_eq!(u.text(), "# overwritten by k0sctl after join\n");
+        assert!(k.script(0).position("token create") < k.script(0).position("token invalidate"));
+        assert!(k.script(2).commands().is_empty());
+        assert_eq!(
+            k.changes_for(1),
+            ["installed and started k0s controller (joined the cluster)"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_join_keeps_stderr_and_is_reset_by_the_clean_up() {
+        let mut k = kit(Default::default());
+        let token = crate::k0s::token::dummy_join_token().unwrap();
+        k.script(0).on("token create", &token);
+        k.script(1).on("install -d -m 0700 /etc/k0s", "").fail(
+            "/usr/local/bin/k0s install controller",
+            1,
+            "cannot reach the Kubernetes API at https://x",
+        );
+        let e = k.run(&InstallControllers).await.unwrap_err().to_string();
+        assert!(
+            e.contains("10.0.0.2:22") && e.contains("cannot reach the Kubernetes API"),
+            "{e}"
+        );
+        assert_eq!(k.state.unfinished, [1]);
+        k.script(1)
+            .on("pgrep -f", "")
+            .on("systemctl stop k0scontroller", "")
+            .on("k0s reset", "")
+            .fail("[ -e /etc/systemd/system/k0scontroller.service ]", 1, "")
+            .on("rm -f /etc/k0s/k0stoken", "");
+        InstallControllers.clean_up(&mut k.state).await.unwrap();
+        assert!(
+            k.script(1)
+                .has_run("/usr/local/bin/k0s reset --data-dir=/var/lib/k0s")
+        );
+        assert!(!k.script(0).has_run("reset"), "the leader is not reset");
+    }
+
+    #[tokio::test]
+    async fn dry_run_plans_the_join() {
+        let mut k = kit(dry());
+        k.run(&InstallControllers).await.unwrap();
+        assert_eq!(
+            k.plan_for(1),
+            [
+                "install k0s controller (join the cluster)",
+                "start the k0scontroller service"
+            ]
+        );
+        k.assert_nothing_ran();
+    }
+}

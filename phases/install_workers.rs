@@ -134,3 +134,98 @@ impl Phase for InstallWorkers {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry};
+
+    fn kit(opts: super::super::RunOptions) -> Kit {
+        let mut k = Kit::with_opts(&["controller", "worker", "worker"], opts);
+        k.running(0, "v1.31.1+k0s.0")
+            .running(1, "v1.31.1+k0s.0")
+            .fresh(2)
+            .leader(0);
+        k
+    }
+
+    #[test]
+    fn joins_only_workers_that_do_not_run_k0s() {
+        let mut k = kit(Default::default());
+        assert!(InstallWorkers.should_run(&k.state));
+        k.state.hosts[2].config.reset = true;
+        assert!(!InstallWorkers.should_run(&k.state));
+    }
+
+    /// The token is made on the leader, written 0600 on the worker (never in argv), then
+    /// `k0s install worker` in the round trip that first checks the API is reachable.
+    #[tokio::test]
+    async fn joins_with_a_token_from_the_leader() {
+        let mut k = kit(super::super::RunOptions {
+            no_wait: true,
+            ..Default::default()
+        });
+        let token = crate::k0s::token::dummy_join_token().unwrap();
+        k.script(0).on(
+            "/usr/local/bin/k0s token create --role=worker --expiry=10m0s",
+            &token,
+        );
+        k.script(2)
+            .on("install -d -m 0700 /etc/k0s", "")
+            .on("/usr/local/bin/k0s install worker", "")
+            .on("systemctl start k0sworker", "")
+            .on("systemctl is-active --quiet k0sworker", "")
+            .on("rm -f /etc/k0s/.k0sctl-install-incomplete", "");
+        k.run(&InstallWorkers).await.unwrap();
+        assert_eq!(k.script(0).commands().len(), 1);
+        assert!(k.script(1).commands().is_empty());
+        let w = k.script(2);
+        let u = w.uploaded("/etc/k0s/k0stoken").unwrap();
+        assert_eq!((u.mode, u.text()), (0o600, format!("{}\n", token.trim())));
+        for c in w.commands().iter().chain(k.script(0).commands().iter()) {
+            assert!(!c.contains(token.trim()), "token in argv: {c}");
+        }
+        let install = w.position("/usr/local/bin/k0s install worker");
+        assert!(w.commands()[install].contains("cannot reach the Kubernetes API"));
+        assert!(w.position("install -d -m 0700") < install);
+        assert!(install < w.position("systemctl start k0sworker"));
+        assert!(
+            w.position("systemctl start") < w.position("rm -f /etc/k0s/.k0sctl-install-incomplete")
+        );
+        assert!(k.state.unfinished.is_empty());
+        assert_eq!(
+            k.changes_for(2),
+            ["installed and started k0s worker (joined the cluster)"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_the_leader_cannot_make_fails_before_any_worker_is_touched() {
+        let mut k = kit(Default::default());
+        k.script(0).fail(
+            "token create",
+            1,
+            "Error: refusing to create token: cluster uses kine",
+        );
+        let e = k.run(&InstallWorkers).await.unwrap_err().to_string();
+        assert!(e.contains("creating a worker join token"), "{e}");
+        assert!(e.contains("refusing to create token"), "{e}");
+        assert!(k.script(2).commands().is_empty());
+        assert!(k.state.unfinished.is_empty());
+    }
+
+    #[tokio::test]
+    async fn dry_run_plans_the_join() {
+        let mut k = kit(dry());
+        k.run(&InstallWorkers).await.unwrap();
+        assert_eq!(
+            k.plan_for(2),
+            [
+                "install k0s worker (join the cluster)",
+                "start the k0sworker service"
+            ]
+        );
+        assert!(k.plan_for(1).is_empty());
+        k.assert_nothing_ran();
+    }
+}

@@ -150,3 +150,74 @@ impl Phase for GetKubeconfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry};
+
+    const ADMIN: &str = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Zm9v\n    server: https://localhost:6443\n  name: local\ncontexts:\n- context:\n    cluster: local\n    user: user\n  name: Default\ncurrent-context: Default\nkind: Config\npreferences: {}\nusers:\n- name: user\n  user:\n    client-certificate-data: YQ==\n    client-key-data: Yg==\n";
+
+    fn phase(dir: &tempfile::TempDir) -> GetKubeconfig {
+        GetKubeconfig {
+            out: dir.path().join("kubeconfig"),
+            options: KubeconfigOptions::default(),
+        }
+    }
+
+    /// Read on the leader, pointed at its address, written 0600 locally.
+    #[tokio::test]
+    async fn writes_the_leaders_admin_kubeconfig_privately() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut k = Kit::new(&["worker", "controller"]);
+        k.running(1, "v1.31.1+k0s.0").leader(1);
+        k.script(1).on(
+            "/usr/local/bin/k0s kubeconfig admin --data-dir=/var/lib/k0s",
+            ADMIN,
+        );
+        let p = phase(&dir);
+        k.run(&p).await.unwrap();
+        assert_eq!(k.script(1).commands().len(), 1);
+        assert!(k.script(0).commands().is_empty());
+        let text = std::fs::read_to_string(&p.out).unwrap();
+        assert!(text.contains("server: https://10.0.0.2:6443"), "{text}");
+        assert!(!text.contains("localhost:6443"), "{text}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&p.out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[tokio::test]
+    async fn a_failure_on_the_leader_keeps_stderr_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut k = Kit::new(&["controller"]);
+        k.leader(0);
+        k.script(0)
+            .fail("kubeconfig admin", 1, "Error: admin.conf: no such file");
+        let p = phase(&dir);
+        let e = k.run(&p).await.unwrap_err().to_string();
+        assert!(
+            e.contains("10.0.0.1:22") && e.contains("admin.conf: no such file"),
+            "{e}"
+        );
+        assert!(!p.out.exists());
+    }
+
+    #[tokio::test]
+    async fn dry_run_plans_the_local_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut k = Kit::with_opts(&["controller"], dry());
+        k.leader(0);
+        let p = phase(&dir);
+        k.run(&p).await.unwrap();
+        assert_eq!(
+            k.state.plan.changes,
+            [(
+                "localhost".to_string(),
+                format!("write the admin kubeconfig to {}", p.out.display())
+            )]
+        );
+        k.assert_nothing_ran();
+        assert!(!p.out.exists());
+    }
+}

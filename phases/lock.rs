@@ -263,3 +263,81 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry};
+
+    /// Every host's lock file is created exclusively with our holder line; the release
+    /// removes only a file that holds our line.
+    #[tokio::test]
+    async fn acquires_on_every_host_and_releases_only_ours() {
+        let mut k = Kit::new(&["controller", "worker"]);
+        for s in &k.scripts {
+            s.on("set -C; printf", "acquired\n");
+        }
+        k.run(&AcquireLock).await.unwrap();
+        assert!(k.state.lock_held);
+        for s in &k.scripts {
+            let c = s.commands();
+            assert_eq!(c.len(), 1);
+            assert!(c[0].contains("> /run/lock/k0sctl"), "{}", c[0]);
+            assert!(c[0].contains(&shell_quote(&holder())), "{}", c[0]);
+        }
+        assert!(ReleaseLock.should_run(&k.state));
+        for s in &k.scripts {
+            s.on("rm -f \"$p\"", "");
+        }
+        k.run(&ReleaseLock).await.unwrap();
+        assert!(!k.state.lock_held && k.state.lock_refresh.is_none());
+        for s in &k.scripts {
+            let rel = s.ran_matching("rm -f \"$p\"");
+            assert_eq!(rel.len(), 1);
+            assert!(
+                rel[0].starts_with("p=/run/lock/k0sctl; [ \"$(head -n1 \"$p\" 2>/dev/null)\" = "),
+                "{}",
+                rel[0]
+            );
+        }
+        assert!(!ReleaseLock.should_run(&k.state));
+    }
+
+    /// Another live holder stops the run, naming it, on that host only.
+    #[tokio::test]
+    async fn a_live_holder_elsewhere_fails_with_its_name() {
+        let mut k = Kit::new(&["controller", "worker"]);
+        k.script(0).on("set -C; printf", "acquired\n");
+        k.script(1).on(
+            "set -C; printf",
+            "held 3 k0sctl alice@laptop pid 42 since 2026-01-01T00:00:00Z\n",
+        );
+        let e = k.run(&AcquireLock).await.unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "10.0.0.2:22: another k0sctl is operating on this host: k0sctl alice@laptop pid 42"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("10.0.0.1:22"), "{e}");
+        assert!(k.state.lock_held, "the clean-up releases what was taken");
+        k.script(0).on("rm -f \"$p\"", "");
+        k.script(1).on("rm -f \"$p\"", "");
+        AcquireLock.clean_up(&mut k.state).await.unwrap();
+        assert!(k.script(0).has_run("rm -f \"$p\""));
+    }
+
+    /// A dry run reads the lock (no `set -C` create) and takes nothing.
+    #[tokio::test]
+    async fn dry_run_only_reads() {
+        let mut k = Kit::with_opts(&["controller"], dry());
+        k.script(0).on("echo free", "free\n");
+        k.run(&AcquireLock).await.unwrap();
+        assert!(!k.state.lock_held && k.state.lock_refresh.is_none());
+        assert!(!k.script(0).has_run("set -C"));
+        k.script(0)
+            .on("echo free", "held 2 k0sctl bob@ci pid 7 since x\n");
+        let e = k.run(&AcquireLock).await.unwrap_err().to_string();
+        assert!(e.contains("k0sctl bob@ci pid 7"), "{e}");
+    }
+}

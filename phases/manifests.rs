@@ -93,3 +93,86 @@ impl Phase for ApplyManifests {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry, manifest};
+
+    const CM: &str =
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm1\ndata:\n  a: b\n";
+
+    fn kit(opts: super::super::RunOptions) -> Kit {
+        let mut k = Kit::from_yaml(
+            &format!("{}{CM}", manifest(&["controller", "worker"], "")),
+            opts,
+        );
+        k.leader(0);
+        k
+    }
+
+    #[test]
+    fn runs_only_with_manifests_and_a_leader() {
+        let mut k = kit(Default::default());
+        assert!(ApplyManifests.should_run(&k.state));
+        k.state.leader = None;
+        assert!(!ApplyManifests.should_run(&k.state));
+        let mut none = Kit::new(&["controller"]);
+        none.leader(0);
+        assert!(!ApplyManifests.should_run(&none.state));
+    }
+
+    /// The YAML goes on kubectl's stdin on the leader only; "unchanged" is no change.
+    #[tokio::test]
+    async fn applies_on_the_leader_with_the_yaml_on_stdin() {
+        let mut k = kit(Default::default());
+        k.script(0)
+            .on_times("apply -f -", "configmap/cm1 created\n", 1);
+        k.run(&ApplyManifests).await.unwrap();
+        let ran = k.script(0).ran();
+        assert_eq!(ran.len(), 1);
+        assert!(
+            ran[0].command.starts_with("env KUBECONFIG=/var/lib/k0s/pki/admin.conf /usr/local/bin/k0s kubectl --cache-dir=/var/lib/k0s/kubectl-cache apply -f -"),
+            "{}",
+            ran[0].command
+        );
+        let stdin = String::from_utf8(ran[0].stdin.clone()).unwrap();
+        assert!(
+            stdin.contains("name: cm1") && stdin.contains("kind: ConfigMap"),
+            "{stdin}"
+        );
+        assert!(k.script(1).commands().is_empty());
+        let c = k.changes_for(0);
+        assert_eq!(c.len(), 1);
+        assert!(c[0].contains("configmap/cm1 created"), "{c:?}");
+
+        k.state.changes = Default::default();
+        k.script(0).on("apply -f -", "configmap/cm1 unchanged\n");
+        k.run(&ApplyManifests).await.unwrap();
+        assert!(k.changes_for(0).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_apply_names_the_manifest_and_keeps_stderr() {
+        let mut k = kit(Default::default());
+        k.script(0)
+            .fail("apply -f -", 1, "error: resource mapping not found");
+        let e = k.run(&ApplyManifests).await.unwrap_err().to_string();
+        assert!(e.contains("10.0.0.1:22"), "{e}");
+        assert!(e.contains("applying "), "{e}");
+        assert!(e.contains("resource mapping not found"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn dry_run_plans_each_manifest_on_the_leader() {
+        let mut k = kit(dry());
+        k.run(&ApplyManifests).await.unwrap();
+        let p = k.plan_for(0);
+        assert_eq!(p.len(), 1);
+        assert!(
+            p[0].starts_with("apply manifest ") && p[0].contains("(ConfigMap from"),
+            "{p:?}"
+        );
+        k.assert_nothing_ran();
+    }
+}

@@ -193,3 +193,92 @@ mod tests {
         assert_eq!(upsert_environment(cur, &env), cur);
     }
 }
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry, manifest_with};
+
+    const READ: &str = "cat /etc/environment 2>/dev/null || true";
+
+    fn kit(opts: super::super::RunOptions) -> Kit {
+        let y = manifest_with(
+            &[
+                (
+                    "controller",
+                    "    environment:\n      HTTP_PROXY: http://proxy:3128\n",
+                ),
+                ("worker", ""),
+            ],
+            "",
+        );
+        Kit::from_yaml(&y, opts)
+    }
+
+    #[test]
+    fn runs_for_missing_curl_unshared_root_or_environment() {
+        let mut k = Kit::new(&["controller"]);
+        assert!(!PrepareHosts.should_run(&k.state));
+        k.state.hosts[0].host.as_mut().unwrap().facts.has_curl = false;
+        assert!(PrepareHosts.should_run(&k.state));
+        k.state.hosts[0].config.reset = true;
+        assert!(!PrepareHosts.should_run(&k.state));
+        assert!(PrepareHosts.should_run(&kit(Default::default()).state));
+    }
+
+    /// curl through the OS package manager, `/etc/environment` upserted (0644), nothing for a
+    /// converged host.
+    #[tokio::test]
+    async fn installs_curl_and_upserts_the_environment() {
+        let mut k = kit(Default::default());
+        k.state.hosts[1].host.as_mut().unwrap().facts.has_curl = false;
+        k.script(0).on(READ, "PATH=/bin\n");
+        k.script(1).on("apt-get", "");
+        k.run(&PrepareHosts).await.unwrap();
+        let u = k.script(0).uploaded("/etc/environment").unwrap();
+        assert_eq!(
+            (u.mode, u.text().as_str()),
+            (0o644, "PATH=/bin\nHTTP_PROXY=http://proxy:3128\n")
+        );
+        let apt = k.script(1).ran_matching("apt-get");
+        assert_eq!(apt.len(), 1);
+        assert!(
+            apt[0].contains("apt-get update") && apt[0].contains("curl"),
+            "{apt:?}"
+        );
+        assert_eq!(k.changes_for(0), ["updated /etc/environment"]);
+        assert_eq!(k.changes_for(1), ["installed package curl"]);
+
+        let mut k = kit(Default::default());
+        k.script(0)
+            .on(READ, "PATH=/bin\nHTTP_PROXY=http://proxy:3128\n");
+        k.run(&PrepareHosts).await.unwrap();
+        assert!(k.script(0).uploads().is_empty(), "converged");
+    }
+
+    #[tokio::test]
+    async fn a_failed_package_install_keeps_stderr() {
+        let mut k = kit(Default::default());
+        k.state.hosts[1].host.as_mut().unwrap().facts.has_curl = false;
+        k.script(0).on(READ, "HTTP_PROXY=http://proxy:3128\n");
+        k.script(1)
+            .fail("apt-get", 100, "E: Unable to locate package curl");
+        let e = k.run(&PrepareHosts).await.unwrap_err().to_string();
+        assert!(
+            e.contains("10.0.0.2:22") && e.contains("Unable to locate package curl"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn dry_run_reads_and_plans() {
+        let mut k = kit(dry());
+        k.state.hosts[1].host.as_mut().unwrap().facts.has_curl = false;
+        k.script(0).on(READ, "");
+        k.run(&PrepareHosts).await.unwrap();
+        assert_eq!(k.plan_for(0), ["update /etc/environment"]);
+        assert_eq!(k.plan_for(1), ["install package curl"]);
+        assert_eq!(k.script(0).commands(), [READ]);
+        assert!(k.script(1).commands().is_empty());
+    }
+}

@@ -121,3 +121,114 @@ impl Phase for Reinstall {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry, manifest_with};
+
+    fn kit(opts: super::super::RunOptions) -> Kit {
+        let y = manifest_with(
+            &[
+                ("controller", ""),
+                ("worker", "    installFlags:\n    - --debug\n"),
+            ],
+            "",
+        );
+        let mut k = Kit::from_yaml(&y, opts);
+        k.running(0, "v1.31.1+k0s.0")
+            .running(1, "v1.31.1+k0s.0")
+            .leader(0);
+        k
+    }
+
+    /// A host is reinstalled when its running flags differ from the manifest's, only from
+    /// k0s v1.27.4 on (`install --force`), and never when it is being reset.
+    #[test]
+    fn should_run_follows_flag_drift() {
+        let mut k = kit(Default::default());
+        assert!(Reinstall.should_run(&k.state), "--debug is not running yet");
+        k.state.hosts[1]
+            .k0s
+            .as_mut()
+            .unwrap()
+            .status
+            .as_mut()
+            .unwrap()
+            .args = vec!["--debug=true".into()];
+        assert!(!Reinstall.should_run(&k.state), "converged");
+        k.state.hosts[1]
+            .k0s
+            .as_mut()
+            .unwrap()
+            .status
+            .as_mut()
+            .unwrap()
+            .args = vec![];
+        k.state.hosts[1].config.reset = true;
+        assert!(!Reinstall.should_run(&k.state));
+        k.state.hosts[1].config.reset = false;
+        k.running(1, "v1.27.3+k0s.0");
+        assert!(
+            !Reinstall.should_run(&k.state),
+            "too old for install --force"
+        );
+    }
+
+    #[tokio::test]
+    async fn dry_run_plans_the_drifted_host_only() {
+        let mut k = kit(dry());
+        k.run(&Reinstall).await.unwrap();
+        assert_eq!(
+            k.plan_for(1),
+            ["reinstall k0s with the new install flags and restart it"]
+        );
+        assert!(k.plan_for(0).is_empty());
+        k.assert_nothing_ran();
+    }
+
+    /// `k0s install worker … --force=true`, then reload and restart (the unit was rewritten),
+    /// then wait for the service; no node wait with --no-wait.
+    #[tokio::test]
+    async fn reinstalls_then_reloads_and_restarts_in_that_order() {
+        let mut k = kit(super::super::RunOptions {
+            no_wait: true,
+            ..Default::default()
+        });
+        let s = k.script(1);
+        s.on("install worker", "")
+            .on("systemctl daemon-reload", "")
+            .on("systemctl restart k0sworker", "")
+            .on("systemctl is-active --quiet k0sworker", "");
+        k.run(&Reinstall).await.unwrap();
+        let c = k.script(1).commands();
+        let install = k.script(1).position("install worker");
+        assert!(
+            c[install].contains("--debug") && c[install].contains("--force=true"),
+            "{c:#?}"
+        );
+        assert!(install < k.script(1).position("daemon-reload"));
+        assert!(k.script(1).position("daemon-reload") < k.script(1).position("restart k0sworker"));
+        assert!(k.script(0).commands().is_empty());
+        assert_eq!(
+            k.changes_for(1),
+            ["reinstalled k0s with the new install flags and restarted it"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_reinstall_keeps_stderr_and_records_no_change() {
+        let mut k = kit(super::super::RunOptions {
+            no_wait: true,
+            ..Default::default()
+        });
+        k.script(1)
+            .fail("install worker", 1, "Error: unknown flag: --bogus");
+        let e = k.run(&Reinstall).await.unwrap_err().to_string();
+        assert!(
+            e.contains("10.0.0.2:22") && e.contains("unknown flag: --bogus"),
+            "{e}"
+        );
+        assert!(k.changes_for(1).is_empty());
+    }
+}

@@ -142,3 +142,134 @@ impl Phase for ConfigureServiceEnv {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry, manifest_with};
+
+    const ENV: &str = "[Service]\nEnvironment=\"HTTP_PROXY=http://proxy:3128\"\n";
+
+    fn kit(opts: super::super::RunOptions) -> Kit {
+        let e = "    environment:\n      HTTP_PROXY: http://proxy:3128\n";
+        let y = manifest_with(&[("worker", e), ("controller", e), ("worker", "")], "");
+        let mut k = Kit::from_yaml(&y, opts);
+        k.running(0, "v1.31.1+k0s.0")
+            .running(1, "v1.31.1+k0s.0")
+            .running(2, "v1.31.1+k0s.0")
+            .leader(1);
+        k
+    }
+
+    /// Drift: a missing or different drop-in is written; a drop-in left after `environment`
+    /// was emptied is removed; a matching one is left alone.
+    #[test]
+    fn should_run_on_drift_only() {
+        let mut k = kit(Default::default());
+        assert!(ConfigureServiceEnv.should_run(&k.state));
+        for i in [0, 1] {
+            k.state.hosts[i].k0s.as_mut().unwrap().service_env = Some(ENV.into());
+        }
+        assert!(!ConfigureServiceEnv.should_run(&k.state));
+        k.state.hosts[2].k0s.as_mut().unwrap().service_env = Some(ENV.into());
+        assert!(
+            ConfigureServiceEnv.should_run(&k.state),
+            "host 2 has none in the manifest"
+        );
+    }
+
+    /// Controllers first (the controller is host 1), one at a time; write, reload, restart.
+    #[tokio::test]
+    async fn rewrites_controllers_first_and_restarts() {
+        let mut k = kit(super::super::RunOptions {
+            no_wait: true,
+            ..Default::default()
+        });
+        k.state.hosts[2].k0s.as_mut().unwrap().service_env = Some("old".into());
+        for s in &k.scripts {
+            s.on("mkdir -p /etc/systemd/system/", "")
+                .on("systemctl daemon-reload", "")
+                .on("systemctl restart", "")
+                .on("systemctl is-active --quiet", "")
+                .on("get --raw=/readyz", "ok")
+                .on("rm -f /etc/systemd/system/k0sworker.service.d/env.conf && systemctl daemon-reload", "");
+        }
+        k.run(&ConfigureServiceEnv).await.unwrap();
+        let u = k
+            .script(1)
+            .uploaded("/etc/systemd/system/k0scontroller.service.d/env.conf")
+            .unwrap();
+        assert_eq!((u.mode, u.text().as_str()), (0o644, ENV));
+        let c = k.script(1);
+        assert!(
+            c.position("systemctl daemon-reload") < c.position("systemctl restart k0scontroller")
+        );
+        assert!(c.position("systemctl restart k0scontroller") < c.position("get --raw=/readyz"));
+        assert!(
+            k.script(0)
+                .uploaded("/etc/systemd/system/k0sworker.service.d/env.conf")
+                .is_some()
+        );
+        assert!(
+            k.script(2)
+                .has_run("rm -f /etc/systemd/system/k0sworker.service.d/env.conf")
+        );
+        assert!(k.script(2).uploads().is_empty());
+        let order: Vec<String> = k
+            .state
+            .changes
+            .changes
+            .iter()
+            .map(|(h, _)| h.clone())
+            .collect();
+        assert_eq!(
+            order[0], "10.0.0.2:22",
+            "the controller goes first: {order:?}"
+        );
+        assert_eq!(
+            k.changes_for(2),
+            ["removed the k0sworker service environment and restarted it"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_restart_stops_the_phase_with_stderr() {
+        let mut k = kit(super::super::RunOptions {
+            no_wait: true,
+            ..Default::default()
+        });
+        k.script(1)
+            .on("mkdir -p", "")
+            .on("systemctl daemon-reload", "")
+            .fail(
+                "systemctl restart k0scontroller",
+                1,
+                "Job for k0scontroller.service failed",
+            );
+        let e = k.run(&ConfigureServiceEnv).await.unwrap_err().to_string();
+        assert!(
+            e.contains("10.0.0.2:22") && e.contains("Job for k0scontroller.service failed"),
+            "{e}"
+        );
+        assert!(
+            k.script(0).commands().is_empty(),
+            "workers wait for the controllers"
+        );
+    }
+
+    #[tokio::test]
+    async fn dry_run_plans_update_and_removal() {
+        let mut k = kit(dry());
+        k.state.hosts[2].k0s.as_mut().unwrap().service_env = Some("old".into());
+        k.run(&ConfigureServiceEnv).await.unwrap();
+        assert_eq!(
+            k.plan_for(1),
+            ["update the k0scontroller service environment and restart k0scontroller"]
+        );
+        assert_eq!(
+            k.plan_for(2),
+            ["remove the k0sworker service environment and restart k0sworker"]
+        );
+        k.assert_nothing_ran();
+    }
+}

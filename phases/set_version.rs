@@ -43,3 +43,25 @@ impl Phase for SetK0sVersion {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, manifest};
+
+    /// Only an unpinned version is looked up (the lookup itself needs the network and is
+    /// covered by the e2e tests).
+    #[test]
+    fn runs_only_without_a_pinned_version() {
+        let k = Kit::new(&["controller"]);
+        assert!(SetK0sVersion.should_run(&k.state));
+        let pinned = manifest(&["controller"], "  k0s:\n    version: v1.31.1+k0s.0\n");
+        let mut k = Kit::from_yaml(&pinned, Default::default());
+        assert!(!SetK0sVersion.should_run(&k.state));
+        k.state.config.cluster.spec.k0s.version = None;
+        assert!(SetK0sVersion.should_run(&k.state));
+        k.target("v1.30.0+k0s.0");
+        assert!(!SetK0sVersion.should_run(&k.state));
+        assert_eq!(SetK0sVersion.title(), "Set k0s version");
+    }
+}

@@ -23,11 +23,18 @@ use super::{Phase, PhaseError, RunOptions, State};
 /// A manifest with one host per role, at 10.0.0.1, 10.0.0.2, ..., port 22; `extra` is put
 /// under `spec:` after the hosts (indented by the caller, e.g. `"  k0s:\n    version: v1.31.1+k0s.0\n"`).
 pub fn manifest(roles: &[&str], extra: &str) -> String {
+    let hosts: Vec<(&str, &str)> = roles.iter().map(|r| (*r, "")).collect();
+    manifest_with(&hosts, extra)
+}
+
+/// Like [`manifest`], with more YAML for each host: `(role, lines)`, the lines indented by
+/// four spaces (e.g. `"    dataDir: /srv/k0s\n"`).
+pub fn manifest_with(hosts: &[(&str, &str)], extra: &str) -> String {
     let mut y =
         String::from("apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: Cluster\nspec:\n  hosts:\n");
-    for (i, r) in roles.iter().enumerate() {
+    for (i, (r, more)) in hosts.iter().enumerate() {
         y.push_str(&format!(
-            "  - role: {r}\n    ssh:\n      address: 10.0.0.{}\n",
+            "  - role: {r}\n    ssh:\n      address: 10.0.0.{}\n{more}",
             i + 1
         ));
     }
@@ -105,6 +112,8 @@ impl Kit {
                     .unwrap_or_else(|| sel.configurer.k0s_binary_path.to_string()),
             });
             h.remote = Some(remote);
+            // Never dialled: clean-ups only need to know the host was connected.
+            h.spec = Some(crate::transport::ConnectSpec::Localhost);
             scripts.push(script);
         }
         Kit { state, scripts }

@@ -125,3 +125,77 @@ impl Phase for EnsureJoinTokenWorkaround {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry};
+
+    const READ: &str = "cat /etc/k0s/k0stoken";
+
+    fn kit(opts: super::super::RunOptions, version: &str) -> Kit {
+        let mut k = Kit::with_opts(&["controller", "worker"], opts);
+        k.running(0, version)
+            .running(1, version)
+            .leader(0)
+            .target(version);
+        k
+    }
+
+    /// Only workers running k0s v1.35.1 (or about to be upgraded to it) are looked at.
+    #[test]
+    fn affects_workers_of_the_release_that_decodes_the_token() {
+        let mut k = kit(Default::default(), "v1.35.1+k0s.0");
+        assert!(EnsureJoinTokenWorkaround.should_run(&k.state));
+        k.state.hosts[1].config.reset = true;
+        assert!(!EnsureJoinTokenWorkaround.should_run(&k.state));
+        let mut k = kit(Default::default(), "v1.34.2+k0s.0");
+        assert!(!EnsureJoinTokenWorkaround.should_run(&k.state));
+        k.target("v1.35.1+k0s.0");
+        assert!(EnsureJoinTokenWorkaround.should_run(&k.state));
+    }
+
+    #[tokio::test]
+    async fn writes_a_dummy_token_0600_over_a_comment() {
+        let mut k = kit(Default::default(), "v1.35.1+k0s.0");
+        k.script(1).on(READ, "# overwritten by k0sctl after join\n");
+        k.run(&EnsureJoinTokenWorkaround).await.unwrap();
+        let u = k
+            .script(1)
+            .uploaded("/etc/k0s/k0stoken")
+            .expect("token written");
+        assert_eq!(u.mode, 0o600);
+        assert!(crate::k0s::token::is_base64(&u.text()));
+        assert!(
+            k.script(0).commands().is_empty(),
+            "controllers are left alone"
+        );
+        assert_eq!(
+            k.changes_for(1),
+            ["wrote a dummy join token for k0s v1.35.1"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_base64_token_or_an_unreadable_file_is_left_alone() {
+        let mut k = kit(Default::default(), "v1.35.1+k0s.0");
+        k.script(1).on(READ, "aGVsbG8=\n");
+        k.run(&EnsureJoinTokenWorkaround).await.unwrap();
+        assert!(k.script(1).uploads().is_empty());
+        let mut k = kit(Default::default(), "v1.35.1+k0s.0");
+        k.script(1)
+            .fail(READ, 1, "cat: /etc/k0s/k0stoken: No such file or directory");
+        k.run(&EnsureJoinTokenWorkaround).await.unwrap();
+        assert!(k.script(1).uploads().is_empty());
+        assert_eq!(k.script(1).commands(), [READ]);
+    }
+
+    #[tokio::test]
+    async fn dry_run_reads_but_writes_nothing() {
+        let mut k = kit(dry(), "v1.35.1+k0s.0");
+        k.script(1).on(READ, "# overwritten by k0sctl after join\n");
+        k.run(&EnsureJoinTokenWorkaround).await.unwrap();
+        assert_eq!(k.plan_for(1), ["write a dummy join token for k0s v1.35.1"]);
+        assert_eq!(k.script(1).commands(), [READ]);
+    }
+}

@@ -68,3 +68,63 @@ impl Phase for ValidateFacts {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, manifest};
+
+    fn kit(version: &str) -> Kit {
+        let y = manifest(
+            &["controller", "worker"],
+            &format!("  k0s:\n    version: {version}\n"),
+        );
+        Kit::from_yaml(&y, Default::default())
+    }
+
+    #[tokio::test]
+    async fn refuses_a_downgrade_naming_the_host_and_versions() {
+        let mut k = kit("v1.30.0+k0s.0");
+        k.running(0, "v1.30.0+k0s.0")
+            .running(1, "v1.31.2+k0s.0")
+            .leader(0);
+        let e = k.run(&ValidateFacts).await.unwrap_err().to_string();
+        assert!(e.contains("refuses to downgrade 1 host"), "{e}");
+        assert!(
+            e.contains("10.0.0.2:22: can't perform a downgrade: v1.31.2+k0s.0 > v1.30.0+k0s.0"),
+            "{e}"
+        );
+        assert!(!e.contains("10.0.0.1:22"), "{e}");
+        k.assert_nothing_ran();
+    }
+
+    #[tokio::test]
+    async fn downgrade_check_can_be_disabled_and_reset_hosts_are_ignored() {
+        let mut k = kit("v1.30.0+k0s.0");
+        k.running(0, "v1.30.0+k0s.0")
+            .running(1, "v1.31.2+k0s.0")
+            .leader(0);
+        k.state.hosts[1].config.reset = true;
+        k.run(&ValidateFacts).await.unwrap();
+        k.state.hosts[1].config.reset = false;
+        k.state.opts.disable_downgrade_check = true;
+        k.run(&ValidateFacts).await.unwrap();
+    }
+
+    /// An unpinned version keeps what the leader runs instead of upgrading by surprise.
+    #[tokio::test]
+    async fn unpinned_version_keeps_the_running_one() {
+        let mut k = Kit::new(&["controller"]);
+        k.running(0, "v1.30.0+k0s.0")
+            .leader(0)
+            .target("v1.31.2+k0s.0");
+        k.run(&ValidateFacts).await.unwrap();
+        assert_eq!(
+            k.state.target.as_ref().unwrap().to_string(),
+            "v1.30.0+k0s.0"
+        );
+        let mut none = Kit::new(&["controller"]);
+        let e = none.run(&ValidateFacts).await.unwrap_err().to_string();
+        assert!(e.contains("no target k0s version"), "{e}");
+    }
+}

@@ -180,3 +180,55 @@ mod tests {
         assert!(skewed(&s(&[100.0]), 30.0).is_empty());
     }
 }
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+    use crate::phases::testkit::Kit;
+
+    #[tokio::test]
+    async fn distinct_hosts_pass_without_running_anything() {
+        let mut k = Kit::new(&["controller", "worker", "worker"]);
+        k.run(&ValidateHosts).await.unwrap();
+        k.assert_nothing_ran();
+    }
+
+    /// Duplicate node names (case-insensitive) and a skewed clock are reported per host.
+    #[tokio::test]
+    async fn reports_duplicate_names_and_clock_skew() {
+        let mut k = Kit::new(&["controller", "worker", "worker"]);
+        k.state.hosts[2].host.as_mut().unwrap().facts.hostname = "node-2".into();
+        k.state.hosts[0]
+            .host
+            .as_mut()
+            .unwrap()
+            .facts
+            .clock_skew_secs = 120.0;
+        let e = k.run(&ValidateHosts).await.unwrap_err().to_string();
+        assert!(
+            e.contains("10.0.0.2:22, 10.0.0.3:22: hostname \"node-2\" is not unique"),
+            "{e}"
+        );
+        assert!(
+            e.contains("10.0.0.1:22: clock is +120 s off the median"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_to_reset_every_controller_and_needs_root() {
+        let mut k = Kit::new(&["controller", "worker"]);
+        k.state.hosts[0].config.reset = true;
+        let e = k.run(&ValidateHosts).await.unwrap_err().to_string();
+        assert!(e.contains("all controllers are marked to be reset"), "{e}");
+
+        let mut k = Kit::new(&["controller", "worker"]);
+        let p = k.state.hosts[1].host.as_mut().unwrap();
+        p.remote.set_privilege(crate::transport::Privilege::None);
+        let e = k.run(&ValidateHosts).await.unwrap_err().to_string();
+        assert!(
+            e.contains("10.0.0.2:22") && e.contains("neither passwordless `sudo -n`"),
+            "{e}"
+        );
+    }
+}
