@@ -314,3 +314,145 @@ impl Phase for RestoreState {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry};
+
+    const TMP: &str = "/tmp/k0sctl.AbCdEf1234";
+
+    fn kit(opts: super::super::RunOptions) -> Kit {
+        let mut k = Kit::with_opts(&["controller", "worker"], opts);
+        k.running(0, "v1.31.1+k0s.0")
+            .running(1, "v1.31.1+k0s.0")
+            .leader(0);
+        k
+    }
+
+    /// `k0s backup` into a fresh temp dir on the leader, the archive downloaded (verified,
+    /// 0600) and the temp dir removed, in that order.
+    #[tokio::test]
+    async fn backs_up_on_the_leader_and_downloads_the_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut k = kit(Default::default());
+        let archive = format!("{TMP}/k0s_backup_2026.tar.gz");
+        k.script(0)
+            .on("mktemp -d /tmp/k0sctl.XXXXXXXXXX", &format!("{TMP}\n"))
+            .on(
+                &format!("/usr/local/bin/k0s backup --save-path={TMP} --data-dir=/var/lib/k0s"),
+                "",
+            )
+            .on(
+                &format!("ls -1 -- {TMP} | head -n1"),
+                "k0s_backup_2026.tar.gz\n",
+            )
+            .on(&format!("rm -rf -- {TMP}"), "")
+            .file(&archive, 0o600, "ARCHIVE BYTES");
+        let out = dir.path().join("backup.tar.gz");
+        k.run(&TakeBackup {
+            output: out.clone(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "ARCHIVE BYTES");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let s = k.script(0);
+        assert!(s.position("k0s backup") < s.position("ls -1"));
+        assert!(s.position(&format!("cat -- {archive}")) < s.position("rm -rf"));
+        assert!(k.script(1).commands().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_backup_keeps_stderr_and_still_removes_the_temp_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut k = kit(Default::default());
+        k.script(0)
+            .on("mktemp -d", &format!("{TMP}\n"))
+            .fail(
+                "k0s backup",
+                1,
+                "Error: etcd snapshot failed: context deadline exceeded",
+            )
+            .on("rm -rf --", "");
+        let out = dir.path().join("b.tar.gz");
+        let e = k
+            .run(&TakeBackup {
+                output: out.clone(),
+            })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("10.0.0.1:22") && e.contains("etcd snapshot failed"),
+            "{e}"
+        );
+        assert!(k.script(0).has_run(&format!("rm -rf -- {TMP}")));
+        assert!(!out.exists());
+    }
+
+    #[tokio::test]
+    async fn needs_a_running_leader_and_plans_in_a_dry_run() {
+        let mut k = Kit::new(&["controller"]);
+        k.fresh(0).leader(0);
+        let e = k
+            .run(&TakeBackup {
+                output: "x.tar.gz".into(),
+            })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("failed to find a running controller"), "{e}");
+        let mut k = kit(dry());
+        k.run(&TakeBackup {
+            output: "x.tar.gz".into(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            k.plan_for(0),
+            ["take a backup with k0s backup and save it to x.tar.gz"]
+        );
+        k.assert_nothing_ran();
+    }
+
+    /// Restore happens only before the leader is initialised: upload 0600 into a temp dir,
+    /// `k0s restore`, remove the temp dir.
+    #[tokio::test]
+    async fn restores_onto_a_leader_that_does_not_run_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("b.tar.gz");
+        std::fs::write(&src, "BACKUP").unwrap();
+        let mut k = Kit::with_opts(
+            &["controller"],
+            super::super::RunOptions {
+                restore_from: Some(src.clone()),
+                ..Default::default()
+            },
+        );
+        k.running(0, "v1.31.1+k0s.0").leader(0);
+        assert!(!RestoreState.should_run(&k.state), "k0s already runs");
+        k.fresh(0);
+        assert!(RestoreState.should_run(&k.state));
+        k.script(0)
+            .on("mktemp -d", &format!("{TMP}\n"))
+            .on("/usr/local/bin/k0s restore --data-dir=/var/lib/k0s", "")
+            .on("rm -rf --", "");
+        k.run(&RestoreState).await.unwrap();
+        let s = k.script(0);
+        let u = s.uploaded(&format!("{TMP}/k0s_backup.tar.gz")).unwrap();
+        assert_eq!((u.mode, u.text().as_str()), (0o600, "BACKUP"));
+        let restore = &s.ran_matching("k0s restore")[0];
+        assert!(
+            restore.ends_with(&format!(
+                "--config-out={TMP}/k0s.yaml {TMP}/k0s_backup.tar.gz"
+            )),
+            "{restore}"
+        );
+        assert!(s.position("k0s restore") < s.position("rm -rf"));
+    }
+}

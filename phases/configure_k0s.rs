@@ -489,3 +489,106 @@ mod tests {
         assert_eq!(full["spec"]["telemetry"], json!({"enabled": false}));
     }
 }
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry, manifest};
+
+    fn kit(opts: super::super::RunOptions) -> Kit {
+        let y = manifest(
+            &["controller", "worker"],
+            "  k0s:\n    config:\n      spec:\n        network:\n          provider: calico\n",
+        );
+        let mut k = Kit::from_yaml(&y, opts);
+        k.fresh(0).fresh(1).leader(0).target("v1.31.1+k0s.0");
+        k
+    }
+
+    /// Validated on the host first (the temp file removed in the same round trip), then
+    /// written 0600 with the marker line, the manifest's config and the controller's address.
+    #[tokio::test]
+    async fn validates_then_writes_each_controllers_config() {
+        let mut k = kit(Default::default());
+        k.script(0).on(
+            "/usr/local/bin/k0s config validate --config=/tmp/k0sctl-k0s-config-",
+            "",
+        );
+        k.run(&ConfigureK0s).await.unwrap();
+        let s = k.script(0);
+        let u = s.uploaded("/etc/k0s/k0s.yaml").expect("config written");
+        assert_eq!(u.mode, 0o600);
+        let text = u.text();
+        assert!(text.starts_with(MARKER), "{text}");
+        assert!(
+            text.contains("provider: calico") && text.contains("10.0.0.1"),
+            "{text}"
+        );
+        let validate = s.position("config validate");
+        assert!(s.commands()[validate].contains("rc=$?; rm -f /tmp/k0sctl-k0s-config-"));
+        assert!(validate < s.position("cat > /etc/k0s/k0s.yaml.tmp."));
+        assert!(
+            k.script(1).commands().is_empty(),
+            "workers have no k0s config"
+        );
+        assert_eq!(k.changes_for(0), ["wrote k0s config to /etc/k0s/k0s.yaml"]);
+    }
+
+    #[tokio::test]
+    async fn a_config_k0s_refuses_is_not_written() {
+        let mut k = kit(Default::default());
+        k.script(0)
+            .fail("config validate", 1, "Error: unknown field \"spec.bogus\"");
+        let e = k.run(&ConfigureK0s).await.unwrap_err().to_string();
+        assert!(
+            e.contains("10.0.0.1:22: spec.k0s.config validation failed"),
+            "{e}"
+        );
+        assert!(
+            e.contains("unknown field \\\"spec.bogus\\\"")
+                || e.contains("unknown field \"spec.bogus\""),
+            "{e}"
+        );
+        assert!(k.script(0).uploaded("/etc/k0s/k0s.yaml").is_none());
+    }
+
+    /// A running controller whose config changes is restarted and waited for.
+    #[tokio::test]
+    async fn a_running_controller_is_restarted_after_the_change() {
+        let mut k = kit(Default::default());
+        k.running(0, "v1.31.1+k0s.0");
+        k.script(0)
+            .on("config validate", "")
+            .on("systemctl restart k0scontroller", "")
+            .on("systemctl is-active --quiet k0scontroller", "")
+            .on("get --raw=/readyz", "ok");
+        k.run(&ConfigureK0s).await.unwrap();
+        let s = k.script(0);
+        assert!(
+            s.position("cat > /etc/k0s/k0s.yaml.tmp.")
+                < s.position("systemctl restart k0scontroller")
+        );
+        assert_eq!(
+            k.changes_for(0),
+            [
+                "wrote k0s config to /etc/k0s/k0s.yaml",
+                "restarted the k0scontroller service"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn dry_run_plans_write_and_restart() {
+        let mut k = kit(dry());
+        k.running(0, "v1.31.1+k0s.0");
+        k.run(&ConfigureK0s).await.unwrap();
+        assert_eq!(
+            k.plan_for(0),
+            [
+                "write k0s config to /etc/k0s/k0s.yaml",
+                "restart the k0scontroller service"
+            ]
+        );
+        k.assert_nothing_ran();
+    }
+}

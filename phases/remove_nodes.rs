@@ -202,3 +202,112 @@ impl Phase for RemoveNodes {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry};
+
+    const NOTHING: &str =
+        "@@binary\n@@datadir\n@@config\n@@token\n@@services\n@@env\n@@markers\n@@end\n";
+
+    fn kit(opts: super::super::RunOptions) -> Kit {
+        let mut k = Kit::with_opts(&["controller", "controller", "worker"], opts);
+        k.running(0, "v1.31.1+k0s.0")
+            .running(1, "v1.31.1+k0s.0")
+            .running(2, "v1.31.1+k0s.0")
+            .leader(0);
+        k.state.hosts[1].config.reset = true;
+        k.state.hosts[2].config.reset = true;
+        k
+    }
+
+    #[test]
+    fn takes_hosts_marked_reset_that_have_k0s_but_never_the_leader() {
+        let mut k = kit(Default::default());
+        assert!(RemoveNodes.should_run(&k.state));
+        k.state.hosts[1].config.reset = false;
+        k.state.hosts[2].k0s = Some(Default::default());
+        assert!(!RemoveNodes.should_run(&k.state));
+        k.state.hosts[0].config.reset = true;
+        assert!(!RemoveNodes.should_run(&k.state));
+    }
+
+    /// Through the leader: the worker's node is deleted and the controller leaves etcd (a
+    /// "peer not found" is no error); then each host is reset.
+    #[tokio::test]
+    async fn deletes_the_node_and_leaves_etcd_through_the_leader() {
+        let mut k = kit(super::super::RunOptions {
+            no_drain: true,
+            ..Default::default()
+        });
+        k.script(0)
+            .on(
+                "delete node --ignore-not-found=true node-3",
+                "node \"node-3\" deleted\n",
+            )
+            .fail(
+                "/usr/local/bin/k0s etcd leave --peer-address=10.0.0.2 --data-dir=/var/lib/k0s",
+                1,
+                "Error: peer not found: https://10.0.0.2:2380",
+            );
+        for i in [1, 2] {
+            k.script(i).on("echo @@binary;", NOTHING);
+        }
+        k.run(&RemoveNodes).await.unwrap();
+        assert!(k.script(0).has_run("kubectl --cache-dir=/var/lib/k0s/kubectl-cache delete node --ignore-not-found=true node-3"));
+        assert!(k.script(0).has_run("etcd leave --peer-address=10.0.0.2"));
+        assert_eq!(k.changes_for(2), ["deleted node node-3 from the cluster"]);
+        assert!(k.changes_for(1).is_empty(), "nothing was removed from etcd");
+    }
+
+    #[tokio::test]
+    async fn an_etcd_refusal_fails_the_controller_with_stderr() {
+        let mut k = kit(super::super::RunOptions {
+            no_drain: true,
+            ..Default::default()
+        });
+        k.script(0).on("delete node", "").fail(
+            "etcd leave",
+            1,
+            "Error: etcdserver: permission denied",
+        );
+        for i in [1, 2] {
+            k.script(i).on("echo @@binary;", NOTHING);
+        }
+        let e = k.run(&RemoveNodes).await.unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "10.0.0.2:22: removing the etcd member 10.0.0.2 (on the leader 10.0.0.1:22)"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("permission denied"), "{e}");
+    }
+
+    /// With drain on, a running worker needs the cluster API; a leader whose admin
+    /// kubeconfig cannot be read fails the phase before anything is reset.
+    #[tokio::test]
+    async fn no_api_means_nothing_is_reset() {
+        let mut k = kit(Default::default());
+        let e = k.run(&RemoveNodes).await.unwrap_err().to_string();
+        assert!(e.contains("connecting to the cluster API"), "{e}");
+        assert!(e.contains("/var/lib/k0s/pki/admin.conf"), "{e}");
+        assert!(k.script(1).commands().is_empty() && k.script(2).commands().is_empty());
+    }
+
+    #[tokio::test]
+    async fn dry_run_plans_drain_and_reset() {
+        let mut k = kit(dry());
+        for i in [1, 2] {
+            k.script(i).on("echo @@binary;", NOTHING);
+        }
+        k.run(&RemoveNodes).await.unwrap();
+        assert_eq!(
+            k.plan_for(2),
+            ["drain node node-3", "delete node node-3 from the cluster"]
+        );
+        assert_eq!(k.plan_for(1), ["remove the etcd member 10.0.0.2"]);
+        assert!(k.script(0).commands().is_empty());
+    }
+}

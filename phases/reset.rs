@@ -627,3 +627,134 @@ mod tests {
         assert!(!c.contains("--datadir"));
     }
 }
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry};
+    use crate::transport::scripted::{Pattern, Reply};
+
+    const PROBE: &str = "echo @@binary;";
+    const FOUND: &str = "@@binary\nyes\n@@datadir\nyes\n@@config\n@@token\nyes\n@@services\nk0sworker\n@@env\n@@markers\n@@end\n";
+
+    fn kit(opts: super::super::RunOptions) -> Kit {
+        let mut k = Kit::with_opts(&["controller", "worker"], opts);
+        k.running(0, "v1.31.1+k0s.0")
+            .running(1, "v1.31.1+k0s.0")
+            .leader(0);
+        for h in &mut k.state.hosts {
+            h.config.reset = true;
+        }
+        k
+    }
+
+    /// The running service reports running once, then stopped.
+    fn script_worker(k: &Kit) {
+        let s = k.script(1);
+        s.on(PROBE, FOUND)
+            .fail("systemctl is-active --quiet k0sworker", 3, "")
+            .rule(
+                Pattern::Contains("systemctl is-active --quiet k0sworker".into()),
+                Reply::ok(""),
+                Some(1),
+            )
+            .on("systemctl stop k0sworker", "")
+            .on("/usr/local/bin/k0s reset --data-dir=/var/lib/k0s", "")
+            .on(
+                "rm -f -- /etc/k0s/k0stoken /usr/local/bin/k0s; rmdir /etc/k0s 2>/dev/null || true",
+                "",
+            )
+            .on("systemctl daemon-reload", "");
+    }
+
+    #[test]
+    fn each_phase_takes_its_kind_of_host() {
+        let k = kit(Default::default());
+        let steps = ResetSteps::default();
+        assert!(ResetHosts::workers(steps).should_run(&k.state));
+        assert!(
+            !ResetHosts::controllers(steps).should_run(&k.state),
+            "the only controller leads"
+        );
+        assert!(ResetHosts::leader(steps).should_run(&k.state));
+        let mut k = kit(Default::default());
+        k.state.hosts[1].config.reset = false;
+        assert!(!ResetHosts::workers(steps).should_run(&k.state));
+    }
+
+    /// Stop, `k0s reset`, remove what k0s leaves (token file, binary, empty /etc/k0s), reload:
+    /// in that order, each recorded as a change.
+    #[tokio::test]
+    async fn resets_a_worker_in_order() {
+        let mut k = kit(Default::default());
+        script_worker(&k);
+        k.run(&ResetHosts::workers(ResetSteps::default()))
+            .await
+            .unwrap();
+        let s = k.script(1);
+        assert!(s.position("systemctl stop k0sworker") < s.position("k0s reset"));
+        assert!(s.position("k0s reset") < s.position("rm -f -- /etc/k0s/k0stoken"));
+        assert!(s.position("rm -f -- /etc/k0s/k0stoken") < s.position("systemctl daemon-reload"));
+        assert!(
+            k.script(0).commands().is_empty(),
+            "no node deletion in a cluster reset"
+        );
+        assert_eq!(
+            k.changes_for(1),
+            [
+                "stopped the k0sworker service",
+                "ran k0s reset (removed the k0s services and /var/lib/k0s)",
+                "removed /etc/k0s/k0stoken",
+                "removed /usr/local/bin/k0s",
+                "reloaded the service manager",
+            ]
+        );
+    }
+
+    /// A failed `k0s reset` keeps its stderr, keeps the binary for a retry, and what was done
+    /// before is still reported.
+    #[tokio::test]
+    async fn a_failed_k0s_reset_keeps_the_binary() {
+        let mut k = kit(Default::default());
+        script_worker(&k);
+        k.script(1).fail(
+            "k0s reset",
+            1,
+            "Error: failed to remove /var/lib/k0s: device busy",
+        );
+        let e = k
+            .run(&ResetHosts::workers(ResetSteps::default()))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("10.0.0.2:22") && e.contains("device busy"),
+            "{e}"
+        );
+        assert!(!k.script(1).has_run("rm -f -- /etc/k0s/k0stoken"));
+        assert_eq!(k.changes_for(1), ["stopped the k0sworker service"]);
+    }
+
+    #[tokio::test]
+    async fn dry_run_reads_and_plans() {
+        let mut k = kit(dry());
+        k.script(1)
+            .on(PROBE, FOUND)
+            .on("systemctl is-active --quiet k0sworker", "");
+        k.run(&ResetHosts::workers(ResetSteps::default()))
+            .await
+            .unwrap();
+        assert_eq!(
+            k.plan_for(1),
+            [
+                "stop the k0sworker service",
+                "run k0s reset (remove the k0s services and /var/lib/k0s)",
+                "remove /etc/k0s/k0stoken",
+                "remove /usr/local/bin/k0s",
+                "reload the service manager",
+            ]
+        );
+        assert!(!k.script(1).has_run("systemctl stop"));
+        assert!(!k.script(1).has_run("k0s reset"));
+    }
+}

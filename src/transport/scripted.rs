@@ -5,13 +5,14 @@
 //! Rules are matched against the final command text (what a real transport would execute; the
 //! test hosts are "root", so nothing is wrapped in sudo). The most recently added rule that
 //! matches wins, so a test can override a kit's default; a rule may be limited to a number of
-//! uses ([`Rule::times`]). A command no rule matches panics, naming the command and the rules
+//! uses ([`Rule::remaining`]). A command no rule matches panics, naming the command and the rules
 //! (unless [`Script::otherwise`] gave a fallback): a test never passes because a command was
 //! silently answered.
 //!
 //! The upload protocol of [`Remote::upload`](super::Remote::upload) (stream into a temp file
 //! and print its SHA-256, then `chmod`/`chown`/`mv -f` into place), `cat -- <path>` reads,
-//! `stat` and `rm -f -- <temp>` are understood without rules, against the in-memory files:
+//! downloads ([`Remote::download`](super::Remote::download)), `stat` and `rm -f -- <temp>` are
+//! understood without rules, against the in-memory files ([`Script::file`] adds one);
 //! [`Script::uploads`] lists what was installed (path, mode, owner, bytes). A rule for the same
 //! command takes precedence, e.g. to make an upload fail.
 
@@ -346,6 +347,17 @@ fn builtin(g: &mut Inner, cmd: &str, stdin: Vec<u8>) -> Option<Reply> {
     }
     if let Some(rest) = cmd.strip_prefix("cat -- ") {
         let (p, rest) = word(rest);
+        if rest.starts_with(" && (openssl dgst -sha256 -r ") {
+            // A download: the bytes on stdout, their SHA-256 on stderr.
+            return Some(match g.files.get(&p) {
+                Some((_, b)) => Reply::Exit {
+                    code: 0,
+                    stdout: String::from_utf8_lossy(b).into_owned(),
+                    stderr: hex::encode(Sha256::digest(b)),
+                },
+                None => Reply::fail(1, format!("cat: {p}: No such file or directory")),
+            });
+        }
         if rest.trim().is_empty() {
             return Some(match g.files.get(&p) {
                 Some((_, b)) => Reply::ok(String::from_utf8_lossy(b).into_owned()),
