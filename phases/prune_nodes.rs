@@ -360,3 +360,120 @@ mod tests {
         assert_eq!(missing_members("Error: …", &all), []);
     }
 }
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry};
+
+    const LIST: &str = "echo @@nodes;";
+
+    fn listing(ghost_ready: bool) -> String {
+        format!(
+            "@@nodes\n{{\"items\":[\
+             {{\"metadata\":{{\"name\":\"node-1\"}},\"status\":{{\"conditions\":[{{\"type\":\"Ready\",\"status\":\"True\"}}]}}}},\
+             {{\"metadata\":{{\"name\":\"node-2\"}},\"status\":{{\"conditions\":[{{\"type\":\"Ready\",\"status\":\"True\"}}]}}}},\
+             {{\"metadata\":{{\"name\":\"ghost\"}},\"status\":{{\"conditions\":[{{\"type\":\"Ready\",\"status\":\"{}\"}}]}}}}]}}\n\
+             @@etcd\nsome log line\n{{\"members\":{{\"node-1\":\"https://10.0.0.1:2380\",\"old\":\"https://10.0.0.9:2380\"}}}}\n",
+            if ghost_ready { "True" } else { "Unknown" }
+        )
+    }
+
+    fn kit(opts: super::super::RunOptions) -> Kit {
+        let mut k = Kit::with_opts(&["controller", "worker"], opts);
+        k.running(0, "v1.31.1+k0s.0")
+            .running(1, "v1.31.1+k0s.0")
+            .leader(0);
+        k.state.cluster_id = Some("uid".into());
+        k
+    }
+
+    #[test]
+    fn runs_only_on_a_cluster_that_ran_before() {
+        let mut k = kit(Default::default());
+        assert!(PruneNodes.should_run(&k.state));
+        k.state.cluster_id = None;
+        assert!(!PruneNodes.should_run(&k.state));
+    }
+
+    /// Without --prune strays are only reported: one read on the leader, nothing removed.
+    #[tokio::test]
+    async fn without_prune_nothing_is_removed() {
+        let mut k = kit(Default::default());
+        k.script(0).on(LIST, &listing(false));
+        k.run(&PruneNodes).await.unwrap();
+        assert_eq!(k.script(0).commands().len(), 1);
+        assert!(k.script(0).commands()[0].contains("etcd member-list --data-dir=/var/lib/k0s"));
+        assert!(k.script(1).commands().is_empty());
+        assert!(k.state.changes.is_empty());
+    }
+
+    /// With --prune: the NotReady stray node is deleted and the stray etcd member removed,
+    /// through the leader.
+    #[tokio::test]
+    async fn prune_deletes_the_stray_node_and_member() {
+        let mut k = kit(super::super::RunOptions {
+            prune: true,
+            ..Default::default()
+        });
+        k.script(0)
+            .on(LIST, &listing(false))
+            .on("delete node --ignore-not-found=true ghost", "")
+            .on(
+                "/usr/local/bin/k0s etcd leave --peer-address=10.0.0.9 --data-dir=/var/lib/k0s",
+                "",
+            );
+        k.run(&PruneNodes).await.unwrap();
+        let s = k.script(0);
+        assert!(s.position("delete node") < s.position("etcd leave"));
+        assert_eq!(
+            k.changes_for(0),
+            [
+                "pruned node ghost (not in the configuration)",
+                "removed etcd member old (10.0.0.9)"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_ready_stray_is_not_pruned_without_force() {
+        let mut k = kit(super::super::RunOptions {
+            prune: true,
+            ..Default::default()
+        });
+        k.script(0).on(LIST, &listing(true));
+        let e = k.run(&PruneNodes).await.unwrap_err().to_string();
+        assert!(e.contains("not pruning node ghost: still Ready"), "{e}");
+        assert_eq!(k.script(0).commands().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn dry_run_plans_with_prune() {
+        let mut k = kit(super::super::RunOptions {
+            prune: true,
+            dry_run: true,
+            ..Default::default()
+        });
+        k.script(0).on(LIST, &listing(false));
+        k.run(&PruneNodes).await.unwrap();
+        assert_eq!(
+            k.plan_for(0),
+            [
+                "prune: node ghost (NotReady) is not in the configuration",
+                "prune: etcd member old (10.0.0.9) is not a controller of the configuration",
+            ]
+        );
+        let mut k = kit(dry());
+        k.script(0).fail(
+            LIST,
+            1,
+            "error: the server is currently unable to handle the request",
+        );
+        let e = k.run(&PruneNodes).await.unwrap_err().to_string();
+        assert!(
+            e.contains("listing the cluster's nodes on the leader")
+                && e.contains("unable to handle"),
+            "{e}"
+        );
+    }
+}

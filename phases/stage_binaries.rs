@@ -677,3 +677,142 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry};
+
+    const ASSET: &str = "k0s-v1.31.1+k0s.0-amd64";
+
+    fn kit(opts: super::super::RunOptions) -> Kit {
+        let mut k = Kit::with_opts(&["controller", "worker"], opts);
+        k.running(0, "v1.31.1+k0s.0")
+            .fresh(1)
+            .leader(0)
+            .target("v1.31.1+k0s.0");
+        k
+    }
+
+    #[test]
+    fn stages_only_where_the_binary_differs() {
+        let mut k = kit(Default::default());
+        assert!(StageBinaries.should_run(&k.state));
+        k.running(1, "v1.31.1+k0s.0");
+        assert!(!StageBinaries.should_run(&k.state));
+        k.target("v1.32.0+k0s.0");
+        assert!(StageBinaries.should_run(&k.state));
+        k.state.target = None;
+        k.state.config.cluster.spec.k0s.version = None;
+        assert!(!StageBinaries.should_run(&k.state), "no target yet");
+    }
+
+    /// The host downloads the release itself (checked against sha256sums.txt) to a temp name
+    /// next to the final path, and the staged binary must report the target.
+    #[tokio::test]
+    async fn the_host_downloads_and_the_staged_binary_is_checked() {
+        let mut k = kit(Default::default());
+        k.script(1).on(
+            "curl -sSLf --speed-limit 1",
+            "k0sctl-progress 4096\nv1.31.1+k0s.0\n",
+        );
+        k.run(&StageBinaries).await.unwrap();
+        let c = k.script(1).commands();
+        assert_eq!(c.len(), 1);
+        assert!(
+            c[0].contains(ASSET) && c[0].contains("sha256sums.txt"),
+            "{}",
+            c[0]
+        );
+        assert!(k.script(0).commands().is_empty(), "host 0 has the target");
+        let staged = k.state.hosts[1].staged.clone().unwrap();
+        assert!(staged.starts_with("/usr/local/bin/k0s.tmp."), "{staged}");
+        assert!(c[0].contains(&format!("-o {staged}")), "{}", c[0]);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_version_is_removed_and_a_failed_download_keeps_stderr() {
+        let mut k = kit(Default::default());
+        // The download script has an `rm -f` of its own: its rule is added last, so it wins.
+        k.script(1)
+            .on("rm -f /usr/local/bin/k0s.tmp.", "")
+            .on("curl -sSLf --speed-limit 1", "v1.30.0+k0s.0\n");
+        let e = k.run(&StageBinaries).await.unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "10.0.0.2:22: the downloaded k0s binary is version v1.30.0+k0s.0, not v1.31.1+k0s.0"
+            ),
+            "{e}"
+        );
+        let c = k.script(1).commands();
+        assert_eq!(c.len(), 2);
+        assert!(c[1].starts_with("rm -f /usr/local/bin/k0s.tmp."), "{c:#?}");
+        assert!(k.state.hosts[1].staged.is_none());
+
+        let mut k = kit(Default::default());
+        k.script(1).fail(
+            "curl -sSLf",
+            22,
+            "download of https://example failed (exit 22) after 0 bytes",
+        );
+        let e = k.run(&StageBinaries).await.unwrap_err().to_string();
+        assert!(e.contains("failed (exit 22) after 0 bytes"), "{e}");
+    }
+
+    /// `k0sBinaryPath`: uploaded (0700, verified) only when the host's binary differs.
+    #[tokio::test]
+    async fn a_local_binary_is_uploaded_only_when_it_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("k0s");
+        std::fs::write(&bin, "#!/bin/sh\necho v1.31.1+k0s.0\n").unwrap();
+        let sum = sha256_file(&bin).unwrap();
+        let mut k = kit(Default::default());
+        k.state.hosts[1].config.k0s_binary_path = Some(bin.display().to_string());
+        k.script(1)
+            .on("sha256sum /usr/local/bin/k0s 2>/dev/null", "0000\n");
+        k.run(&StageBinaries).await.unwrap();
+        let staged = k.state.hosts[1].staged.clone().unwrap();
+        let u = k
+            .script(1)
+            .uploaded(&staged)
+            .expect("uploaded to the staging name");
+        assert_eq!(u.mode, 0o700);
+        assert_eq!(u.bytes, std::fs::read(&bin).unwrap());
+
+        let mut k = kit(Default::default());
+        k.state.hosts[1].config.k0s_binary_path = Some(bin.display().to_string());
+        k.script(1).on(
+            "sha256sum /usr/local/bin/k0s 2>/dev/null",
+            &format!("{sum}\n"),
+        );
+        k.run(&StageBinaries).await.unwrap();
+        assert!(k.script(1).uploads().is_empty());
+        assert!(k.state.hosts[1].staged.is_none());
+    }
+
+    #[tokio::test]
+    async fn dry_run_plans_the_download_and_clean_up_removes_staging_files() {
+        let mut k = kit(dry());
+        k.run(&StageBinaries).await.unwrap();
+        let p = k.plan_for(1);
+        assert_eq!(p.len(), 1);
+        assert!(
+            p[0].starts_with("download k0s v1.31.1+k0s.0 from ")
+                && p[0].ends_with(&format!("{ASSET} to /usr/local/bin/k0s")),
+            "{p:?}"
+        );
+        k.assert_nothing_ran();
+
+        let mut k = kit(Default::default());
+        k.state.hosts[1].staged = Some("/usr/local/bin/k0s.tmp.1".into());
+        for s in &k.scripts {
+            s.on("rm -f -- /usr/local/bin/k0s.tmp.*", "");
+        }
+        StageBinaries.clean_up(&mut k.state).await.unwrap();
+        assert!(k.state.hosts[1].staged.is_none());
+        assert_eq!(
+            k.script(1).commands(),
+            ["rm -f -- /usr/local/bin/k0s.tmp.*"]
+        );
+    }
+}

@@ -212,3 +212,147 @@ mod tests {
         assert!(loses_quorum(2, 1));
     }
 }
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry};
+    use crate::transport::scripted::{Pattern, Reply};
+
+    const MARK: &str = "/etc/k0s/.k0sctl-upgrade-incomplete";
+    const SWAP: &str = "set -e; chmod 0755 /usr/local/bin/k0s.tmp.9; mv -f /usr/local/bin/k0s.tmp.9 /usr/local/bin/k0s; /usr/local/bin/k0s version";
+
+    fn kit(n: usize, opts: super::super::RunOptions) -> Kit {
+        let roles = vec!["controller"; n];
+        let mut k = Kit::with_opts(&roles, opts);
+        for i in 0..n {
+            k.running(i, "v1.30.0+k0s.0");
+        }
+        k.leader(0).target("v1.31.1+k0s.0");
+        k.state.hosts[0].staged = Some("/usr/local/bin/k0s.tmp.9".into());
+        k
+    }
+
+    /// Stop answers "stopped" once, then the service runs again.
+    fn script_upgrade(k: &Kit, version: &str) {
+        k.script(0)
+            .on(&format!("[ -e {MARK} ] ||"), "")
+            .on("systemctl stop k0scontroller", "")
+            .on("systemctl is-active --quiet k0scontroller", "")
+            .rule(
+                Pattern::Contains("systemctl is-active --quiet k0scontroller".into()),
+                Reply::fail(3, ""),
+                Some(1),
+            )
+            .on(SWAP, version)
+            .on("/usr/local/bin/k0s install controller", "")
+            .on("systemctl daemon-reload", "")
+            .on("systemctl start k0scontroller", "")
+            .on("get --raw=/readyz", "ok")
+            .on(&format!("= upgrade ]; then rm -f {MARK}"), "");
+    }
+
+    #[test]
+    fn upgrades_controllers_older_than_the_target() {
+        let mut k = kit(1, Default::default());
+        assert!(UpgradeControllers.should_run(&k.state));
+        k.target("v1.30.0+k0s.0");
+        assert!(!UpgradeControllers.should_run(&k.state));
+    }
+
+    /// Marker, stop, wait stopped, swap the binary, reinstall --force, reload, start, API
+    /// ready, marker removed: in that order.
+    #[tokio::test]
+    async fn upgrades_one_controller_in_order() {
+        let mut k = kit(1, Default::default());
+        script_upgrade(&k, "v1.31.1+k0s.0\n");
+        k.run(&UpgradeControllers).await.unwrap();
+        let s = k.script(0);
+        let steps = [
+            "[ -e /etc/k0s/.k0sctl-upgrade-incomplete ] ||",
+            "systemctl stop k0scontroller",
+            SWAP,
+            "/usr/local/bin/k0s install controller",
+            "systemctl daemon-reload",
+            "systemctl start k0scontroller",
+            "get --raw=/readyz",
+            "then rm -f /etc/k0s/.k0sctl-upgrade-incomplete",
+        ];
+        let at: Vec<usize> = steps.iter().map(|x| s.position(x)).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{:#?}", s.commands());
+        assert!(s.ran_matching("install controller")[0].contains("--force=true"));
+        assert_eq!(
+            k.changes_for(0),
+            ["upgraded k0s controller v1.30.0+k0s.0 to v1.31.1+k0s.0"]
+        );
+        assert_eq!(
+            k.state.hosts[0]
+                .k0s
+                .as_ref()
+                .unwrap()
+                .status
+                .as_ref()
+                .unwrap()
+                .version
+                .to_string(),
+            "v1.31.1+k0s.0"
+        );
+    }
+
+    /// A binary of the wrong version fails the host, and the stopped service is started
+    /// again so the node is not left down.
+    #[tokio::test]
+    async fn a_wrong_binary_fails_and_the_service_is_started_again() {
+        let mut k = kit(1, Default::default());
+        script_upgrade(&k, "v1.30.5+k0s.0\n");
+        k.script(0)
+            .fail("systemctl is-active --quiet k0scontroller", 3, "");
+        let e = k.run(&UpgradeControllers).await.unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "10.0.0.1:22: the new k0s binary is version v1.30.5+k0s.0, not v1.31.1+k0s.0"
+            ),
+            "{e}"
+        );
+        let s = k.script(0);
+        assert!(s.position(SWAP) < s.position("systemctl start k0scontroller"));
+        assert!(!s.has_run("install controller"));
+        assert!(
+            !s.has_run("then rm -f"),
+            "the marker stays for the next run"
+        );
+        assert!(k.changes_for(0).is_empty());
+    }
+
+    /// With two of three etcd members down, stopping the third would lose quorum: refused
+    /// before anything changes.
+    #[tokio::test]
+    async fn refuses_to_break_etcd_quorum() {
+        let mut k = kit(3, Default::default());
+        for i in [1, 2] {
+            k.script(i)
+                .fail("/usr/local/bin/k0s status", 1, "Error: k0s is not running");
+        }
+        let e = k.run(&UpgradeControllers).await.unwrap_err().to_string();
+        assert!(
+            e.contains("not upgrading: 2 of 3 controllers are down"),
+            "{e}"
+        );
+        assert!(k.script(0).commands().is_empty());
+    }
+
+    #[tokio::test]
+    async fn dry_run_plans_each_controller() {
+        let mut k = kit(2, dry());
+        k.run(&UpgradeControllers).await.unwrap();
+        for i in [0, 1] {
+            assert_eq!(
+                k.plan_for(i),
+                [
+                    "upgrade k0s controller v1.30.0+k0s.0 to v1.31.1+k0s.0 (stop, replace the binary, reinstall, start)"
+                ]
+            );
+        }
+        k.assert_nothing_ran();
+    }
+}

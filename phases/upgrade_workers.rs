@@ -406,3 +406,103 @@ impl Phase for UpgradeWorkers {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry};
+    use crate::transport::scripted::{Pattern, Reply};
+
+    fn kit(opts: super::super::RunOptions) -> Kit {
+        let mut k = Kit::with_opts(&["controller", "worker", "worker"], opts);
+        k.running(0, "v1.31.1+k0s.0")
+            .running(1, "v1.30.0+k0s.0")
+            .running(2, "v1.30.0+k0s.0")
+            .leader(0)
+            .target("v1.31.1+k0s.0");
+        k
+    }
+
+    #[test]
+    fn upgrades_workers_older_than_the_target() {
+        let mut k = kit(Default::default());
+        assert!(UpgradeWorkers.should_run(&k.state));
+        k.running(1, "v1.31.1+k0s.0").running(2, "v1.31.1+k0s.0");
+        assert!(!UpgradeWorkers.should_run(&k.state));
+    }
+
+    /// Without drain or taint no API client is needed: each worker is stopped, reinstalled
+    /// and started (here without a staged binary: an earlier run put it in place).
+    #[tokio::test]
+    async fn upgrades_workers_without_drain() {
+        let mut k = kit(super::super::RunOptions {
+            no_drain: true,
+            no_wait: true,
+            ..Default::default()
+        });
+        k.state.config.cluster.spec.options.evict_taint.enabled = false;
+        for i in [1, 2] {
+            k.script(i)
+                .on(".k0sctl-upgrade-incomplete ] ||", "")
+                .on("systemctl stop k0sworker", "")
+                .on("systemctl is-active --quiet k0sworker", "")
+                .rule(
+                    Pattern::Contains("systemctl is-active --quiet k0sworker".into()),
+                    Reply::fail(3, ""),
+                    Some(1),
+                )
+                .on("/usr/local/bin/k0s install worker", "")
+                .on("systemctl daemon-reload", "")
+                .on("systemctl start k0sworker", "")
+                .on("rm -f /etc/k0s/.k0sctl-upgrade-incomplete", "");
+        }
+        k.run(&UpgradeWorkers).await.unwrap();
+        for i in [1, 2] {
+            let s = k.script(i);
+            assert!(s.position("systemctl stop k0sworker") < s.position("install worker"));
+            assert!(s.position("install worker") < s.position("systemctl start k0sworker"));
+            assert!(
+                s.position("systemctl start k0sworker")
+                    < s.position("rm -f /etc/k0s/.k0sctl-upgrade-incomplete")
+            );
+            assert_eq!(
+                k.changes_for(i),
+                ["upgraded k0s worker v1.30.0+k0s.0 to v1.31.1+k0s.0"]
+            );
+        }
+        assert!(k.script(0).commands().is_empty());
+    }
+
+    /// Draining needs the cluster API; when the leader's admin kubeconfig cannot be read the
+    /// phase fails on the leader before any worker is touched.
+    #[tokio::test]
+    async fn drain_without_api_fails_before_touching_workers() {
+        let mut k = kit(Default::default());
+        let e = k.run(&UpgradeWorkers).await.unwrap_err().to_string();
+        assert!(
+            e.contains("10.0.0.1:22") && e.contains("reading the admin kubeconfig"),
+            "{e}"
+        );
+        assert!(k.script(1).commands().is_empty() && k.script(2).commands().is_empty());
+    }
+
+    /// Batches follow workerDisruptionPercent (default 10 %: one worker at a time).
+    #[tokio::test]
+    async fn dry_run_plans_batches() {
+        let mut k = kit(dry());
+        k.run(&UpgradeWorkers).await.unwrap();
+        assert_eq!(
+            k.plan_for(1),
+            [
+                "upgrade k0s worker v1.30.0+k0s.0 to v1.31.1+k0s.0 in batch 1 (drain, stop, replace the binary, reinstall, start, uncordon)"
+            ]
+        );
+        assert_eq!(
+            k.plan_for(2),
+            [
+                "upgrade k0s worker v1.30.0+k0s.0 to v1.31.1+k0s.0 in batch 2 (drain, stop, replace the binary, reinstall, start, uncordon)"
+            ]
+        );
+        k.assert_nothing_ran();
+    }
+}

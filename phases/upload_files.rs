@@ -928,3 +928,141 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry};
+
+    const MOTD: &str = "hello\n";
+
+    fn kit(opts: super::super::RunOptions) -> Kit {
+        let mut k = Kit::with_opts(&["controller", "worker"], opts);
+        k.state.hosts[1].config.files = vec![
+            UploadFile {
+                name: "motd".into(),
+                data: MOTD.into(),
+                dst: "/etc/motd".into(),
+                ..Default::default()
+            },
+            UploadFile {
+                name: "tool".into(),
+                src: "https://example.com/tool-%v".into(),
+                dst: "/opt/bin/tool".into(),
+                ..Default::default()
+            },
+        ];
+        k.target("v1.31.1+k0s.0");
+        k
+    }
+
+    fn sha(s: &str) -> String {
+        hex::encode(Sha256::digest(s.as_bytes()))
+    }
+
+    #[test]
+    fn runs_only_for_hosts_with_files() {
+        let mut k = kit(Default::default());
+        assert!(UploadFiles.should_run(&k.state));
+        k.state.hosts[1].config.reset = true;
+        assert!(!UploadFiles.should_run(&k.state));
+    }
+
+    /// One read-only probe, then a missing file is uploaded (0644) and the URL is fetched on
+    /// the host (`%v` expanded); the other host is not touched.
+    #[tokio::test]
+    async fn probes_once_then_uploads_and_downloads_what_differs() {
+        let mut k = kit(Default::default());
+        k.script(1)
+            .on("echo \"@0 $d missing\"", "@0 1 missing\n")
+            .on(
+                "curl -sSLf -o \"$t\" -- https://example.com/tool-v1.31.1%2Bk0s.0",
+                "changed\n",
+            );
+        k.run(&UploadFiles).await.unwrap();
+        let s = k.script(1);
+        let u = s.uploaded("/etc/motd").unwrap();
+        assert_eq!((u.mode, u.text().as_str()), (0o644, MOTD));
+        assert_eq!(
+            s.position("echo \"@0 $d missing\""),
+            0,
+            "the probe comes first"
+        );
+        assert!(k.script(0).commands().is_empty());
+        let c = k.changes_for(1);
+        assert!(
+            c.iter()
+                .any(|l| l.starts_with("uploaded ") && l.contains("/etc/motd")),
+            "{c:?}"
+        );
+        assert!(
+            c.contains(
+                &"downloaded https://example.com/tool-v1.31.1%2Bk0s.0 to /opt/bin/tool".to_string()
+            ),
+            "{c:?}"
+        );
+    }
+
+    /// Same content: nothing sent; only a mode difference is fixed in place.
+    #[tokio::test]
+    async fn unchanged_content_is_not_sent_and_a_mode_is_fixed_in_place() {
+        let mut k = kit(Default::default());
+        k.state.hosts[1].config.files.truncate(1);
+        let probe = format!("@0 1 file 644 root 0 root 0 {}\n", sha(MOTD));
+        k.script(1).on("echo \"@0 $d missing\"", &probe);
+        k.run(&UploadFiles).await.unwrap();
+        assert!(k.script(1).uploads().is_empty());
+        assert_eq!(k.script(1).commands().len(), 1);
+
+        let mut k = kit(Default::default());
+        k.state.hosts[1].config.files.truncate(1);
+        k.state.hosts[1].config.files[0].perm = Some(crate::config::Perm {
+            octal: "0600".into(),
+            error: None,
+        });
+        k.script(1)
+            .on("echo \"@0 $d missing\"", &probe)
+            .on("chmod 600 /etc/motd", "");
+        k.run(&UploadFiles).await.unwrap();
+        assert!(k.script(1).uploads().is_empty());
+        assert!(k.script(1).has_run("chmod 600 /etc/motd"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_download_keeps_stderr() {
+        let mut k = kit(Default::default());
+        k.script(1)
+            .on("echo \"@0 $d missing\"", "@0 1 missing\n")
+            .fail(
+                "curl -sSLf -o",
+                22,
+                "downloading https://example.com/tool-v1.31.1%2Bk0s.0 failed",
+            );
+        let e = k.run(&UploadFiles).await.unwrap_err().to_string();
+        assert!(
+            e.contains("10.0.0.2:22") && e.contains("tool-v1.31.1%2Bk0s.0 failed"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn dry_run_reads_and_plans() {
+        let mut k = kit(dry());
+        k.script(1)
+            .on("echo \"@0 $d missing\"", "@0 1 missing\n")
+            .on("echo same || echo differs", "differs\n");
+        k.run(&UploadFiles).await.unwrap();
+        let p = k.plan_for(1);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].starts_with("upload ") && p[0].ends_with("to /etc/motd (mode 644)"),
+            "{p:?}"
+        );
+        assert_eq!(
+            p[1],
+            "download https://example.com/tool-v1.31.1%2Bk0s.0 to /opt/bin/tool on the host"
+        );
+        assert!(k.script(1).uploads().is_empty());
+        assert!(!k.script(1).has_run("mv -f"));
+    }
+}
