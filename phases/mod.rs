@@ -498,3 +498,179 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod manager_tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, dry};
+    use std::sync::{Arc, Mutex};
+
+    /// A phase that records what the manager called on it.
+    struct Probe {
+        title: &'static str,
+        runs: bool,
+        fails: bool,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Probe {
+        fn boxed(
+            title: &'static str,
+            runs: bool,
+            fails: bool,
+            log: &Arc<Mutex<Vec<String>>>,
+        ) -> Box<dyn Phase> {
+            Box::new(Probe {
+                title,
+                runs,
+                fails,
+                log: log.clone(),
+            })
+        }
+        fn note(&self, what: &str) {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("{what} {}", self.title));
+        }
+    }
+
+    impl Phase for Probe {
+        fn title(&self) -> &'static str {
+            self.title
+        }
+        fn should_run(&self, _state: &State) -> bool {
+            self.runs
+        }
+        fn run<'a>(&'a self, _state: &'a mut State) -> PhaseFuture<'a> {
+            Box::pin(async move {
+                self.note("run");
+                if self.fails {
+                    return Err(PhaseError::hosts(
+                        Code::PhaseFailed,
+                        self.title,
+                        vec![("10.0.0.1:22".into(), "boom\nremote stderr".into())],
+                    ));
+                }
+                Ok(())
+            })
+        }
+        fn dry_run<'a>(&'a self, _state: &'a mut State) -> PhaseFuture<'a> {
+            Box::pin(async move {
+                self.note("dry");
+                Ok(())
+            })
+        }
+        fn clean_up<'a>(&'a self, _state: &'a mut State) -> PhaseFuture<'a> {
+            Box::pin(async move {
+                self.note("clean");
+                Ok(())
+            })
+        }
+    }
+
+    /// Phases run in order, skipped ones are reported as not run; after a failure every
+    /// phase that ran is cleaned up in the order it ran, later phases never start.
+    #[tokio::test]
+    async fn runs_in_order_and_cleans_up_what_ran_after_a_failure() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let m = Manager::new(vec![
+            Probe::boxed("a", true, false, &log),
+            Probe::boxed("skipped", false, false, &log),
+            Probe::boxed("b", true, true, &log),
+            Probe::boxed("never", true, false, &log),
+        ]);
+        let mut k = Kit::new(&["controller"]);
+        let e = m.run(&mut k.state).await.unwrap_err().to_string();
+        assert!(
+            e.contains("phase \"b\" failed on 1 host") && e.contains("remote stderr"),
+            "{e}"
+        );
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["run a", "run b", "clean a", "clean b"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_calls_dry_run_and_reports_each_phase() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let m = Manager::new(vec![
+            Probe::boxed("a", true, false, &log),
+            Probe::boxed("skipped", false, false, &log),
+        ]);
+        let mut k = Kit::with_opts(&["controller"], dry());
+        let reports = m.run(&mut k.state).await.unwrap();
+        assert_eq!(*log.lock().unwrap(), ["dry a"]);
+        let ran: Vec<(&str, bool)> = reports.iter().map(|r| (r.title, r.ran)).collect();
+        assert_eq!(ran, [("a", true), ("skipped", false)]);
+    }
+
+    /// The pipelines keep k0sctl's phase order.
+    #[test]
+    fn pipelines_keep_their_order() {
+        let titles = |p: Vec<Box<dyn Phase>>| p.iter().map(|x| x.title()).collect::<Vec<_>>();
+        assert_eq!(
+            titles(apply(None)),
+            [
+                "Set k0s version",
+                "Connect to hosts",
+                "Detect host operating systems",
+                "Acquire exclusive host lock",
+                "Run connect.after hooks",
+                "Prepare hosts",
+                "Validate hosts",
+                "Gather k0s facts",
+                "Validate facts",
+                "Ensure join token workaround",
+                "Stage k0s binaries on hosts",
+                "Upload files to hosts",
+                "Install k0s binaries on hosts",
+                "Configure k0s",
+                "Restore cluster state",
+                "Run Before Apply Hooks",
+                "Initialize the k0s cluster",
+                "Install controllers",
+                "Install workers",
+                "Upgrade controllers",
+                "Upgrade workers",
+                "Reinstall",
+                "Configure k0s service environment",
+                "Remove nodes marked reset",
+                "Prune nodes not in the configuration",
+                "Run After Apply Hooks",
+                "Apply additional manifests",
+                "Release exclusive host lock",
+                "Disconnect from hosts",
+            ]
+        );
+        assert_eq!(
+            titles(reset()),
+            [
+                "Connect to hosts",
+                "Detect host operating systems",
+                "Acquire exclusive host lock",
+                "Run connect.after hooks",
+                "Gather k0s facts",
+                "Reset workers",
+                "Reset controllers",
+                "Reset leader",
+                "Release exclusive host lock",
+                "Disconnect from hosts",
+            ]
+        );
+        assert_eq!(
+            titles(backup("b.tar.gz".into())),
+            [
+                "Connect to hosts",
+                "Detect host operating systems",
+                "Acquire exclusive host lock",
+                "Run connect.after hooks",
+                "Gather k0s facts",
+                "Take backup",
+                "Release exclusive host lock",
+                "Disconnect from hosts",
+            ]
+        );
+    }
+}

@@ -276,3 +276,74 @@ impl State {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::phases::testkit::{Kit, manifest_with};
+
+    /// Paths and names come from installFlags and the manifest before k0s's defaults.
+    #[test]
+    fn host_paths_and_names_follow_the_manifest() {
+        let y = manifest_with(
+            &[
+                (
+                    "controller",
+                    "    hostname: Ctl-A\n    installFlags:\n    - --config=/srv/k0s.yaml\n    - --token-file=/srv/token\n    dataDir: /srv/k0s\n",
+                ),
+                ("worker", ""),
+            ],
+            "",
+        );
+        let k = Kit::from_yaml(&y, Default::default());
+        let (c, w) = (&k.state.hosts[0], &k.state.hosts[1]);
+        assert_eq!(c.node_name().as_deref(), Some("ctl-a"));
+        assert_eq!(
+            w.node_name().as_deref(),
+            Some("node-2"),
+            "the probed hostname"
+        );
+        assert_eq!(
+            (c.k0s_config_path(), c.token_path(), c.data_dir()),
+            (
+                "/srv/k0s.yaml".into(),
+                "/srv/token".into(),
+                "/srv/k0s".into()
+            )
+        );
+        assert_eq!(
+            (w.k0s_config_path(), w.token_path(), w.data_dir()),
+            (
+                "/etc/k0s/k0s.yaml".into(),
+                "/etc/k0s/k0stoken".into(),
+                "/var/lib/k0s".into()
+            )
+        );
+        assert_eq!(
+            (c.service_name(), w.service_name()),
+            ("k0scontroller", "k0sworker")
+        );
+        assert!(!c.is_running());
+    }
+
+    #[test]
+    fn changes_and_plans_are_recorded_and_emitted() {
+        let mut k = Kit::new(&["controller"]);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        k.state.events = Some(std::sync::Arc::new(move |v| s.lock().unwrap().push(v)));
+        k.state.changed("h", "did x");
+        k.state.planned("h", "would do y");
+        assert_eq!(
+            k.state.changes.changes,
+            [("h".to_string(), "did x".to_string())]
+        );
+        assert_eq!(
+            k.state.plan.changes,
+            [("h".to_string(), "would do y".to_string())]
+        );
+        let ev = seen.lock().unwrap();
+        assert_eq!(ev[0]["event"], "change");
+        assert_eq!(ev[1]["event"], "plan");
+        assert_eq!(ev[1]["action"], "would do y");
+    }
+}
