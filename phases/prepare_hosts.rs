@@ -282,3 +282,33 @@ mod phase_tests {
         assert!(k.script(1).commands().is_empty());
     }
 }
+
+#[cfg(test)]
+mod lost_tests {
+    use super::*;
+    use crate::phases::Manager;
+    use crate::phases::testkit::Kit;
+
+    /// A host lost mid-phase is reported as a lost connection (not as a failed command),
+    /// naming the host and what it was doing; the other host's work is kept.
+    #[tokio::test]
+    async fn a_lost_host_is_reported_as_lost() {
+        let mut k = Kit::new(&["controller", "worker"]);
+        for h in &mut k.state.hosts {
+            h.host.as_mut().unwrap().facts.has_curl = false;
+        }
+        k.script(0).on("apt-get", "");
+        k.script(1).lose("apt-get");
+        let e = Manager::new(vec![Box::new(PrepareHosts)])
+            .run(&mut k.state)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("connection lost to 1 host"), "{e}");
+        assert!(
+            e.contains("10.0.0.2:22") && e.contains("while running"),
+            "{e}"
+        );
+        assert_eq!(k.changes_for(0), ["installed package curl"]);
+    }
+}

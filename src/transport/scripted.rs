@@ -405,11 +405,13 @@ impl Transport for ScriptedConnection {
             }
         }
         match self.script.answer(&self.name, &req.command, stdin) {
-            Reply::Lost => Err(TransportError::io(
-                &self.name,
-                req.display,
-                "connection lost (scripted)",
-            )),
+            Reply::Lost => Err(TransportError::Disconnected {
+                host: self.name.clone(),
+                reason: format!(
+                    "the scripted host dropped the connection{}",
+                    super::error::doing(&req.display)
+                ),
+            }),
             Reply::Exit {
                 code,
                 stdout,
