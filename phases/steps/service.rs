@@ -127,12 +127,9 @@ pub async fn start_service(h: &HostState, reload: bool, restart: bool) -> Result
         init.set_env(&p.remote, svc, &env)
             .await
             .map_err(|e| format!("writing the {svc} service environment: {e}"))?;
-    } else if reload && init == crate::host::InitSystem::Systemd {
+    } else if reload {
         // set_env reloads; without it the rewritten unit still needs one.
-        p.remote
-            .run(Cmd::new("systemctl daemon-reload").sudo())
-            .await
-            .map_err(|e| e.to_string())?;
+        init.reload(&p.remote).await.map_err(|e| e.to_string())?;
     }
     if restart {
         init.restart(&p.remote, svc).await
