@@ -43,3 +43,38 @@ pub fn plan_host_hooks(state: &mut State, i: usize, action: &str, stage: &str) {
         state.planned(name.clone(), l);
     }
 }
+
+#[cfg(test)]
+mod scripted_tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, manifest_with};
+
+    #[tokio::test]
+    async fn host_hooks_run_in_order_and_stop_at_the_first_failure() {
+        let y = manifest_with(
+            &[(
+                "controller",
+                "    hooks:\n      install:\n        before:\n        - \"true\"\n        - exit 3\n        - echo never\n",
+            )],
+            "",
+        );
+        let k = Kit::from_yaml(&y, Default::default());
+        k.script(0).on("true", "").fail("exit 3", 3, "nope");
+        let e = run_host_hooks(&k.state.hosts[0], "install", "before")
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("failed to execute hook \"exit 3\"") && e.contains("nope"),
+            "{e}"
+        );
+        assert_eq!(k.script(0).commands(), ["true", "exit 3"]);
+        run_host_hooks(&k.state.hosts[0], "install", "after")
+            .await
+            .unwrap();
+        assert_eq!(
+            k.script(0).commands().len(),
+            2,
+            "no after hooks: nothing runs"
+        );
+    }
+}

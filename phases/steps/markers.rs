@@ -73,3 +73,44 @@ pub async fn install_finished(h: &HostState) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod scripted_tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, manifest_with};
+
+    /// The markers live next to the join token file; an upgrade note is written once and
+    /// removed only when it asks for no uncordon (with `only_plain`).
+    #[tokio::test]
+    async fn markers_follow_the_token_file() {
+        let y = manifest_with(
+            &[(
+                "controller",
+                "    installFlags:\n    - --token-file=/srv/t/tok\n",
+            )],
+            "",
+        );
+        let k = Kit::from_yaml(&y, Default::default());
+        let h = &k.state.hosts[0];
+        assert_eq!(incomplete_marker(h), "/srv/t/.k0sctl-install-incomplete");
+        assert_eq!(upgrade_marker(h), "/srv/t/.k0sctl-upgrade-incomplete");
+        let s = k.script(0);
+        s.otherwise(crate::transport::scripted::Reply::ok(""));
+        upgrade_started(h, "upgrade uncordon").await.unwrap();
+        upgrade_finished(h, true).await.unwrap();
+        install_finished(h).await.unwrap();
+        let c = s.commands();
+        assert!(
+            c[0].starts_with("[ -e /srv/t/.k0sctl-upgrade-incomplete ] || {")
+                && c[0].contains("'upgrade uncordon'"),
+            "{}",
+            c[0]
+        );
+        assert!(
+            c[1].contains("= upgrade ]; then rm -f /srv/t/.k0sctl-upgrade-incomplete"),
+            "{}",
+            c[1]
+        );
+        assert_eq!(c[2], "rm -f /srv/t/.k0sctl-install-incomplete");
+    }
+}

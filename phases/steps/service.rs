@@ -141,3 +141,66 @@ pub async fn start_service(h: &HostState, reload: bool, restart: bool) -> Result
         .await
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod scripted_tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, manifest_with};
+
+    /// The marker and `k0s install` go in one round trip after the API check; the
+    /// environment drop-in (with its reload) is written before the first start.
+    #[tokio::test]
+    async fn install_writes_the_environment_before_the_first_start() {
+        let y = manifest_with(
+            &[
+                ("controller", ""),
+                ("worker", "    environment:\n      A: b\n"),
+            ],
+            "",
+        );
+        let k = Kit::from_yaml(&y, Default::default());
+        k.script(1)
+            .on("/usr/local/bin/k0s install worker", "")
+            .on("mkdir -p /etc/systemd/system/k0sworker.service.d", "")
+            .on("systemctl daemon-reload", "")
+            .on("systemctl start k0sworker", "")
+            .on("systemctl is-active --quiet k0sworker", "");
+        install_and_start(
+            &k.state.hosts[1],
+            false,
+            false,
+            Some("https://10.0.0.1:6443"),
+        )
+        .await
+        .unwrap();
+        let s = k.script(1);
+        let c = s.commands();
+        let install = &c[0];
+        let (api, rest) = install.split_once("\nmkdir -p").unwrap();
+        assert!(api.contains("https://10.0.0.1:6443/version"), "{api}");
+        assert!(
+            rest.contains("\n/usr/local/bin/k0s install worker"),
+            "{rest}"
+        );
+        assert!(!install.contains("--force"), "{install}");
+        let u = s
+            .uploaded("/etc/systemd/system/k0sworker.service.d/env.conf")
+            .unwrap();
+        assert_eq!(u.text(), "[Service]\nEnvironment=\"A=b\"\n");
+        assert!(s.position("systemctl daemon-reload") < s.position("systemctl start k0sworker"));
+    }
+
+    #[tokio::test]
+    async fn a_failing_start_keeps_the_init_systems_words() {
+        let k = Kit::new(&["controller"]);
+        k.script(0).fail(
+            "systemctl start k0scontroller",
+            1,
+            "Job for k0scontroller.service failed because the control process exited",
+        );
+        let e = start_service(&k.state.hosts[0], false, false)
+            .await
+            .unwrap_err();
+        assert!(e.contains("the control process exited"), "{e}");
+    }
+}

@@ -197,3 +197,47 @@ mod tests {
         assert!(r.is_err());
     }
 }
+
+#[cfg(test)]
+mod scripted_tests {
+    use super::*;
+    use crate::phases::testkit::Kit;
+
+    /// The token reaches the host only as a 0600 file (its directory 0700), never in argv.
+    #[tokio::test]
+    async fn a_token_is_written_privately() {
+        let k = Kit::new(&["controller", "worker"]);
+        let raw = crate::k0s::token::dummy_join_token().unwrap();
+        let token = JoinToken::parse(&raw).unwrap();
+        k.script(1).on("install -d -m 0700 /etc/k0s", "");
+        write_token(&k.state.hosts[1], &token).await.unwrap();
+        let s = k.script(1);
+        let u = s.uploaded("/etc/k0s/k0stoken").unwrap();
+        assert_eq!((u.mode, u.text()), (0o600, format!("{}\n", raw.trim())));
+        assert!(s.commands().iter().all(|c| !c.contains(raw.trim())));
+        assert_eq!(s.position("install -d -m 0700 /etc/k0s"), 0);
+    }
+
+    /// After a join the token is invalidated on the leader and the file overwritten: with a
+    /// comment, or with a decodable dummy for a k0s v1.35.1 worker.
+    #[tokio::test]
+    async fn a_used_token_is_retired() {
+        let k = Kit::new(&["controller", "worker"]);
+        let token = JoinToken::parse(&crate::k0s::token::dummy_join_token().unwrap()).unwrap();
+        k.script(0).on(
+            "/usr/local/bin/k0s token invalidate --data-dir=/var/lib/k0s",
+            "",
+        );
+        retire_token(&k.state.hosts[0], &k.state.hosts[1], &token, None).await;
+        assert!(k.script(0).commands()[0].ends_with(&token.id));
+        let u = k.script(1).uploaded("/etc/k0s/k0stoken").unwrap();
+        assert_eq!(
+            (u.mode, u.text().as_str()),
+            (0o600, "# overwritten by k0sctl after join\n")
+        );
+        let v = crate::k0s::version::K0sVersion::parse("v1.35.1+k0s.0").unwrap();
+        retire_token(&k.state.hosts[0], &k.state.hosts[1], &token, Some(&v)).await;
+        let u = k.script(1).uploaded("/etc/k0s/k0stoken").unwrap();
+        assert!(JoinToken::parse(&u.text()).is_ok(), "a decodable dummy");
+    }
+}

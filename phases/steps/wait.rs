@@ -152,3 +152,47 @@ pub async fn wait_node_ready(
     })
     .await
 }
+
+#[cfg(test)]
+mod scripted_tests {
+    use super::*;
+    use crate::phases::testkit::Kit;
+
+    fn node(ready: &str, kubelet: &str) -> String {
+        format!(
+            "{{\"status\":{{\"conditions\":[{{\"type\":\"Ready\",\"status\":\"{ready}\"}}],\"nodeInfo\":{{\"kubeletVersion\":\"{kubelet}\"}}}}}}"
+        )
+    }
+
+    /// Asked on the leader; a Ready node with an old kubelet is not done yet (it is polled
+    /// again), one with the target's kubelet is.
+    #[tokio::test]
+    async fn node_ready_waits_for_the_new_kubelet() {
+        let k = Kit::new(&["controller", "worker"]);
+        let get = "get node node-2 -o json";
+        k.script(0).on(get, &node("True", "v1.31.1+k0s")).on_times(
+            get,
+            &node("True", "v1.30.0+k0s"),
+            1,
+        );
+        let v = crate::k0s::version::K0sVersion::parse("v1.31.1+k0s.0").unwrap();
+        wait_node_ready(&k.state.hosts[0], "node-2", Some(&v))
+            .await
+            .unwrap();
+        assert_eq!(k.script(0).ran_matching(get).len(), 2);
+        assert!(k.script(1).commands().is_empty());
+    }
+
+    #[tokio::test]
+    async fn api_ready_is_one_readyz_when_it_answers_ok() {
+        let k = Kit::new(&["controller"]);
+        k.script(0).on("get --raw=/readyz", "ok\n");
+        wait_api_ready(&k.state.hosts[0]).await.unwrap();
+        assert_eq!(
+            k.script(0).commands(),
+            [
+                "env KUBECONFIG=/var/lib/k0s/pki/admin.conf /usr/local/bin/k0s kubectl --cache-dir=/var/lib/k0s/kubectl-cache get --raw=/readyz"
+            ]
+        );
+    }
+}
