@@ -13,3 +13,29 @@ pub(crate) fn needs_binary(h: &HostState, target: &K0sVersion) -> bool {
     let current = h.k0s.as_ref().and_then(|k| k.binary_version.as_ref());
     h.config.k0s_binary_path.is_some() || current != Some(target)
 }
+
+#[cfg(test)]
+mod scripted_tests {
+    use super::*;
+    use crate::phases::testkit::Kit;
+
+    #[test]
+    fn a_binary_is_needed_unless_the_target_is_there() {
+        let v = |s: &str| K0sVersion::parse(s).unwrap();
+        let mut k = Kit::new(&["controller"]);
+        k.running(0, "v1.31.1+k0s.0");
+        let h = &mut k.state.hosts[0];
+        assert!(!needs_binary(h, &v("v1.31.1+k0s.0")));
+        assert!(needs_binary(h, &v("v1.32.0+k0s.0")));
+        h.config.k0s_binary_path = Some("/tmp/k0s".into());
+        assert!(
+            needs_binary(h, &v("v1.31.1+k0s.0")),
+            "a given local binary is always checked"
+        );
+        h.config.use_existing_k0s = true;
+        assert!(!needs_binary(h, &v("v1.32.0+k0s.0")));
+        h.config.use_existing_k0s = false;
+        h.config.reset = true;
+        assert!(!needs_binary(h, &v("v1.32.0+k0s.0")));
+    }
+}

@@ -20,3 +20,26 @@ pub fn kubectl(h: &HostState, args: &str) -> Result<String, String> {
         ),
     ))
 }
+
+#[cfg(test)]
+mod scripted_tests {
+    use super::*;
+    use crate::phases::testkit::{Kit, manifest_with};
+
+    /// kubectl runs through k0s with the admin kubeconfig and keeps its cache in the data dir.
+    #[test]
+    fn kubectl_uses_the_data_dir() {
+        let y = manifest_with(&[("controller", "    dataDir: /srv/k0s data\n")], "");
+        let k = Kit::from_yaml(&y, Default::default());
+        assert_eq!(
+            kubectl(&k.state.hosts[0], "get nodes").unwrap(),
+            "env 'KUBECONFIG=/srv/k0s data/pki/admin.conf' /usr/local/bin/k0s kubectl --cache-dir='/srv/k0s data/kubectl-cache' get nodes"
+        );
+        let mut k = Kit::new(&["controller"]);
+        k.state.hosts[0].host = None;
+        assert!(
+            kubectl(&k.state.hosts[0], "get nodes").is_err(),
+            "an unprobed host has no k0s path"
+        );
+    }
+}

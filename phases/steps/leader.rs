@@ -37,3 +37,30 @@ pub async fn leader_client(state: &State) -> Result<crate::kube::Client, String>
         .map_err(|e| e.to_string())?;
     Ok(client)
 }
+
+#[cfg(test)]
+mod scripted_tests {
+    use super::*;
+    use crate::phases::testkit::Kit;
+
+    /// The admin kubeconfig is read from the leader's data dir; without a leader, or when it
+    /// cannot be read, the error says which.
+    #[tokio::test]
+    async fn the_client_needs_the_leaders_admin_kubeconfig() {
+        let mut k = Kit::new(&["controller", "worker"]);
+        let e = leader_client(&k.state).await.err().unwrap();
+        assert!(e.contains("no leader"), "{e}");
+        k.leader(0);
+        let e = leader_client(&k.state).await.err().unwrap();
+        assert!(e.contains("reading the admin kubeconfig"), "{e}");
+        assert!(
+            e.contains("/var/lib/k0s/pki/admin.conf: No such file"),
+            "{e}"
+        );
+        assert_eq!(
+            k.script(0).commands(),
+            ["cat -- /var/lib/k0s/pki/admin.conf"]
+        );
+        assert!(k.script(1).commands().is_empty());
+    }
+}

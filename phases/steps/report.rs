@@ -84,3 +84,29 @@ pub fn report(state: &State, host: &str, ev: &DrainEvent) {
         ),
     }
 }
+
+#[cfg(test)]
+mod scripted_tests {
+    use super::*;
+    use crate::phases::testkit::Kit;
+
+    /// Drain events go to `--output json` with the host that asked for the drain.
+    #[test]
+    fn drain_events_carry_the_host() {
+        let mut k = Kit::new(&["controller"]);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        k.state.events = Some(std::sync::Arc::new(move |v| s.lock().unwrap().push(v)));
+        let ev = DrainEvent::Cordoned {
+            node: "node-2".into(),
+            already: false,
+        };
+        report(&k.state, "10.0.0.2:22", &ev);
+        let got = seen.lock().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["event"], "drain_cordoned");
+        assert_eq!(got[0]["node"], "node-2");
+        assert_eq!(got[0]["host"], "10.0.0.2:22");
+        k.assert_nothing_ran();
+    }
+}
