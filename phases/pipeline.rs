@@ -4,10 +4,10 @@
 //!
 //! | command                     | parts                                                            |
 //! |-----------------------------|------------------------------------------------------------------|
-//! | `apply`                     | [`set_version`], [`connect_and_probe`], [`lock`], [`connect_hooks`], [`prepare_and_validate_hosts`], [`gather_and_validate_facts`], [`deliver`], [`install`], [`upgrade`], [`remove_nodes`], [`after_apply`], `--kubeconfig-out`, [`finish`] |
-//! | `reset`                     | [`connect_and_gather`], [`reset_hosts`], [`finish`]              |
-//! | `backup`                    | [`connect_and_gather`], [`take_backup`], [`finish`]              |
-//! | `kubeconfig`, `config edit/status` | [`first_controller`] (the command then talks to it)       |
+//! | `apply`                     | [`set_version()`], [`connect_and_probe()`], [`lock()`], [`connect_hooks()`], [`prepare_and_validate_hosts()`], [`gather_and_validate_facts()`], [`deliver()`], [`install()`], [`upgrade()`], [`remove_nodes()`], [`after_apply()`], `--kubeconfig-out`, [`finish()`] |
+//! | `reset`                     | [`connect_and_gather()`], [`reset_hosts()`], [`finish()`]              |
+//! | `backup`                    | [`connect_and_gather()`], [`take_backup()`], [`finish()`]              |
+//! | `kubeconfig`, `config edit/status` | [`first_controller()`] (the command then talks to it)       |
 
 use super::steps::reset_host::ResetSteps;
 use super::{
@@ -38,7 +38,7 @@ pub fn connect_and_probe() -> Phases {
     vec![Box::new(connect::Connect), Box::new(detect_os::DetectOs)]
 }
 
-/// "Acquire exclusive host lock": held from right after the hosts are known until [`finish`].
+/// "Acquire exclusive host lock": held from right after the hosts are known until [`finish()`].
 pub fn lock() -> Phases {
     vec![Box::new(lock::AcquireLock)]
 }
