@@ -455,57 +455,46 @@ pub async fn retire_token(
     }
 }
 
-/// Waits until the node `name` reports Ready, asking the leader's API. With `version`, the
-/// node must also report the Kubernetes version that k0s release embeds
-/// (`status.nodeInfo.kubeletVersion`, `v1.36.3+k0s` for k0s `v1.36.3-rc.0+k0s.0`; compared
-/// before the `+`): right after a restart the Node object still says Ready from before it,
-/// and only a kubelet that came back reports the new version.
+/// A Kubernetes client for the cluster through `h`'s own host connection
+/// ([`crate::kube::client`]: a tunnel to the API server's local address), authenticated with
+/// `h`'s admin kubeconfig (read over SSH; never logged or written locally). k0s writes the
+/// API address with its port into `pki/admin.conf`; `api_port` only serves a URL without one.
+pub async fn host_client(h: &HostState, api_port: u16) -> Result<crate::kube::Client, String> {
+    let p = probed(h)?;
+    let admin = p
+        .remote
+        .read_file(&format!("{}/pki/admin.conf", h.data_dir()), true)
+        .await
+        .map_err(|e| format!("reading the admin kubeconfig: {e}"))?;
+    let secret = crate::transport::Secret::new(String::from_utf8_lossy(&admin).into_owned());
+    // Where k0s says its API listens (`onlyBindToAddress` moves it off 127.0.0.1).
+    let endpoint =
+        crate::kube::ApiEndpoint::from_kubeconfig(&secret, api_port).map_err(|e| e.to_string())?;
+    let (client, _) = crate::kube::client(&p.remote, &secret, &endpoint)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(client)
+}
+
+/// k0s's default API port (`spec.api.port`).
+pub const DEFAULT_API_PORT: u16 = 6443;
+
+/// Waits until the node `name` reports Ready, asking the leader's API server with the same
+/// Kubernetes client that drains and cordons ([`crate::kube::wait_node_ready`], through the
+/// leader's connection). With `version`, the node must also report the Kubernetes version that
+/// k0s release embeds (`status.nodeInfo.kubeletVersion`, `v1.36.3+k0s` for k0s
+/// `v1.36.3-rc.0+k0s.0`): right after a restart the Node object still says Ready from before
+/// it, and only a kubelet that came back reports the new version.
 pub async fn wait_node_ready(
     leader: &HostState,
     name: &str,
     version: Option<&crate::k0s::version::K0sVersion>,
 ) -> Result<(), String> {
-    let p = probed(leader)?;
-    let cmd = kubectl(leader, &format!("get node {} -o json", shell_quote(name)))?;
-    let want = version.map(|v| {
-        v.kubelet_version()
-            .split('+')
-            .next()
-            .unwrap_or("")
-            .to_string()
-    });
-    let what = match &want {
-        Some(v) => format!("node {name} to become Ready with kubelet {v}"),
-        None => format!("node {name} to become Ready"),
-    };
-    wait_until(&what, || async {
-        let out = p
-            .remote
-            .exec(Cmd::new(cmd.clone()).sudo())
-            .await
-            .map_err(|e| e.to_string())?;
-        if !out.success() {
-            return Err(out.stderr_str().trim().to_string());
-        }
-        let v: serde_json::Value =
-            serde_json::from_str(&out.stdout_str()).map_err(|e| e.to_string())?;
-        let ready = v["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        let kubelet = v["status"]["nodeInfo"]["kubeletVersion"]
-            .as_str()
-            .unwrap_or("");
-        let version_ok = want
-            .as_deref()
-            .is_none_or(|w| kubelet.split('+').next() == Some(w));
-        if ready && !version_ok {
-            return Err(format!("the node still reports kubelet {kubelet}"));
-        }
-        Ok(ready && version_ok)
-    })
-    .await
+    let client = host_client(leader, DEFAULT_API_PORT).await?;
+    let kubelet = version.map(|v| v.kubelet_version());
+    crate::kube::wait_node_ready(&client, name, kubelet.as_deref(), WAIT)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

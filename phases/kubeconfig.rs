@@ -28,14 +28,6 @@ pub async fn leader_client(state: &State) -> Result<crate::kube::Client, String>
     let l = state
         .leader
         .ok_or("no leader (internal error: phase order)")?;
-    let leader = &state.hosts[l];
-    let p = leader.probed()?;
-    let admin = p
-        .remote
-        .read_file(&format!("{}/pki/admin.conf", leader.data_dir()), true)
-        .await
-        .map_err(|e| format!("reading the admin kubeconfig: {e}"))?;
-    let secret = crate::transport::Secret::new(String::from_utf8_lossy(&admin).into_owned());
     let port = state
         .config
         .cluster
@@ -46,14 +38,8 @@ pub async fn leader_client(state: &State) -> Result<crate::kube::Client, String>
         .and_then(|s| s.get("api"))
         .and_then(|a| a.get("port"))
         .and_then(serde_json::Value::as_u64)
-        .unwrap_or(6443) as u16;
-    // Where k0s says its API listens (`onlyBindToAddress` moves it off 127.0.0.1).
-    let endpoint =
-        crate::kube::ApiEndpoint::from_kubeconfig(&secret, port).map_err(|e| e.to_string())?;
-    let (client, _) = crate::kube::client(&p.remote, &secret, &endpoint)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(client)
+        .map_or(super::k0s_ops::DEFAULT_API_PORT, |p| p as u16);
+    super::k0s_ops::host_client(&state.hosts[l], port).await
 }
 
 /// Reads `k0s kubeconfig admin` on the leader and rewrites it. The result holds credentials.
