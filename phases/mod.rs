@@ -329,6 +329,7 @@ impl Manager {
                 for &j in &ran {
                     let p = &self.phases[j];
                     tracing::info!("* Running clean-up for phase: {}", p.title());
+                    state.emit(serde_json::json!({"event": "cleanup_start", "phase": p.title()}));
                     if let Err(ce) = p.clean_up(state).await {
                         tracing::warn!("clean-up for phase \"{}\" failed: {ce}", p.title());
                     }

@@ -2,11 +2,13 @@
 //! phase, one line per host with its latest action (a byte bar while a binary is uploaded),
 //! the log lines printed above them, and a phase timing table at the end.
 //!
-//! The phases know nothing of it. It is fed by the log events they already write (a tracing
-//! [`Layer`] recognises `==> Running phase: <title>` and `<host>: <action>` for the hosts of
-//! the run, see [`recognise`]) and, for upload byte progress, by a callback the command wires
-//! into the run state. It is only installed on a terminal without `--debug`/`--trace` and
-//! without `--output json` (see [`crate::logging`]); everywhere else the output is the plain
+//! The phases know nothing of it. It is fed by the run's structured events, the same ones
+//! `--output json` prints ([`on_event`]: `phase_start`, `cleanup_start`, `change`), by a
+//! callback for upload byte progress, and, for the hosts' latest actions, by the log lines the
+//! phases write about a host of the run (`<host>: <action>`, see [`host_line`]; the phases
+//! name the host only in the text of those lines). It is only installed on a terminal without
+//! `--debug`/`--trace` and without `--output json` (see [`crate::logging`]); everywhere else
+//! the output is the plain
 //! lines, unchanged. While it is installed, log lines are written through
 //! [`DisplayWriter`], which takes the bars off the screen for the moment it writes, so lines
 //! are never garbled; [`suspend`] does the same for prompts and [`finish`] clears the bars for
@@ -25,35 +27,11 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer};
 
-/// What the Manager logs when a phase starts.
-pub const PHASE_PREFIX: &str = "==> Running phase: ";
-/// What the Manager logs for each clean-up after a failure.
-pub const CLEANUP_PREFIX: &str = "* Running clean-up for phase: ";
-
-/// A log message, as the display understands it.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Line<'a> {
-    /// A phase started (its title).
-    Phase(&'a str),
-    /// A clean-up started (the title of the phase it cleans up).
-    CleanUp(&'a str),
-    /// A host (index into the run's hosts) reports an action (the first line of it).
-    Host(usize, &'a str),
-    /// Anything else (printed, not shown on the bars).
-    Other,
-}
-
-/// Recognises the Manager's phase lines and the phases' `<host>: <action>` lines, where
-/// `<host>` is one of `hosts` (as the phases name them, `address:port`).
-pub fn recognise<'a>(msg: &'a str, hosts: &[String]) -> Line<'a> {
+/// Recognises a phase's `<host>: <action>` line about one of `hosts` (as the phases name
+/// them, `address:port`; connections name themselves `user@address:port`): the host's index
+/// and the first line of the action.
+pub fn host_line<'a>(msg: &'a str, hosts: &[String]) -> Option<(usize, &'a str)> {
     let first = msg.lines().next().unwrap_or("");
-    if let Some(t) = first.strip_prefix(PHASE_PREFIX) {
-        return Line::Phase(t);
-    }
-    if let Some(t) = first.strip_prefix(CLEANUP_PREFIX) {
-        return Line::CleanUp(t);
-    }
-    // Connections name themselves `user@address:port`; the phases `address:port`.
     let without_user = first
         .split_once('@')
         .filter(|(user, _)| !user.is_empty() && !user.contains([' ', ':']))
@@ -64,11 +42,11 @@ pub fn recognise<'a>(msg: &'a str, hosts: &[String]) -> Line<'a> {
                 .strip_prefix(h.as_str())
                 .and_then(|r| r.strip_prefix(": "))
             {
-                return Line::Host(i, rest);
+                return Some((i, rest));
             }
         }
     }
-    Line::Other
+    None
 }
 
 /// A duration for the timing table: `0.42s`, `12.3s`, `2m05s`.
@@ -227,31 +205,55 @@ impl Display {
         g.bars = bars;
     }
 
-    /// Updates the bars from one log message.
-    pub fn on_message(&self, msg: &str) {
+    /// Updates the bars from one event of the run (the `--output json` schema): a phase or
+    /// clean-up starts (the spinner shows its title), a host changed (its line shows what).
+    pub fn on_event(&self, ev: &serde_json::Value) {
         let mut g = self.lock();
         if g.finished {
             return;
         }
-        match recognise(msg, &g.hosts) {
-            Line::Phase(title) => {
+        let field = |k: &str| ev.get(k).and_then(serde_json::Value::as_str);
+        match field("event") {
+            Some("phase_start") => {
+                let title = field("phase").unwrap_or_default().to_string();
                 self.ensure_bars(&mut g);
                 let pb = g.phase.as_ref().expect("ensured");
-                pb.set_message(title.to_string());
+                pb.set_message(title);
                 pb.reset_elapsed();
             }
-            Line::CleanUp(title) => {
+            Some("cleanup_start") => {
                 if let Some(pb) = &g.phase {
-                    pb.set_message(format!("clean-up: {title}"));
+                    pb.set_message(format!("clean-up: {}", field("phase").unwrap_or_default()));
                     pb.reset_elapsed();
                 }
             }
-            Line::Host(i, action) => {
-                if let Some(b) = g.bars.get(i) {
+            Some("change") => {
+                let (Some(host), Some(action)) = (field("host"), field("action")) else {
+                    return;
+                };
+                if let Some(b) = g
+                    .hosts
+                    .iter()
+                    .position(|h| h == host)
+                    .and_then(|i| g.bars.get(i))
+                {
                     b.set_message(action.to_string());
                 }
             }
-            Line::Other => {}
+            _ => {}
+        }
+    }
+
+    /// Updates a host's line from one log message about it (see [`host_line`]).
+    pub fn on_message(&self, msg: &str) {
+        let g = self.lock();
+        if g.finished {
+            return;
+        }
+        if let Some((i, action)) = host_line(msg, &g.hosts)
+            && let Some(b) = g.bars.get(i)
+        {
+            b.set_message(action.to_string());
         }
     }
 
@@ -378,6 +380,13 @@ pub fn set_hosts(hosts: Vec<String>) {
     }
 }
 
+/// One event of the run (see [`Display::on_event`]); nothing without a display.
+pub fn on_event(ev: &serde_json::Value) {
+    if let Some(d) = DISPLAY.get() {
+        d.on_event(ev);
+    }
+}
+
 /// Upload byte progress for a host (see [`Display::upload_progress`]).
 pub fn upload_progress(host: &str, sent: u64, total: Option<u64>) {
     if let Some(d) = DISPLAY.get() {
@@ -470,42 +479,35 @@ mod tests {
     }
 
     #[test]
-    fn recognises_phase_clean_up_and_host_lines() {
+    fn recognises_host_lines() {
         let h = hosts();
         assert_eq!(
-            recognise("==> Running phase: Connect to hosts", &h),
-            Line::Phase("Connect to hosts")
+            host_line("10.0.0.1:22: uploading k0s binary /tmp/k0s", &h),
+            Some((0, "uploading k0s binary /tmp/k0s"))
         );
         assert_eq!(
-            recognise(
-                "* Running clean-up for phase: Acquire exclusive host lock",
-                &h
-            ),
-            Line::CleanUp("Acquire exclusive host lock")
+            host_line("10.0.0.1:2222: connected", &h),
+            Some((1, "connected"))
         );
         assert_eq!(
-            recognise("10.0.0.1:22: uploading k0s binary /tmp/k0s", &h),
-            Line::Host(0, "uploading k0s binary /tmp/k0s")
+            host_line("admin@node: failed\nremote stderr:\n  x", &h),
+            Some((2, "failed"))
         );
         assert_eq!(
-            recognise("10.0.0.1:2222: connected", &h),
-            Line::Host(1, "connected")
-        );
-        assert_eq!(
-            recognise("admin@node: failed\nremote stderr:\n  x", &h),
-            Line::Host(2, "failed")
-        );
-        assert_eq!(
-            recognise("root@10.0.0.1:2222: is running Ubuntu 22.04", &h),
-            Line::Host(1, "is running Ubuntu 22.04")
+            host_line("root@10.0.0.1:2222: is running Ubuntu 22.04", &h),
+            Some((1, "is running Ubuntu 22.04"))
         );
         // Not a host of the run, not the host prefix, other lines.
-        assert_eq!(recognise("root@10.0.0.9:22: x", &h), Line::Other);
-        assert_eq!(recognise("a user@10.0.0.1:22: x", &h), Line::Other);
-        assert_eq!(recognise("10.0.0.9:22: connected", &h), Line::Other);
-        assert_eq!(recognise("10.0.0.1:22 connected", &h), Line::Other);
-        assert_eq!(recognise("==> Finished in 3s", &h), Line::Other);
-        assert_eq!(recognise("", &h), Line::Other);
+        assert_eq!(host_line("root@10.0.0.9:22: x", &h), None);
+        assert_eq!(host_line("a user@10.0.0.1:22: x", &h), None);
+        assert_eq!(host_line("10.0.0.9:22: connected", &h), None);
+        assert_eq!(host_line("10.0.0.1:22 connected", &h), None);
+        assert_eq!(host_line("==> Running phase: Connect to hosts", &h), None);
+        assert_eq!(host_line("", &h), None);
+    }
+
+    fn phase_start(title: &str) -> serde_json::Value {
+        serde_json::json!({"event": "phase_start", "phase": title})
     }
 
     #[test]
@@ -530,7 +532,7 @@ mod tests {
     #[test]
     fn suspend_is_reentrant() {
         let d = Display::new(ProgressDrawTarget::hidden());
-        d.on_message("==> Running phase: Connect to hosts");
+        d.on_event(&phase_start("Connect to hosts"));
         assert_eq!(d.suspend(|| d.suspend(|| 7)), 7);
         assert_eq!(d.suspend(|| 8), 8);
     }
@@ -539,7 +541,7 @@ mod tests {
     fn many_hosts_are_summed_up() {
         let d = Display::new(ProgressDrawTarget::hidden()).with_max_host_lines(2);
         d.set_hosts(hosts());
-        d.on_message("==> Running phase: Connect to hosts");
+        d.on_event(&phase_start("Connect to hosts"));
         d.on_message("admin@node: connected");
         d.upload_progress("admin@node", 1, Some(2));
         assert_eq!(d.snapshot().1, vec![("waiting".to_string(), None)]);
@@ -556,7 +558,7 @@ mod tests {
         // Nothing before the first phase.
         d.on_message("10.0.0.1:22: early");
         assert_eq!(d.snapshot(), (None, vec![]));
-        d.on_message("==> Running phase: Connect to hosts");
+        d.on_event(&phase_start("Connect to hosts"));
         d.on_message("10.0.0.1:2222: connected");
         let (phase, h) = d.snapshot();
         assert_eq!(phase.as_deref(), Some("Connect to hosts"));
@@ -568,7 +570,7 @@ mod tests {
                 ("waiting".to_string(), None)
             ]
         );
-        d.on_message("==> Running phase: Stage k0s binaries");
+        d.on_event(&phase_start("Stage k0s binaries"));
         d.on_message("10.0.0.1:22: uploading k0s binary /tmp/k0s");
         d.upload_progress("10.0.0.1:22", 100, Some(1000));
         d.upload_progress("10.0.0.1:22", 600, Some(1000));
@@ -584,7 +586,16 @@ mod tests {
         );
         d.upload_progress("10.0.0.1:22", 1000, Some(1000));
         assert_eq!(d.snapshot().1[0], ("sent 1000 B, verifying".into(), None));
-        d.on_message("* Running clean-up for phase: Acquire exclusive host lock");
+        // A change names its host as a field; a host not in the run changes nothing.
+        d.on_event(&serde_json::json!({"event": "change", "host": "10.0.0.1:2222", "action": "installed k0s"}));
+        d.on_event(&serde_json::json!({"event": "change", "host": "nobody:22", "action": "x"}));
+        assert_eq!(d.snapshot().1[1], ("installed k0s".into(), None));
+        // The phase's log line is not what moves the spinner.
+        d.on_message("==> Running phase: Install workers");
+        assert_eq!(d.snapshot().0.as_deref(), Some("Stage k0s binaries"));
+        d.on_event(
+            &serde_json::json!({"event": "cleanup_start", "phase": "Acquire exclusive host lock"}),
+        );
         assert_eq!(
             d.snapshot().0.as_deref(),
             Some("clean-up: Acquire exclusive host lock")
@@ -592,7 +603,7 @@ mod tests {
         d.finish();
         assert_eq!(d.snapshot(), (None, vec![]));
         // After finishing nothing comes back.
-        d.on_message("==> Running phase: Disconnect from hosts");
+        d.on_event(&phase_start("Disconnect from hosts"));
         assert_eq!(d.snapshot(), (None, vec![]));
     }
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::cli::*;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use testenv::{Env, Options};
@@ -36,6 +36,17 @@ fn ready_nodes(kubeconfig: &Path) -> Vec<String> {
     names
 }
 
+/// One 3-host cluster (1 controller + 2 workers) and what the cases share.
+struct Install {
+    // Fields drop in this order: the hosts go before the directory they live in.
+    env: Env,
+    dir: tempfile::TempDir,
+    cache: PathBuf,
+    manifest: String,
+    /// Where `--kubeconfig-out` writes the admin kubeconfig.
+    kc: PathBuf,
+}
+
 #[test]
 fn apply_installs_a_cluster_and_reapply_changes_nothing() {
     if std::process::Command::new("kubectl")
@@ -51,12 +62,29 @@ fn apply_installs_a_cluster_and_reapply_changes_nothing() {
         .tempdir()
         .unwrap();
     let env = Env::up(Options::new(dir.path().join("env"), 3)).expect("testenv up");
-    let cache = dir.path().join("cache");
-    let manifest = env.manifest.display().to_string();
-    let kc = dir.path().join("admin.conf");
+    let t = Install {
+        cache: dir.path().join("cache"),
+        manifest: env.manifest.display().to_string(),
+        kc: dir.path().join("admin.conf"),
+        env,
+        dir,
+    };
+    dry_run_on_fresh_hosts_plans_and_touches_nothing(&t);
+    install_joins_workers_and_reports_changes(&t);
+    reapply_changes_nothing(&t);
+    kubeconfig_command_names_what_was_asked(&t);
+    drop(t);
+}
 
-    // Dry run on fresh hosts: a plan, and nothing on them.
-    let out = k0sctl(&cache, &["apply", "-c", &manifest, "--dry-run"]);
+/// Dry run on fresh hosts: a plan, and nothing on them.
+fn dry_run_on_fresh_hosts_plans_and_touches_nothing(t: &Install) {
+    let Install {
+        env,
+        cache,
+        manifest,
+        ..
+    } = t;
+    let out = k0sctl(cache, &["apply", "-c", manifest, "--dry-run"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let plan = text(&out.stdout);
     assert!(
@@ -81,24 +109,34 @@ fn apply_installs_a_cluster_and_reapply_changes_nothing() {
             "0"
         );
     }
+}
 
-    // The install.
+/// The install: the kubeconfig written 0600, the nodes Ready, the summary of changes, the k0s
+/// config and the retired join tokens 0600.
+fn install_joins_workers_and_reports_changes(t: &Install) {
+    let Install {
+        env,
+        cache,
+        manifest,
+        kc,
+        ..
+    } = t;
     let out = k0sctl(
-        &cache,
+        cache,
         &[
             "apply",
             "-c",
-            &manifest,
+            manifest,
             "--kubeconfig-out",
             kc.to_str().unwrap(),
         ],
     );
     assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
     let mode =
-        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&kc).unwrap().permissions())
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(kc).unwrap().permissions())
             & 0o777;
     assert_eq!(mode, 0o600);
-    assert_eq!(ready_nodes(&kc), ["worker0", "worker1"]);
+    assert_eq!(ready_nodes(kc), ["worker0", "worker1"]);
     // The summary says what changed where.
     let err = text(&out.stderr);
     assert!(err.contains("==> Changes made:"), "{err}");
@@ -153,21 +191,30 @@ fn apply_installs_a_cluster_and_reapply_changes_nothing() {
             "600"
         );
     }
+}
 
-    // Re-apply: nothing to do; the plan says so, and no file on any host changes.
+/// Re-apply: nothing to do; the plan says so, the event stream has no change, and no file on
+/// any host changes.
+fn reapply_changes_nothing(t: &Install) {
+    let Install {
+        env,
+        cache,
+        manifest,
+        ..
+    } = t;
     let stamp = "stat -c '%n %Y' /usr/local/bin/k0s /etc/k0s/* /etc/systemd/system/k0s*.service 2>/dev/null";
     let before: Vec<String> = env
         .hosts
         .iter()
         .map(|h| env.exec(h, stamp).unwrap())
         .collect();
-    let out = k0sctl(&cache, &["apply", "-c", &manifest, "--dry-run"]);
+    let out = k0sctl(cache, &["apply", "-c", manifest, "--dry-run"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
         "dry-run: no cluster state altering actions would be performed\n"
     );
-    let out = k0sctl(&cache, &["apply", "-c", &manifest, "--output", "json"]);
+    let out = k0sctl(cache, &["apply", "-c", manifest, "--output", "json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     // The event stream: one JSON object per line, phases, and zero changes.
     let events: Vec<serde_json::Value> = text(&out.stdout)
@@ -196,11 +243,19 @@ fn apply_installs_a_cluster_and_reapply_changes_nothing() {
         .map(|h| env.exec(h, stamp).unwrap())
         .collect();
     assert_eq!(before, after);
+}
 
-    // `k0sctl kubeconfig` gives a working kubeconfig too, with the requested names.
+/// `k0sctl kubeconfig` gives a working kubeconfig too, with the requested names.
+fn kubeconfig_command_names_what_was_asked(t: &Install) {
+    let Install {
+        dir,
+        cache,
+        manifest,
+        ..
+    } = t;
     let out = k0sctl(
-        &cache,
-        &["kubeconfig", "-c", &manifest, "-u", "ops", "-n", "prod"],
+        cache,
+        &["kubeconfig", "-c", manifest, "-u", "ops", "-n", "prod"],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let kc2 = dir.path().join("kc2");

@@ -34,8 +34,37 @@ fn perm(s: &str) -> Option<Perm> {
     })
 }
 
+/// The worker's k0s process's own environment.
+fn environ(env: &Env, h: &testenv::Host) -> String {
+    let pid = main_pid(env, h, "k0sworker");
+    env.exec(h, &format!("tr '\\0' '\\n' < /proc/{pid}/environ"))
+        .unwrap()
+}
+
+/// 2 controllers and a worker with files, hooks and environment, installed by `apply`.
+struct Features {
+    // Fields drop in this order: the hosts go before the directory they live in.
+    env: Env,
+    _dir: tempfile::TempDir,
+    cache: std::path::PathBuf,
+    manifest: std::path::PathBuf,
+    /// The manifest as written.
+    cluster: config::Cluster,
+}
+
 #[test]
 fn files_hooks_environment_and_targeted_restarts() {
+    let t = installed();
+    files_hooks_and_environment_land_as_written(&t);
+    let pids = reapply_runs_only_the_apply_hooks(&t);
+    changed_environment_restarts_the_worker_alone(&t, &pids);
+    drifted_controller_config_restarts_that_controller_alone(&t, &pids);
+    drop(t);
+}
+
+/// The cluster, with local sources (a directory tree and a glob), a data file, a URL, the
+/// environment and hooks on the worker.
+fn installed() -> Features {
     let dir = tempfile::Builder::new()
         .prefix("k0sctl-features-")
         .tempdir()
@@ -44,8 +73,7 @@ fn files_hooks_environment_and_targeted_restarts() {
     o.controllers = 2;
     let env = Env::up(o).expect("testenv up");
     let cache = dir.path().join("cache");
-    let (c0, c1, w) = (&env.hosts[0], &env.hosts[1], &env.hosts[2]);
-    assert_eq!(w.role, "worker");
+    assert_eq!(env.hosts[2].role, "worker");
 
     // Local sources: a directory tree and a glob.
     let src = dir.path().join("src");
@@ -89,12 +117,28 @@ fn files_hooks_environment_and_targeted_restarts() {
     }
     let manifest = dir.path().join("k0sctl.yaml");
     std::fs::write(&manifest, config::to_yaml(&loaded.cluster)).unwrap();
-    let m = manifest.to_str().unwrap();
 
     // Install.
-    let out = k0sctl(&cache, &["apply", "-c", m]);
+    let out = k0sctl(&cache, &["apply", "-c", manifest.to_str().unwrap()]);
     assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
+    Features {
+        env,
+        _dir: dir,
+        cache,
+        manifest,
+        cluster: loaded.cluster,
+    }
+}
 
+fn files_hooks_and_environment_land_as_written(t: &Features) {
+    let Features {
+        env,
+        cache: _,
+        manifest,
+        ..
+    } = t;
+    let _m = manifest.to_str().unwrap();
+    let (_c0, _c1, w) = (&env.hosts[0], &env.hosts[1], &env.hosts[2]);
     // Files: content, modes, owners, tree layout; the glob skipped skip.txt.
     let stat = |p: &str| {
         env.exec(w, &format!("stat -c '%a %U:%G' {p}"))
@@ -139,25 +183,31 @@ fn files_hooks_environment_and_targeted_restarts() {
             .unwrap(),
         "[Service]\nEnvironment=\"K0SCTL_TEST=one\"\n"
     );
-    let environ = |h| {
-        let pid = main_pid(&env, h, "k0sworker");
-        env.exec(h, &format!("tr '\\0' '\\n' < /proc/{pid}/environ"))
-            .unwrap()
-    };
-    assert!(environ(w).contains("K0SCTL_TEST=one\n"));
+    assert!(environ(env, w).contains("K0SCTL_TEST=one\n"));
+}
 
-    // Re-apply: nothing but the apply hooks happens; no file is re-sent.
+/// Re-apply: nothing but the apply hooks happens; no file is re-sent. Returns the k0s PIDs
+/// (controller 0, controller 1, worker).
+fn reapply_runs_only_the_apply_hooks(t: &Features) -> [String; 3] {
+    let Features {
+        env,
+        cache,
+        manifest,
+        ..
+    } = t;
+    let m = manifest.to_str().unwrap();
+    let (c0, c1, w) = (&env.hosts[0], &env.hosts[1], &env.hosts[2]);
+    let pids = [
+        main_pid(env, c0, "k0scontroller"),
+        main_pid(env, c1, "k0scontroller"),
+        main_pid(env, w, "k0sworker"),
+    ];
     let mtimes = |h| {
         env.exec(h, "stat -c '%n %Y %i' /etc/k0sctl-test/motd /opt/tree/a.conf /opt/glob/sub/b.conf /opt/url/stable.txt /etc/environment /etc/systemd/system/k0sworker.service.d/env.conf")
             .unwrap()
     };
     let before = mtimes(w);
-    let pids = [
-        main_pid(&env, c0, "k0scontroller"),
-        main_pid(&env, c1, "k0scontroller"),
-        main_pid(&env, w, "k0sworker"),
-    ];
-    let out = k0sctl(&cache, &["apply", "-c", m, "--output", "json"]);
+    let out = k0sctl(cache, &["apply", "-c", m, "--output", "json"]);
     assert!(
         out.status.success(),
         "re-apply failed:\n{}",
@@ -171,14 +221,25 @@ fn files_hooks_environment_and_targeted_restarts() {
     );
     assert_eq!(ch.len(), 2, "{ch:?}");
     assert_eq!(mtimes(w), before);
+    pids
+}
 
-    // A changed environment: the worker alone is restarted, with the new value.
-    let mut changed = loaded.cluster.clone();
+/// A changed environment: the worker alone is restarted, with the new value.
+fn changed_environment_restarts_the_worker_alone(t: &Features, pids: &[String; 3]) {
+    let Features {
+        env,
+        cache,
+        manifest,
+        ..
+    } = t;
+    let m = manifest.to_str().unwrap();
+    let (c0, c1, w) = (&env.hosts[0], &env.hosts[1], &env.hosts[2]);
+    let mut changed = t.cluster.clone();
     changed.spec.hosts[2]
         .environment
         .insert("K0SCTL_TEST".into(), "two".into());
-    std::fs::write(&manifest, config::to_yaml(&changed)).unwrap();
-    let out = k0sctl(&cache, &["apply", "-c", m, "--dry-run"]);
+    std::fs::write(manifest, config::to_yaml(&changed)).unwrap();
+    let out = k0sctl(cache, &["apply", "-c", m, "--dry-run"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let plan = text(&out.stdout);
     assert!(plan.contains("update /etc/environment"), "{plan}");
@@ -187,23 +248,33 @@ fn files_hooks_environment_and_targeted_restarts() {
         "{plan}"
     );
     assert_eq!(
-        main_pid(&env, w, "k0sworker"),
+        main_pid(env, w, "k0sworker"),
         pids[2],
         "the dry run restarted nothing"
     );
-    let out = k0sctl(&cache, &["apply", "-c", m]);
+    let out = k0sctl(cache, &["apply", "-c", m]);
     assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
-    assert!(environ(w).contains("K0SCTL_TEST=two\n"));
+    assert!(environ(env, w).contains("K0SCTL_TEST=two\n"));
     assert!(
         env.exec(w, "cat /etc/environment")
             .unwrap()
             .contains("K0SCTL_TEST=two\n")
     );
-    assert_ne!(main_pid(&env, w, "k0sworker"), pids[2]);
-    assert_eq!(main_pid(&env, c0, "k0scontroller"), pids[0]);
-    assert_eq!(main_pid(&env, c1, "k0scontroller"), pids[1]);
+    assert_ne!(main_pid(env, w, "k0sworker"), pids[2]);
+    assert_eq!(main_pid(env, c0, "k0scontroller"), pids[0]);
+    assert_eq!(main_pid(env, c1, "k0scontroller"), pids[1]);
+}
 
-    // A controller whose k0s config drifted: only that controller is rewritten and restarted.
+/// A controller whose k0s config drifted: only that controller is rewritten and restarted.
+fn drifted_controller_config_restarts_that_controller_alone(t: &Features, pids: &[String; 3]) {
+    let Features {
+        env,
+        cache,
+        manifest,
+        ..
+    } = t;
+    let m = manifest.to_str().unwrap();
+    let (c0, c1, w) = (&env.hosts[0], &env.hosts[1], &env.hosts[2]);
     env.exec(
         c1,
         "sed -i 's#podCIDR: 10.244.0.0/16#podCIDR: 10.245.0.0/16#' /etc/k0s/k0s.yaml",
@@ -214,8 +285,8 @@ fn files_hooks_environment_and_targeted_restarts() {
         drifted.contains("10.245.0.0/16"),
         "the drift was not made:\n{drifted}"
     );
-    let w_pid = main_pid(&env, w, "k0sworker");
-    let out = k0sctl(&cache, &["apply", "-c", m, "--output", "json"]);
+    let w_pid = main_pid(env, w, "k0sworker");
+    let out = k0sctl(cache, &["apply", "-c", m, "--output", "json"]);
     assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
     let ch = changes(&text(&out.stdout));
     let c1_name = format!("{}:{}", c1.ip, c1.ssh_port);
@@ -234,9 +305,9 @@ fn files_hooks_environment_and_targeted_restarts() {
             .unwrap()
             .contains("10.245.0.0/16")
     );
-    assert_ne!(main_pid(&env, c1, "k0scontroller"), pids[1]);
-    assert_eq!(main_pid(&env, c0, "k0scontroller"), pids[0]);
-    assert_eq!(main_pid(&env, w, "k0sworker"), w_pid);
+    assert_ne!(main_pid(env, c1, "k0scontroller"), pids[1]);
+    assert_eq!(main_pid(env, c0, "k0scontroller"), pids[0]);
+    assert_eq!(main_pid(env, w, "k0sworker"), w_pid);
 }
 
 #[test]

@@ -85,23 +85,28 @@ fn diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<Strin
 /// panics with its stderr if it ends or a minute passes first.
 fn wait_for_lock(env: &Env, child: &mut std::process::Child) {
     let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let held = env
-            .exec(&env.hosts[0], "cat /run/lock/k0sctl 2>/dev/null || true")
-            .unwrap();
-        if held.contains(&format!(" pid {pid} ")) {
-            return;
-        }
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    let mut held = String::new();
+    let took = common::poll::poll_until_or(
+        "the apply to take the lock",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || {
+            held = env
+                .exec(&env.hosts[0], "cat /run/lock/k0sctl 2>/dev/null || true")
+                .unwrap();
+            if held.contains(&format!(" pid {pid} ")) {
+                return Some(true);
             }
-            panic!("the apply never took the lock (lock file: {held:?}):\n{err}");
+            child.try_wait().unwrap().map(|_| false)
+        },
+    );
+    if took != Ok(true) {
+        let _ = child.kill();
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        panic!("the apply never took the lock (lock file: {held:?}):\n{err}");
     }
 }
 

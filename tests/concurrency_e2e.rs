@@ -7,7 +7,7 @@ mod common;
 use common::cli::*;
 
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testenv::{Env, Options};
 
@@ -17,22 +17,22 @@ fn bounded(cache: &std::path::Path, args: &[&str], bound: Duration) -> Output {
     c.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let mut child = c.spawn().unwrap();
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if start.elapsed() > bound {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "k0sctl {args:?} still running after {bound:?} (deadlock?)\nstdout:\n{}\nstderr:\n{}",
-                text(&out.stdout),
-                text(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    let ended = common::poll::poll_until_or(
+        "k0sctl to finish",
+        bound,
+        Duration::from_millis(200),
+        || child.try_wait().unwrap().map(drop),
+    );
+    if ended.is_err() {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "k0sctl {args:?} still running after {bound:?} (deadlock?)\nstdout:\n{}\nstderr:\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
     }
+    child.wait_with_output().unwrap()
 }
 
 #[test]

@@ -23,7 +23,7 @@ mod common;
 
 use common::cli::*;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use testenv::{Env, Options};
@@ -73,7 +73,42 @@ fn status_json(env: &Env, h: &testenv::Host) -> serde_json::Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{}: {e}: {out}", h.name))
 }
 
+/// One variant's cluster (1 controller + 2 workers), installed by `apply`.
+struct V {
+    variant: Variant,
+    // Fields drop in this order: the hosts go before the directory they live in.
+    env: Env,
+    _dir: tempfile::TempDir,
+    cache: PathBuf,
+    /// Where `--kubeconfig-out` wrote the admin kubeconfig.
+    kc: PathBuf,
+    /// The manifest's path and its first content.
+    m: PathBuf,
+    base: String,
+    /// What the install printed on stderr.
+    install_log: String,
+}
+
+/// A variant's whole run, in order: each case starts from where the one before left the
+/// cluster.
 fn run(variant: Variant) {
+    let v = installed(variant);
+    installed_as_the_variant_wants(&v);
+    if variant == Variant::NoTcpForwarding {
+        blocked_drain_without_forwarding_exits_6(&v);
+    }
+    upgrade_drains_every_worker_through_the_budget(&v);
+    converged_reapply_changes_nothing(&v);
+    if variant == Variant::OnlyBindToAddress {
+        removing_a_node_goes_through_the_api(&v);
+    }
+    if variant == Variant::OpenRc {
+        reset_through_openrc(&v);
+    }
+    drop(v);
+}
+
+fn installed(variant: Variant) -> V {
     let dir = tempfile::Builder::new()
         .prefix(&format!("k0sctl-variant-{variant:?}-"))
         .tempdir()
@@ -112,13 +147,42 @@ fn run(variant: Variant) {
     base += "  options:\n    drain:\n      gracePeriod: 5s\n";
     let m = dir.path().join("k0sctl.yaml");
     std::fs::write(&m, &base).unwrap();
-    let ms = m.to_str().unwrap();
-    let kcs = kc.to_str().unwrap();
 
     // Install.
-    let out = k0sctl(&cache, &["apply", "-c", ms, "--kubeconfig-out", kcs]);
+    let out = k0sctl(
+        &cache,
+        &[
+            "apply",
+            "-c",
+            m.to_str().unwrap(),
+            "--kubeconfig-out",
+            kc.to_str().unwrap(),
+        ],
+    );
     let err = text(&out.stderr);
     assert!(out.status.success(), "{variant:?}: apply failed:\n{err}");
+    V {
+        variant,
+        env,
+        _dir: dir,
+        cache,
+        kc,
+        m,
+        base,
+        install_log: err,
+    }
+}
+
+/// What the variant itself changes on the installed cluster (node IPs, API address, OpenRC).
+fn installed_as_the_variant_wants(v: &V) {
+    let V {
+        variant,
+        env,
+        kc,
+        install_log: err,
+        ..
+    } = v;
+    let variant = *variant;
     let controller = &env.hosts[0];
     let workers: Vec<&testenv::Host> = env.hosts.iter().filter(|h| h.role == "worker").collect();
     match variant {
@@ -132,14 +196,14 @@ fn run(variant: Variant) {
                     err.contains(&format!("discovered {p} as private address")),
                     "{err}"
                 );
-                let args = status_json(&env, w)["Args"].to_string();
+                let args = status_json(env, w)["Args"].to_string();
                 assert!(
                     args.contains(&format!("--node-ip={p}")),
                     "{}: {args}",
                     w.name
                 );
                 let ip = kubectl(
-                    &kc,
+                    kc,
                     &[
                         "get",
                         "node",
@@ -167,58 +231,88 @@ fn run(variant: Variant) {
                 "{listening}"
             );
         }
-        Variant::OpenRc => check_openrc(&env),
+        Variant::OpenRc => check_openrc(env),
         _ => {}
     }
+}
 
+/// Without forwarding, a budget that allows nothing still blocks the drain the same way: the
+/// PodDisruptionBudget named in a drain_blocked event, exit code 6.
+fn blocked_drain_without_forwarding_exits_6(v: &V) {
+    let V {
+        env,
+        cache,
+        kc,
+        m,
+        base,
+        ..
+    } = v;
+    let ms = m.to_str().unwrap();
     let (old, new) = (&env.versions[0], env.versions.last().unwrap().clone());
-    if variant == Variant::NoTcpForwarding {
-        // Without forwarding, a budget that allows nothing still blocks the drain the same way:
-        // the PodDisruptionBudget named in a drain_blocked event, exit code 6.
-        kubectl(
-            &kc,
-            &["apply", "-f", "-"],
-            Some(&workload_with("solid", "minAvailable: 2")),
-        );
-        wait_ready_pods(&kc, "solid", 2);
-        std::fs::write(
-            &m,
-            base.replace(
-                &format!("version: \"{old}\""),
-                &format!("version: \"{new}\""),
-            ) + "      timeout: 12s\n",
-        )
-        .unwrap();
-        let out = k0sctl(&cache, &["apply", "-c", ms, "--output", "json"]);
-        let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(6), "{err}");
-        assert_eq!(err.matches("SSH TCP forwarding is off").count(), 1, "{err}");
-        let blocked: Vec<serde_json::Value> = text(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["event"] == "drain_blocked")
-            .collect();
-        assert!(
-            blocked.iter().any(|v| v["pdb"] == "solid-pdb"),
-            "{blocked:?}\n{err}"
-        );
-        kubectl(
-            &kc,
-            &[
-                "delete",
-                "deployment/solid",
-                "poddisruptionbudget/solid-pdb",
-            ],
-            None,
-        );
-    }
-
-    kubectl(&kc, &["apply", "-f", "-"], Some(&workload("web")));
-    wait_ready_pods(&kc, "web", 2);
-
-    // Upgrade: every worker is drained through the budget.
+    kubectl(
+        kc,
+        &["apply", "-f", "-"],
+        Some(&workload_with("solid", "minAvailable: 2")),
+    );
+    wait_ready_pods(kc, "solid", 2);
     std::fs::write(
-        &m,
+        m,
+        base.replace(
+            &format!("version: \"{old}\""),
+            &format!("version: \"{new}\""),
+        ) + "      timeout: 12s\n",
+    )
+    .unwrap();
+    let out = k0sctl(cache, &["apply", "-c", ms, "--output", "json"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert_eq!(err.matches("SSH TCP forwarding is off").count(), 1, "{err}");
+    let blocked: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "drain_blocked")
+        .collect();
+    assert!(
+        blocked.iter().any(|v| v["pdb"] == "solid-pdb"),
+        "{blocked:?}\n{err}"
+    );
+    kubectl(
+        kc,
+        &[
+            "delete",
+            "deployment/solid",
+            "poddisruptionbudget/solid-pdb",
+        ],
+        None,
+    );
+}
+
+/// Upgrade: every worker is drained through the budget (the workload never drops to zero),
+/// relays (without forwarding) end with the run, no node is left cordoned.
+fn upgrade_drains_every_worker_through_the_budget(v: &V) {
+    let V {
+        variant,
+        env,
+        cache,
+        kc,
+        m,
+        base,
+        ..
+    } = v;
+    let variant = *variant;
+    let ms = m.to_str().unwrap();
+    let controller = &env.hosts[0];
+    let workers: Vec<&testenv::Host> = env.hosts.iter().filter(|h| h.role == "worker").collect();
+    let (old, new) = (&env.versions[0], env.versions.last().unwrap().clone());
+    let no_forwarding = matches!(
+        variant,
+        Variant::NoTcpForwarding | Variant::NoTcpForwardingOpenSsh
+    );
+    kubectl(kc, &["apply", "-f", "-"], Some(&workload("web")));
+    wait_ready_pods(kc, "web", 2);
+
+    std::fs::write(
+        m,
         base.replace(
             &format!("version: \"{old}\""),
             &format!("version: \"{new}\""),
@@ -237,14 +331,14 @@ fn run(variant: Variant) {
             min
         })
     };
-    let out = k0sctl(&cache, &["apply", "-c", ms]);
+    let out = k0sctl(cache, &["apply", "-c", ms]);
     sampling.store(false, std::sync::atomic::Ordering::SeqCst);
     let min = sampler.join().unwrap();
     let err = text(&out.stderr);
     assert!(out.status.success(), "{variant:?}: upgrade failed:\n{err}");
     for h in &env.hosts {
         assert_eq!(
-            status_json(&env, h)["Version"].as_str(),
+            status_json(env, h)["Version"].as_str(),
             Some(new.as_str()),
             "{}",
             h.name
@@ -281,7 +375,7 @@ fn run(variant: Variant) {
     }
     assert!(min >= 1, "the workload dropped to {min} Ready pods");
     let unschedulable = kubectl(
-        &kc,
+        kc,
         &[
             "get",
             "nodes",
@@ -291,51 +385,59 @@ fn run(variant: Variant) {
         None,
     );
     assert!(!unschedulable.contains("true"), "{unschedulable}");
-    wait_ready_pods(&kc, "web", 2);
+    wait_ready_pods(kc, "web", 2);
+}
 
-    // Converged: nothing changes (no install-flag drift, e.g. from --node-ip).
-    let out = k0sctl(&cache, &["apply", "-c", ms, "--output", "json"]);
+/// Converged: nothing changes (no install-flag drift, e.g. from --node-ip).
+fn converged_reapply_changes_nothing(v: &V) {
+    let V { cache, m, .. } = v;
+    let ms = m.to_str().unwrap();
+    let out = k0sctl(cache, &["apply", "-c", ms, "--output", "json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(changes(&text(&out.stdout)), Vec::<(String, String)>::new());
+}
 
-    if variant == Variant::OnlyBindToAddress {
-        // Removing a node goes through the same API: worker1 marked `reset: true` is drained
-        // and deleted from the API, then reset.
-        let cur = std::fs::read_to_string(&m).unwrap();
-        let at = cur.rfind("    k0sDownloadURL:").unwrap();
-        let eol = at + cur[at..].find('\n').unwrap() + 1;
-        std::fs::write(
-            &m,
-            format!("{}    reset: true\n{}", &cur[..eol], &cur[eol..]),
-        )
-        .unwrap();
-        let out = k0sctl(&cache, &["apply", "-c", ms]);
-        let err = text(&out.stderr);
-        assert!(out.status.success(), "removing worker1 failed:\n{err}");
-        assert!(err.contains("drained node worker1"), "{err}");
-        let nodes = kubectl(
-            &kc,
-            &["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"],
-            None,
-        );
-        assert_eq!(nodes.trim(), "worker0");
-        wait_ready_pods(&kc, "web", 2);
-    }
+/// Removing a node goes through the same API: worker1 marked `reset: true` is drained and
+/// deleted from the API, then reset.
+fn removing_a_node_goes_through_the_api(v: &V) {
+    let V { cache, kc, m, .. } = v;
+    let ms = m.to_str().unwrap();
+    let cur = std::fs::read_to_string(m).unwrap();
+    let at = cur.rfind("    k0sDownloadURL:").unwrap();
+    let eol = at + cur[at..].find('\n').unwrap() + 1;
+    std::fs::write(
+        m,
+        format!("{}    reset: true\n{}", &cur[..eol], &cur[eol..]),
+    )
+    .unwrap();
+    let out = k0sctl(cache, &["apply", "-c", ms]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "removing worker1 failed:\n{err}");
+    assert!(err.contains("drained node worker1"), "{err}");
+    let nodes = kubectl(
+        kc,
+        &["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"],
+        None,
+    );
+    assert_eq!(nodes.trim(), "worker0");
+    wait_ready_pods(kc, "web", 2);
+}
 
-    if variant == Variant::OpenRc {
-        check_openrc(&env);
-        // Reset through OpenRC: services stopped and removed, k0s gone.
-        let out = k0sctl(&cache, &["reset", "-c", ms, "--force"]);
-        assert!(out.status.success(), "reset failed:\n{}", text(&out.stderr));
-        for h in &env.hosts {
-            let left = env
-                .exec(
-                    h,
-                    "ls /etc/init.d | grep k0s; pidof k0s; rc-status -a 2>/dev/null | grep k0s; true",
-                )
-                .unwrap();
-            assert_eq!(left.trim(), "", "{}: {left}", h.name);
-        }
+/// Reset through OpenRC: services stopped and removed, k0s gone.
+fn reset_through_openrc(v: &V) {
+    let V { env, cache, m, .. } = v;
+    let ms = m.to_str().unwrap();
+    check_openrc(env);
+    let out = k0sctl(cache, &["reset", "-c", ms, "--force"]);
+    assert!(out.status.success(), "reset failed:\n{}", text(&out.stderr));
+    for h in &env.hosts {
+        let left = env
+            .exec(
+                h,
+                "ls /etc/init.d | grep k0s; pidof k0s; rc-status -a 2>/dev/null | grep k0s; true",
+            )
+            .unwrap();
+        assert_eq!(left.trim(), "", "{}: {left}", h.name);
     }
 }
 

@@ -201,7 +201,7 @@ async fn drain_through_the_leader_tunnel_with_pdbs() {
     assert!(e.to_string().contains("certificate"), "{e}");
 
     for w in ["worker0", "worker1"] {
-        k::wait_node_ready(&client, w, Duration::from_secs(120))
+        k::wait_node_ready(&client, w, None, Duration::from_secs(120))
             .await
             .expect("worker Ready");
         assert!(

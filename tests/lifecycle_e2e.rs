@@ -155,8 +155,51 @@ fn os_noise(entry: &str) -> bool {
     .any(|n| p == n.trim_end_matches('/') || p.starts_with(n))
 }
 
+/// One cluster (1 controller + 2 workers) installed by `apply`, with what the cases share.
+struct Life {
+    // Fields drop in this order: the hosts go before the directory they live in.
+    env: Env,
+    dir: tempfile::TempDir,
+    cache: PathBuf,
+    work: PathBuf,
+    /// The manifest's path.
+    m: String,
+    /// The hosts' overlay upper directories, and what they held before k0s was installed.
+    uppers: Vec<PathBuf>,
+    before: Vec<BTreeMap<String, String>>,
+}
+
+impl Life {
+    fn k0sctl(&self, args: &[&str]) -> Output {
+        k0sctl_in(&self.work, &self.cache, args)
+    }
+}
+
+/// What reset must not change on the hosts: the k0s files' times, the services, the lock.
+fn stamps(env: &Env) -> Vec<String> {
+    let stamp = "stat -c '%n %Y' /usr/local/bin/k0s /etc/k0s/* /etc/systemd/system/k0s*.service /var/lib/k0s 2>/dev/null; systemctl is-active k0scontroller k0sworker; ls /run/lock/k0sctl 2>&1";
+    env.hosts
+        .iter()
+        .map(|h| env.exec(h, &format!("{stamp}; true")).unwrap())
+        .collect()
+}
+
+/// The whole life of one cluster, in order: each case starts from where the one before left
+/// the cluster.
 #[test]
 fn reset_backup_restore_and_config_commands() {
+    let life = installed();
+    reset_without_force_is_refused(&life);
+    config_status_shows_the_reconcile_events(&life);
+    config_edit_applies_only_a_change(&life);
+    let backup = backup_writes_a_private_archive(&life);
+    restore_through_apply_keeps_the_cluster_identity(&life, &backup);
+    reset_leaves_what_k0s_documents(&life);
+    drop(life);
+}
+
+/// The cluster installed by `apply` (dynamic config on, so `config edit` has an object).
+fn installed() -> Life {
     let dir = tempfile::Builder::new()
         .prefix("k0sctl-lifecycle-")
         .tempdir()
@@ -183,31 +226,44 @@ fn reset_backup_restore_and_config_commands() {
     assert!(y.contains("--enable-dynamic-config"), "{y}");
     std::fs::write(&manifest, &y).unwrap();
     let m = manifest.display().to_string();
-    let k0sctl = |args: &[&str]| k0sctl_in(&work, &cache, args);
 
-    let out = k0sctl(&["apply", "-c", &m]);
+    let out = k0sctl_in(&work, &cache, &["apply", "-c", &m]);
     assert!(out.status.success(), "apply failed:\n{}", text(&out.stderr));
+    Life {
+        dir,
+        env,
+        cache,
+        work,
+        m,
+        uppers,
+        before,
+    }
+}
 
+/// (c) Reset without `--force` and without a terminal is refused before connecting; on a
+/// terminal it asks, and anything but yes declines. Nothing changes on the hosts.
+fn reset_without_force_is_refused(life: &Life) {
+    let Life {
+        env,
+        cache,
+        work,
+        m,
+        ..
+    } = life;
+    let k0sctl = |args: &[&str]| life.k0sctl(args);
     // (c) Reset without --force and without a terminal: refused before connecting.
-    let stamp = "stat -c '%n %Y' /usr/local/bin/k0s /etc/k0s/* /etc/systemd/system/k0s*.service /var/lib/k0s 2>/dev/null; systemctl is-active k0scontroller k0sworker; ls /run/lock/k0sctl 2>&1";
-    let stamps = |env: &Env| -> Vec<String> {
-        env.hosts
-            .iter()
-            .map(|h| env.exec(h, &format!("{stamp}; true")).unwrap())
-            .collect()
-    };
-    let s0 = stamps(&env);
-    let out = k0sctl(&["reset", "-c", &m]);
+    let s0 = stamps(env);
+    let out = k0sctl(&["reset", "-c", m]);
     assert_eq!(out.status.code(), Some(8), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(err.contains("reset requires --force"), "{err}");
     assert!(!err.contains("Running phase"), "{err}");
-    assert_eq!(stamps(&env), s0);
+    assert_eq!(stamps(env), s0);
     // On a terminal it asks, listing the hosts; anything but yes declines (exit 8).
     let mut child = Command::new("script")
         .args(["-qec", &format!("{BIN} reset -c {m}"), "/dev/null"])
-        .current_dir(&work)
-        .env("XDG_CACHE_HOME", &cache)
+        .current_dir(work)
+        .env("XDG_CACHE_HOME", cache)
         .env_remove("SSH_AUTH_SOCK")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -226,17 +282,22 @@ fn reset_backup_restore_and_config_commands() {
         assert!(tty.contains(&format!("{}:22 ({})", h.ip, h.role)), "{tty}");
     }
     assert!(tty.contains("confirmation or --force required"), "{tty}");
-    assert_eq!(stamps(&env), s0);
+    assert_eq!(stamps(env), s0);
+}
 
+/// (d) `config status`: the reconciliation events, in kubectl's formats.
+fn config_status_shows_the_reconcile_events(life: &Life) {
+    let Life { m, .. } = life;
+    let k0sctl = |args: &[&str]| life.k0sctl(args);
     // (d) config status: the reconciliation events, in kubectl's formats.
-    let out = k0sctl(&["config", "status", "-c", &m]);
+    let out = k0sctl(&["config", "status", "-c", m]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("SuccessfulReconcile"),
         "{}",
         text(&out.stdout)
     );
-    let out = k0sctl(&["config", "status", "-c", &m, "-o", "json"]);
+    let out = k0sctl(&["config", "status", "-c", m, "-o", "json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let ev: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
@@ -247,12 +308,24 @@ fn reset_backup_restore_and_config_commands() {
             .any(|e| e["reason"] == "SuccessfulReconcile"),
         "{ev}"
     );
+}
 
+/// (d) `config edit` under a pseudo-terminal: an editor that changes nothing applies
+/// nothing; one that changes a value gets it applied.
+fn config_edit_applies_only_a_change(life: &Life) {
+    let Life {
+        dir,
+        env,
+        cache,
+        work,
+        m,
+        ..
+    } = life;
     // (d) config edit under a pseudo-terminal: an editor that changes nothing applies nothing;
     // one that changes a value gets it applied.
     let level = || {
         kubectl(
-            &env,
+            env,
             "-n kube-system get clusterconfig k0s -o jsonpath={.spec.extensions.helm.concurrencyLevel}",
         )
         .trim()
@@ -269,8 +342,8 @@ fn reset_backup_restore_and_config_commands() {
     let edit = |editor: &str| {
         Command::new("script")
             .args(["-qec", &format!("{BIN} config edit -c {m}"), "/dev/null"])
-            .current_dir(&work)
-            .env("XDG_CACHE_HOME", &cache)
+            .current_dir(work)
+            .env("XDG_CACHE_HOME", cache)
             .env("EDITOR", editor)
             .env_remove("VISUAL")
             .env_remove("SSH_AUTH_SOCK")
@@ -301,21 +374,29 @@ fn reset_backup_restore_and_config_commands() {
         .filter(|e| e.file_name().to_string_lossy().starts_with("k0s-config."))
         .collect();
     assert!(temps.is_empty(), "temp files left: {temps:?}");
+}
 
+/// (a) `backup`: the default name, 0600, the etcd snapshot inside, nothing left on the
+/// controller; `-o` with `--dry-run` writes nothing. Returns the archive.
+fn backup_writes_a_private_archive(life: &Life) -> PathBuf {
+    let Life {
+        dir, env, work, m, ..
+    } = life;
+    let k0sctl = |args: &[&str]| life.k0sctl(args);
     // (a) Backup (default name, 0600), destroy the controller's data, restore through apply.
     // An object written before the backup comes back from the etcd snapshot; one written
     // after it does not.
     kubectl(
-        &env,
+        env,
         "create configmap before-backup -n default --from-literal=k=v",
     );
-    let out = k0sctl(&["backup", "-c", &m]);
+    let out = k0sctl(&["backup", "-c", m]);
     assert!(
         out.status.success(),
         "backup failed:\n{}",
         text(&out.stderr)
     );
-    let backups: Vec<PathBuf> = std::fs::read_dir(&work)
+    let backups: Vec<PathBuf> = std::fs::read_dir(work)
         .unwrap()
         .flatten()
         .map(|e| e.path())
@@ -351,7 +432,7 @@ fn reset_backup_restore_and_config_commands() {
     let out = k0sctl(&[
         "backup",
         "-c",
-        &m,
+        m,
         "-o",
         named.to_str().unwrap(),
         "--dry-run",
@@ -363,12 +444,21 @@ fn reset_backup_restore_and_config_commands() {
         "{}",
         text(&out.stdout)
     );
+    backup.clone()
+}
 
+/// (a) The controller's data destroyed, a restore through `apply --restore-from` keeps the
+/// cluster ID and the worker Node UIDs and brings back what the snapshot holds (and only
+/// that); a re-apply with `--restore-from` on the running cluster restores nothing.
+fn restore_through_apply_keeps_the_cluster_identity(life: &Life, backup: &Path) {
+    let Life { env, m, .. } = life;
+    let ctrl = &env.hosts[0];
+    let k0sctl = |args: &[&str]| life.k0sctl(args);
     kubectl(
-        &env,
+        env,
         "create configmap after-backup -n default --from-literal=k=v",
     );
-    let (cluster_id, nodes) = identity(&env);
+    let (cluster_id, nodes) = identity(env);
     assert_eq!(nodes.len(), 2, "{nodes:?}");
     env.exec(ctrl, "systemctl stop k0scontroller && rm -rf /var/lib/k0s")
         .unwrap();
@@ -381,13 +471,7 @@ fn reset_backup_restore_and_config_commands() {
     );
     // The k0scontroller unit is still installed but k0s does not run: apply needs --force
     // for that, as it says.
-    let out = k0sctl(&[
-        "apply",
-        "-c",
-        &m,
-        "--restore-from",
-        backup.to_str().unwrap(),
-    ]);
+    let out = k0sctl(&["apply", "-c", m, "--restore-from", backup.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("--force"),
@@ -397,7 +481,7 @@ fn reset_backup_restore_and_config_commands() {
     let out = k0sctl(&[
         "apply",
         "-c",
-        &m,
+        m,
         "--force",
         "--restore-from",
         backup.to_str().unwrap(),
@@ -415,10 +499,10 @@ fn reset_backup_restore_and_config_commands() {
         .find("Running phase: Initialize the k0s cluster")
         .expect(&err);
     assert!(restore_at < init_at, "{err}");
-    assert_eq!(identity(&env), (cluster_id, nodes));
+    assert_eq!(identity(env), (cluster_id, nodes));
     assert_eq!(
         kubectl(
-            &env,
+            env,
             "get configmap before-backup -n default -o jsonpath={.data.k}"
         )
         .trim(),
@@ -449,38 +533,44 @@ fn reset_backup_restore_and_config_commands() {
         "restore left files behind"
     );
     // A re-apply with --restore-from on the running cluster restores nothing.
-    let out = k0sctl(&[
-        "apply",
-        "-c",
-        &m,
-        "--restore-from",
-        backup.to_str().unwrap(),
-    ]);
+    let out = k0sctl(&["apply", "-c", m, "--restore-from", backup.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!text(&out.stderr).contains("Running phase: Restore cluster state"));
+}
 
+/// (b) Reset: a dry run plans it for every host and changes nothing; the reset leaves the
+/// hosts as k0s documents; a second dry run finds nothing to do.
+fn reset_leaves_what_k0s_documents(life: &Life) {
+    let Life {
+        env,
+        m,
+        uppers,
+        before,
+        ..
+    } = life;
+    let k0sctl = |args: &[&str]| life.k0sctl(args);
     // (b) Reset: a dry run plans it for every host and changes nothing; the reset leaves the
     // hosts as k0s documents; a second dry run finds nothing to do.
-    let s1 = stamps(&env);
-    let out = k0sctl(&["reset", "-c", &m, "--dry-run"]);
+    let s1 = stamps(env);
+    let out = k0sctl(&["reset", "-c", m, "--dry-run"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let plan = text(&out.stdout);
     assert_eq!(plan.matches("run k0s reset").count(), 3, "{plan}");
-    assert_eq!(stamps(&env), s1);
-    let out = k0sctl(&["reset", "-c", &m, "--force"]);
+    assert_eq!(stamps(env), s1);
+    let out = k0sctl(&["reset", "-c", m, "--force"]);
     assert!(out.status.success(), "reset failed:\n{}", text(&out.stderr));
     let err = text(&out.stderr);
     let w = err.find("Running phase: Reset workers").expect(&err);
     let l = err.find("Running phase: Reset leader").expect(&err);
     assert!(w < l, "{err}");
-    let out = k0sctl(&["reset", "-c", &m, "--dry-run"]);
+    let out = k0sctl(&["reset", "-c", m, "--dry-run"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
         "dry-run: no cluster state altering actions would be performed\n"
     );
     let mut report = Vec::new();
-    for ((h, u), b) in env.hosts.iter().zip(&uppers).zip(&before) {
+    for ((h, u), b) in env.hosts.iter().zip(uppers).zip(before) {
         let all = changed(b, &snapshot(u));
         let left: Vec<&String> = all.iter().filter(|e| !os_noise(e)).collect();
         eprintln!("{}: changed since boot: {all:?}", h.name);

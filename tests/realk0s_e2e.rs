@@ -12,7 +12,9 @@ mod common;
 
 use common::cli::*;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::poll::{poll, poll_until};
 
 use testenv::{Env, Options};
 
@@ -34,37 +36,58 @@ fn node_json(env: &Env, name: &str) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
-/// Restarts the worker's service and waits (bounded) until k0s runs again and its node is
-/// Ready with a heartbeat newer than the restart.
-fn restart_worker_and_wait(env: &Env, w: &testenv::Host, within: Duration) -> Result<(), String> {
-    let pid_before = env
-        .exec(w, "systemctl show -p MainPID --value k0sworker")
-        .unwrap();
+fn main_pid(env: &Env, w: &testenv::Host) -> String {
+    env.exec(w, "systemctl show -p MainPID --value k0sworker")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// How often systemd had to restart the worker's service because its k0s exited by itself.
+fn auto_restarts(env: &Env, w: &testenv::Host) -> u64 {
+    env.exec(w, "systemctl show -p NRestarts --value k0sworker")
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Restarts the worker's service and waits (bounded) until k0s runs again under a new PID and
+/// answers `k0s status`, and still runs under that PID a moment later (a worker that cannot
+/// start exits before its status socket answers).
+fn restart_worker_and_wait(env: &Env, w: &testenv::Host) {
+    let pid_before = main_pid(env, w);
     env.exec(w, "systemctl restart k0sworker").unwrap();
-    let deadline = Instant::now() + within;
-    loop {
-        let pid = env
-            .exec(w, "systemctl show -p MainPID --value k0sworker")
-            .unwrap_or_default();
-        // Running under a new PID for a few seconds (a worker that cannot start exits at once
-        // and systemd restarts it every 10 s).
-        if pid.trim() != "0" && pid != pid_before && status(env, w).is_some() {
-            std::thread::sleep(Duration::from_secs(3));
-            let pid2 = env
-                .exec(w, "systemctl show -p MainPID --value k0sworker")
-                .unwrap_or_default();
-            if pid2 == pid {
-                return Ok(());
+    poll_until(
+        "k0sworker to run again under a new PID",
+        LONG,
+        Duration::from_secs(1),
+        || {
+            let pid = main_pid(env, w);
+            if pid == "0" || pid == pid_before || status(env, w).is_none() {
+                return None;
             }
-        }
-        if Instant::now() > deadline {
-            let log = env
-                .exec(w, "journalctl -u k0sworker --no-pager -n 20")
-                .unwrap_or_default();
-            return Err(format!("k0sworker did not come back:\n{log}"));
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
+            std::thread::sleep(Duration::from_secs(3));
+            (main_pid(env, w) == pid).then_some(())
+        },
+    );
+}
+
+/// Restarts the worker's service and waits (bounded) until its k0s has refused to start: the
+/// new process exited by itself (systemd counts an automatic restart) without its status
+/// socket ever answering, and the journal holds k0s's reason.
+fn restart_worker_expecting_refusal(env: &Env, w: &testenv::Host) -> String {
+    let restarts = auto_restarts(env, w);
+    env.exec(w, "systemctl restart k0sworker").unwrap();
+    poll(
+        "k0sworker to exit by itself after the restart",
+        LONG,
+        Duration::from_secs(1),
+        || auto_restarts(env, w) > restarts,
+    );
+    assert!(status(env, w).is_none(), "k0s answers its status socket");
+    env.exec(w, "journalctl -u k0sworker --no-pager -n 50")
+        .unwrap_or_default()
 }
 
 #[test]
@@ -127,21 +150,19 @@ fn v1_35_1_token_file_recorded_flags_and_a_prerelease_upgrade() {
         !tok.trim().is_empty() && !tok.starts_with('#'),
         "token file after the join: {tok:?}"
     );
-    restart_worker_and_wait(&env, w, LONG).unwrap();
+    restart_worker_and_wait(&env, w);
     // With a comment in the file (what the tool wrote after a join before), a v1.35.1
     // worker cannot start, as real k0s v1.35.1 …
     let comment = "printf '# overwritten by k0sctl after join\\n' > /etc/k0s/k0stoken";
     env.exec(w, comment).unwrap();
-    assert!(
-        restart_worker_and_wait(&env, w, Duration::from_secs(25)).is_err(),
-        "a v1.35.1 worker started with a comment as its token file"
-    );
+    let log = restart_worker_expecting_refusal(&env, w);
+    assert!(log.contains("failed to decode join token"), "{log}");
     env.exec(
         w,
         &format!("printf '%s' '{}' > /etc/k0s/k0stoken", tok.trim()),
     )
     .unwrap();
-    restart_worker_and_wait(&env, w, LONG).unwrap();
+    restart_worker_and_wait(&env, w);
     // … so apply repairs such a file on a running v1.35.1 worker.
     env.exec(w, comment).unwrap();
     let out = k0sctl(&cache, &["apply", "-c", ms, "--output", "json"]);
@@ -152,7 +173,7 @@ fn v1_35_1_token_file_recorded_flags_and_a_prerelease_upgrade() {
         "{ch:?}\n{}",
         text(&out.stderr)
     );
-    restart_worker_and_wait(&env, w, LONG).unwrap();
+    restart_worker_and_wait(&env, w);
 
     // Upgrade to a pre-release: its kubelet reports v1.36.3+k0s.
     let (old, new) = (&env.versions[0], &env.versions[1]);
@@ -309,7 +330,7 @@ mod pdb {
             .await
             .expect("client");
         for w in ["worker0", "worker1"] {
-            k::wait_node_ready(&client, w, Duration::from_secs(120))
+            k::wait_node_ready(&client, w, None, Duration::from_secs(120))
                 .await
                 .expect("worker Ready");
         }

@@ -8,7 +8,7 @@ mod common;
 use common::cli::*;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testenv::{Env, Options};
 
@@ -225,11 +225,20 @@ fn controller_removal_keeps_etcd_membership_right() {
         "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 member remove {}",
         id.trim()
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while let Err(e) = env.exec(c0, &remove) {
-        assert!(Instant::now() < deadline, "member remove: {e:#}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let mut last = String::new();
+    common::poll::poll_until_or(
+        "etcd to remove the member",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || match env.exec(c0, &remove) {
+            Ok(_) => Some(()),
+            Err(e) => {
+                last = format!("{e:#}");
+                None
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: member remove: {last}"));
     assert_eq!(etcd_members(&env, c0), [member(c0), member(c1)]);
     let out = k0sctl(&cache, &["apply", "-c", ms, "--dry-run"]);
     let err = text(&out.stderr);

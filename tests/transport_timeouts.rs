@@ -8,6 +8,24 @@ use common::sshd::Sshd;
 use k0sctl::transport::ssh::SshConnection;
 use k0sctl::transport::{Cmd, ConnectSpec, Limits, Pool, TransportError};
 
+/// Waits (bounded) until no `sleep <marker>` runs where `r` runs commands.
+async fn gone(r: &k0sctl::transport::Remote, marker: &str, who: &str) {
+    let what = format!("{who} `sleep {marker}` to go away after the timeout");
+    common::poll::poll_until_async(
+        &what,
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            let out = r
+                .exec(format!("pgrep -f '^sleep {marker}$'"))
+                .await
+                .unwrap();
+            (!out.success()).then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn silent_host_hits_connect_timeout() {
     // Accepts connections and never answers (a black-holed sshd); counts the attempts.
@@ -52,23 +70,8 @@ async fn timed_out_command_is_killed() {
         .await
         .unwrap_err();
     assert!(matches!(e, TransportError::Timeout { .. }), "{e}");
-    // The remote process must not linger (poll up to 10 s for it to go away).
-    let mut gone = false;
-    for _ in 0..100 {
-        let out = r
-            .exec(format!("pgrep -f '^sleep {marker}$'"))
-            .await
-            .unwrap();
-        if !out.success() {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        gone,
-        "remote `sleep {marker}` still running after the timeout"
-    );
+    // The process must not linger.
+    gone(&r, &marker, "remote").await;
 }
 
 #[tokio::test]
@@ -90,22 +93,8 @@ async fn timed_out_sudo_command_is_killed() {
         .await
         .unwrap_err();
     assert!(matches!(e, TransportError::Timeout { .. }), "{e}");
-    let mut gone = false;
-    for _ in 0..100 {
-        let out = r
-            .exec(format!("pgrep -f '^sleep {marker}$'"))
-            .await
-            .unwrap();
-        if !out.success() {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        gone,
-        "root `sleep {marker}` still running after the timeout"
-    );
+    // The process must not linger.
+    gone(&r, &marker, "root").await;
 }
 
 #[tokio::test]
@@ -120,20 +109,6 @@ async fn local_timeout_kills_the_tree() {
         .await
         .unwrap_err();
     assert!(matches!(e, TransportError::Timeout { .. }), "{e}");
-    let mut gone = false;
-    for _ in 0..100 {
-        let out = r
-            .exec(format!("pgrep -f '^sleep {marker}$'"))
-            .await
-            .unwrap();
-        if !out.success() {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        gone,
-        "local `sleep {marker}` still running after the timeout"
-    );
+    // The process must not linger.
+    gone(&r, &marker, "local").await;
 }

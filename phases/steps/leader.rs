@@ -1,23 +1,15 @@
 //! The leader's Kubernetes client (the API reached through the leader's own host
 //! connection).
 
-use super::State;
+use super::{HostState, State};
 
 /// A Kubernetes client for the cluster, reaching the leader's API server through the leader's
-/// own host connection ([`crate::kube::client`]), authenticated with the leader's admin
-/// kubeconfig (read over SSH; never logged or written locally).
+/// own host connection ([`host_client`]); `spec.api.port` of the k0s config (default 6443)
+/// serves an admin kubeconfig whose URL has no port.
 pub async fn leader_client(state: &State) -> Result<crate::kube::Client, String> {
     let l = state
         .leader
         .ok_or("no leader (internal error: phase order)")?;
-    let leader = &state.hosts[l];
-    let p = leader.probed()?;
-    let admin = p
-        .remote
-        .read_file(&format!("{}/pki/admin.conf", leader.data_dir()), true)
-        .await
-        .map_err(|e| format!("reading the admin kubeconfig: {e}"))?;
-    let secret = crate::transport::Secret::new(String::from_utf8_lossy(&admin).into_owned());
     let port = state
         .config
         .cluster
@@ -28,10 +20,28 @@ pub async fn leader_client(state: &State) -> Result<crate::kube::Client, String>
         .and_then(|s| s.get("api"))
         .and_then(|a| a.get("port"))
         .and_then(serde_json::Value::as_u64)
-        .unwrap_or(6443) as u16;
+        .map_or(DEFAULT_API_PORT, |p| p as u16);
+    host_client(&state.hosts[l], port).await
+}
+
+/// k0s's default API port (`spec.api.port`).
+pub const DEFAULT_API_PORT: u16 = 6443;
+
+/// A Kubernetes client for the cluster through `h`'s own host connection
+/// ([`crate::kube::client`]: a tunnel to the API server's local address), authenticated with
+/// `h`'s admin kubeconfig (read over SSH; never logged or written locally). k0s writes the
+/// API address with its port into `pki/admin.conf`; `api_port` only serves a URL without one.
+pub async fn host_client(h: &HostState, api_port: u16) -> Result<crate::kube::Client, String> {
+    let p = h.probed()?;
+    let admin = p
+        .remote
+        .read_file(&format!("{}/pki/admin.conf", h.data_dir()), true)
+        .await
+        .map_err(|e| format!("reading the admin kubeconfig: {e}"))?;
+    let secret = crate::transport::Secret::new(String::from_utf8_lossy(&admin).into_owned());
     // Where k0s says its API listens (`onlyBindToAddress` moves it off 127.0.0.1).
     let endpoint =
-        crate::kube::ApiEndpoint::from_kubeconfig(&secret, port).map_err(|e| e.to_string())?;
+        crate::kube::ApiEndpoint::from_kubeconfig(&secret, api_port).map_err(|e| e.to_string())?;
     let (client, _) = crate::kube::client(&p.remote, &secret, &endpoint)
         .await
         .map_err(|e| e.to_string())?;

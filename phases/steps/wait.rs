@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::transport::{Cmd, shell_quote};
+use crate::transport::Cmd;
 
 use super::HostState;
 use super::kubectl::kubectl;
@@ -100,57 +100,22 @@ pub async fn wait_config_reconciled(h: &HostState) -> Result<(), String> {
     .await
 }
 
-/// Waits until the node `name` reports Ready, asking the leader's API. With `version`, the
-/// node must also report the Kubernetes version that k0s release embeds
-/// (`status.nodeInfo.kubeletVersion`, `v1.36.3+k0s` for k0s `v1.36.3-rc.0+k0s.0`; compared
-/// before the `+`): right after a restart the Node object still says Ready from before it,
-/// and only a kubelet that came back reports the new version.
+/// Waits until the node `name` reports Ready, asking the leader's API server with the same
+/// Kubernetes client that drains and cordons ([`crate::kube::wait_node_ready`], through the
+/// leader's connection). With `version`, the node must also report the Kubernetes version that
+/// k0s release embeds (`status.nodeInfo.kubeletVersion`, `v1.36.3+k0s` for k0s
+/// `v1.36.3-rc.0+k0s.0`): right after a restart the Node object still says Ready from before
+/// it, and only a kubelet that came back reports the new version.
 pub async fn wait_node_ready(
     leader: &HostState,
     name: &str,
     version: Option<&crate::k0s::version::K0sVersion>,
 ) -> Result<(), String> {
-    let p = probed(leader)?;
-    let cmd = kubectl(leader, &format!("get node {} -o json", shell_quote(name)))?;
-    let want = version.map(|v| {
-        v.kubelet_version()
-            .split('+')
-            .next()
-            .unwrap_or("")
-            .to_string()
-    });
-    let what = match &want {
-        Some(v) => format!("node {name} to become Ready with kubelet {v}"),
-        None => format!("node {name} to become Ready"),
-    };
-    wait_until(&what, || async {
-        let out = p
-            .remote
-            .exec(Cmd::new(cmd.clone()).sudo())
-            .await
-            .map_err(|e| e.to_string())?;
-        if !out.success() {
-            return Err(out.stderr_str().trim().to_string());
-        }
-        let v: serde_json::Value =
-            serde_json::from_str(&out.stdout_str()).map_err(|e| e.to_string())?;
-        let ready = v["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        let kubelet = v["status"]["nodeInfo"]["kubeletVersion"]
-            .as_str()
-            .unwrap_or("");
-        let version_ok = want
-            .as_deref()
-            .is_none_or(|w| kubelet.split('+').next() == Some(w));
-        if ready && !version_ok {
-            return Err(format!("the node still reports kubelet {kubelet}"));
-        }
-        Ok(ready && version_ok)
-    })
-    .await
+    let client = super::leader::host_client(leader, super::leader::DEFAULT_API_PORT).await?;
+    let kubelet = version.map(|v| v.kubelet_version());
+    crate::kube::wait_node_ready(&client, name, kubelet.as_deref(), WAIT)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -158,28 +123,18 @@ mod scripted_tests {
     use super::*;
     use crate::phases::testkit::Kit;
 
-    fn node(ready: &str, kubelet: &str) -> String {
-        format!(
-            "{{\"status\":{{\"conditions\":[{{\"type\":\"Ready\",\"status\":\"{ready}\"}}],\"nodeInfo\":{{\"kubeletVersion\":\"{kubelet}\"}}}}}}"
-        )
-    }
-
-    /// Asked on the leader; a Ready node with an old kubelet is not done yet (it is polled
-    /// again), one with the target's kubelet is.
+    /// Readiness is asked of the leader's API server with the Kubernetes client, so the wait
+    /// starts by reading the leader's admin kubeconfig (and names it when it cannot), and
+    /// nothing runs on the node itself.
     #[tokio::test]
-    async fn node_ready_waits_for_the_new_kubelet() {
+    async fn node_ready_asks_the_leaders_api() {
         let k = Kit::new(&["controller", "worker"]);
-        let get = "get node node-2 -o json";
-        k.script(0).on(get, &node("True", "v1.31.1+k0s")).on_times(
-            get,
-            &node("True", "v1.30.0+k0s"),
-            1,
-        );
         let v = crate::k0s::version::K0sVersion::parse("v1.31.1+k0s.0").unwrap();
-        wait_node_ready(&k.state.hosts[0], "node-2", Some(&v))
+        let e = wait_node_ready(&k.state.hosts[0], "node-2", Some(&v))
             .await
-            .unwrap();
-        assert_eq!(k.script(0).ran_matching(get).len(), 2);
+            .unwrap_err();
+        assert!(e.contains("reading the admin kubeconfig"), "{e}");
+        assert!(e.contains("/var/lib/k0s/pki/admin.conf"), "{e}");
         assert!(k.script(1).commands().is_empty());
     }
 

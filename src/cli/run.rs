@@ -109,8 +109,8 @@ pub(super) fn with_timeout<T>(
 }
 
 /// `--output json`: every event of the run as one JSON line on stdout (the schema is the
-/// same for apply, reset and backup: `phase_start`, `phase_end`, `change`, `plan`, `error`,
-/// and a final `summary`).
+/// same for apply, reset and backup: `phase_start`, `phase_end`, `cleanup_start`, `change`,
+/// `plan`, `error`, and a final `summary`).
 pub(super) fn json_events(state: &mut State) {
     let out = std::sync::Mutex::new(());
     state.events = Some(std::sync::Arc::new(move |ev: serde_json::Value| {
@@ -137,12 +137,19 @@ pub(super) fn emit_summary(
     }));
 }
 
-/// Shows the run on the live display, when there is one (see [`crate::display`]): the hosts
-/// it recognises in log lines, and upload byte progress.
+/// Shows the run on the live display, when there is one (see [`crate::display`]): the run's
+/// events (before any other receiver of them), the hosts it shows, and upload byte progress.
 pub(super) fn attach_display(state: &mut State) {
     if crate::display::enabled() {
         crate::display::set_hosts(state.hosts.iter().map(|h| h.name.clone()).collect());
         state.progress = ProgressSink::new(crate::display::upload_progress);
+        let next = state.events.take();
+        state.events = Some(std::sync::Arc::new(move |ev: serde_json::Value| {
+            crate::display::on_event(&ev);
+            if let Some(next) = &next {
+                next(ev);
+            }
+        }));
     }
 }
 

@@ -92,19 +92,6 @@ impl SourceMap {
             col: col + 1,
         }
     }
-
-    /// The text of a line of the original (1-based), for error snippets.
-    pub fn line_text(&self, line: usize) -> Option<&str> {
-        let start = *self.line_starts.get(line.checked_sub(1)?)?;
-        let end = self
-            .line_starts
-            .get(line)
-            .map(|e| e - 1)
-            .unwrap_or(self.original.len());
-        self.original
-            .get(start..end)
-            .map(|s| s.trim_end_matches('\r'))
-    }
 }
 
 /// The result of substitution.

@@ -254,9 +254,6 @@ pub fn select(os: &OsRelease) -> Result<Selected, String> {
 
 /// Default paths shared by all Linux modules (k0sctl's `configurer/linux.go`).
 pub mod paths {
-    pub const K0S_CONFIG: &str = "/etc/k0s/k0s.yaml";
-    pub const JOIN_TOKEN: &str = "/etc/k0s/k0stoken";
-    pub const DATA_DIR: &str = "/var/lib/k0s";
     /// `/run/lock/k0sctl` if `/run/lock` exists, else this.
     pub const LOCK_FALLBACK: &str = "/tmp/k0sctl.lock";
     pub const LOCK: &str = "/run/lock/k0sctl";

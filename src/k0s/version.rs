@@ -80,10 +80,6 @@ impl K0sVersion {
         })
     }
 
-    pub fn is_prerelease(&self) -> bool {
-        self.prerelease.is_some()
-    }
-
     /// The Kubernetes version this k0s release embeds, as its kubelet reports it in
     /// `status.nodeInfo.kubeletVersion` (and its API server in `/version`): k0s builds
     /// Kubernetes `X.Y.Z` with the version string `vX.Y.Z+k0s` for every k0s release

@@ -47,8 +47,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pub use drain::{Blocked, Blocker, DrainEvent, DrainOptions, DrainReport, drain};
 pub use node::{
-    EvictTaint, add_taint, cordon, list_nodes, node_ready, node_version, remove_taint,
-    taint_strings, uncordon, wait_node_ready,
+    EvictTaint, add_taint, cordon, list_nodes, node_ready, node_ready_with, node_version,
+    remove_taint, taint_strings, uncordon, wait_node_ready,
 };
 pub use pdb::{BlockingPdb, blocking_pdbs};
 

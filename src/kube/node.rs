@@ -251,29 +251,65 @@ pub fn node_ready(n: &Node) -> Option<(bool, String)> {
     Some((c.status == "True", why))
 }
 
-/// Waits until the node exists and its Ready condition is True (polled every second).
+/// The node's state as a readiness wait sees it: `Ok(())` when its Ready condition is True and
+/// (with `kubelet`) it reports that kubelet version, compared before the `+` (`v1.36.3` for
+/// `v1.36.3+k0s`); otherwise what is missing, for the wait's last-seen message.
+pub fn node_ready_with(n: &Node, kubelet: Option<&str>) -> Result<(), String> {
+    match node_ready(n) {
+        Some((true, _)) => {}
+        Some((false, why)) => return Err(format!("not Ready ({why})")),
+        None => return Err("no Ready condition yet".into()),
+    }
+    let Some(want) = kubelet else { return Ok(()) };
+    let want = want.split('+').next().unwrap_or(want);
+    let has = n
+        .status
+        .as_ref()
+        .and_then(|s| s.node_info.as_ref())
+        .map(|i| i.kubelet_version.as_str())
+        .unwrap_or("");
+    if has.split('+').next() == Some(want) {
+        Ok(())
+    } else {
+        Err(format!("Ready, but the node still reports kubelet {has}"))
+    }
+}
+
+/// How long one read of the node may take before the wait counts it as an error and reads
+/// again (a tunnel through a dead connection must not hang the wait past its timeout).
+const READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Waits until the node exists, its Ready condition is True and, with `kubelet` (the
+/// Kubernetes version a k0s release embeds, `v1.36.3+k0s`), it reports that kubelet
+/// version: right after a restart the Node object still says Ready from before, and only a
+/// kubelet that came back reports the new version. Polled every second; API errors (a
+/// controller restarting) are retried until `timeout`.
 pub async fn wait_node_ready(
     client: &Client,
     node: &str,
+    kubelet: Option<&str>,
     timeout: Duration,
 ) -> Result<(), KubeError> {
     let nodes: Api<Node> = Api::all(client.clone());
     let start = Instant::now();
-    let mut last = String::from("node not registered yet");
     loop {
-        match nodes.get_opt(node).await {
-            Ok(Some(n)) => match node_ready(&n) {
-                Some((true, _)) => return Ok(()),
-                Some((false, why)) => last = format!("not Ready ({why})"),
-                None => last = "no Ready condition yet".into(),
+        let last = match tokio::time::timeout(READ_TIMEOUT, nodes.get_opt(node)).await {
+            Ok(Ok(Some(n))) => match node_ready_with(&n, kubelet) {
+                Ok(()) => return Ok(()),
+                Err(why) => why,
             },
-            Ok(None) => {}
+            Ok(Ok(None)) => "node not registered yet".into(),
             // The API may be briefly unavailable while a controller restarts: keep waiting.
-            Err(e) => last = format!("API error: {e}"),
-        }
+            Ok(Err(e)) => format!("API error: {}", KubeError::api("read node", e)),
+            Err(_) => format!("reading the node took over {READ_TIMEOUT:?}"),
+        };
         if start.elapsed() >= timeout {
+            let what = match kubelet {
+                Some(v) => format!("wait for node {node} to be Ready with kubelet {v}"),
+                None => format!("wait for node {node} to be Ready"),
+            };
             return Err(KubeError::Timeout {
-                what: format!("wait for node {node} to be Ready (last seen: {last})"),
+                what: format!("{what} (last seen: {last})"),
                 after: timeout,
             });
         }
@@ -352,5 +388,25 @@ mod tests {
         .unwrap();
         assert_eq!(node_ready(&n), Some((false, "KubeletNotReady: cni".into())));
         assert_eq!(node_ready(&Node::default()), None);
+    }
+
+    #[test]
+    fn ready_with_kubelet_version() {
+        let n: Node = serde_json::from_value(json!({"status": {
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "nodeInfo": {"kubeletVersion": "v1.35.1+k0s"}
+        }}))
+        .unwrap();
+        assert_eq!(node_ready_with(&n, None), Ok(()));
+        assert_eq!(node_ready_with(&n, Some("v1.35.1+k0s")), Ok(()));
+        // Still Ready from before the restart: the old kubelet is not the awaited one.
+        assert_eq!(
+            node_ready_with(&n, Some("v1.36.3+k0s")),
+            Err("Ready, but the node still reports kubelet v1.35.1+k0s".into())
+        );
+        assert_eq!(
+            node_ready_with(&Node::default(), None),
+            Err("no Ready condition yet".into())
+        );
     }
 }

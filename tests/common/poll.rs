@@ -12,17 +12,27 @@ pub fn poll_until<T>(
     what: &str,
     within: Duration,
     every: Duration,
-    mut check: impl FnMut() -> Option<T>,
+    check: impl FnMut() -> Option<T>,
 ) -> T {
+    poll_until_or(what, within, every, check).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`poll_until`] for callers that must clean up (kill a child, say why) before failing, or
+/// that must not panic (in `Drop`): the timeout is an `Err` naming `what`.
+pub fn poll_until_or<T>(
+    what: &str,
+    within: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = check() {
-            return v;
+            return Ok(v);
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            return Err(format!("timed out after {within:?} waiting for {what}"));
+        }
         std::thread::sleep(every);
     }
 }

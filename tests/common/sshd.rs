@@ -269,17 +269,16 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         // Our own child, by PID. SIGTERM lets sshd tidy up; then reap.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) => break,
-                _ if Instant::now() > deadline => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    break;
-                }
-                _ => std::thread::sleep(Duration::from_millis(20)),
-            }
+        let child = &mut self.child;
+        let exited = super::poll::poll_until_or(
+            "sshd to exit",
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            || child.try_wait().ok().flatten(),
+        );
+        if exited.is_err() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
@@ -358,11 +357,12 @@ impl Agent {
             .stderr(Stdio::null())
             .spawn()
             .expect("ssh-agent");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "ssh-agent did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        super::poll::poll(
+            "ssh-agent to start",
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            || socket.exists(),
+        );
         Agent {
             socket,
             child,
