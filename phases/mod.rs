@@ -31,6 +31,7 @@ pub mod reset;
 pub mod service_env;
 pub mod set_version;
 pub mod stage_binaries;
+pub mod staging;
 pub mod state;
 pub mod token_workaround;
 pub mod upgrade;

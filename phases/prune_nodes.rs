@@ -36,7 +36,7 @@ pub struct Strays {
 }
 
 /// The host part of an etcd peer URL (`https://10.0.0.1:2380` → `10.0.0.1`).
-fn peer_host(url: &str) -> String {
+pub(crate) fn peer_host(url: &str) -> String {
     let rest = url.split("://").nth(1).unwrap_or(url);
     let hostport = rest.split('/').next().unwrap_or(rest);
     if let Some(v6) = hostport.strip_prefix('[') {
