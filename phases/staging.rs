@@ -58,7 +58,7 @@ pub async fn record(remote: &Remote, lock_file: &str, entries: &[String]) -> Res
 fn for_each_recorded(lock_file: &str, body: &str) -> String {
     format!(
         "r={r}; if [ -f \"$r\" ]; then while IFS= read -r f; do case \"$f\" in /*.tmp.*) ;; *) continue ;; esac; \
-         for g in $f; do [ -e \"$g\" ] && {body}; done; done < \"$r\"; fi",
+         for g in $f; do if [ -e \"$g\" ]; then {body}; fi; done; done < \"$r\"; fi",
         r = shell_quote(&record_path(lock_file))
     )
 }
