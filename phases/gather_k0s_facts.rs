@@ -130,8 +130,8 @@ impl Phase for GatherK0sFacts {
                             plan.push(format!("remove stale staging files {}", stale.join(", ")));
                         } else {
                             let rm = format!(
-                                "rm -f -- {}; rm -f {}",
-                                stale.iter().map(|f| shell_quote(f)).collect::<Vec<_>>().join(" "),
+                                "{} && rm -f {}",
+                                super::staging::remove_paths(&stale),
                                 shell_quote(&super::staging::record_path(&p.facts.lock_file))
                             );
                             p.remote.run(Cmd::new(rm).sudo()).await.map_err(|e| err(e.to_string()))?;

@@ -521,10 +521,13 @@ impl Phase for StageBinaries {
                             remote: p.remote.clone(),
                             endpoint: relay::endpoint(h.spec.as_ref(), &p.remote),
                             dst: m.tmp.clone(),
-                            opts: UploadOptions::default()
-                                .mode(0o700)
-                                .sudo(true)
-                                .progress(progress.upload(&h.name)),
+                            opts: super::staging::relay_options(
+                                UploadOptions::default()
+                                    .mode(0o700)
+                                    .sudo(true)
+                                    .progress(progress.upload(&h.name)),
+                                &p.facts.lock_file,
+                            ),
                         })
                     })
                     .collect();

@@ -680,7 +680,10 @@ impl Phase for UploadFiles {
                             remote: p.remote.clone(),
                             endpoint: relay::endpoint(h.spec.as_ref(), &p.remote),
                             dst: it.dst.clone(),
-                            opts: upload_options(it, step),
+                            opts: super::staging::relay_options(
+                                upload_options(it, step),
+                                &p.facts.lock_file,
+                            ),
                         })
                     })
                     .collect();

@@ -856,6 +856,31 @@ fn faults_at_staging_and_in_an_upgrade_batch_then_plain_reapply_converges() {
         |pid| Fault::Sigkill.inject(&env, w, pid),
     );
     Fault::Sigkill.check_exit(&f, w, "Upload files");
+    // A relayed upload's per-transfer directory (key, known_hosts, data) is recorded too.
+    let relay_dirs = |h: &Host| {
+        env.exec(
+            h,
+            "ls -d /root/.k0sctl-relay-* /home/*/.k0sctl-relay-* 2>/dev/null || true",
+        )
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+    };
+    let relayed: Vec<(String, String)> = workers
+        .iter()
+        .map(|h| (h.name.clone(), relay_dirs(h)))
+        .collect();
+    for (h, (name, dirs)) in workers.iter().zip(&relayed) {
+        let rec = env
+            .exec(h, "cat /run/lock/k0sctl.staging 2>/dev/null || true")
+            .unwrap();
+        for d in dirs.lines() {
+            assert!(
+                rec.lines().any(|l| l == d),
+                "{name}: the relay directory {d} is in the record:\n{rec}"
+            );
+        }
+    }
     let record = env
         .exec(
             w,
@@ -897,8 +922,11 @@ fn faults_at_staging_and_in_an_upgrade_batch_then_plain_reapply_converges() {
         "x",
         "a file the record does not name stays"
     );
+    for h in workers {
+        assert_eq!(relay_dirs(h), "", "{}: relay directories left", h.name);
+    }
     eprintln!(
-        "SIGKILL during Upload files: converged ({:?} so far)",
+        "SIGKILL during Upload files: converged, relay directories left by the kill {relayed:?} removed ({:?} so far)",
         started.elapsed()
     );
 
