@@ -21,7 +21,7 @@ pub struct GatherK0sFacts;
 pub const TITLE: &str = "Gather k0s facts";
 
 /// The probe script: everything in one round trip, sections separated by `@@name` lines.
-fn script(h: &HostState, k0s: &str, env_file: Option<&str>) -> String {
+fn script(h: &HostState, k0s: &str, env_file: Option<&str>, lock_file: &str) -> String {
     let k = shell_quote(k0s);
     let cfg = shell_quote(&h.k0s_config_path());
     let env = env_file
@@ -39,11 +39,12 @@ fn script(h: &HostState, k0s: &str, env_file: Option<&str>) -> String {
          if {installed}; then echo $s; fi; done\n\
          echo @@incomplete; [ -f {marker} ] && echo yes\n\
          echo @@upgrading; [ -f {upgrading} ] && cat {upgrading}\n\
-         echo @@staging; for f in {k}.tmp.*; do [ -f \"$f\" ] && printf '%s\\n' \"$f\"; done\n\
+         echo @@staging; {recorded}; for f in {k}.tmp.*; do [ -f \"$f\" ] && printf '%s\\n' \"$f\"; done\n\
          echo @@end\n",
         installed = crate::host::InitSystem::installed_anywhere_test("$s"),
         marker = shell_quote(&incomplete_marker(h)),
-        upgrading = shell_quote(&upgrade_marker(h))
+        upgrading = shell_quote(&upgrade_marker(h)),
+        recorded = super::steps::staging::list_script(lock_file)
     )
 }
 
@@ -67,7 +68,7 @@ impl Phase for GatherK0sFacts {
                     let env_file = p.facts.init.map(|i| i.env_file(h.service_name()));
                     let out = p
                         .remote
-                        .run(Cmd::new(script(h, &p.k0s_binary_path, env_file.as_deref())).sudo())
+                        .run(Cmd::new(script(h, &p.k0s_binary_path, env_file.as_deref(), &p.facts.lock_file)).sudo())
                         .await
                         .map_err(|e| err(e.to_string()))?
                         .stdout_str();
@@ -117,14 +118,24 @@ impl Phase for GatherK0sFacts {
                     };
                     let mut service = Some(field("service")).filter(|s| !s.is_empty()).map(|s| s.lines().next().unwrap_or("").to_string());
                     let incomplete = field("incomplete") == "yes";
-                    // Staging files (`<k0s path>.tmp.*`) of an earlier run that was stopped
-                    // before it moved them into place: nothing uses them any more.
-                    let stale: Vec<String> = field("staging").lines().map(str::to_string).filter(|l| !l.is_empty()).collect();
+                    // Staging files of an earlier run that was stopped before it moved them into
+                    // place: those its record names (the k0s binary's and `files:`), and any
+                    // `<k0s path>.tmp.*` (the record lives on /run, which a reboot empties).
+                    let mut stale: Vec<String> = Vec::new();
+                    for l in field("staging").lines().filter(|l| !l.is_empty()) {
+                        if !stale.iter().any(|s| s == l) {
+                            stale.push(l.to_string());
+                        }
+                    }
                     if !stale.is_empty() {
                         if dry {
                             plan.push(format!("remove stale staging files {}", stale.join(", ")));
                         } else {
-                            let rm = format!("rm -f -- {}", stale.iter().map(|f| shell_quote(f)).collect::<Vec<_>>().join(" "));
+                            let rm = format!(
+                                "{} && rm -f {}",
+                                super::steps::staging::remove_paths(&stale),
+                                shell_quote(&super::steps::staging::record_path(&p.facts.lock_file))
+                            );
                             p.remote.run(Cmd::new(rm).sudo()).await.map_err(|e| err(e.to_string()))?;
                             tracing::info!("{}: removed stale staging files of an earlier run: {}", h.name, stale.join(", "));
                         }

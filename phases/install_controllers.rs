@@ -11,8 +11,10 @@ use super::steps::service::{install_and_start, plan_install};
 use super::steps::tokens::{create_token, retire_token, write_token};
 use super::steps::undo_install::reset_unfinished;
 use super::steps::wait::wait_api_ready;
+use crate::transport::{Cmd, shell_quote};
 use futures::future::join_all;
 
+use super::steps::reset_host::{etcd_leave_command, peer_address, uses_etcd};
 use super::{HostState, Phase, PhaseError, PhaseFuture, State, collect};
 
 pub struct InstallControllers;
@@ -48,6 +50,7 @@ impl Phase for InstallControllers {
                 .filter(|h| h.config.is_controller() && h.is_running())
                 .count()
                 .max(1); // the leader runs by now
+            leave_stale_members(state, l, &todo).await?;
             let batches = quorum_batches(running, todo.len(), state.opts.concurrency);
             let mut rest = todo.as_slice();
             for size in batches {
@@ -140,6 +143,101 @@ impl Phase for InstallControllers {
     }
 }
 
+/// The peer addresses among `joining` that are members of the etcd `members_json` (the JSON of
+/// `k0s etcd member-list`: `{"members":{"<name>":"https://<peer>:2380"}}`).
+pub fn stale_members(members_json: &str, joining: &[String]) -> Vec<String> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(members_json) else {
+        return Vec::new();
+    };
+    let Some(m) = v["members"].as_object() else {
+        return Vec::new();
+    };
+    let hosts: Vec<String> = m
+        .values()
+        .map(|u| super::steps::reset_host::peer_host(u.as_str().unwrap_or("")))
+        .collect();
+    joining
+        .iter()
+        .filter(|p| hosts.contains(p))
+        .cloned()
+        .collect()
+}
+
+/// A controller about to join runs no k0s, so no etcd member can be its own: one with its peer
+/// address was added by an earlier join that was interrupted after the leader added the member
+/// (the host then reset, or its etcd never started). Such a member is removed on the leader
+/// (`k0s etcd leave --peer-address`) before the join: it counts against etcd's quorum, and the
+/// join would add the same peer URL again.
+async fn leave_stale_members(state: &State, l: usize, todo: &[usize]) -> Result<(), PhaseError> {
+    let leader = &state.hosts[l];
+    let joining: Vec<String> = todo
+        .iter()
+        .map(|&i| &state.hosts[i])
+        .filter(|h| uses_etcd(state, h))
+        .map(peer_address)
+        .collect();
+    if joining.is_empty() || !uses_etcd(state, leader) {
+        return Ok(());
+    }
+    let fail =
+        |e: String| PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(leader.name.clone(), e)]);
+    let p = leader.probed().map_err(fail)?;
+    let list = p.k0s_cmd(&format!(
+        "etcd member-list --data-dir={}",
+        shell_quote(&leader.data_dir())
+    ));
+    let out = p
+        .remote
+        .run_str(Cmd::new(list).sudo().display_as("list etcd members"))
+        .await
+        .map_err(|e| fail(format!("listing the etcd members: {e}")))?;
+    // member-list prints its JSON on the last line (after any log lines).
+    let json = out
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or("");
+    for peer in stale_members(json, &joining) {
+        let h = todo
+            .iter()
+            .map(|&i| &state.hosts[i])
+            .find(|h| peer_address(h) == peer)
+            .expect("a joining controller");
+        tracing::warn!(
+            "{}: etcd lists the member {peer} of an earlier join that did not finish; removing it on {} before the join",
+            h.name,
+            leader.name
+        );
+        let cmd = etcd_leave_command(&p.k0s_binary_path, &peer, &leader.data_dir());
+        // etcd refuses to remove a member while that leaves too few members that have been
+        // connected for a few seconds (`etcdserver: unhealthy cluster`): retried for up to 30 s.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match p.remote.run(Cmd::new(cmd.clone()).sudo()).await {
+                Err(e) if tries < 15 && e.to_string().contains("unhealthy cluster") => {
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+                Err(e) => {
+                    return Err(PhaseError::hosts(
+                        Code::PhaseFailed,
+                        TITLE,
+                        vec![(
+                            h.name.clone(),
+                            format!(
+                                "removing the etcd member {peer} of an earlier, unfinished join (on the leader {}): {e}",
+                                leader.name
+                            ),
+                        )],
+                    ));
+                }
+                Ok(_) => break,
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Batch sizes for joining `remaining` controllers to `running` ones (as k0sctl's `phase/install_controllers.go`):
 /// one host, or `concurrency` < 2 (0 = unlimited) → one at a time; exactly one running and at
 /// least two to go → first two together; an even number running → one alone (to make it odd);
@@ -180,7 +278,16 @@ pub fn quorum_batches(mut running: usize, mut remaining: usize, concurrency: usi
 
 #[cfg(test)]
 mod tests {
-    use super::quorum_batches;
+    use super::{quorum_batches, stale_members};
+
+    #[test]
+    fn members_with_a_joining_peer_are_stale() {
+        let list = r#"{"members":{"c1":"https://10.0.0.1:2380","":"https://10.0.0.3:2380","c4":"https://[fd00::4]:2380"}}"#;
+        let joining = ["10.0.0.2", "10.0.0.3", "fd00::4"].map(String::from);
+        assert_eq!(stale_members(list, &joining), ["10.0.0.3", "fd00::4"]);
+        assert!(stale_members(list, &["10.0.0.2".into()]).is_empty());
+        assert!(stale_members("not json", &joining).is_empty());
+    }
 
     #[test]
     fn batches_keep_quorum() {

@@ -209,10 +209,13 @@ pub async fn release(state: &mut State) {
     }
     let me = holder();
     join_all(state.hosts.iter().filter_map(lock_path).map(|(r, path)| {
+        // Under our lock, the files this run recorded as staged go first (those moved into
+        // place are gone already; anything else is a leftover), then the record, then the lock.
         let cmd = format!(
-            "p={q}; [ \"$(head -n1 \"$p\" 2>/dev/null)\" = {m} ] && rm -f \"$p\"; true",
+            "p={q}; if [ \"$(head -n1 \"$p\" 2>/dev/null)\" = {m} ]; then {rm}; rm -f \"$p\"; fi; true",
             q = shell_quote(&path),
-            m = shell_quote(&me)
+            m = shell_quote(&me),
+            rm = super::steps::staging::remove_script(&path)
         );
         async move {
             let _ = r.exec(Cmd::new(cmd).sudo()).await;

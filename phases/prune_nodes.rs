@@ -15,6 +15,7 @@ use crate::kube::{self, DrainOptions};
 use crate::transport::{Cmd, shell_quote};
 
 use super::steps::kubectl::kubectl;
+use super::steps::reset_host::peer_host;
 use super::steps::reset_host::{etcd_leave_command, peer_address, uses_etcd};
 use super::{Phase, PhaseError, PhaseFuture, State};
 
@@ -33,19 +34,6 @@ pub struct Strays {
     /// by hand, or lost): (host name, peer address). Reported only; resetting the controller
     /// (`reset: true`) and applying again makes it join anew.
     pub missing: Vec<(String, String)>,
-}
-
-/// The host part of an etcd peer URL (`https://10.0.0.1:2380` → `10.0.0.1`).
-fn peer_host(url: &str) -> String {
-    let rest = url.split("://").nth(1).unwrap_or(url);
-    let hostport = rest.split('/').next().unwrap_or(rest);
-    if let Some(v6) = hostport.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or(v6).to_string();
-    }
-    hostport
-        .rsplit_once(':')
-        .map_or(hostport, |(h, _)| h)
-        .to_string()
 }
 
 /// Compares what the leader reported with the manifest's hosts.

@@ -347,6 +347,13 @@ impl Phase for StageBinaries {
                             let arch = p.facts.arch.clone();
                             let final_path = p.k0s_binary_path.clone();
                             let tmp = staged_path(&final_path);
+                            // Recorded before anything is written under that name: the
+                            // staged file and the upload's own temporary files of it.
+                            let record = {
+                                let (r, lock) = (p.remote.clone(), p.facts.lock_file.clone());
+                                let entries = [tmp.clone(), super::steps::staging::temp_files_of(&tmp)];
+                                async move { super::steps::staging::record(&r, &lock, &entries).await }
+                            };
                             match source_for(h, &target, &arch, &base).map_err(err)? {
                                 Source::Local(path, sum) => {
                                     let current = p
@@ -374,6 +381,7 @@ impl Phase for StageBinaries {
                                         h.name,
                                         path.display()
                                     );
+                                    record.await.map_err(err)?;
                                     Ok(Some(Pending {
                                         idx,
                                         file: path,
@@ -393,6 +401,7 @@ impl Phase for StageBinaries {
                                         "{}: uploading k0s {target} from the local cache",
                                         h.name
                                     );
+                                    record.await.map_err(err)?;
                                     Ok(Some(Pending {
                                         idx,
                                         file,
@@ -406,6 +415,7 @@ impl Phase for StageBinaries {
                                         "{}: downloading k0s {target} from {url}",
                                         h.name
                                     );
+                                    record.await.map_err(err)?;
                                     let asset = format!("k0s-{target}-{arch}");
                                     let stall = crate::transport::stall_timeout().as_secs();
                                     // Progress lines feed the display's byte bar and
@@ -503,10 +513,13 @@ impl Phase for StageBinaries {
                             remote: p.remote.clone(),
                             endpoint: relay::endpoint(h.spec.as_ref(), &p.remote),
                             dst: m.tmp.clone(),
-                            opts: UploadOptions::default()
-                                .mode(0o700)
-                                .sudo(true)
-                                .progress(progress.upload(&h.name)),
+                            opts: super::steps::staging::relay_options(
+                                UploadOptions::default()
+                                    .mode(0o700)
+                                    .sudo(true)
+                                    .progress(progress.upload(&h.name)),
+                                &p.facts.lock_file,
+                            ),
                         })
                     })
                     .collect();
@@ -631,24 +644,45 @@ impl Phase for StageBinaries {
 
     fn clean_up<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            // Every staging file of the k0s binary, also those of a staging that was stopped
-            // half-way (the names follow one pattern; the host lock keeps other runs out).
-            for h in &mut state.hosts {
+            // Every file this run staged, also those of a staging stopped half-way: the
+            // record names them (written before each staging started; the host lock keeps
+            // other runs out). A host whose connection was lost is reconnected once.
+            let target = state.target_version();
+            for i in 0..state.hosts.len() {
+                let h = &mut state.hosts[i];
                 let staged = h.staged.take();
-                let Some(p) = h.host.as_ref() else { continue };
-                if staged.is_none() && h.k0s.is_none() {
+                let staging =
+                    staged.is_some() || target.as_ref().is_some_and(|t| needs_binary(h, t));
+                if !staging || h.host.is_none() {
                     continue;
                 }
-                let _ = p
-                    .remote
-                    .exec(
-                        Cmd::new(format!(
-                            "rm -f -- {}.tmp.*",
-                            shell_quote(&p.k0s_binary_path)
-                        ))
-                        .sudo(),
-                    )
-                    .await;
+                let r = match super::steps::undo_install::reconnect_if_lost(state, i).await {
+                    Ok(()) => {
+                        let p = state.hosts[i].host.as_ref().expect("connected");
+                        p.remote
+                            .run(
+                                Cmd::new(super::steps::staging::remove_script(&p.facts.lock_file))
+                                    .sudo(),
+                            )
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = r {
+                    let h = &state.hosts[i];
+                    let lock = h
+                        .host
+                        .as_ref()
+                        .map(|p| p.facts.lock_file.clone())
+                        .unwrap_or_default();
+                    tracing::warn!(
+                        "{}: could not remove the staged k0s binary ({e}); the files named in {} stay on the host until the next apply removes them",
+                        h.name,
+                        super::steps::staging::record_path(&lock)
+                    );
+                }
             }
             Ok(())
         })

@@ -591,6 +591,17 @@ impl Phase for UploadFiles {
                     let _slot = limits.host_slot().await;
                     let err = |e: String| (h.name.clone(), e);
                     let steps = planned.clone().map_err(err)?;
+                    // The temporary names of every file written below (here or relayed),
+                    // recorded before the first byte goes out.
+                    let staged: Vec<String> = steps
+                        .iter()
+                        .filter(|(_, s)| matches!(s, Step::Upload { .. } | Step::Download))
+                        .map(|(it, _)| super::steps::staging::temp_files_of(&it.dst))
+                        .collect();
+                    let p = h.probed().map_err(err)?;
+                    super::steps::staging::record(&p.remote, &p.facts.lock_file, &staged)
+                        .await
+                        .map_err(err)?;
                     let mut done = Vec::new();
                     for (n, (it, step)) in steps.iter().enumerate() {
                         // Relayed uploads only get their directory here; the bytes come below.
@@ -669,7 +680,10 @@ impl Phase for UploadFiles {
                             remote: p.remote.clone(),
                             endpoint: relay::endpoint(h.spec.as_ref(), &p.remote),
                             dst: it.dst.clone(),
-                            opts: upload_options(it, step),
+                            opts: super::steps::staging::relay_options(
+                                upload_options(it, step),
+                                &p.facts.lock_file,
+                            ),
                         })
                     })
                     .collect();

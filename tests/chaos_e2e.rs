@@ -22,6 +22,12 @@
 //!
 //! A second test: stalled transfers (a host-side download from a server that stops sending, an
 //! upload whose link drops) fail naming host, URL and bytes.
+//!
+//! A third: the same faults at the two other points of a run, while binaries are staged and in a
+//! worker upgrade batch, plus SIGKILL while `files:` are uploaded (the record of staging files).
+//!
+//! A fourth: a controller join interrupted after etcd added the member; the next apply removes
+//! that member before the controller joins again.
 
 mod common;
 
@@ -605,5 +611,514 @@ fn stalled_transfers_fail_naming_host_url_and_bytes() {
             .unwrap()
             .trim(),
         ""
+    );
+}
+
+/// The faults of one kind, injected into a run on `host`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    Sigkill,
+    SshdKilled,
+    LinkDown,
+    LinkFlapping,
+}
+
+impl Fault {
+    /// Injects the fault into the run of k0sctl `pid`, aimed at `host`.
+    fn inject(self, env: &Env, host: &Host, pid: u32) {
+        match self {
+            Fault::Sigkill => {
+                std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status()
+                    .unwrap();
+            }
+            Fault::SshdKilled => kill_sshd(env, host),
+            Fault::LinkDown => link_down(env, host),
+            // Down 2 s, up 2 s, three times.
+            Fault::LinkFlapping => {
+                for _ in 0..3 {
+                    link_down(env, host);
+                    std::thread::sleep(Duration::from_secs(2));
+                    ip_link_up(env, host);
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Puts the host back (link up, sshd running) once k0sctl has ended.
+    fn repair(self, env: &Env, host: &Host) {
+        match self {
+            Fault::Sigkill => {}
+            Fault::SshdKilled => ensure_sshd(env, host),
+            Fault::LinkDown | Fault::LinkFlapping => link_up(env, host),
+        }
+    }
+
+    /// The exit code and message of the faulted run: SIGKILL ends it by the signal; a killed
+    /// sshd or a link down is a lost connection (exit 4) naming the host, the phase and the
+    /// cause, without the script; a flapping link is ridden out or is a lost connection.
+    fn check_exit(self, f: &Faulted, host: &Host, phase: &str) {
+        let ip = host.ip.to_string();
+        let lost = || {
+            assert!(
+                f.stderr.contains(phase)
+                    && f.stderr
+                        .lines()
+                        .any(|l| l.contains(&ip) && l.contains("connection lost")),
+                "{self:?} in {phase}: host, phase and cause named:\n{}",
+                f.stderr
+            );
+            assert!(
+                !f.stderr.contains("#!/") && !f.stderr.contains("while :; do"),
+                "{self:?} in {phase}: no script dump:\n{}",
+                f.stderr
+            );
+        };
+        match self {
+            Fault::Sigkill => assert_eq!(f.code, None, "killed by a signal:\n{}", f.stderr),
+            Fault::SshdKilled | Fault::LinkDown => {
+                assert_eq!(
+                    f.code,
+                    Some(4),
+                    "{self:?} in {phase}: lost connection is exit 4:\n{}",
+                    f.stderr
+                );
+                lost();
+            }
+            Fault::LinkFlapping => {
+                assert!(
+                    matches!(f.code, Some(0) | Some(4)),
+                    "a flapping link in {phase} either passes or is a lost connection ({:?}):\n{}",
+                    f.code,
+                    f.stderr
+                );
+                if f.code == Some(4) {
+                    lost();
+                }
+            }
+        }
+    }
+}
+
+/// The manifest of `env` (all hosts) at k0s `version`.
+fn manifest_at(dir: &std::path::Path, env: &Env, version: &str) -> String {
+    let p = dir.join(format!("k0sctl-{}.yaml", version.replace('+', "_")));
+    let y = std::fs::read_to_string(&env.manifest).unwrap().replace(
+        &format!("version: \"{}\"", env.versions[0]),
+        &format!("version: \"{version}\""),
+    );
+    assert!(y.contains(version), "{y}");
+    std::fs::write(&p, y).unwrap();
+    p.display().to_string()
+}
+
+/// Every worker is a node, Ready, schedulable and on `version`.
+fn nodes_ready_on(env: &Env, cache: &std::path::Path, manifest: &str, version: &str) {
+    let kc = cache.with_file_name("kubeconfig");
+    let out = k0sctl(cache, &["kubeconfig", "-c", manifest]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::write(&kc, &out.stdout).unwrap();
+    let nodes = kubectl(
+        &kc,
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.spec.unschedulable} {.status.nodeInfo.kubeletVersion} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+        ],
+        None,
+    );
+    let want = version.split('+').next().unwrap();
+    for line in nodes.lines() {
+        assert!(
+            !line.contains("true") && line.contains(want) && line.ends_with(" True"),
+            "every node Ready, schedulable and on {want}:\n{nodes}"
+        );
+    }
+    assert_eq!(nodes.lines().count(), env.hosts.len() - 1, "{nodes}");
+}
+
+/// No staging file of the k0s binary on any host.
+fn no_staging_file(env: &Env, what: &str) {
+    for h in &env.hosts {
+        let left = staging_files(env, h);
+        assert_eq!(left, "", "{}: staging files left after {what}", h.name);
+    }
+}
+
+/// No process of a k0sctl run left on any host.
+fn no_orphans(env: &Env, what: &str) {
+    for h in &env.hosts {
+        assert_eq!(
+            leftover_processes(env, h, Duration::from_secs(20)),
+            "",
+            "{}: processes left after {what}",
+            h.name
+        );
+    }
+}
+
+/// Faults at the two other points of a run, "Stage k0s binaries" (while the first worker's
+/// host-side download runs) and an upgrade batch of "Upgrade workers" (once a worker's service
+/// was stopped for its upgrade): SIGKILL of k0sctl at staging (in the first install), then per
+/// fault kind (sshd killed, link down, link flapping) an upgrade to the next version faulted at
+/// staging, the same upgrade faulted in a worker batch, and a plain re-apply. A run that rides
+/// a flapping link out finishes its upgrade; the next point then upgrades to the version after.
+///
+/// One environment (1 controller + 2 workers) and a chain of stand-in versions (one upgrade per
+/// fault kind, two when a flapping link is ridden out at staging); the operator's direction of
+/// the bridge is shaped so that a host-side download takes seconds.
+#[test]
+fn faults_at_staging_and_in_an_upgrade_batch_then_plain_reapply_converges() {
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-chaos2-")
+        .tempdir()
+        .unwrap();
+    let mut opts = Options::new(dir.path().join("env"), 3);
+    opts.versions = [
+        "v1.30.5+k0s.0",
+        "v1.31.2+k0s.0",
+        "v1.32.4+k0s.0",
+        "v1.33.4+k0s.0",
+        "v1.34.1+k0s.0",
+    ]
+    .map(String::from)
+    .to_vec();
+    opts.uplink_mbit = Some(200);
+    let env = Env::up(opts).expect("testenv up");
+    let cache = dir.path().join("cache");
+    let started = Instant::now();
+    let w = &env.hosts[1];
+    let workers = &env.hosts[1..];
+    let staging = |h: &Host| !staging_files(&env, h).is_empty();
+    const STAGE: &str = "Stage k0s binaries";
+    const BATCH: &str = "Upgrade workers";
+
+    // SIGKILL at staging, in the first install.
+    let mut at = 0;
+    let m = manifest_at(dir.path(), &env, &env.versions[at]);
+    let f = apply_when(
+        &cache,
+        &m,
+        STAGE,
+        || staging(w),
+        |pid| Fault::Sigkill.inject(&env, w, pid),
+    );
+    Fault::Sigkill.check_exit(&f, w, STAGE);
+    no_orphans(&env, "SIGKILL at staging");
+    no_live_lock(&env);
+    let err = converges(&cache, &m, "SIGKILL at staging");
+    assert!(
+        err.contains("removed stale staging files"),
+        "the killed run's staging files are removed by the next apply:\n{err}"
+    );
+    no_staging_file(&env, "SIGKILL at staging and a re-apply");
+    nodes_ready_on(&env, &cache, &m, &env.versions[at]);
+    eprintln!(
+        "SIGKILL at staging: converged ({:?} so far)",
+        started.elapsed()
+    );
+
+    // SIGKILL while `files:` are uploaded: the record next to the lock names the upload's
+    // temporary files (written before the upload began), and the next apply removes exactly
+    // those.
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![7u8; 48 << 20]).unwrap();
+    let mf = dir.path().join("k0sctl-files.yaml");
+    std::fs::write(
+        &mf,
+        std::fs::read_to_string(&m).unwrap().replace(
+            "  - role: worker\n",
+            &format!(
+                "  - role: worker\n    files:\n    - name: big\n      src: {}\n      dstDir: /opt/chaos\n      perm: \"0600\"\n",
+                big.display()
+            ),
+        ),
+    )
+    .unwrap();
+    let mf = mf.display().to_string();
+    let uploading = |h: &Host| {
+        env.exec(h, "ls /opt/chaos/big.bin.tmp.* 2>/dev/null || true")
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    // Something another program left that merely looks like a staging file: not ours.
+    env.exec(w, "mkdir -p /opt/chaos && echo x > /opt/chaos/other.tmp.1")
+        .unwrap();
+    let f = apply_when(
+        &cache,
+        &mf,
+        "Upload files",
+        || !uploading(w).is_empty(),
+        |pid| Fault::Sigkill.inject(&env, w, pid),
+    );
+    Fault::Sigkill.check_exit(&f, w, "Upload files");
+    // A relayed upload's per-transfer directory (key, known_hosts, data) is recorded too.
+    let relay_dirs = |h: &Host| {
+        env.exec(
+            h,
+            "ls -d /root/.k0sctl-relay-* /home/*/.k0sctl-relay-* 2>/dev/null || true",
+        )
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+    };
+    let relayed: Vec<(String, String)> = workers
+        .iter()
+        .map(|h| (h.name.clone(), relay_dirs(h)))
+        .collect();
+    for (h, (name, dirs)) in workers.iter().zip(&relayed) {
+        let rec = env
+            .exec(h, "cat /run/lock/k0sctl.staging 2>/dev/null || true")
+            .unwrap();
+        for d in dirs.lines() {
+            assert!(
+                rec.lines().any(|l| l == d),
+                "{name}: the relay directory {d} is in the record:\n{rec}"
+            );
+        }
+    }
+    let record = env
+        .exec(
+            w,
+            "stat -c '%a %U' /run/lock/k0sctl.staging; cat /run/lock/k0sctl.staging",
+        )
+        .unwrap();
+    assert!(
+        record.starts_with("600 root\n") && record.contains("/opt/chaos/big.bin.tmp.*"),
+        "the upload's temporary files are recorded (0600) before it starts:\n{record}"
+    );
+    assert_ne!(
+        uploading(w),
+        "",
+        "the killed upload left its temporary file"
+    );
+    no_orphans(&env, "SIGKILL during Upload files");
+    no_live_lock(&env);
+    let err = converges(&cache, &mf, "SIGKILL during Upload files");
+    assert!(
+        err.contains("removed stale staging files") && err.contains("/opt/chaos/big.bin.tmp."),
+        "the recorded temporary file is removed by the next apply:\n{err}"
+    );
+    for h in workers {
+        assert_eq!(uploading(h), "", "{}", h.name);
+        assert_eq!(
+            env.exec(
+                h,
+                "stat -c %s /opt/chaos/big.bin; ls /run/lock/k0sctl.staging 2>/dev/null || true"
+            )
+            .unwrap()
+            .trim(),
+            (48u64 << 20).to_string(),
+            "{}: the file is in place and no record is left",
+            h.name
+        );
+    }
+    assert_eq!(
+        env.exec(w, "cat /opt/chaos/other.tmp.1").unwrap().trim(),
+        "x",
+        "a file the record does not name stays"
+    );
+    for h in workers {
+        assert_eq!(relay_dirs(h), "", "{}: relay directories left", h.name);
+    }
+    eprintln!(
+        "SIGKILL during Upload files: converged, relay directories left by the kill {relayed:?} removed ({:?} so far)",
+        started.elapsed()
+    );
+
+    for fault in [Fault::SshdKilled, Fault::LinkDown, Fault::LinkFlapping] {
+        // At staging.
+        at += 1;
+        let m = manifest_at(dir.path(), &env, &env.versions[at]);
+        let f = apply_when(
+            &cache,
+            &m,
+            STAGE,
+            || staging(w),
+            |pid| fault.inject(&env, w, pid),
+        );
+        fault.repair(&env, w);
+        fault.check_exit(&f, w, STAGE);
+        no_orphans(&env, &format!("{fault:?} at staging"));
+        no_live_lock(&env);
+        if f.code == Some(4) && fault == Fault::SshdKilled {
+            // The clean-up reconnected and removed what was staged.
+            no_staging_file(&env, &format!("{fault:?} at staging"));
+        }
+        eprintln!(
+            "{fault:?} at staging: exit {:?} {:?} after the fault ({:?} so far)",
+            f.code,
+            f.after_fault,
+            started.elapsed()
+        );
+
+        // In an upgrade batch (to the next version if the run above finished its upgrade).
+        if f.code == Some(0) {
+            at += 1;
+        }
+        let m = manifest_at(dir.path(), &env, &env.versions[at]);
+        let stopped: Mutex<Option<usize>> = Mutex::new(None);
+        let f = apply_when(
+            &cache,
+            &m,
+            BATCH,
+            || {
+                let i = workers.iter().position(|w| {
+                    env.exec(
+                        w,
+                        &format!("test -e {UPGRADE_MARKER} && ! systemctl is-active -q k0sworker && echo yes || true"),
+                    )
+                    .unwrap_or_default()
+                    .trim()
+                        == "yes"
+                });
+                *stopped.lock().unwrap() = i;
+                i.is_some()
+            },
+            |pid| {
+                let i = stopped.lock().unwrap().unwrap();
+                fault.inject(&env, &workers[i], pid)
+            },
+        );
+        let hit = &workers[stopped.lock().unwrap().unwrap()];
+        fault.repair(&env, hit);
+        fault.check_exit(&f, hit, BATCH);
+        no_orphans(&env, &format!("{fault:?} in an upgrade batch"));
+        no_live_lock(&env);
+        converges(&cache, &m, &format!("{fault:?} in an upgrade batch"));
+        no_staging_file(&env, &format!("{fault:?} and a re-apply"));
+        nodes_ready_on(&env, &cache, &m, &env.versions[at]);
+        eprintln!(
+            "{fault:?} in an upgrade batch: exit {:?} {:?} after the fault; converged ({:?} so far)",
+            f.code,
+            f.after_fault,
+            started.elapsed()
+        );
+    }
+
+    // Nothing left behind anywhere.
+    for h in &env.hosts {
+        let left = env
+            .exec(
+                h,
+                &format!(
+                    "ls /usr/local/bin/k0s.tmp.* {MARKER} {UPGRADE_MARKER} /run/lock/k0sctl 2>/dev/null || true"
+                ),
+            )
+            .unwrap();
+        assert_eq!(left.trim(), "", "{} keeps {left}", h.name);
+    }
+    eprintln!("staging/upgrade-batch chaos took {:?}", started.elapsed());
+}
+
+/// The etcd members the first controller lists, as (name, peer URL), from `k0s etcd
+/// member-list` (its JSON is the last line).
+fn etcd_members(env: &Env) -> Vec<(String, String)> {
+    let out = env
+        .exec(
+            &env.hosts[0],
+            "/usr/local/bin/k0s etcd member-list 2>/dev/null || true",
+        )
+        .unwrap_or_default();
+    let json = out
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or("{}");
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let mut m: Vec<(String, String)> = v["members"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, u)| (k.clone(), u.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    m.sort();
+    m
+}
+
+/// A controller join interrupted after the leader added its etcd member (k0sctl killed, the
+/// service left stopped): the next plain apply resets and reinstalls the controller and removes
+/// the member of the interrupted join first (`k0s etcd leave --peer-address` on the leader), so
+/// that etcd ends with exactly one started member per controller.
+#[test]
+fn interrupted_controller_join_leaves_no_stale_etcd_member() {
+    let dir = tempfile::Builder::new()
+        .prefix("k0sctl-chaos-etcd-")
+        .tempdir()
+        .unwrap();
+    let mut opts = Options::new(dir.path().join("env"), 3);
+    opts.controllers = 3;
+    let env = Env::up(opts).expect("testenv up");
+    let cache = dir.path().join("cache");
+    let started = Instant::now();
+
+    // Two controllers first.
+    let m2 = write_manifest(dir.path(), &env, &[0, 1]);
+    let out = k0sctl(&cache, &["apply", "-c", &m2]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The third joins; once etcd lists its peer, k0sctl is killed and the service stopped.
+    let c = &env.hosts[2];
+    let peer = format!("https://{}:2380", c.ip);
+    let m3 = write_manifest(dir.path(), &env, &[0, 1, 2]);
+    let f = apply_when(
+        &cache,
+        &m3,
+        "Install controllers",
+        || etcd_members(&env).iter().any(|(_, u)| *u == peer),
+        |pid| {
+            std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .unwrap();
+        },
+    );
+    assert_eq!(f.code, None, "killed by a signal:\n{}", f.stderr);
+    env.exec(c, "systemctl stop k0scontroller 2>/dev/null; true")
+        .unwrap();
+    assert!(
+        etcd_members(&env).iter().any(|(_, u)| *u == peer),
+        "the interrupted join's member is in etcd: {:?}",
+        etcd_members(&env)
+    );
+    assert_eq!(leftover_processes(&env, c, Duration::from_secs(15)), "");
+    no_live_lock(&env);
+
+    let err = converges(&cache, &m3, "an interrupted controller join");
+    assert!(
+        err.contains("was installed by an earlier k0sctl run that did not finish"),
+        "the unfinished controller is reset and reinstalled:\n{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "etcd lists the member {} of an earlier join",
+            c.ip
+        )),
+        "the member of the interrupted join is removed before the join:\n{err}"
+    );
+    // One started member per controller, each with its own peer.
+    let members = etcd_members(&env);
+    let mut peers: Vec<String> = members.iter().map(|(_, u)| u.clone()).collect();
+    peers.sort();
+    let mut want: Vec<String> = env
+        .hosts
+        .iter()
+        .map(|h| format!("https://{}:2380", h.ip))
+        .collect();
+    want.sort();
+    assert_eq!(peers, want, "{members:?}");
+    assert!(
+        members.iter().all(|(n, _)| !n.is_empty()),
+        "every member started: {members:?}"
+    );
+    eprintln!(
+        "interrupted controller join: converged, etcd members {members:?} ({:?})",
+        started.elapsed()
     );
 }

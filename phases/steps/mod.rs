@@ -14,6 +14,7 @@
 //! - [`undo_install`]: undoing an install this run did not finish.
 //! - [`leader`]: the leader's Kubernetes client.
 //! - [`report`]: drain events for humans and for `--output json`.
+//! - [`staging`]: the record of staging files on a host, and removing exactly what it names.
 
 pub mod binary;
 pub mod hooks;
@@ -23,6 +24,7 @@ pub mod markers;
 pub mod report;
 pub mod reset_host;
 pub mod service;
+pub mod staging;
 pub mod tokens;
 pub mod undo_install;
 pub mod upgrade_host;

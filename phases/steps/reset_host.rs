@@ -477,6 +477,19 @@ pub async fn plan_reset_host(
     Ok(plan)
 }
 
+/// The host part of an etcd peer URL (`https://10.0.0.1:2380` → `10.0.0.1`).
+pub fn peer_host(url: &str) -> String {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    if let Some(v6) = hostport.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6).to_string();
+    }
+    hostport
+        .rsplit_once(':')
+        .map_or(hostport, |(h, _)| h)
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,6 +54,10 @@ pub struct UploadOptions {
     pub mtime: Option<i64>,
     /// Byte progress of the streaming step, if anyone wants it (e.g. a progress bar).
     pub progress: Option<UploadProgress>,
+    /// A root-owned record of staging files on the host (one absolute path per line) to which a
+    /// relayed upload appends its per-transfer directory before creating it, so that whoever
+    /// reads the record after an interrupted run can remove it.
+    pub staging_record: Option<String>,
     /// Test hook: flip the byte at this offset after it was hashed (simulates corruption in
     /// flight). Never set this outside tests.
     #[doc(hidden)]
@@ -83,6 +87,10 @@ impl UploadOptions {
     }
     pub fn progress(mut self, progress: Option<UploadProgress>) -> Self {
         self.progress = progress;
+        self
+    }
+    pub fn staging_record(mut self, record: impl Into<String>) -> Self {
+        self.staging_record = Some(record.into());
         self
     }
 }

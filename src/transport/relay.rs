@@ -6,6 +6,9 @@
 //! 1. **Probe** (one round trip): does the host have an `ssh` client, what is `$HOME`. A host
 //!    without a client cannot pass bytes on; it gets a direct upload (said once in the log).
 //! 2. **Prepare** (one round trip): a per-transfer directory `~/.k0sctl-relay-<id>` (0700).
+//!    When the upload options name a staging record (`staging_record`), the directory is
+//!    appended to it first (as root, one more round trip), so that a run killed mid-transfer
+//!    leaves nothing the next run does not know to remove.
 //!    A sender gets a fresh ed25519 private key (sent on stdin, never in argv, written 0600)
 //!    and a known_hosts file holding only its next hop's host key, namely the key this tool
 //!    accepted when it connected to that host (so pinned to what the operator's known_hosts
@@ -414,7 +417,22 @@ async fn relay(
         let cmd = Cmd::new(script)
             .stdin(stdin)
             .display_as(format!("prepare relay {marker} on {}", t.name));
-        async move { t.remote.run_str(cmd).await }
+        // The directory is recorded as staging before it exists (see `staging_record`).
+        let record = t.opts.staging_record.as_ref().map(|r| {
+            Cmd::new(format!(
+                "umask 077; printf '%s\\n' {} >> {}",
+                shell_quote(&dirs[pos]),
+                shell_quote(r)
+            ))
+            .sudo()
+            .display_as("record staging files")
+        });
+        async move {
+            if let Some(rec) = record {
+                t.remote.run(rec).await?;
+            }
+            t.remote.run_str(cmd).await
+        }
     }))
     .await;
     let prepared_ok = prepared

@@ -119,3 +119,11 @@ pub fn manifest_with(env: &Env, idx: &[usize]) -> String {
     out.push_str(tail);
     out
 }
+
+/// Staging files of the k0s binary on `host` (`/usr/local/bin/k0s.tmp.*`), one per line.
+pub fn staging_files(env: &Env, host: &Host) -> String {
+    env.exec(host, "ls /usr/local/bin/k0s.tmp.* 2>/dev/null || true")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
