@@ -16,7 +16,10 @@ fn main() {
                 .filter(|p| p.is_file())
                 .collect();
             found.sort_by_key(|p| {
-                let v = p.components().nth(3).map(|c| c.as_os_str().to_string_lossy().into_owned());
+                let v = p
+                    .components()
+                    .nth(3)
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned());
                 v.and_then(|v| v.strip_prefix("llvm-").and_then(|n| n.parse::<u32>().ok()))
             });
             found.pop()

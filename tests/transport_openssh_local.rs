@@ -49,11 +49,9 @@ async fn exercise(r: &Remote, dir: &std::path::Path) {
     );
 }
 
-#[tokio::test]
-async fn openssh_transport_with_controlmaster() {
-    let sshd = Sshd::start();
-    let t = sshd.target("root");
-    let o = OpenSshOptions {
+/// OpenSSH options for `t`: its key only, no agent, its own known_hosts, no ssh config.
+fn openssh_options(t: &common::sshd::Target) -> OpenSshOptions {
+    OpenSshOptions {
         address: t.address.clone(),
         user: Some(t.user.clone()),
         port: Some(t.port),
@@ -70,7 +68,14 @@ async fn openssh_transport_with_controlmaster() {
             ("IdentityAgent".into(), "none".into()),
         ],
         ..Default::default()
-    };
+    }
+}
+
+#[tokio::test]
+async fn openssh_transport_with_controlmaster() {
+    let sshd = Sshd::start();
+    let t = sshd.target("root");
+    let o = openssh_options(&t);
     let pool = Pool::new(Limits::default());
     let r = pool
         .connect(&ConnectSpec::OpenSsh(o))
@@ -86,6 +91,60 @@ async fn openssh_transport_with_controlmaster() {
         "{}",
         sshd.log()
     );
+}
+
+/// A command run over OpenSSH is tied to its session as over native SSH: when the `ssh`
+/// client goes away (the run is interrupted: the exec future is dropped and its `ssh` child
+/// killed), the host kills the command's process group instead of letting it run on.
+#[tokio::test]
+async fn openssh_command_dies_with_its_session() {
+    use std::time::Duration;
+    let sshd = Sshd::start();
+    let t = sshd.target("root");
+    let pool = Pool::new(Limits::default());
+    let r = pool
+        .connect(&ConnectSpec::OpenSsh(openssh_options(&t)))
+        .await
+        .expect("openssh connect");
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let cmd = format!(
+        "sh -c 'echo $$ > {}.tmp && mv {0}.tmp {0}; exec sleep 300'",
+        pidfile.display()
+    );
+    let run = tokio::spawn({
+        let r = r.clone();
+        async move { r.exec(cmd.as_str()).await }
+    });
+    let pid: i32 = common::poll::poll_until_async(
+        "the remote command to start",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || async { std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok() },
+    )
+    .await;
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().to_string())
+            })
+            .is_some_and(|rest| !rest.starts_with('Z'))
+    };
+    assert!(alive(pid), "the command runs while its session is open");
+    run.abort();
+    assert!(run.await.unwrap_err().is_cancelled());
+    common::poll::poll_until_async(
+        "the remote command to be killed after its ssh client went away",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async { (!alive(pid)).then_some(()) },
+    )
+    .await;
+    // The connection still serves the next command.
+    assert_eq!(r.run_str("echo again").await.unwrap(), "again");
+    pool.close_all().await;
 }
 
 #[tokio::test]
