@@ -28,7 +28,12 @@ fi
 if [ -z "$LIBFUZZER_A" ]; then
     # The package matching rustc's LLVM if there is one, else the newest.
     llvm=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
-    pkgs=$(apt-cache search --names-only '^libfuzzer-[0-9]+-dev$' 2>/dev/null | cut -d' ' -f1 | sort -V)
+    search() { apt-cache search --names-only '^libfuzzer-[0-9]+-dev$' 2>/dev/null | cut -d' ' -f1 | sort -V; }
+    pkgs=$(search)
+    if [ -z "$pkgs" ] && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq >/dev/null 2>&1 || true
+        pkgs=$(search)
+    fi
     pkg=$(echo "$pkgs" | grep -x "libfuzzer-$llvm-dev" || echo "$pkgs" | tail -n 1)
     [ -n "$pkg" ] || {
         echo "fuzz/run.sh: no libFuzzer.a: set LIBFUZZER_A, or make a libfuzzer-NN-dev package available to apt" >&2
@@ -37,7 +42,8 @@ if [ -z "$LIBFUZZER_A" ]; then
     dir=$CARGO_TARGET_DIR/libfuzzer/$pkg
     if [ ! -d "$dir/usr" ]; then
         mkdir -p "$dir"
-        (cd "$dir" && apt-get download "$pkg" >/dev/null 2>&1 && dpkg -x ./*.deb . && rm -f ./*.deb) || {
+        fetch() { (cd "$dir" && apt-get download "$pkg" >/dev/null 2>&1 && dpkg -x ./*.deb . && rm -f ./*.deb); }
+        fetch || { [ "$(id -u)" = 0 ] && apt-get update -qq >/dev/null 2>&1 && fetch; } || {
             echo "fuzz/run.sh: could not fetch and unpack $pkg with apt-get download" >&2
             exit 1
         }
