@@ -147,6 +147,92 @@ async fn openssh_command_dies_with_its_session() {
     pool.close_all().await;
 }
 
+/// The PIDs of `pid`'s descendants (from /proc).
+fn descendants(pid: u32) -> Vec<i32> {
+    let parents: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let p: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((p, ppid))
+        })
+        .collect();
+    let mut out = vec![pid as i32];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    out.remove(0);
+    out
+}
+
+/// A peer that stops answering (its sshd processes frozen: TCP still acknowledges, so only
+/// keepalives can tell) is declared lost by the `ssh` client through the run's keepalive
+/// settings, and the command fails as a lost connection instead of hanging.
+#[tokio::test]
+async fn openssh_keepalives_notice_a_dead_peer() {
+    use k0sctl::transport::TransportError;
+    use std::time::Duration;
+    let sshd = Sshd::start();
+    let t = sshd.target("root");
+    let mut o = openssh_options(&t);
+    o.keepalive_interval = Some(Duration::from_secs(1));
+    o.keepalive_count_max = Some(1);
+    let pool = Pool::new(Limits::default());
+    let r = pool
+        .connect(&ConnectSpec::OpenSsh(o))
+        .await
+        .expect("openssh connect");
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let cmd = format!("touch {}; sleep 600", started.display());
+    let run = tokio::spawn({
+        let r = r.clone();
+        async move { r.exec(cmd.as_str()).await }
+    });
+    common::poll::poll_until_async(
+        "the remote command to start",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || async { started.exists().then_some(()) },
+    )
+    .await;
+    // Freeze every per-connection sshd process (not the listener, not the command).
+    let frozen: Vec<i32> = descendants(sshd.pid())
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sshd")
+        })
+        .collect();
+    assert!(!frozen.is_empty(), "no per-connection sshd process found");
+    for p in &frozen {
+        // SAFETY: signalling processes of the sshd this test started.
+        unsafe { libc::kill(*p, libc::SIGSTOP) };
+    }
+    // A bound, not a speed claim: keepalives every 1 s, 1 unanswered.
+    let res = tokio::time::timeout(Duration::from_secs(120), run).await;
+    for p in &frozen {
+        // SAFETY: as above.
+        unsafe { libc::kill(*p, libc::SIGCONT) };
+    }
+    let res = res.expect("the command still hangs: keepalives did not declare the peer lost");
+    match res.unwrap() {
+        Err(TransportError::Disconnected { .. }) => {}
+        other => panic!("expected a lost connection, got {other:?}"),
+    }
+    pool.close_all().await;
+}
+
 #[tokio::test]
 async fn localhost_transport() {
     let pool = Pool::new(Limits::default());

@@ -218,6 +218,30 @@ impl OpenSshConnection {
         self.command_with(&[])
     }
 
+    /// `ssh -O <op> …` for the ControlMaster (`-O` must come before the destination).
+    fn control_command(&self, op: &str) -> tokio::process::Command {
+        let mut c = self.base_command();
+        let std = c.as_std_mut();
+        let args: Vec<_> = std.get_args().map(|a| a.to_owned()).collect();
+        let mut e = tokio::process::Command::new(std.get_program());
+        e.arg("-O").arg(op);
+        e.args(args);
+        e.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        e
+    }
+
+    /// Whether the ControlMaster still runs (`ssh -O check`).
+    async fn master_alive(&self) -> bool {
+        let check = self.control_command("check").status();
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), check).await,
+            Ok(Ok(st)) if st.success()
+        )
+    }
+
     /// `ssh -W host:port …`: the child's stdin/stdout are a TCP connection the host makes to
     /// `host:port` (through the ControlMaster when multiplexing), for [`super::tunnel`].
     pub(crate) fn stdio_forward_command(&self, host: &str, port: u16) -> tokio::process::Command {
@@ -273,18 +297,41 @@ impl OpenSshConnection {
     }
 }
 
+/// Whether `stderr` of an `ssh` that exited 255 is ssh's own failure: its `ssh:` messages, a
+/// peer that stopped answering keepalives ("Timeout, server … not responding."), a connection
+/// closed or broken under it.
+fn ssh_failed(stderr: &str) -> bool {
+    stderr.contains("ssh:")
+        || stderr.contains("not responding")
+        || stderr.contains("closed by remote host")
+        || stderr.contains("client_loop:")
+        || stderr.contains("mux_client")
+}
+
 impl Transport for OpenSshConnection {
     async fn exec(&self, req: ExecRequest) -> Result<super::Output, TransportError> {
         let mut c = self.base_command();
         c.arg(&req.command);
         let doing = super::error::doing(&req.display);
         let out = super::local::run_child(&self.name, c, req).await?;
-        if out.status.code() == Some(255) && out.stderr_str().contains("ssh:") {
-            // 255 is ssh's own failure (or the remote command's 255: then no "ssh:" message).
-            return Err(TransportError::Disconnected {
-                host: self.name.clone(),
-                reason: format!("{}{doing}", out.stderr_str()),
-            });
+        if out.status.code() == Some(255) {
+            // 255 is ssh's own failure, or the remote command's 255: then none of ssh's
+            // messages, and a ControlMaster still up (a client whose master died, e.g. of
+            // unanswered keepalives, exits 255 without a word: the master had the message).
+            let stderr = out.stderr_str();
+            let reason = if ssh_failed(&stderr) {
+                Some(stderr)
+            } else if self.control_dir.is_some() && !self.master_alive().await {
+                Some("the shared SSH connection (ControlMaster) is gone: the host stopped answering keepalives or closed it".to_string())
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(TransportError::Disconnected {
+                    host: self.name.clone(),
+                    reason: format!("{reason}{doing}"),
+                });
+            }
         }
         Ok(out)
     }
@@ -293,16 +340,7 @@ impl Transport for OpenSshConnection {
     }
     async fn close(&self) {
         if self.control_dir.is_some() {
-            let mut c = self.base_command();
-            // `-O exit` must come before the destination: rebuild with the control flags.
-            let std = c.as_std_mut();
-            let args: Vec<_> = std.get_args().map(|a| a.to_owned()).collect();
-            let mut e = tokio::process::Command::new(std.get_program());
-            e.arg("-O").arg("exit");
-            e.args(args);
-            e.stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null());
-            let _ = e.status().await;
+            let _ = self.control_command("exit").status().await;
         }
     }
 }
