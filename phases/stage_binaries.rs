@@ -124,7 +124,7 @@ fn download_script(url: &str, asset: &str, tmp: &str, stall: u64) -> String {
          if command -v curl >/dev/null 2>&1; then curl -sSLf --speed-limit 1 --speed-time {stall} -o {t} -- {u}; else wget -q --read-timeout={stall} -O {t} -- {u}; fi\n\
          rc=$?; kill $rep 2>/dev/null; set -e\n\
          if [ $rc -ne 0 ]; then n=$(stat -c %s {t} 2>/dev/null || echo 0); rm -f {t}; \
-           if [ $rc = 28 ] || [ $rc = 4 ]; then echo \"download of {url_text} stalled or timed out: no progress for {stall}s, $n bytes received (exit $rc); check the host's network, proxy and DNS (K0SCTL_STALL_TIMEOUT sets the limit)\" >&2; \
+           if [ $rc = 28 ] || [ $rc = 4 ]; then echo \"download of {url_text} stalled or timed out: no progress for {stall}s, $n bytes received (exit $rc); check the host's network, proxy and DNS (--stall-timeout or K0SCTL_STALL_TIMEOUT sets the limit)\" >&2; \
            else echo \"download of {url_text} failed (exit $rc) after $n bytes\" >&2; fi; exit $rc; fi\n\
          sums=$( (if command -v curl >/dev/null 2>&1; then curl -sSLf -- {s}; else wget -qO- -- {s}; fi) 2>/dev/null || true)\n\
          want=$(printf '%s\\n' \"$sums\" | awk -v f={a} '$2==f || $2==\"*\"f {{print $1; exit}}')\n\

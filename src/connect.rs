@@ -16,17 +16,30 @@ use crate::config::{self, Host};
 use crate::transport::openssh::OpenSshOptions;
 use crate::transport::ssh::SshOptions;
 use crate::transport::ssh::config::{SshConfig, expand_tilde};
-use crate::transport::{ConnectSpec, TransportError};
+use crate::transport::{ConnectSpec, TransportError, Tuning};
 
 /// How to reach `h`. `base_dir` is where relative key paths are resolved (the manifest's
-/// directory).
+/// directory). Keepalives: the host's own options win, then `--keepalive-interval` /
+/// `--keepalive-count-max` (or their environment variables), then `~/.ssh/config`, then the
+/// defaults (every 5 s, 2 unanswered: a dead peer is noticed within about 15 s) — the order
+/// in which `ssh` itself weighs `-o` options against its config file.
 pub fn spec_for(
     h: &Host,
     base_dir: &Path,
     ssh_config: &SshConfig,
 ) -> Result<ConnectSpec, TransportError> {
+    spec_with(h, base_dir, ssh_config, &crate::transport::tuning())
+}
+
+fn spec_with(
+    h: &Host,
+    base_dir: &Path,
+    ssh_config: &SshConfig,
+    tuning: &Tuning,
+) -> Result<ConnectSpec, TransportError> {
     if let Some(s) = &h.ssh {
-        return ssh_options(s, base_dir, ssh_config).map(ConnectSpec::Ssh);
+        return ssh_options_with(s, base_dir, ssh_config, &config::Mapping::new(), tuning)
+            .map(ConnectSpec::Ssh);
     }
     if let Some(o) = &h.open_ssh {
         return Ok(ConnectSpec::OpenSsh(OpenSshOptions {
@@ -42,6 +55,8 @@ pub fn spec_for(
                 .collect(),
             disable_multiplexing: o.disable_multiplexing,
             ssh_binary: None,
+            keepalive_interval: tuning.keepalive_interval,
+            keepalive_count_max: tuning.keepalive_count_max,
         }));
     }
     if h.localhost.is_some_and(|l| l.enabled) {
@@ -59,14 +74,6 @@ pub fn spec_for(
     )))
 }
 
-fn ssh_options(
-    s: &config::Ssh,
-    base_dir: &Path,
-    cfg: &SshConfig,
-) -> Result<SshOptions, TransportError> {
-    ssh_options_with(s, base_dir, cfg, &config::Mapping::new())
-}
-
 /// `inherited`: the options of the host this one is the bastion of. A bastion without options
 /// of its own uses its host's (so a per-cluster `UserKnownHostsFile` also covers the bastion's
 /// key instead of `~/.ssh/known_hosts`); options it sets itself win.
@@ -75,12 +82,14 @@ fn ssh_options_with(
     base_dir: &Path,
     cfg: &SshConfig,
     inherited: &config::Mapping,
+    tuning: &Tuning,
 ) -> Result<SshOptions, TransportError> {
     // The manifest's port is 22 unless written otherwise; let ~/.ssh/config's Port apply then,
     // as `ssh` would.
     let port = (s.port != 22).then_some(s.port);
     let key = s.key_path.as_deref().map(|k| key_path(k, base_dir));
     let mut o = SshOptions::resolve(&s.address, port, Some(&s.user), key, cfg)?;
+    apply_keepalive(&mut o, tuning);
     let own = if s.options.is_empty() {
         inherited
     } else {
@@ -90,9 +99,22 @@ fn ssh_options_with(
         o.set_option(k, &option_value(v))?;
     }
     if let Some(b) = &s.bastion {
-        o.bastion = Some(Box::new(ssh_options_with(b, base_dir, cfg, own)?));
+        o.bastion = Some(Box::new(ssh_options_with(b, base_dir, cfg, own, tuning)?));
     }
     Ok(o)
+}
+
+/// The run's keepalive flags over what `~/.ssh/config` gave, down a ProxyJump chain too.
+fn apply_keepalive(o: &mut SshOptions, tuning: &Tuning) {
+    if let Some(i) = tuning.keepalive_interval {
+        o.keepalive_interval = (!i.is_zero()).then_some(i);
+    }
+    if let Some(n) = tuning.keepalive_count_max {
+        o.keepalive_max = n;
+    }
+    if let Some(b) = o.bastion.as_deref_mut() {
+        apply_keepalive(b, tuning);
+    }
 }
 
 /// `~` expanded; relative paths against the manifest's directory.
@@ -192,5 +214,55 @@ mod tests {
             e.to_string()
                 .contains("winRM connections are not supported")
         );
+    }
+
+    /// Keepalive precedence for the native transport: the host's options, then the flags,
+    /// then `~/.ssh/config`, then the defaults; the flags reach a ProxyJump bastion too.
+    #[test]
+    fn keepalive_precedence_native() {
+        use std::time::Duration;
+        let secs = Duration::from_secs;
+        let plain = host("    ssh:\n      address: 10.0.0.1\n");
+        let with_opt = host(
+            "    ssh:\n      address: 10.0.0.1\n      options:\n        ServerAliveInterval: 3\n",
+        );
+        let none = SshConfig::parse("");
+        let cfg = SshConfig::parse(
+            "Host 10.0.0.1\n  ServerAliveInterval 15\n  ServerAliveCountMax 4\n  ProxyJump jump\n",
+        );
+        let flags = Tuning {
+            keepalive_interval: Some(secs(9)),
+            keepalive_count_max: Some(1),
+            ..Tuning::default()
+        };
+        let off = Tuning {
+            keepalive_interval: Some(Duration::ZERO),
+            ..Tuning::default()
+        };
+        let ka = |h: &Host, c: &SshConfig, t: &Tuning| {
+            let ConnectSpec::Ssh(o) = spec_with(h, Path::new("/"), c, t).unwrap() else {
+                panic!("ssh expected")
+            };
+            let b = o
+                .bastion
+                .as_ref()
+                .map(|b| (b.keepalive_interval, b.keepalive_max));
+            (o.keepalive_interval, o.keepalive_max, b)
+        };
+        let d = Tuning::default();
+        assert_eq!(ka(&plain, &none, &d), (Some(secs(5)), 2, None));
+        assert_eq!(
+            ka(&plain, &cfg, &d),
+            (Some(secs(15)), 4, Some((Some(secs(5)), 2)))
+        );
+        assert_eq!(
+            ka(&plain, &cfg, &flags),
+            (Some(secs(9)), 1, Some((Some(secs(9)), 1)))
+        );
+        assert_eq!(
+            ka(&with_opt, &cfg, &flags),
+            (Some(secs(3)), 1, Some((Some(secs(9)), 1)))
+        );
+        assert_eq!(ka(&plain, &none, &off), (None, 2, None));
     }
 }

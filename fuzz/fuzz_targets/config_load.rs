@@ -1,7 +1,7 @@
 //! The config loader on arbitrary text: never panics, and every diagnostic points inside the
 //! input (a line that exists).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
+use k0sctl_fuzz::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -1,6 +1,6 @@
 //! `kubectl get nodes -o json` and `k0s etcd member-list` output, compared with the manifest.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
+use k0sctl_fuzz::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -1,6 +1,6 @@
 //! The output of the one-round-trip facts script (`@@section` lines).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
+use k0sctl_fuzz::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

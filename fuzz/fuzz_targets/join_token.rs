@@ -1,6 +1,6 @@
 //! A join token as `k0s token create` prints it (base64 of gzip of a kubeconfig).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
+use k0sctl_fuzz::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

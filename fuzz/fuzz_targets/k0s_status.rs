@@ -1,6 +1,6 @@
 //! `k0s status -o json` and `k0s version` output.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
+use k0sctl_fuzz::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

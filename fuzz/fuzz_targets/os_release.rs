@@ -1,6 +1,6 @@
 //! `/etc/os-release` text as a host returns it.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
+use k0sctl_fuzz::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -63,6 +63,20 @@ pub struct GlobalArgs {
     /// Attempt a forced operation in case of certain failures
     #[arg(long, global = true)]
     pub force: bool,
+    /// Fail an upload, or a download a host makes, after this long without progress (env
+    /// K0SCTL_STALL_TIMEOUT, in seconds) [default: 60s]
+    #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
+    pub stall_timeout: Option<Duration>,
+    /// Send an SSH keepalive this often on every connection, 0 to send none (env
+    /// K0SCTL_KEEPALIVE_INTERVAL); a host's own ssh options win, ~/.ssh/config loses
+    /// [default: 5s]
+    #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
+    pub keepalive_interval: Option<Duration>,
+    /// Keepalives that may go unanswered before a connection counts as lost (env
+    /// K0SCTL_KEEPALIVE_COUNT_MAX); a host's own ssh options win, ~/.ssh/config loses
+    /// [default: 2]
+    #[arg(long, global = true, value_name = "N")]
+    pub keepalive_count_max: Option<u32>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -333,6 +347,11 @@ pub fn main() -> i32 {
             _ => false,
         },
     });
+    crate::transport::set_tuning(crate::transport::Tuning {
+        stall_timeout: cli.global.stall_timeout.filter(|d| !d.is_zero()),
+        keepalive_interval: cli.global.keepalive_interval,
+        keepalive_count_max: cli.global.keepalive_count_max,
+    });
     if crate::display::enabled() {
         // Passphrase and password prompts on the terminal step around the bars.
         crate::transport::ssh::auth::set_prompt_guard(|f| crate::display::suspend(f));
@@ -517,5 +536,33 @@ mod tests {
             panic!()
         };
         assert_eq!(a.config.config, vec!["a.yaml", "b.yaml"]);
+    }
+
+    #[test]
+    fn stall_and_keepalive_flags() {
+        let c = Cli::try_parse_from([
+            "k0sctl",
+            "--stall-timeout",
+            "2m",
+            "apply",
+            "--keepalive-interval",
+            "0s",
+            "--keepalive-count-max",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(c.global.stall_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(c.global.keepalive_interval, Some(Duration::ZERO));
+        assert_eq!(c.global.keepalive_count_max, Some(4));
+        let c = Cli::try_parse_from(["k0sctl", "apply"]).unwrap();
+        assert_eq!(
+            (
+                c.global.stall_timeout,
+                c.global.keepalive_interval,
+                c.global.keepalive_count_max
+            ),
+            (None, None, None)
+        );
+        assert!(Cli::try_parse_from(["k0sctl", "apply", "--stall-timeout", "soon"]).is_err());
     }
 }

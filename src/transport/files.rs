@@ -251,7 +251,7 @@ impl Remote {
                     host: self.name().to_string(),
                     what: format!("upload to {dst}"),
                     reason: format!(
-                        "stalled: no progress for {}s after {sent}{of} bytes; check the network to the host (K0SCTL_STALL_TIMEOUT sets the limit)",
+                        "stalled: no progress for {}s after {sent}{of} bytes; check the network to the host (--stall-timeout or K0SCTL_STALL_TIMEOUT sets the limit)",
                         stall.as_secs()
                     ),
                 })

@@ -65,18 +65,70 @@ pub const IO_CHUNK: usize = 256 * 1024;
 /// Default for [`stall_timeout`].
 pub const DEFAULT_STALL: Duration = Duration::from_secs(60);
 
-/// How long a transfer (an upload, or a download the host makes) may make no progress before
-/// it fails: `K0SCTL_STALL_TIMEOUT` in seconds (at least 1), else 60 s.
-pub fn stall_timeout() -> Duration {
-    static STALL: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *STALL.get_or_init(|| {
-        std::env::var("K0SCTL_STALL_TIMEOUT")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|&s| s > 0)
-            .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_STALL)
+/// Run-wide settings of the transports given on the command line (`--stall-timeout`,
+/// `--keepalive-interval`, `--keepalive-count-max`), set once by the CLI with [`set_tuning`].
+/// `None` leaves a setting to the environment and the defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tuning {
+    pub stall_timeout: Option<Duration>,
+    /// ServerAliveInterval for every host (zero disables keepalives).
+    pub keepalive_interval: Option<Duration>,
+    /// ServerAliveCountMax for every host.
+    pub keepalive_count_max: Option<u32>,
+}
+
+static TUNING: std::sync::OnceLock<Tuning> = std::sync::OnceLock::new();
+
+/// Sets the run's [`Tuning`] (first call wins; before any connection is made).
+pub fn set_tuning(t: Tuning) {
+    let _ = TUNING.set(t);
+}
+
+/// The run's [`Tuning`] with the environment filled in: `K0SCTL_STALL_TIMEOUT`,
+/// `K0SCTL_KEEPALIVE_INTERVAL` (seconds, or a duration such as 10s; 0 disables keepalives) and
+/// `K0SCTL_KEEPALIVE_COUNT_MAX` apply where no flag was given.
+pub fn tuning() -> Tuning {
+    static MERGED: std::sync::OnceLock<Tuning> = std::sync::OnceLock::new();
+    *MERGED.get_or_init(|| {
+        merge_tuning(TUNING.get().copied().unwrap_or_default(), &|k| {
+            std::env::var(k).ok()
+        })
     })
+}
+
+/// Flags win over the environment; unparsable or zero stall values in the environment are
+/// ignored (the default applies).
+fn merge_tuning(flags: Tuning, env: &dyn Fn(&str) -> Option<String>) -> Tuning {
+    let secs = |v: String| -> Option<Duration> {
+        let v = v.trim();
+        v.parse::<u64>()
+            .ok()
+            .map(Duration::from_secs)
+            .or_else(|| crate::config::duration::parse(v).ok())
+    };
+    Tuning {
+        stall_timeout: flags.stall_timeout.or_else(|| {
+            env("K0SCTL_STALL_TIMEOUT")
+                .and_then(secs)
+                .filter(|d| !d.is_zero())
+        }),
+        keepalive_interval: flags
+            .keepalive_interval
+            .or_else(|| env("K0SCTL_KEEPALIVE_INTERVAL").and_then(secs)),
+        keepalive_count_max: flags
+            .keepalive_count_max
+            .or_else(|| env("K0SCTL_KEEPALIVE_COUNT_MAX").and_then(|v| v.trim().parse().ok())),
+    }
+}
+
+/// How long a transfer (an upload, or a download the host makes) may make no progress before
+/// it fails: `--stall-timeout`, else `K0SCTL_STALL_TIMEOUT` (seconds or a duration, at least
+/// 1 s), else 60 s.
+pub fn stall_timeout() -> Duration {
+    tuning()
+        .stall_timeout
+        .filter(|d| !d.is_zero())
+        .unwrap_or(DEFAULT_STALL)
 }
 
 /// A secret string (password, passphrase). Its `Debug` output is redacted; it is never put in
@@ -564,12 +616,14 @@ impl Remote {
         let shown = cmd.display();
         let sudo = cmd.sudo;
         let mut stdin = cmd.stdin;
-        // On a native SSH connection a command that takes no input is tied to its session
-        // (see [`session_bound`]): it runs in its own process group, and its stdin stays open
-        // until the command ends, so that when the channel or the connection closes — the
-        // run is interrupted, the tool is killed — a watcher on the host sees end of input
-        // and kills the group instead of letting the work run on.
-        let bound = matches!(&*self.conn, Connection::Ssh(_)) && matches!(stdin, Stdin::Null);
+        // On an SSH connection (native or OpenSSH) a command that takes no input is tied to
+        // its session (see [`session_bound`]): it runs in its own process group, and its stdin
+        // stays open until the command ends, so that when the channel or the connection
+        // closes — the run is interrupted, the tool is killed, the `ssh` child dies — a
+        // watcher on the host sees end of input and kills the group instead of letting the
+        // work run on.
+        let bound = matches!(&*self.conn, Connection::Ssh(_) | Connection::OpenSsh(_))
+            && matches!(stdin, Stdin::Null);
         let pidfile = match (&cmd.timeout, &*self.conn) {
             (Some(_), Connection::Ssh(_) | Connection::OpenSsh(_)) => {
                 Some(format!("/tmp/.k0sctl-{:016x}.pid", rand::random::<u64>()))
@@ -920,5 +974,74 @@ mod limit_tests {
         .expect("uploads deadlocked");
         assert_eq!(r.len(), 8);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 16);
+    }
+}
+
+#[cfg(test)]
+mod tuning_tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_environment() {
+        let e = env(&[
+            ("K0SCTL_STALL_TIMEOUT", "5"),
+            ("K0SCTL_KEEPALIVE_INTERVAL", "7"),
+            ("K0SCTL_KEEPALIVE_COUNT_MAX", "4"),
+        ]);
+        let flags = Tuning {
+            stall_timeout: Some(Duration::from_secs(90)),
+            keepalive_interval: Some(Duration::ZERO),
+            keepalive_count_max: Some(1),
+        };
+        assert_eq!(merge_tuning(flags, &e), flags);
+    }
+
+    #[test]
+    fn the_environment_fills_what_no_flag_gave() {
+        let e = env(&[
+            ("K0SCTL_STALL_TIMEOUT", "5"),
+            ("K0SCTL_KEEPALIVE_INTERVAL", "1m"),
+            ("K0SCTL_KEEPALIVE_COUNT_MAX", " 4 "),
+        ]);
+        let t = merge_tuning(
+            Tuning {
+                stall_timeout: Some(Duration::from_secs(9)),
+                ..Tuning::default()
+            },
+            &e,
+        );
+        assert_eq!(
+            t,
+            Tuning {
+                stall_timeout: Some(Duration::from_secs(9)),
+                keepalive_interval: Some(Duration::from_secs(60)),
+                keepalive_count_max: Some(4),
+            }
+        );
+        let t = merge_tuning(Tuning::default(), &e);
+        assert_eq!(t.stall_timeout, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn nothing_set_leaves_the_defaults_and_bad_values_are_ignored() {
+        assert_eq!(
+            merge_tuning(Tuning::default(), &env(&[])),
+            Tuning::default()
+        );
+        let e = env(&[
+            ("K0SCTL_STALL_TIMEOUT", "0"),
+            ("K0SCTL_KEEPALIVE_INTERVAL", "soon"),
+            ("K0SCTL_KEEPALIVE_COUNT_MAX", "-1"),
+        ]);
+        assert_eq!(merge_tuning(Tuning::default(), &e), Tuning::default());
     }
 }

@@ -2,6 +2,12 @@
 //! the user's `~/.ssh/config` works (ProxyCommand, Match, Include, ...). With multiplexing (the
 //! default) one ControlMaster per host is started on connect (`ControlPersist`) in a private
 //! 0700 directory and every command reuses it; `close` sends `ssh -O exit`.
+//!
+//! Keepalives as with the native transport: `ServerAliveInterval=5`, `ServerAliveCountMax=2`
+//! (a dead peer is noticed within about 15 s), each unless the host's `options` set it; the
+//! run's `--keepalive-interval` / `--keepalive-count-max` next; else a value the user's ssh
+//! config gives (as `ssh -G` resolves it) is left alone. Commands are tied to their session
+//! the same way too (see [`super::session_bound`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,6 +29,69 @@ pub struct OpenSshOptions {
     pub disable_multiplexing: bool,
     /// The `ssh` binary (default `ssh` from PATH).
     pub ssh_binary: Option<PathBuf>,
+    /// The run's `--keepalive-interval` (zero: none) and `--keepalive-count-max`: over the
+    /// user's ssh config, under the host's `options` (see [`keepalive_options`]).
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_count_max: Option<u32>,
+}
+
+/// ssh's own defaults, which `ssh -G` prints when nothing sets a value.
+const SSH_DEFAULT_INTERVAL: &str = "0";
+const SSH_DEFAULT_COUNT_MAX: &str = "3";
+
+/// The keepalive `-o` options to add to every `ssh` command: for each of ServerAliveInterval
+/// and ServerAliveCountMax, nothing when the host's `options` set it (theirs come first and
+/// ssh takes the first value); else the run's flag value when given; else nothing when the
+/// user's ssh config sets it (`resolved`: the output of `ssh -G`, where a value other than
+/// ssh's default means the config set it; an explicit `ServerAliveInterval 0` there cannot be
+/// told apart: disable keepalives with the host's options or `--keepalive-interval 0`); else
+/// our default (every 5 s, 2 unanswered).
+pub fn keepalive_options(
+    options: &[(String, String)],
+    interval: Option<Duration>,
+    count_max: Option<u32>,
+    resolved: Option<&str>,
+) -> Vec<(String, String)> {
+    let user_sets = |key: &str| options.iter().any(|(k, _)| k.eq_ignore_ascii_case(key));
+    let config_sets = |key: &str, default: &str| {
+        resolved.is_some_and(|out| {
+            out.lines().any(|l| {
+                let mut w = l.split_whitespace();
+                w.next().is_some_and(|k| k.eq_ignore_ascii_case(key))
+                    && w.next().is_some_and(|v| v != default)
+            })
+        })
+    };
+    let mut out = Vec::new();
+    let interval = interval.map(|d| d.as_secs().to_string());
+    let count_max = count_max.map(|n| n.to_string());
+    let defaults = [
+        (
+            "ServerAliveInterval",
+            interval,
+            SSH_DEFAULT_INTERVAL,
+            crate::transport::ssh::DEFAULT_KEEPALIVE
+                .as_secs()
+                .to_string(),
+        ),
+        (
+            "ServerAliveCountMax",
+            count_max,
+            SSH_DEFAULT_COUNT_MAX,
+            crate::transport::ssh::DEFAULT_KEEPALIVE_MAX.to_string(),
+        ),
+    ];
+    for (key, flag, ssh_default, ours) in defaults {
+        if user_sets(key) {
+            continue;
+        }
+        match flag {
+            Some(v) => out.push((key.to_string(), v)),
+            None if config_sets(key, ssh_default) => {}
+            None => out.push((key.to_string(), ours)),
+        }
+    }
+    out
 }
 
 /// A host reached through the system `ssh`.
@@ -30,6 +99,8 @@ pub struct OpenSshConnection {
     opts: OpenSshOptions,
     name: String,
     control_dir: Option<tempfile_dir::Dir>,
+    /// `-o` keepalive options added to every command ([`keepalive_options`]).
+    keepalive: Vec<(String, String)>,
 }
 
 mod tempfile_dir {
@@ -74,11 +145,18 @@ impl OpenSshConnection {
                     .map_err(|e| TransportError::io(&name, "create ControlPath directory", e))?,
             )
         };
-        let c = OpenSshConnection {
+        let mut c = OpenSshConnection {
             opts: opts.clone(),
             name,
             control_dir,
+            keepalive: vec![],
         };
+        c.keepalive = keepalive_options(
+            &opts.options,
+            opts.keepalive_interval,
+            opts.keepalive_count_max,
+            c.resolved_config().await.as_deref(),
+        );
         let mut cmd = c.base_command();
         cmd.arg("true");
         let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
@@ -104,8 +182,64 @@ impl OpenSshConnection {
         Ok(c)
     }
 
+    /// What `ssh -G` resolves for this host (the user's config, without connecting), when a
+    /// keepalive setting is left to it; `None` when not needed or when `ssh -G` fails.
+    async fn resolved_config(&self) -> Option<String> {
+        let decided = |k: &str, flag: bool| {
+            flag || self
+                .opts
+                .options
+                .iter()
+                .any(|(o, _)| o.eq_ignore_ascii_case(k))
+        };
+        if decided(
+            "ServerAliveInterval",
+            self.opts.keepalive_interval.is_some(),
+        ) && decided(
+            "ServerAliveCountMax",
+            self.opts.keepalive_count_max.is_some(),
+        ) {
+            return None;
+        }
+        let mut cmd = self.command_with(&["-G".to_string()]);
+        cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+            .await
+            .ok()?
+            .ok()?;
+        if !out.status.success() {
+            tracing::debug!(host = %self.name, "ssh -G failed ({}); keepalive defaults apply", out.status);
+            return None;
+        }
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     fn base_command(&self) -> tokio::process::Command {
         self.command_with(&[])
+    }
+
+    /// `ssh -O <op> …` for the ControlMaster (`-O` must come before the destination).
+    fn control_command(&self, op: &str) -> tokio::process::Command {
+        let mut c = self.base_command();
+        let std = c.as_std_mut();
+        let args: Vec<_> = std.get_args().map(|a| a.to_owned()).collect();
+        let mut e = tokio::process::Command::new(std.get_program());
+        e.arg("-O").arg(op);
+        e.args(args);
+        e.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        e
+    }
+
+    /// Whether the ControlMaster still runs (`ssh -O check`).
+    async fn master_alive(&self) -> bool {
+        let check = self.control_command("check").status();
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), check).await,
+            Ok(Ok(st)) if st.success()
+        )
     }
 
     /// `ssh -W host:port …`: the child's stdin/stdout are a TCP connection the host makes to
@@ -153,7 +287,8 @@ impl OpenSshConnection {
             c.arg("-o").arg(format!("ControlPath={}/%C", d.0.display()));
             c.arg("-o").arg("ControlPersist=300");
         }
-        for (k, v) in &self.opts.options {
+        // The host's options first: ssh takes the first value given for an option.
+        for (k, v) in self.opts.options.iter().chain(&self.keepalive) {
             c.arg("-o").arg(format!("{k}={v}"));
         }
         c.args(extra);
@@ -162,18 +297,41 @@ impl OpenSshConnection {
     }
 }
 
+/// Whether `stderr` of an `ssh` that exited 255 is ssh's own failure: its `ssh:` messages, a
+/// peer that stopped answering keepalives ("Timeout, server … not responding."), a connection
+/// closed or broken under it.
+fn ssh_failed(stderr: &str) -> bool {
+    stderr.contains("ssh:")
+        || stderr.contains("not responding")
+        || stderr.contains("closed by remote host")
+        || stderr.contains("client_loop:")
+        || stderr.contains("mux_client")
+}
+
 impl Transport for OpenSshConnection {
     async fn exec(&self, req: ExecRequest) -> Result<super::Output, TransportError> {
         let mut c = self.base_command();
         c.arg(&req.command);
         let doing = super::error::doing(&req.display);
         let out = super::local::run_child(&self.name, c, req).await?;
-        if out.status.code() == Some(255) && out.stderr_str().contains("ssh:") {
-            // 255 is ssh's own failure (or the remote command's 255: then no "ssh:" message).
-            return Err(TransportError::Disconnected {
-                host: self.name.clone(),
-                reason: format!("{}{doing}", out.stderr_str()),
-            });
+        if out.status.code() == Some(255) {
+            // 255 is ssh's own failure, or the remote command's 255: then none of ssh's
+            // messages, and a ControlMaster still up (a client whose master died, e.g. of
+            // unanswered keepalives, exits 255 without a word: the master had the message).
+            let stderr = out.stderr_str();
+            let reason = if ssh_failed(&stderr) {
+                Some(stderr)
+            } else if self.control_dir.is_some() && !self.master_alive().await {
+                Some("the shared SSH connection (ControlMaster) is gone: the host stopped answering keepalives or closed it".to_string())
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(TransportError::Disconnected {
+                    host: self.name.clone(),
+                    reason: format!("{reason}{doing}"),
+                });
+            }
         }
         Ok(out)
     }
@@ -182,16 +340,93 @@ impl Transport for OpenSshConnection {
     }
     async fn close(&self) {
         if self.control_dir.is_some() {
-            let mut c = self.base_command();
-            // `-O exit` must come before the destination: rebuild with the control flags.
-            let std = c.as_std_mut();
-            let args: Vec<_> = std.get_args().map(|a| a.to_owned()).collect();
-            let mut e = tokio::process::Command::new(std.get_program());
-            e.arg("-O").arg("exit");
-            e.args(args);
-            e.stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null());
-            let _ = e.status().await;
+            let _ = self.control_command("exit").status().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const UNSET: &str = "user root\nserveraliveinterval 0\nserveralivecountmax 3\n";
+    const CONFIG_SETS: &str = "serveraliveinterval 30\nserveralivecountmax 6\n";
+
+    #[test]
+    fn defaults_when_nothing_sets_keepalives() {
+        let want = opts(&[("ServerAliveInterval", "5"), ("ServerAliveCountMax", "2")]);
+        assert_eq!(keepalive_options(&[], None, None, Some(UNSET)), want);
+        // `ssh -G` failed: the defaults still apply.
+        assert_eq!(keepalive_options(&[], None, None, None), want);
+    }
+
+    #[test]
+    fn the_users_ssh_config_is_left_alone() {
+        assert_eq!(keepalive_options(&[], None, None, Some(CONFIG_SETS)), []);
+        // Only the interval set there: our count still applies.
+        assert_eq!(
+            keepalive_options(
+                &[],
+                None,
+                None,
+                Some("serveraliveinterval 30\nserveralivecountmax 3")
+            ),
+            opts(&[("ServerAliveCountMax", "2")])
+        );
+    }
+
+    #[test]
+    fn flags_beat_the_config_and_the_hosts_options_beat_the_flags() {
+        let ten = Some(Duration::from_secs(10));
+        assert_eq!(
+            keepalive_options(&[], ten, Some(1), Some(CONFIG_SETS)),
+            opts(&[("ServerAliveInterval", "10"), ("ServerAliveCountMax", "1")])
+        );
+        let host = opts(&[("serveraliveinterval", "60")]);
+        assert_eq!(
+            keepalive_options(&host, ten, None, Some(UNSET)),
+            opts(&[("ServerAliveCountMax", "2")])
+        );
+        // Zero disables, as in ssh.
+        assert_eq!(
+            keepalive_options(&[], Some(Duration::ZERO), None, Some(CONFIG_SETS)),
+            opts(&[("ServerAliveInterval", "0")])
+        );
+    }
+
+    #[test]
+    fn commands_carry_the_keepalive_options_after_the_hosts() {
+        let o = OpenSshOptions {
+            address: "h".into(),
+            config_path: Some("/dev/null".into()),
+            options: opts(&[("ServerAliveCountMax", "9")]),
+            disable_multiplexing: true,
+            ..Default::default()
+        };
+        let c = OpenSshConnection {
+            keepalive: keepalive_options(&o.options, None, None, None),
+            opts: o,
+            name: "h".into(),
+            control_dir: None,
+        };
+        let args: Vec<String> = c
+            .base_command()
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let joined = args.join(" ");
+        assert!(
+            joined.contains("-o ServerAliveCountMax=9 -o ServerAliveInterval=5 -- h"),
+            "{joined}"
+        );
+        assert!(!joined.contains("ServerAliveCountMax=2"), "{joined}");
     }
 }

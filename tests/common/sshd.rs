@@ -217,6 +217,11 @@ impl Sshd {
         s
     }
 
+    /// The listening sshd's PID (its per-connection processes are its descendants).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

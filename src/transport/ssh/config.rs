@@ -42,6 +42,7 @@ pub struct HostConfig {
     pub strict_host_key_checking: Option<String>,
     pub connect_timeout: Option<u64>,
     pub server_alive_interval: Option<u64>,
+    pub server_alive_count_max: Option<u32>,
 }
 
 fn split_kv(line: &str) -> Option<(String, String)> {
@@ -194,6 +195,9 @@ impl SshConfig {
                     "serveraliveinterval" if hc.server_alive_interval.is_none() => {
                         hc.server_alive_interval = first.parse().ok();
                     }
+                    "serveralivecountmax" if hc.server_alive_count_max.is_none() => {
+                        hc.server_alive_count_max = first.parse().ok();
+                    }
                     _ => {}
                 }
             }
@@ -279,6 +283,7 @@ mod tests {
         assert_eq!(a.proxy_jump.as_deref(), Some("bastion"));
         assert_eq!(a.identity_files.len(), 2);
         assert_eq!(a.server_alive_interval, Some(15));
+        assert_eq!(a.server_alive_count_max, None);
         let s = c.query("secret.internal");
         assert_eq!(s.user.as_deref(), Some("default"));
         assert_eq!(s.port, None);

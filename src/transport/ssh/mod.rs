@@ -168,6 +168,9 @@ impl SshOptions {
         if let Some(t) = hc.server_alive_interval {
             o.keepalive_interval = (t > 0).then(|| Duration::from_secs(t));
         }
+        if let Some(n) = hc.server_alive_count_max {
+            o.keepalive_max = n;
+        }
         if let Some(pj) = hc.proxy_jump.as_deref().filter(|p| *p != "none") {
             let first = pj.split(',').next().unwrap_or(pj);
             let (u, hp) = match first.split_once('@') {
