@@ -3,7 +3,8 @@
 # SanitizerCoverage instrumentation and runs each under libFuzzer for SECONDS (default 60),
 # starting from fuzz/corpus/<target> (seeds are checked in; new inputs go to a scratch copy).
 # A crash, a timeout (an input taking over 10 s) or an out-of-memory stops the run with exit 1
-# and leaves its input in fuzz/artifacts/<target>/.
+# and leaves its input in fuzz/artifacts/<target>/. Exit 3: libFuzzer itself could not be found
+# or fetched (nothing was fuzzed).
 #
 # Usage: fuzz/run.sh [SECONDS] [TARGET...]
 #
@@ -37,7 +38,7 @@ if [ -z "$LIBFUZZER_A" ]; then
     pkg=$(echo "$pkgs" | grep -x "libfuzzer-$llvm-dev" || echo "$pkgs" | tail -n 1)
     [ -n "$pkg" ] || {
         echo "fuzz/run.sh: no libFuzzer.a: set LIBFUZZER_A, or make a libfuzzer-NN-dev package available to apt" >&2
-        exit 1
+        exit 3
     }
     dir=$CARGO_TARGET_DIR/libfuzzer/$pkg
     if [ ! -d "$dir/usr" ]; then
@@ -45,7 +46,7 @@ if [ -z "$LIBFUZZER_A" ]; then
         fetch() { (cd "$dir" && apt-get download "$pkg" >/dev/null 2>&1 && dpkg -x ./*.deb . && rm -f ./*.deb); }
         fetch || { [ "$(id -u)" = 0 ] && apt-get update -qq >/dev/null 2>&1 && fetch; } || {
             echo "fuzz/run.sh: could not fetch and unpack $pkg with apt-get download" >&2
-            exit 1
+            exit 3
         }
     fi
     LIBFUZZER_A=$(ls "$dir"/usr/lib/llvm-*/lib/libFuzzer.a)
