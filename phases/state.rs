@@ -8,6 +8,7 @@ use crate::transport::ssh::SshConfig;
 use crate::transport::{ConnectSpec, Limits, Pool, Remote, Secret, UploadProgress};
 
 use super::Plan;
+use super::failure::Missing;
 
 /// Receives machine-readable events (`--output json`); secrets never reach it.
 pub type EventSink = std::sync::Arc<dyn Fn(serde_json::Value) + Send + Sync>;
@@ -121,6 +122,16 @@ impl HostState {
             .as_ref()
             .map(|h| h.to_lowercase())
             .or_else(|| self.host.as_ref().map(|h| h.facts.hostname.clone()))
+            .filter(|n| !n.trim().is_empty())
+    }
+
+    /// The staged k0s binary's path; an error when none was staged or the path is empty (an
+    /// empty path must never reach `mv -f`).
+    pub fn staged_path(&self) -> Result<&str, Missing> {
+        self.staged
+            .as_deref()
+            .filter(|p| !p.trim().is_empty())
+            .ok_or(Missing::Staged)
     }
 
     /// The data dir: the manifest's (or `--data-dir` in installFlags), else k0s's default.
@@ -240,6 +251,18 @@ impl State {
             events: None,
             progress: ProgressSink::default(),
         }
+    }
+
+    /// The leader controller's index ("Gather k0s facts" chooses it).
+    pub fn leader_index(&self) -> Result<usize, Missing> {
+        self.leader
+            .filter(|&l| l < self.hosts.len())
+            .ok_or(Missing::Leader)
+    }
+
+    /// The leader controller ("Gather k0s facts" chooses it).
+    pub fn leader_host(&self) -> Result<&HostState, Missing> {
+        Ok(&self.hosts[self.leader_index()?])
     }
 
     /// Emits an event when a sink is set.
