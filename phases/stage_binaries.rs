@@ -520,7 +520,8 @@ impl Phase for StageBinaries {
                     .collect();
                 let plan = relay::plan(&targets, size);
                 emit_plan(state, &file, &plan, &targets);
-                let delivered = relay::deliver(&file, &sum, &targets, &plan).await;
+                let delivered =
+                    relay::deliver(&file, &sum, &targets, &plan, state.pool.limits()).await;
                 let checks = join_all(members.iter().zip(delivered).map(|(m, r)| {
                     let h = &state.hosts[m.idx];
                     let target = target.clone();

@@ -682,7 +682,9 @@ impl Phase for UploadFiles {
                         "event": "relay", "file": first.label, "from": from, "to": to
                     }));
                 }
-                let delivered = relay::deliver(&file, &first.sha256, &targets, &plan).await;
+                let delivered =
+                    relay::deliver(&file, &first.sha256, &targets, &plan, state.pool.limits())
+                        .await;
                 for (&(i, n), r) in members.iter().zip(delivered) {
                     let (it, step) = item(i, n);
                     let host = state.hosts[i].name.clone();
