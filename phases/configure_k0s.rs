@@ -367,10 +367,10 @@ async fn restart_ready(h: &super::HostState) -> Result<(), String> {
     init.restart(&p.remote, svc)
         .await
         .map_err(|e| e.to_string())?;
-    init.wait_state(&p.remote, svc, true, super::k0s_ops::WAIT)
+    init.wait_state(&p.remote, svc, true, super::steps::wait::WAIT)
         .await
         .map_err(|e| e.to_string())?;
-    super::k0s_ops::wait_api_ready(h).await?;
+    super::steps::wait::wait_api_ready(h).await?;
     tracing::info!("{}: restarted {svc} with the new config", h.name);
     Ok(())
 }

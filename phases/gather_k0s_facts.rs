@@ -10,9 +10,10 @@ use crate::k0s::status::K0sStatus;
 use crate::k0s::version::K0sVersion;
 use crate::transport::{Cmd, shell_quote};
 
-use super::init_leader::reset_installed;
-use super::k0s_ops::{WAIT, incomplete_marker, upgrade_marker, wait_until};
 use super::state::K0sFacts;
+use super::steps::markers::{incomplete_marker, upgrade_marker};
+use super::steps::undo_install::reset_installed;
+use super::steps::wait::{WAIT, wait_until};
 use super::{HostState, Phase, PhaseError, PhaseFuture, State, collect};
 
 pub struct GatherK0sFacts;
@@ -257,7 +258,7 @@ impl Phase for GatherK0sFacts {
                 let p = leader
                     .probed()
                     .map_err(|e| PhaseError::new(Code::PhaseFailed, TITLE, e))?;
-                let cmd = super::k0s_ops::kubectl(
+                let cmd = super::steps::kubectl::kubectl(
                     leader,
                     "get -n kube-system namespace kube-system -o template={{.metadata.uid}}",
                 )
@@ -321,8 +322,9 @@ async fn finish_interrupted_upgrades(
         if uncordon && let Some(l) = state.leader.filter(|&l| state.hosts[l].is_running()) {
             let leader = &state.hosts[l];
             let p = leader.probed().map_err(fail)?;
-            let cmd = super::k0s_ops::kubectl(leader, &format!("uncordon {}", shell_quote(&node)))
-                .map_err(fail)?;
+            let cmd =
+                super::steps::kubectl::kubectl(leader, &format!("uncordon {}", shell_quote(&node)))
+                    .map_err(fail)?;
             p.remote
                 .run(Cmd::new(cmd).sudo())
                 .await

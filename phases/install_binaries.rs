@@ -8,7 +8,7 @@ use crate::exit::Code;
 use crate::k0s::version::K0sVersion;
 use crate::transport::{Cmd, shell_quote};
 
-use super::stage_binaries::needs_binary;
+use super::steps::binary::needs_binary;
 use super::{HostState, Phase, PhaseFuture, State, collect};
 
 pub struct InstallBinaries;

@@ -5,12 +5,12 @@
 
 use crate::exit::Code;
 
-use super::hooks::run_host_hooks;
-use super::init_leader::reset_unfinished;
-use super::k0s_ops::{
-    create_token, install_and_start, install_finished, plan_install, retire_token, wait_api_ready,
-    write_token,
-};
+use super::steps::hooks::run_host_hooks;
+use super::steps::markers::install_finished;
+use super::steps::service::{install_and_start, plan_install};
+use super::steps::tokens::{create_token, retire_token, write_token};
+use super::steps::undo_install::reset_unfinished;
+use super::steps::wait::wait_api_ready;
 use futures::future::join_all;
 
 use super::{HostState, Phase, PhaseError, PhaseFuture, State, collect};

@@ -6,12 +6,12 @@ use futures::future::join_all;
 
 use crate::exit::Code;
 
-use super::hooks::run_host_hooks;
-use super::init_leader::reset_unfinished;
-use super::k0s_ops::{
-    connection_lost, create_token, install_and_start, install_finished, plan_install, retire_token,
-    wait_node_ready, write_token,
-};
+use super::steps::hooks::run_host_hooks;
+use super::steps::markers::install_finished;
+use super::steps::service::{install_and_start, plan_install};
+use super::steps::tokens::{create_token, retire_token, write_token};
+use super::steps::undo_install::reset_unfinished;
+use super::steps::wait::{connection_lost, wait_node_ready};
 use super::{HostState, Phase, PhaseError, PhaseFuture, State, collect};
 
 pub struct InstallWorkers;

@@ -5,7 +5,7 @@
 use crate::exit::Code;
 use crate::transport::Cmd;
 
-use super::k0s_ops::kubectl;
+use super::steps::kubectl::kubectl;
 use super::{Phase, PhaseError, PhaseFuture, State};
 
 pub struct ApplyManifests;

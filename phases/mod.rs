@@ -21,7 +21,6 @@ pub mod init_leader;
 pub mod install_binaries;
 pub mod install_controllers;
 pub mod install_workers;
-pub mod k0s_ops;
 pub mod kubeconfig;
 pub mod lock;
 pub mod manifests;
@@ -34,8 +33,8 @@ pub mod service_env;
 pub mod set_version;
 pub mod stage_binaries;
 pub mod state;
+pub mod steps;
 pub mod token_workaround;
-pub mod upgrade;
 pub mod upgrade_controllers;
 pub mod upgrade_workers;
 pub mod upload_files;
@@ -498,7 +497,7 @@ fn lifecycle_front() -> Vec<Box<dyn Phase>> {
 /// `k0sctl reset`: every host is marked `reset: true` by the command; workers in parallel,
 /// then the other controllers one at a time, then the leader (k0sctl's order).
 pub fn reset() -> Vec<Box<dyn Phase>> {
-    let steps = reset::ResetSteps::default();
+    let steps = steps::reset_host::ResetSteps::default();
     let mut p = lifecycle_front();
     p.push(Box::new(reset::ResetHosts::workers(steps)));
     p.push(Box::new(reset::ResetHosts::controllers(steps)));

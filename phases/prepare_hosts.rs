@@ -63,7 +63,7 @@ async fn todo(h: &HostState) -> Result<Todo, String> {
             .await
             .map_err(|e| e.to_string())?;
         let cur = String::from_utf8_lossy(&cur.stdout).into_owned();
-        let env = super::k0s_ops::service_env(h);
+        let env = super::steps::service::service_env(h);
         let new = upsert_environment(&cur, &env);
         (new != cur).then_some(new)
     };

@@ -14,8 +14,8 @@ use crate::host::facts::parse_sections;
 use crate::kube::{self, DrainOptions};
 use crate::transport::{Cmd, shell_quote};
 
-use super::k0s_ops::kubectl;
-use super::reset::{etcd_leave_command, peer_address, uses_etcd};
+use super::steps::kubectl::kubectl;
+use super::steps::reset_host::{etcd_leave_command, peer_address, uses_etcd};
 use super::{Phase, PhaseError, PhaseFuture, State};
 
 pub struct PruneNodes;
@@ -237,7 +237,7 @@ impl Phase for PruneNodes {
                 (!state.opts.no_drain && o.drain.enabled).then(|| DrainOptions::from(&o.drain));
             let client = if drain.is_some() && !live.is_empty() {
                 Some(
-                    super::kubeconfig::leader_client(state)
+                    super::steps::leader::leader_client(state)
                         .await
                         .map_err(fail)?,
                 )
@@ -249,7 +249,7 @@ impl Phase for PruneNodes {
                     let st: &State = state;
                     let name = leader_name.clone();
                     let on_event =
-                        move |ev: &kube::DrainEvent| super::upgrade_workers::report(st, &name, ev);
+                        move |ev: &kube::DrainEvent| super::steps::report::report(st, &name, ev);
                     kube::drain(c, node, o, &on_event).await.map_err(|e| {
                         let code = if e.is_blocked() {
                             Code::BlockedByCluster

@@ -10,7 +10,7 @@ use futures::future::join_all;
 use crate::exit::Code;
 use crate::k0s::version::K0sVersion;
 
-use super::upgrade::{
+use super::steps::upgrade_host::{
     flags_drift, mark_converged, reinstall_and_start, running_version, worker_batch_size,
 };
 use super::{HostState, Phase, PhaseError, PhaseFuture, State, collect};

@@ -1,7 +1,7 @@
 //! "Remove nodes marked reset": hosts with `reset: true` leave the running cluster the careful
 //! way — drained with the PodDisruptionBudget-aware drain (nodes that run workloads; skipped
 //! with `--no-drain`), deleted from the API, controllers leaving etcd (`k0s etcd leave
-//! --peer-address --data-dir`, on the leader), then reset ([`super::reset::reset_host`]).
+//! --peer-address --data-dir`, on the leader), then reset ([`super::steps::reset_host::reset_host`]).
 //! Workers go in parallel, controllers one at a time. Hosts on which k0s left nothing are
 //! passed over, so re-applying the same manifest changes nothing. (Removing every controller
 //! is refused earlier, by "Validate hosts".)
@@ -11,7 +11,7 @@ use futures::future::join_all;
 use crate::exit::Code;
 use crate::kube::{self, Client, DrainOptions, KubeError};
 
-use super::reset::{ResetSteps, plan_reset_host, reset_host};
+use super::steps::reset_host::{ResetSteps, plan_reset_host, reset_host};
 use super::{HostState, Phase, PhaseError, PhaseFuture, State};
 
 pub struct RemoveNodes;
@@ -54,7 +54,7 @@ async fn drain_node(
     }
     let node = h.node_name().unwrap_or_default();
     let name = h.name.clone();
-    let on_event = move |ev: &kube::DrainEvent| super::upgrade_workers::report(state, &name, ev);
+    let on_event = move |ev: &kube::DrainEvent| super::steps::report::report(state, &name, ev);
     kube::drain(client, &node, o, &on_event)
         .await
         .map(drop)
@@ -92,13 +92,17 @@ impl Phase for RemoveNodes {
                     .iter()
                     .any(|&i| state.hosts[i].config.is_worker() && state.hosts[i].is_running());
             let client = if needs_client {
-                Some(super::kubeconfig::leader_client(state).await.map_err(|e| {
-                    PhaseError::new(
-                        Code::PhaseFailed,
-                        TITLE,
-                        format!("connecting to the cluster API: {e}"),
-                    )
-                })?)
+                Some(
+                    super::steps::leader::leader_client(state)
+                        .await
+                        .map_err(|e| {
+                            PhaseError::new(
+                                Code::PhaseFailed,
+                                TITLE,
+                                format!("connecting to the cluster API: {e}"),
+                            )
+                        })?,
+                )
             } else {
                 None
             };

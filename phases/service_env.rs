@@ -1,6 +1,6 @@
 //! "Configure k0s service environment": the manifest's `environment` reaches k0s through the
 //! service's environment drop-in (systemd `<svc>.service.d/env.conf`, OpenRC
-//! `/etc/conf.d/<svc>`). New installs get it before their first start ([`super::k0s_ops`]);
+//! `/etc/conf.d/<svc>`). New installs get it before their first start ([`super::steps::service`]);
 //! this phase converges hosts that already ran k0s: when the drop-in differs from the manifest
 //! (or `environment` was emptied and a drop-in is left), it is rewritten (or removed) and the
 //! service restarted — controllers one at a time, each waiting for its API to be ready,
@@ -10,7 +10,8 @@
 use crate::exit::Code;
 use crate::transport::{Cmd, shell_quote};
 
-use super::k0s_ops::{WAIT, service_env, wait_api_ready, wait_node_ready};
+use super::steps::service::service_env;
+use super::steps::wait::{WAIT, wait_api_ready, wait_node_ready};
 use super::{HostState, Phase, PhaseError, PhaseFuture, State};
 
 pub struct ConfigureServiceEnv;

@@ -25,6 +25,7 @@ use crate::k0s::version::K0sVersion;
 use crate::transport::files::UploadOptions;
 use crate::transport::{Cmd, relay, shell_quote};
 
+use super::steps::binary::needs_binary;
 use super::{HostState, Phase, PhaseFuture, State, collect};
 
 pub struct StageBinaries;
@@ -39,15 +40,6 @@ enum Source {
     Cached(String),
     /// Downloaded by the host from this URL.
     HostDownload(String),
-}
-
-/// Whether the host gets a k0s binary in this run (shared with "Install k0s binaries").
-pub(crate) fn needs_binary(h: &HostState, target: &K0sVersion) -> bool {
-    if h.config.reset || h.config.use_existing_k0s {
-        return false;
-    }
-    let current = h.k0s.as_ref().and_then(|k| k.binary_version.as_ref());
-    h.config.k0s_binary_path.is_some() || current != Some(target)
 }
 
 fn url_for(h: &HostState, target: &K0sVersion, arch: &str) -> String {

@@ -14,10 +14,10 @@ use crate::exit::Code;
 use crate::kube::{self, EvictTaint};
 use crate::transport::Cmd;
 
-use super::hooks::{plan_host_hooks, run_host_hooks};
-use super::k0s_ops::WAIT;
-use super::reset::uses_etcd;
-use super::upgrade::{mark_converged, needs_upgrade, running_version, upgrade_node};
+use super::steps::hooks::{plan_host_hooks, run_host_hooks};
+use super::steps::reset_host::uses_etcd;
+use super::steps::upgrade_host::{mark_converged, needs_upgrade, running_version, upgrade_node};
+use super::steps::wait::WAIT;
 use super::{Phase, PhaseError, PhaseFuture, State};
 
 pub struct UpgradeControllers;
@@ -102,13 +102,17 @@ impl Phase for UpgradeControllers {
             };
             let client =
                 if taint.is_some() && hosts.iter().any(|&i| state.hosts[i].config.is_worker()) {
-                    Some(super::kubeconfig::leader_client(state).await.map_err(|e| {
-                        PhaseError::new(
-                            Code::PhaseFailed,
-                            TITLE,
-                            format!("connecting to the cluster API: {e}"),
-                        )
-                    })?)
+                    Some(
+                        super::steps::leader::leader_client(state)
+                            .await
+                            .map_err(|e| {
+                                PhaseError::new(
+                                    Code::PhaseFailed,
+                                    TITLE,
+                                    format!("connecting to the cluster API: {e}"),
+                                )
+                            })?,
+                    )
                 } else {
                     None
                 };

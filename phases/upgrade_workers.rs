@@ -3,7 +3,7 @@
 //! log says "upgrading 2 of 8 workers at a time"). Per batch, each node in parallel:
 //! `upgrade.before` hooks, the evict taint (when enabled), a PodDisruptionBudget-aware drain
 //! through the Kubernetes API (the leader's API server reached through the leader's own SSH
-//! connection, see [`crate::kube`]), the node upgrade ([`super::upgrade::upgrade_node`]),
+//! connection, see [`crate::kube`]), the node upgrade ([`super::steps::upgrade_host::upgrade_node`]),
 //! uncordon and taint removal, `upgrade.after` hooks. The next batch starts when the whole
 //! batch serves again.
 //!
@@ -22,9 +22,10 @@ use futures::future::join_all;
 use crate::exit::Code;
 use crate::kube::{self, Client, DrainEvent, DrainOptions, EvictTaint, KubeError};
 
-use super::hooks::{plan_host_hooks, run_host_hooks};
-use super::k0s_ops::{upgrade_finished, upgrade_started};
-use super::upgrade::{
+use super::steps::hooks::{plan_host_hooks, run_host_hooks};
+use super::steps::markers::{upgrade_finished, upgrade_started};
+use super::steps::report::report;
+use super::steps::upgrade_host::{
     mark_converged, needs_upgrade, running_version, upgrade_node, worker_batch_size,
 };
 use super::{HostState, Phase, PhaseError, PhaseFuture, State};
@@ -43,86 +44,6 @@ fn todo(state: &State) -> Vec<usize> {
         .filter(|h| h.config.role == "worker" && needs_upgrade(h, &t))
         .map(|h| h.index)
         .collect()
-}
-
-/// Logs a drain event for humans and emits it for `--output json`.
-pub fn report(state: &State, host: &str, ev: &DrainEvent) {
-    let mut j = ev.to_json();
-    j["host"] = serde_json::Value::String(host.to_string());
-    state.emit(j);
-    match ev {
-        DrainEvent::Cordoned { node, already } => {
-            if *already {
-                tracing::info!("{host}: node {node} was already cordoned");
-            } else {
-                tracing::info!("{host}: cordoned node {node}");
-            }
-        }
-        DrainEvent::Warning { message, pods, .. } => {
-            tracing::warn!("{host}: {message}: {}", pods.join(", "))
-        }
-        DrainEvent::Evicting { pods, .. } => {
-            tracing::info!(
-                "{host}: evicting {} pod{}: {}",
-                pods.len(),
-                if pods.len() == 1 { "" } else { "s" },
-                pods.join(", ")
-            )
-        }
-        DrainEvent::Blocked {
-            pod,
-            pdb,
-            message,
-            retry_every,
-            keep_trying_for,
-            ..
-        } => {
-            let by = pdb
-                .as_ref()
-                .map(|p| format!(" by PodDisruptionBudget {p}"))
-                .unwrap_or_default();
-            let until = keep_trying_for
-                .map(|d| format!("for up to {}", kube::drain::fmt_duration(d)))
-                .unwrap_or_else(|| "without a time limit".into());
-            tracing::warn!(
-                "{host}: eviction of pod {pod} refused{by}: {message}; retrying when the budget allows (at least every {}) {until}",
-                kube::drain::fmt_duration(*retry_every)
-            );
-        }
-        DrainEvent::Progress {
-            elapsed,
-            evicted,
-            pending,
-            blockers,
-            ..
-        } => {
-            let who: Vec<String> = blockers
-                .iter()
-                .map(|b| match &b.pdb {
-                    Some(p) => format!("{}/{} (PodDisruptionBudget {p})", b.namespace, b.pod),
-                    None => format!("{}/{}", b.namespace, b.pod),
-                })
-                .collect();
-            tracing::info!(
-                "{host}: draining for {}: {evicted} evicted, {pending} waiting{}",
-                kube::drain::fmt_duration(*elapsed),
-                if who.is_empty() {
-                    String::new()
-                } else {
-                    format!("; blocked: {}", who.join(", "))
-                }
-            );
-        }
-        DrainEvent::Evicted { pod, .. } => tracing::debug!("{host}: pod {pod} is gone"),
-        DrainEvent::Done {
-            node,
-            evicted,
-            elapsed,
-        } => tracing::info!(
-            "{host}: drained node {node} ({evicted} pods evicted in {})",
-            kube::drain::fmt_duration(*elapsed)
-        ),
-    }
 }
 
 /// What went wrong with one node, and whether the cluster refused (PDB) or something broke.
@@ -254,13 +175,17 @@ impl Phase for UpgradeWorkers {
                 "batches": batches.len(), "drain": drain.is_some(),
             }));
             let client = if drain.is_some() || taint.is_some() {
-                Some(super::kubeconfig::leader_client(state).await.map_err(|e| {
-                    PhaseError::hosts(
-                        Code::PhaseFailed,
-                        TITLE,
-                        vec![(state.hosts[l].name.clone(), e)],
-                    )
-                })?)
+                Some(
+                    super::steps::leader::leader_client(state)
+                        .await
+                        .map_err(|e| {
+                            PhaseError::hosts(
+                                Code::PhaseFailed,
+                                TITLE,
+                                vec![(state.hosts[l].name.clone(), e)],
+                            )
+                        })?,
+                )
             } else {
                 None
             };

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use common::phases::{load, opts};
-use k0sctl::phases::reset::{ResetSteps, plan_reset_host, reset_host};
+use k0sctl::phases::steps::reset_host::{ResetSteps, plan_reset_host, reset_host};
 use k0sctl::phases::{self, Manager, State};
 use k0sctl::transport::ssh::SshConfig;
 use sha2::{Digest, Sha256};

@@ -9,7 +9,7 @@ use crate::phases::backup::default_output;
 use crate::phases::{self, Manager, State};
 use crate::transport::ssh::SshConfig;
 
-use super::apply::{
+use super::run::{
     attach_display, emit_summary, json_events, phase_error, report_changes, report_timings,
 };
 use super::{BackupArgs, Context};
@@ -36,7 +36,7 @@ pub fn run(ctx: &Context, a: BackupArgs) -> Result<(), CliError> {
     }
     let c = &loaded.cluster;
     let dry_run = ctx.global.dry_run;
-    let opts = super::apply::lifecycle_opts(ctx, c, a.concurrency)?;
+    let opts = super::run::lifecycle_opts(ctx, c, a.concurrency)?;
     let started = Instant::now();
     let json = a.output_format == "json";
     let limit = ctx.global.timeout;

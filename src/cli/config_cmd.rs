@@ -6,11 +6,12 @@ use std::path::PathBuf;
 
 use crate::config::Loaded;
 use crate::exit::{CliError, Code};
-use crate::phases::{self, Manager, State, k0s_ops};
+use crate::phases::steps;
+use crate::phases::{self, Manager, State};
 use crate::transport::ssh::SshConfig;
 use crate::transport::{Cmd, shell_quote};
 
-use super::apply::{phase_error, with_timeout};
+use super::run::{phase_error, with_timeout};
 use super::{ConfigEditArgs, ConfigStatusArgs, ConfigValidateArgs, Context};
 
 /// Loads and validates; prints warnings and a one-line summary. Errors exit with the
@@ -38,7 +39,7 @@ pub fn validate(ctx: &Context, a: ConfigValidateArgs) -> Result<(), CliError> {
 /// Connects to the first controller only (as k0sctl's `config` commands do) and returns the
 /// run state with it as host 0 and leader.
 async fn first_controller(mut loaded: Loaded) -> Result<State, CliError> {
-    let opts = super::apply::only_first_controller(&mut loaded)?;
+    let opts = super::run::only_first_controller(&mut loaded)?;
     let mut state = State::new(loaded, opts, SshConfig::load_default());
     let mut p = phases::preflight();
     p.retain(|ph| {
@@ -58,7 +59,7 @@ async fn kubectl(state: &State, args: &str, stdin: Option<Vec<u8>>) -> Result<St
     let h = &state.hosts[0];
     let fail = |e: String| CliError::new(Code::PhaseFailed, format!("{}: {e}", h.name));
     let p = h.probed().map_err(fail)?;
-    let mut cmd = Cmd::new(k0s_ops::kubectl(h, args).map_err(fail)?).sudo();
+    let mut cmd = Cmd::new(steps::kubectl::kubectl(h, args).map_err(fail)?).sudo();
     if let Some(bytes) = stdin {
         cmd = cmd.stdin(bytes);
     }

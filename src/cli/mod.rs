@@ -12,6 +12,7 @@ mod exec;
 mod init;
 mod kubeconfig_merge;
 mod reset;
+mod run;
 mod version;
 
 use std::path::PathBuf;

@@ -10,7 +10,7 @@ use crate::exit::{CliError, Code};
 use crate::phases::{self, Manager, State};
 use crate::transport::ssh::SshConfig;
 
-use super::apply::{
+use super::run::{
     attach_display, emit_summary, json_events, phase_error, report_changes, report_timings,
 };
 use super::{Context, ResetArgs};
@@ -57,7 +57,7 @@ pub fn run(ctx: &Context, a: ResetArgs) -> Result<(), CliError> {
         crate::display::suspend(|| confirm(&loaded))?;
     }
     let c = &loaded.cluster;
-    let opts = super::apply::lifecycle_opts(ctx, c, a.concurrency)?;
+    let opts = super::run::lifecycle_opts(ctx, c, a.concurrency)?;
     let started = Instant::now();
     let json = a.output == "json";
     let limit = ctx.global.timeout;

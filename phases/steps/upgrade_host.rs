@@ -1,4 +1,5 @@
-//! What "Upgrade controllers", "Upgrade workers" and "Reinstall" share: which hosts need them,
+//! One host's upgrade or reinstall, as "Upgrade controllers", "Upgrade workers" and "Reinstall"
+//! share it: which hosts need them,
 //! how many workers go at once, and the steps on one node — stop the service, put the staged
 //! and verified binary in place, `k0s install <role> … --force`, start, wait until it serves.
 //! Draining and cordoning are the worker phase's (through [`crate::kube`]); this file only
@@ -10,7 +11,8 @@ use crate::k0s::version::K0sVersion;
 use crate::transport::{Cmd, shell_quote};
 
 use super::HostState;
-use super::k0s_ops::{WAIT, dynamic_flag, start_service, wait_api_ready, wait_node_ready};
+use super::service::{dynamic_flag, start_service};
+use super::wait::{WAIT, wait_api_ready, wait_node_ready};
 
 /// The running k0s version, when k0s runs.
 pub fn running_version(h: &HostState) -> Option<&K0sVersion> {
@@ -256,7 +258,7 @@ pub async fn upgrade_node(
     tracing::info!("{}: upgrading k0s {from} to {target}", h.name);
     // Recorded before the service stops, so that a run that dies before it starts again does
     // not leave a host the next apply refuses.
-    super::k0s_ops::upgrade_started(h, "upgrade").await?;
+    super::markers::upgrade_started(h, "upgrade").await?;
     init.stop(&p.remote, svc).await.map_err(|e| e.to_string())?;
     init.wait_state(&p.remote, svc, false, WAIT)
         .await
@@ -286,7 +288,7 @@ pub async fn upgrade_node(
         let _ = init.start(&p.remote, svc).await;
     }
     steps?;
-    super::k0s_ops::upgrade_finished(h, true).await?;
+    super::markers::upgrade_finished(h, true).await?;
     tracing::info!("{}: upgraded to k0s {target}", h.name);
     Ok(())
 }

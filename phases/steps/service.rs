@@ -1,0 +1,146 @@
+//! Installing and starting the k0s service on one host (and its dry-run plan): `k0s install`,
+//! the service environment, start or restart, and waiting until the init system reports it
+//! running.
+
+use crate::k0s::install::{InstallContext, install_command};
+use crate::transport::{Cmd, shell_quote};
+
+use super::HostState;
+use super::markers::incomplete_marker;
+use super::probed;
+use super::wait::WAIT;
+
+/// The dry-run plan of installing k0s on the hosts `idx`: install hooks, `install k0s <what>`,
+/// the service environment, then starting `service`.
+pub fn plan_install(state: &mut super::State, idx: Vec<usize>, what: &str, service: &str) {
+    for i in idx {
+        super::hooks::plan_host_hooks(state, i, "install", "before");
+        let h = state.hosts[i].name.clone();
+        state.planned(h.clone(), format!("install k0s {what}"));
+        if !state.hosts[i].config.environment.is_empty() {
+            state.planned(
+                h.clone(),
+                format!("write the {service} service environment"),
+            );
+        }
+        state.planned(h, format!("start the {service} service"));
+        super::hooks::plan_host_hooks(state, i, "install", "after");
+    }
+}
+
+/// Shell that waits (up to 2 minutes) until `url` answers over HTTPS from the host — any of
+/// 200/401/403/404 proves the API server is there — and otherwise fails naming the URL and
+/// what to check. Skipped where neither curl nor wget exists.
+pub fn api_reachable_script(url: &str) -> String {
+    let u = shell_quote(url);
+    format!(
+        "if command -v curl >/dev/null 2>&1 || command -v wget >/dev/null 2>&1; then i=0; while :; do \
+         c=$( (curl -k -s -o /dev/null -w '%{{http_code}}' --connect-timeout 5 -- {u}/version || \
+         wget --no-check-certificate -S -q -O /dev/null -T 5 {u}/version 2>&1 | awk '/HTTP\\//{{print $2}}' | tail -n1) 2>/dev/null); \
+         case \"$c\" in 200|401|403|404) break;; esac; i=$((i+1)); \
+         if [ $i -ge 24 ]; then echo \"cannot reach the Kubernetes API at {url} from this host (last HTTP status: ${{c:-none}}); check the network, DNS and firewall between this host and the controllers\" >&2; exit 1; fi; \
+         sleep 5; done; fi",
+        url = url.replace(['"', '\\', '$', '`'], "")
+    )
+}
+
+/// `--enable-dynamic-config` for controllers of a cluster in dynamic config mode.
+pub fn dynamic_flag(h: &HostState) -> &'static [&'static str] {
+    if h.dynamic_config {
+        &["--enable-dynamic-config"]
+    } else {
+        &[]
+    }
+}
+
+/// The manifest's `environment` as (key, value) pairs.
+pub fn service_env(h: &HostState) -> Vec<(String, String)> {
+    h.config
+        .environment
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// `install.before` hooks, `k0s install <role> …` (with `--force=true` when asked), the service
+/// environment, then start the service and wait until the init system reports it running.
+/// (`install.after` hooks are the caller's: they run once the host has joined.)
+pub async fn install_and_start(
+    h: &HostState,
+    is_leader: bool,
+    force: bool,
+    api_url: Option<&str>,
+) -> Result<(), String> {
+    let p = probed(h)?;
+    super::hooks::run_host_hooks(h, "install", "before").await?;
+    let mut extra: Vec<&str> = dynamic_flag(h).to_vec();
+    if force {
+        extra.push("--force=true");
+    }
+    let cx = InstallContext {
+        k0s_path: &p.k0s_binary_path,
+        data_dir: &h.data_dir(),
+        is_leader,
+        token_path: &h.token_path(),
+        config_path: &h.k0s_config_path(),
+        extra: &extra,
+        binary_version: h.k0s.as_ref().and_then(|k| k.binary_version.as_ref()),
+    };
+    let mut cmd = install_command(&h.config, &cx)?;
+    // Recorded before anything is installed (see `incomplete_marker`).
+    let marker = incomplete_marker(h);
+    cmd = format!(
+        "mkdir -p \"$(dirname {m})\" && printf '%s\\n' 'k0s install by k0sctl not finished' > {m}\n{cmd}",
+        m = shell_quote(&marker)
+    );
+    if let Some(url) = api_url {
+        // In the same round trip: a joining host must reach the cluster's API first.
+        cmd = format!("{}\n{cmd}", api_reachable_script(url));
+    }
+    tracing::info!(
+        "{}: installing k0s {}",
+        h.name,
+        if h.config.is_controller() {
+            "controller"
+        } else {
+            "worker"
+        }
+    );
+    p.remote
+        .run(Cmd::new(cmd).sudo())
+        .await
+        .map_err(|e| e.to_string())?;
+    start_service(h, false, false).await?;
+    tracing::info!("{}: {} is running", h.name, h.service_name());
+    Ok(())
+}
+
+/// After `k0s install` wrote the service: its environment drop-in (when the manifest has
+/// `environment`), a service-manager reload when an existing unit was rewritten (`reload`),
+/// then start (or `restart` one that runs) and wait until the init system reports it running.
+pub async fn start_service(h: &HostState, reload: bool, restart: bool) -> Result<(), String> {
+    let p = probed(h)?;
+    let init = p.init_system().map_err(|e| e.to_string())?;
+    let svc = h.service_name();
+    let env = service_env(h);
+    if !env.is_empty() {
+        init.set_env(&p.remote, svc, &env)
+            .await
+            .map_err(|e| format!("writing the {svc} service environment: {e}"))?;
+    } else if reload && init == crate::host::InitSystem::Systemd {
+        // set_env reloads; without it the rewritten unit still needs one.
+        p.remote
+            .run(Cmd::new("systemctl daemon-reload").sudo())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if restart {
+        init.restart(&p.remote, svc).await
+    } else {
+        init.start(&p.remote, svc).await
+    }
+    .map_err(|e| e.to_string())?;
+    init.wait_state(&p.remote, svc, true, WAIT)
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,199 @@
+//! Join tokens: create one on the leader (retried while k0s settles), write the token file,
+//! and retire a used token (invalidate it, overwrite the file).
+
+use std::time::{Duration, Instant};
+
+use crate::k0s::token::JoinToken;
+use crate::transport::files::UploadOptions;
+use crate::transport::{Cmd, shell_quote};
+
+use super::HostState;
+use super::probed;
+
+/// How long `k0s token create` is retried: right after the leader's API came up (or while it
+/// settles after a restart) k0s may fail to create the bootstrap-token Secret; k0sctl retries
+/// the command for up to 2 minutes too.
+pub const TOKEN_CREATE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `attempt` until it succeeds, fails with an error `permanent` recognises, or `timeout`
+/// has passed since the first try, `interval` apart; the error is the last attempt's.
+pub async fn retry_for<T, F, Fut>(
+    timeout: Duration,
+    interval: Duration,
+    permanent: impl Fn(&str) -> bool,
+    mut attempt: F,
+) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if permanent(&e) || Instant::now() + interval > deadline => return Err(e),
+            Err(e) => tracing::debug!("retrying after: {e}"),
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Creates a join token on the leader (retried for [`TOKEN_CREATE_TIMEOUT`]); its secret never
+/// appears in logs or errors.
+pub async fn create_token(
+    leader: &HostState,
+    role: &str,
+    expiry: &str,
+) -> Result<JoinToken, String> {
+    let p = probed(leader)?;
+    let cmd = p.k0s_cmd(&format!(
+        "token create --role={role} --expiry={expiry} --data-dir={}",
+        shell_quote(&leader.data_dir())
+    ));
+    // k0s refuses for good when the cluster cannot take the join (single node, kine storage:
+    // "refusing to create token: …"); only other failures are worth retrying.
+    let refused = |e: &str| e.contains("refusing to create token");
+    retry_for(
+        TOKEN_CREATE_TIMEOUT,
+        Duration::from_secs(3),
+        refused,
+        || async {
+            let out = p
+                .remote
+                .run_str(Cmd::new(cmd.clone()).sudo())
+                .await
+                .map_err(|e| e.to_string())?;
+            JoinToken::parse(&out)
+        },
+    )
+    .await
+}
+
+/// Writes the token file 0600 (directory 0700 when created).
+pub async fn write_token(h: &HostState, token: &JoinToken) -> Result<(), String> {
+    let p = probed(h)?;
+    let path = h.token_path();
+    if let Some((dir, _)) = path.rsplit_once('/')
+        && !dir.is_empty()
+    {
+        p.remote
+            .run(Cmd::new(format!("install -d -m 0700 {}", shell_quote(dir))).sudo())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    p.remote
+        .upload(
+            std::io::Cursor::new(format!("{}\n", token.raw).into_bytes()),
+            &path,
+            &UploadOptions::default().mode(0o600).sudo(true),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// After a join: invalidate the token on the leader and overwrite the token file. A worker
+/// of k0s v1.35.1 (`worker_version`) decodes that file at every start, so it gets a valid
+/// dummy token instead of a comment, as k0sctl writes.
+pub async fn retire_token(
+    leader: &HostState,
+    h: &HostState,
+    token: &JoinToken,
+    worker_version: Option<&crate::k0s::version::K0sVersion>,
+) {
+    if let Ok(p) = probed(leader) {
+        let cmd = p.k0s_cmd(&format!(
+            "token invalidate --data-dir={} {}",
+            shell_quote(&leader.data_dir()),
+            shell_quote(&token.id)
+        ));
+        if let Err(e) = p.remote.run(Cmd::new(cmd).sudo()).await {
+            tracing::warn!(
+                "{}: failed to invalidate the join token {}: {e}",
+                leader.name,
+                token.id
+            );
+        }
+    }
+    let content = match worker_version {
+        Some(v) if crate::k0s::token::decodes_token_at_every_start(v) => {
+            match crate::k0s::token::dummy_join_token() {
+                Ok(t) => t.into_bytes(),
+                Err(e) => {
+                    tracing::warn!("{}: building a dummy join token: {e}", h.name);
+                    return;
+                }
+            }
+        }
+        _ => b"# overwritten by k0sctl after join\n".to_vec(),
+    };
+    if let Ok(p) = probed(h)
+        && let Err(e) = p
+            .remote
+            .upload(
+                std::io::Cursor::new(content),
+                &h.token_path(),
+                &UploadOptions::default().mode(0o600).sudo(true),
+            )
+            .await
+    {
+        tracing::warn!("{}: failed to overwrite the join token file: {e}", h.name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_for_retries_until_success_and_keeps_the_last_error() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let mut n = 0;
+        let r: Result<u32, String> = rt.block_on(retry_for(
+            Duration::from_secs(60),
+            Duration::from_millis(1),
+            |_| false,
+            || {
+                n += 1;
+                let k = n;
+                async move {
+                    if k < 3 {
+                        Err(format!("fail {k}"))
+                    } else {
+                        Ok(k)
+                    }
+                }
+            },
+        ));
+        assert_eq!(r, Ok(3));
+        let mut m = 0;
+        let r: Result<u32, String> = rt.block_on(retry_for(
+            Duration::from_millis(20),
+            Duration::from_millis(5),
+            |_| false,
+            || {
+                m += 1;
+                let k = m;
+                async move { Err(format!("fail {k}")) }
+            },
+        ));
+        assert!(m > 1, "retried");
+        assert_eq!(r, Err(format!("fail {m}")));
+        // A permanent refusal is not retried.
+        let mut n2 = 0;
+        let r: Result<u32, String> = rt.block_on(retry_for(
+            Duration::from_secs(60),
+            Duration::from_millis(1),
+            |e| e.contains("refusing"),
+            || {
+                n2 += 1;
+                async { Err("Error: refusing to create token: single node".to_string()) }
+            },
+        ));
+        assert_eq!(n2, 1);
+        assert!(r.is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! Waiting: the shared timeout, a poll-until loop, the API server's readiness, the dynamic
+//! config's reconciliation, a node's readiness, and noticing a host's connection is gone.
+
+use std::time::{Duration, Instant};
+
+use crate::transport::{Cmd, shell_quote};
+
+use super::HostState;
+use super::kubectl::kubectl;
+use super::probed;
+
+/// How long k0sctl waits for services, readiness and nodes.
+pub const WAIT: Duration = Duration::from_secs(120);
+
+/// Resolves (with a "connection lost" message) once the host's connection is closed; never
+/// while it is open. Raced against waits that run elsewhere (on the leader) so a host that
+/// dropped out is reported at once.
+pub async fn connection_lost(h: &HostState) -> String {
+    let Ok(p) = probed(h) else {
+        return std::future::pending().await;
+    };
+    loop {
+        if p.remote.connection().is_closed() {
+            return format!(
+                "{}: {}: the SSH connection was closed while waiting for the node to become Ready",
+                p.remote.name(),
+                crate::transport::error::CONNECTION_LOST
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Polls `check` every second until it returns Ok(true) or `WAIT` passes; the last error (or
+/// `what`) explains a timeout.
+pub async fn wait_until<F, Fut>(what: &str, mut check: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, String>>,
+{
+    let deadline = Instant::now() + WAIT;
+    let mut last = String::new();
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last = e,
+        }
+        if Instant::now() > deadline {
+            return Err(if last.is_empty() {
+                format!("timed out after {WAIT:?} waiting for {what}")
+            } else {
+                format!("timed out after {WAIT:?} waiting for {what}: {last}")
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Waits until the controller's API server answers `/readyz` with `ok`.
+pub async fn wait_api_ready(h: &HostState) -> Result<(), String> {
+    let p = probed(h)?;
+    let cmd = kubectl(h, "get --raw=/readyz")?;
+    wait_until("the kubernetes API to become ready", || async {
+        let out = p
+            .remote
+            .exec(Cmd::new(cmd.clone()).sudo())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(out.success() && out.stdout_str().trim() == "ok")
+    })
+    .await
+}
+
+/// Waits until k0s reports that it reconciled the cluster config (dynamic config mode): an
+/// event with reason `SuccessfulReconcile` about the `kube-system/k0s` ClusterConfig.
+pub async fn wait_config_reconciled(h: &HostState) -> Result<(), String> {
+    let p = probed(h)?;
+    let cmd = kubectl(
+        h,
+        "-n kube-system get event --field-selector involvedObject.name=k0s -o json",
+    )?;
+    wait_until("k0s to reconcile the dynamic cluster config", || async {
+        let out = p
+            .remote
+            .exec(Cmd::new(cmd.clone()).sudo())
+            .await
+            .map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(out.stderr_str().trim().to_string());
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&out.stdout_str()).map_err(|e| e.to_string())?;
+        Ok(v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["reason"] == "SuccessfulReconcile"))
+    })
+    .await
+}
+
+/// Waits until the node `name` reports Ready, asking the leader's API. With `version`, the
+/// node must also report the Kubernetes version that k0s release embeds
+/// (`status.nodeInfo.kubeletVersion`, `v1.36.3+k0s` for k0s `v1.36.3-rc.0+k0s.0`; compared
+/// before the `+`): right after a restart the Node object still says Ready from before it,
+/// and only a kubelet that came back reports the new version.
+pub async fn wait_node_ready(
+    leader: &HostState,
+    name: &str,
+    version: Option<&crate::k0s::version::K0sVersion>,
+) -> Result<(), String> {
+    let p = probed(leader)?;
+    let cmd = kubectl(leader, &format!("get node {} -o json", shell_quote(name)))?;
+    let want = version.map(|v| {
+        v.kubelet_version()
+            .split('+')
+            .next()
+            .unwrap_or("")
+            .to_string()
+    });
+    let what = match &want {
+        Some(v) => format!("node {name} to become Ready with kubelet {v}"),
+        None => format!("node {name} to become Ready"),
+    };
+    wait_until(&what, || async {
+        let out = p
+            .remote
+            .exec(Cmd::new(cmd.clone()).sudo())
+            .await
+            .map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(out.stderr_str().trim().to_string());
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&out.stdout_str()).map_err(|e| e.to_string())?;
+        let ready = v["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        let kubelet = v["status"]["nodeInfo"]["kubeletVersion"]
+            .as_str()
+            .unwrap_or("");
+        let version_ok = want
+            .as_deref()
+            .is_none_or(|w| kubelet.split('+').next() == Some(w));
+        if ready && !version_ok {
+            return Err(format!("the node still reports kubelet {kubelet}"));
+        }
+        Ok(ready && version_ok)
+    })
+    .await
+}
