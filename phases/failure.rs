@@ -104,6 +104,8 @@ pub enum Kind {
 pub struct Failure {
     cause: Cause,
     context: Vec<String>,
+    /// Lines said after the cause (what the run did about it, what to do).
+    notes: Vec<String>,
 }
 
 impl Failure {
@@ -111,6 +113,7 @@ impl Failure {
         Failure {
             cause,
             context: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -142,6 +145,12 @@ impl Failure {
     /// Says what was being done: rendered as `what: <cause>`.
     pub fn context(mut self, what: impl Into<String>) -> Self {
         self.context.insert(0, what.into());
+        self
+    }
+
+    /// Adds a line after the cause (what was done about it, what to do next).
+    pub fn note(mut self, line: impl Into<String>) -> Self {
+        self.notes.push(line.into());
         self
     }
 
@@ -232,7 +241,11 @@ impl fmt::Display for Failure {
         for c in &self.context {
             write!(f, "{c}: ")?;
         }
-        f.write_str(&self.cause_message())
+        f.write_str(&self.cause_message())?;
+        for n in &self.notes {
+            write!(f, "\n{n}")?;
+        }
+        Ok(())
     }
 }
 
@@ -278,6 +291,30 @@ impl From<Missing> for Failure {
 impl From<String> for Failure {
     fn from(m: String) -> Self {
         Failure::other(m)
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::other(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Failure {
+    fn from(e: serde_json::Error) -> Self {
+        Failure::other(e.to_string())
+    }
+}
+
+impl From<reqwest::Error> for Failure {
+    fn from(e: reqwest::Error) -> Self {
+        Failure::other(e.to_string())
+    }
+}
+
+impl From<tokio::task::JoinError> for Failure {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Failure::other(e.to_string())
     }
 }
 

@@ -2,6 +2,8 @@
 //! role, installed service, existing config — in one round trip per host; then the leader
 //! (the first controller running k0s, else the first controller) and the cluster ID.
 
+use crate::phases::Failure;
+use crate::phases::HostFailure;
 use futures::future::join_all;
 
 use crate::exit::Code;
@@ -61,14 +63,14 @@ impl Phase for GatherK0sFacts {
                 async move {
                     let mut plan: Vec<String> = Vec::new();
                     let _slot = limits.host_slot().await;
-                    let err = |e: String| (h.name.clone(), e);
-                    let p = h.probed().map_err(err)?;
+                    let err = |e: Failure| (h.name.clone(), e);
+                    let p = h.probed().map_err(|e| err(e.into()))?;
                     let env_file = p.facts.init.map(|i| i.env_file(h.service_name()));
                     let out = p
                         .remote
                         .run(Cmd::new(script(h, &p.k0s_binary_path, env_file.as_deref())).sudo())
                         .await
-                        .map_err(|e| err(e.to_string()))?
+                        .map_err(|e| err(e.into()))?
                         .stdout_str();
                     let s = parse_sections(&out);
                     let field = |k: &str| s.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
@@ -76,7 +78,7 @@ impl Phase for GatherK0sFacts {
                     let binary_version = if version.is_empty() {
                         None
                     } else {
-                        Some(K0sVersion::parse(&version).map_err(|e| err(format!("k0s binary at {}: {e}", p.k0s_binary_path)))?)
+                        Some(K0sVersion::parse(&version).map_err(|e| err(format!("k0s binary at {}: {e}", p.k0s_binary_path).into()))?)
                     };
                     let mut status_json = field("status");
                     let upgrading = Some(field("upgrading")).filter(|u| !u.is_empty());
@@ -92,27 +94,27 @@ impl Phase for GatherK0sFacts {
                             plan.push(format!("start the {svc} service, stopped by an interrupted upgrade"));
                         } else {
                             tracing::warn!("{}: the {svc} service was stopped by an upgrade that did not finish; starting it again", h.name);
-                            let init = p.init_system().map_err(|e| err(e.to_string()))?;
-                            init.start(&p.remote, &svc).await.map_err(|e| err(e.to_string()))?;
+                            let init = p.init_system().map_err(|e| err(e.into()))?;
+                            init.start(&p.remote, &svc).await.map_err(|e| err(e.into()))?;
                             let cmd = p.k0s_cmd("status -o json");
                             let got = std::sync::Mutex::new(String::new());
                             let (cmd, got_ref) = (&cmd, &got);
                             wait_until(&format!("k0s to run again after starting {svc}"), || async move {
-                                let out = p.remote.exec(Cmd::new(cmd.clone()).sudo()).await.map_err(|e| e.to_string())?;
+                                let out = p.remote.exec(Cmd::new(cmd.clone()).sudo()).await?;
                                 if out.success() {
                                     *got_ref.lock().expect("lock") = out.stdout_str();
                                 }
                                 Ok(out.success())
                             })
                             .await
-                            .map_err(|e| err(format!("{e} (waited {WAIT:?})")))?;
+                            .map_err(|e| err(format!("{e} (waited {WAIT:?})").into()))?;
                             status_json = got.into_inner().expect("lock");
                         }
                     }
                     let status = if status_json.is_empty() {
                         None
                     } else {
-                        Some(K0sStatus::parse(&status_json).map_err(err)?)
+                        Some(K0sStatus::parse(&status_json).map_err(|e| err(e.into()))?)
                     };
                     let mut service = Some(field("service")).filter(|s| !s.is_empty()).map(|s| s.lines().next().unwrap_or("").to_string());
                     let incomplete = field("incomplete") == "yes";
@@ -124,7 +126,7 @@ impl Phase for GatherK0sFacts {
                             plan.push(format!("remove stale staging files {}", stale.join(", ")));
                         } else {
                             let rm = format!("rm -f -- {}", stale.iter().map(|f| shell_quote(f)).collect::<Vec<_>>().join(" "));
-                            p.remote.run(Cmd::new(rm).sudo()).await.map_err(|e| err(e.to_string()))?;
+                            p.remote.run(Cmd::new(rm).sudo()).await.map_err(|e| err(e.into()))?;
                             tracing::info!("{}: removed stale staging files of an earlier run: {}", h.name, stale.join(", "));
                         }
                     }
@@ -134,7 +136,7 @@ impl Phase for GatherK0sFacts {
                             return Err(err(format!(
                                 "k0s is running as {} but the configuration says {}: role change is not supported (reset the host first, or use reset: true with --force)",
                                 st.role, h.config.role
-                            )));
+                            ).into()));
                         }
                         if service.is_none() && !force {
                             return Err(err("k0s is running but no k0s service is installed; stop it or re-run with --force".into()));
@@ -147,7 +149,7 @@ impl Phase for GatherK0sFacts {
                         if !incomplete {
                             return Err(err(format!(
                                 "the {svc} service is installed but k0s is not running; start it (or reset the host), or re-run with --force"
-                            )));
+                            ).into()));
                         }
                         // Installed by a k0sctl run that was interrupted or lost the host
                         // before the install finished: undo it, and the install phases do it
@@ -156,7 +158,7 @@ impl Phase for GatherK0sFacts {
                             plan.push(format!("reset the unfinished k0s install (the {svc} service of an interrupted run) and install again"));
                         } else {
                             tracing::warn!("{}: the {svc} service was installed by an earlier k0sctl run that did not finish; resetting it to install again", h.name);
-                            reset_installed(h).await.map_err(err)?;
+                            reset_installed(h).await.map_err(|e| err(e.into()))?;
                             service = None;
                         }
                     }
@@ -183,7 +185,7 @@ impl Phase for GatherK0sFacts {
             }))
             .await;
             let mut plans = Vec::new();
-            let results: Vec<Result<(), (String, String)>> = results
+            let results: Vec<Result<(), HostFailure>> = results
                 .into_iter()
                 .map(|r| r.map(|p| plans.push(p)))
                 .collect();
@@ -197,7 +199,7 @@ impl Phase for GatherK0sFacts {
                     upgrades.push((i, u));
                 }
             }
-            collect(TITLE, Code::PhaseFailed, results)?;
+            collect(TITLE, results)?;
 
             // k0s dynamic config mode: asked for in the manifest, or already in use (k0sctl
             // turns it on when any controller runs with it or has it in installFlags).
@@ -257,12 +259,12 @@ impl Phase for GatherK0sFacts {
             if leader.is_running() {
                 let p = leader
                     .probed()
-                    .map_err(|e| PhaseError::new(Code::PhaseFailed, TITLE, e))?;
+                    .map_err(|e| PhaseError::on_host(TITLE, leader.name.clone(), e))?;
                 let cmd = super::steps::kubectl::kubectl(
                     leader,
                     "get -n kube-system namespace kube-system -o template={{.metadata.uid}}",
                 )
-                .map_err(|e| PhaseError::new(Code::PhaseFailed, TITLE, e))?;
+                .map_err(|e| PhaseError::on_host(TITLE, leader.name.clone(), e))?;
                 match p.remote.run_str(Cmd::new(cmd).sudo()).await {
                     Ok(uid) => {
                         tracing::info!("{}: is the leader; cluster ID {uid}", leader.name);
@@ -317,28 +319,27 @@ async fn finish_interrupted_upgrades(
             }
             continue;
         }
-        let fail =
-            |e: String| PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(h.name.clone(), e)]);
+        let fail = |e: Failure| PhaseError::on_host(TITLE, h.name.clone(), e);
         if uncordon && let Some(l) = state.leader.filter(|&l| state.hosts[l].is_running()) {
             let leader = &state.hosts[l];
-            let p = leader.probed().map_err(fail)?;
+            let p = leader.probed().map_err(|e| fail(e.into()))?;
             let cmd =
                 super::steps::kubectl::kubectl(leader, &format!("uncordon {}", shell_quote(&node)))
-                    .map_err(fail)?;
+                    .map_err(|e| fail(e.into()))?;
             p.remote
                 .run(Cmd::new(cmd).sudo())
                 .await
-                .map_err(|e| fail(format!("uncordoning node {node}: {e}")))?;
+                .map_err(|e| fail(Failure::from(e).context(format!("uncordoning node {node}"))))?;
             tracing::info!(
                 "{}: made node {node} schedulable again (an interrupted upgrade had cordoned it)",
                 h.name
             );
         }
-        let p = h.probed().map_err(fail)?;
+        let p = h.probed().map_err(|e| fail(e.into()))?;
         p.remote
             .run(Cmd::new(format!("rm -f {}", shell_quote(&upgrade_marker(h)))).sudo())
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(e.into()))?;
     }
     Ok(())
 }

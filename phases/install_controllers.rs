@@ -4,6 +4,7 @@
 //! token per host that is invalidated afterwards.
 
 use crate::exit::Code;
+use crate::phases::Failure;
 
 use super::steps::hooks::run_host_hooks;
 use super::steps::markers::install_finished;
@@ -34,7 +35,9 @@ impl Phase for InstallControllers {
 
     fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let l = state.leader.expect("a leader exists when controllers join");
+            let l = state
+                .leader_index()
+                .map_err(|m| PhaseError::missing(TITLE, m))?;
             let force = state.opts.force;
             let todo: Vec<usize> = state
                 .hosts
@@ -79,16 +82,18 @@ impl Phase for InstallControllers {
                 let results = join_all(tokens.iter().map(|(i, token)| {
                     let (leader, h) = (&hosts[l], &hosts[*i]);
                     async move {
-                        let err = |e: String| (h.name.clone(), e);
-                        write_token(h, token).await.map_err(err)?;
+                        let err = |e: Failure| (h.name.clone(), e);
+                        write_token(h, token).await.map_err(|e| err(e.into()))?;
                         install_and_start(h, false, force, Some(&token.url))
                             .await
-                            .map_err(err)?;
-                        wait_api_ready(h).await.map_err(err)?;
+                            .map_err(|e| err(e.into()))?;
+                        wait_api_ready(h).await.map_err(|e| err(e.into()))?;
                         retire_token(leader, h, token, None).await;
                         tracing::info!("{}: controller joined", h.name);
-                        run_host_hooks(h, "install", "after").await.map_err(err)?;
-                        install_finished(h).await.map_err(err)?;
+                        run_host_hooks(h, "install", "after")
+                            .await
+                            .map_err(|e| err(e.into()))?;
+                        install_finished(h).await.map_err(|e| err(e.into()))?;
                         Ok(())
                     }
                 }))
@@ -103,7 +108,7 @@ impl Phase for InstallControllers {
                         );
                     }
                 }
-                collect(TITLE, Code::PhaseFailed, results)?;
+                collect(TITLE, results)?;
             }
             Ok(())
         })

@@ -8,11 +8,11 @@
 //! over at once, saying so. Another live holder stops the run with the "locked" exit code,
 //! naming it. A dry run takes no lock (that would change the host) but reports a live one.
 
+use crate::phases::Failure;
 use std::time::Duration;
 
 use futures::future::join_all;
 
-use crate::exit::Code;
 use crate::transport::{Cmd, Remote, shell_quote};
 
 use super::{Phase, PhaseFuture, State, collect};
@@ -130,7 +130,7 @@ impl Phase for AcquireLock {
             let results = join_all(locks.iter().map(|(name, r, path)| {
                 let me = me.clone();
                 async move {
-                    let err = |e: String| (name.clone(), e);
+                    let err = |e: Failure| (name.clone(), e);
                     let script = if dry {
                         // Read only: report a live holder, take nothing.
                         format!(
@@ -140,7 +140,7 @@ impl Phase for AcquireLock {
                     } else {
                         acquire_script(path, &me, None)
                     };
-                    let mut out = r.run_str(Cmd::new(script).sudo().display_as(format!("lock {path}"))).await.map_err(|e| err(e.to_string()))?;
+                    let mut out = r.run_str(Cmd::new(script).sudo().display_as(format!("lock {path}"))).await.map_err(|e| err(e.into()))?;
                     if let Some(rest) = out.trim().strip_prefix("held ") {
                         let who = rest.split_once(' ').map(|(_, w)| w).unwrap_or("").to_string();
                         if let Some(pid) = dead_local_holder(&who) {
@@ -148,7 +148,7 @@ impl Phase for AcquireLock {
                                 tracing::info!("{name}: the lock {path} is held by {who}, a process on this machine that is gone (pid {pid}); a real run takes it over");
                                 return Ok(());
                             }
-                            out = r.run_str(Cmd::new(acquire_script(path, &me, Some(&who))).sudo().display_as(format!("lock {path} (take over)"))).await.map_err(|e| err(e.to_string()))?;
+                            out = r.run_str(Cmd::new(acquire_script(path, &me, Some(&who))).sudo().display_as(format!("lock {path} (take over)"))).await.map_err(|e| err(e.into()))?;
                             if out.trim() == "acquired" {
                                 tracing::warn!("{name}: took over the lock {path} from {who}: pid {pid} on this machine is gone (killed or crashed)");
                             }
@@ -161,14 +161,14 @@ impl Phase for AcquireLock {
                         if !dry || age < STALE_SECS {
                             return Err(err(format!(
                                 "another k0sctl is operating on this host: {who} (lock {path}, refreshed {age}s ago); wait for it to finish, or if it is gone the lock expires {STALE_SECS}s after its last refresh"
-                            )));
+                            ).into()));
                         }
                     }
                     Ok(())
                 }
             }))
             .await;
-            let res = collect(TITLE, Code::Locked, results);
+            let res = collect(TITLE, results);
             if !dry {
                 // Also after a partial failure: release removes only files holding our line.
                 state.lock_held = true;

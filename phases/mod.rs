@@ -110,6 +110,17 @@ impl PhaseError {
         Self::with_code(code, phase, hosts)
     }
 
+    /// A cluster-wide failure (not tied to one host's line), its exit code from its cause.
+    pub fn cluster(phase: &'static str, f: impl Into<Failure>) -> Self {
+        let f = f.into();
+        Self::new(f.code(), phase, f.to_string())
+    }
+
+    /// A fact an earlier phase should have established is missing (a phase-order bug).
+    pub fn missing(phase: &'static str, m: Missing) -> Self {
+        Self::new(Code::PhaseFailed, phase, format!("cannot run: {m}"))
+    }
+
     /// One host's failure (see [`PhaseError::failed_on`]).
     pub fn on_host(phase: &'static str, host: impl Into<String>, f: impl Into<Failure>) -> Self {
         Self::failed_on(phase, vec![(host.into(), f.into())])
@@ -399,17 +410,17 @@ impl Manager {
 }
 
 /// Collects per-host results of a parallel step into one [`PhaseError`] naming every host
-/// that failed (the others' work is kept: all hosts run to completion).
+/// that failed (the others' work is kept: all hosts run to completion); the exit code comes
+/// from the causes.
 pub fn collect(
     phase: &'static str,
-    code: Code,
-    results: impl IntoIterator<Item = Result<(), (String, String)>>,
+    results: impl IntoIterator<Item = Result<(), HostFailure>>,
 ) -> Result<(), PhaseError> {
-    let failures: Vec<(String, String)> = results.into_iter().filter_map(Result::err).collect();
+    let failures: Vec<HostFailure> = results.into_iter().filter_map(Result::err).collect();
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(PhaseError::hosts(code, phase, failures))
+        Err(PhaseError::failed_on(phase, failures))
     }
 }
 

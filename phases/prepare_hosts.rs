@@ -5,9 +5,9 @@
 //! variables through its drop-in, see [`super::service_env`]). Every step looks first and changes only what differs, so a
 //! converged host costs nothing but the reads; a dry run does the reads and plans the rest.
 
+use crate::phases::Failure;
 use futures::future::join_all;
 
-use crate::exit::Code;
 use crate::transport::Cmd;
 
 use super::{HostState, Phase, PhaseFuture, State, collect};
@@ -52,7 +52,7 @@ fn rshared(h: &HostState) -> bool {
         && !h.config.reset
 }
 
-async fn todo(h: &HostState) -> Result<Todo, String> {
+async fn todo(h: &HostState) -> Result<Todo, Failure> {
     let p = h.probed()?;
     let environment = if h.config.environment.is_empty() {
         None
@@ -60,8 +60,7 @@ async fn todo(h: &HostState) -> Result<Todo, String> {
         let cur = p
             .remote
             .run(Cmd::new("cat /etc/environment 2>/dev/null || true"))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let cur = String::from_utf8_lossy(&cur.stdout).into_owned();
         let env = super::steps::service::service_env(h);
         let new = upsert_environment(&cur, &env);
@@ -93,15 +92,15 @@ impl Phase for PrepareHosts {
                 let limits = limits.clone();
                 async move {
                     let _slot = limits.host_slot().await;
-                    let err = |e: String| (h.name.clone(), e);
-                    let t = todo(h).await.map_err(err)?;
-                    let p = h.probed().map_err(err)?;
+                    let err = |e: Failure| (h.name.clone(), e);
+                    let t = todo(h).await.map_err(|e| err(e.into()))?;
+                    let p = h.probed().map_err(|e| err(e.into()))?;
                     let mut done = Vec::new();
                     if t.install_curl {
                         tracing::info!("{}: installing curl", h.name);
                         p.install_packages(&["curl"])
                             .await
-                            .map_err(|e| err(e.to_string()))?;
+                            .map_err(|e| err(e.into()))?;
                         done.push("installed package curl".to_string());
                     }
                     if t.rshared {
@@ -117,7 +116,9 @@ impl Phase for PrepareHosts {
                         p.remote
                             .write_file("/etc/environment", new, 0o644, true)
                             .await
-                            .map_err(|e| err(format!("writing /etc/environment: {e}")))?;
+                            .map_err(|e| {
+                                err(Failure::from(e).context(format!("writing /etc/environment")))
+                            })?;
                         done.push("updated /etc/environment".to_string());
                     }
                     Ok((h.name.clone(), done))
@@ -136,7 +137,7 @@ impl Phase for PrepareHosts {
                     Err(e) => plain.push(Err(e)),
                 }
             }
-            collect(TITLE, Code::PhaseFailed, plain)
+            collect(TITLE, plain)
         })
     }
 
@@ -165,7 +166,7 @@ impl Phase for PrepareHosts {
                     Err(e) => plain.push(Err(e)),
                 }
             }
-            collect(TITLE, Code::PhaseFailed, plain)
+            collect(TITLE, plain)
         })
     }
 }

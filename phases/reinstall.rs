@@ -7,7 +7,6 @@
 
 use futures::future::join_all;
 
-use crate::exit::Code;
 use crate::k0s::version::K0sVersion;
 
 use super::steps::upgrade_host::{
@@ -41,7 +40,9 @@ impl Phase for Reinstall {
 
     fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let l = state.leader.expect("a running cluster has a leader");
+            let l = state
+                .leader_index()
+                .map_err(|m| PhaseError::missing(TITLE, m))?;
             let wait = !state.opts.no_wait && state.config.cluster.spec.options.wait.enabled;
             let all = candidates(state);
             let (controllers, workers): (Vec<usize>, Vec<usize>) = all
@@ -59,9 +60,7 @@ impl Phase for Reinstall {
                 let version = running_version(h).cloned().expect("candidates run k0s");
                 reinstall_and_start(h, leader, i == l, &version, wait, true)
                     .await
-                    .map_err(|e| {
-                        PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(h.name.clone(), e)])
-                    })?;
+                    .map_err(|e| PhaseError::on_host(TITLE, h.name.clone(), e))?;
                 let name = h.name.clone();
                 mark_converged(&mut state.hosts[i], i == l, &version);
                 state.changed(
@@ -102,7 +101,7 @@ impl Phase for Reinstall {
                         );
                     }
                 }
-                collect(TITLE, Code::PhaseFailed, results)?;
+                collect(TITLE, results)?;
             }
             Ok(())
         })

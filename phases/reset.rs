@@ -4,8 +4,6 @@
 
 use futures::future::join_all;
 
-use crate::exit::Code;
-
 use super::steps::reset_host::{HostReset, ResetSteps, plan_reset_host, reset_host};
 use super::{Phase, PhaseError, PhaseFuture, State};
 
@@ -111,7 +109,7 @@ impl Phase for ResetHosts {
             if failures.is_empty() {
                 Ok(())
             } else {
-                Err(PhaseError::hosts(Code::PhaseFailed, self.title(), failures))
+                Err(PhaseError::failed_on(self.title(), failures))
             }
         })
     }
@@ -133,7 +131,7 @@ impl Phase for ResetHosts {
             if failures.is_empty() {
                 Ok(())
             } else {
-                Err(PhaseError::hosts(Code::PhaseFailed, self.title(), failures))
+                Err(PhaseError::failed_on(self.title(), failures))
             }
         })
     }

@@ -13,13 +13,13 @@
 //! and a later apply removes any `<k0s path>.tmp.*` an interrupted run left behind ("Gather
 //! k0s facts" lists them in its round trip).
 
+use crate::phases::{Context, Failure, HostFailure};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
 use sha2::{Digest, Sha256};
 
-use crate::exit::Code;
 use crate::k0s::download;
 use crate::k0s::version::K0sVersion;
 use crate::transport::files::UploadOptions;
@@ -62,7 +62,7 @@ fn source_for(
     target: &K0sVersion,
     arch: &str,
     base_dir: &Path,
-) -> Result<Source, String> {
+) -> Result<Source, Failure> {
     if let Some(p) = &h.config.k0s_binary_path {
         let path = if Path::new(p).is_absolute() {
             PathBuf::from(p)
@@ -70,7 +70,7 @@ fn source_for(
             base_dir.join(p)
         };
         let sum =
-            sha256_file(&path).map_err(|e| format!("k0sBinaryPath {}: {e}", path.display()))?;
+            sha256_file(&path).with_context(|| format!("k0sBinaryPath {}", path.display()))?;
         return Ok(Source::Local(path, sum));
     }
     let url = url_for(h, target, arch);
@@ -158,16 +158,15 @@ fn cache_file(target: &K0sVersion, arch: &str) -> PathBuf {
 /// streamed to a temp file while hashed, checked against the release's sha256sums.txt when
 /// present, and renamed into place with a `.sha256` file beside it; a cached copy is reused
 /// only when its SHA-256 still matches that record (a damaged cache is fetched again).
-async fn cached_download(url: &str, target: &K0sVersion, arch: &str) -> Result<PathBuf, String> {
+async fn cached_download(url: &str, target: &K0sVersion, arch: &str) -> Result<PathBuf, Failure> {
     use tokio::io::AsyncWriteExt;
     let file = cache_file(target, arch);
     let record = file.with_extension("sha256");
     if let (true, Ok(want)) = (file.is_file(), std::fs::read_to_string(&record)) {
         let f = file.clone();
         let got = tokio::task::spawn_blocking(move || sha256_file(&f))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("{}: {e}", file.display()))?;
+            .await?
+            .with_context(|| format!("{}", file.display()))?;
         if got == want.trim() {
             tracing::info!(
                 "using k0s {target} ({arch}) from the local cache {}",
@@ -181,12 +180,11 @@ async fn cached_download(url: &str, target: &K0sVersion, arch: &str) -> Result<P
         );
     }
     let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(30))
         .timeout(std::time::Duration::from_secs(600))
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     let get = |u: String| {
         let client = client.clone();
         async move {
@@ -194,11 +192,11 @@ async fn cached_download(url: &str, target: &K0sVersion, arch: &str) -> Result<P
                 .get(&u)
                 .send()
                 .await
-                .map_err(|e| format!("GET {u}: {e}"))?;
+                .with_context(|| format!("GET {u}"))?;
             if !r.status().is_success() {
-                return Err(format!("GET {u}: HTTP {}", r.status()));
+                return Err(format!("GET {u}: HTTP {}", r.status()).into());
             }
-            Ok(r)
+            Ok::<_, Failure>(r)
         }
     };
     tracing::info!("downloading k0s {target} ({arch}) from {url} into the local cache");
@@ -207,17 +205,17 @@ async fn cached_download(url: &str, target: &K0sVersion, arch: &str) -> Result<P
     let result = async {
         let mut out = tokio::fs::File::create(&tmp)
             .await
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+            .with_context(|| format!("{}", tmp.display()))?;
         let mut hasher = Sha256::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
+        while let Some(chunk) = resp.chunk().await.with_context(|| format!("GET {url}"))? {
             hasher.update(&chunk);
             out.write_all(&chunk)
                 .await
-                .map_err(|e| format!("{}: {e}", tmp.display()))?;
+                .with_context(|| format!("{}", tmp.display()))?;
         }
         out.flush()
             .await
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+            .with_context(|| format!("{}", tmp.display()))?;
         let got = hex::encode(hasher.finalize());
         let asset = format!("k0s-{target}-{arch}");
         if let Ok(sums) = get(sums_url(url)).await
@@ -231,11 +229,12 @@ async fn cached_download(url: &str, target: &K0sVersion, arch: &str) -> Result<P
         {
             return Err(format!(
                 "checksum mismatch for {url}: sha256sums.txt says {want}, downloaded {got}"
-            ));
+            )
+            .into());
         }
         std::fs::write(&record, format!("{got}\n"))
-            .map_err(|e| format!("{}: {e}", record.display()))?;
-        std::fs::rename(&tmp, &file).map_err(|e| format!("{}: {e}", file.display()))?;
+            .with_context(|| format!("{}", record.display()))?;
+        std::fs::rename(&tmp, &file).with_context(|| format!("{}", file.display()))?;
         Ok(())
     }
     .await;
@@ -282,16 +281,14 @@ async fn check_staged(
     tmp: &str,
     reported: &str,
     target: &K0sVersion,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let got = K0sVersion::parse(reported)?;
     if got != *target {
         let _ = p
             .remote
             .exec(Cmd::new(format!("rm -f {}", shell_quote(tmp))).sudo())
             .await;
-        return Err(format!(
-            "the downloaded k0s binary is version {got}, not {target}"
-        ));
+        return Err(format!("the downloaded k0s binary is version {got}, not {target}").into());
     }
     Ok(())
 }
@@ -316,7 +313,7 @@ impl Phase for StageBinaries {
             let limits = state.pool.limits().clone();
             // `uploadBinary` hosts share one download per (URL, arch), fetched before the
             // uploads start.
-            let mut cached: Vec<(String, String, Result<PathBuf, String>)> = Vec::new();
+            let mut cached: Vec<(String, String, Result<PathBuf, Failure>)> = Vec::new();
             for h in state.hosts.iter().filter(|h| needs_binary(h, &target)) {
                 let Ok(p) = h.probed() else { continue };
                 let arch = p.facts.arch.clone();
@@ -342,12 +339,12 @@ impl Phase for StageBinaries {
                         let (target, base, limits) = (target.clone(), base.clone(), limits.clone());
                         async move {
                             let _slot = limits.host_slot().await;
-                            let err = |e: String| (h.name.clone(), e);
-                            let p = h.probed().map_err(err)?;
+                            let err = |e: Failure| (h.name.clone(), e);
+                            let p = h.probed().map_err(|e| err(e.into()))?;
                             let arch = p.facts.arch.clone();
                             let final_path = p.k0s_binary_path.clone();
                             let tmp = staged_path(&final_path);
-                            match source_for(h, &target, &arch, &base).map_err(err)? {
+                            match source_for(h, &target, &arch, &base).map_err(|e| err(e.into()))? {
                                 Source::Local(path, sum) => {
                                     let current = p
                                         .remote
@@ -359,7 +356,7 @@ impl Phase for StageBinaries {
                                             .sudo(),
                                         )
                                         .await
-                                        .map_err(|e| err(e.to_string()))?
+                                        .map_err(|e| err(e.into()))?
                                         .stdout_str();
                                     if current.trim() == sum {
                                         tracing::info!(
@@ -386,9 +383,10 @@ impl Phase for StageBinaries {
                                     let file = cached
                                         .iter()
                                         .find(|(u, a, _)| *u == url && *a == arch)
-                                        .map(|(_, _, r)| r.clone())
-                                        .unwrap_or_else(|| Err(format!("{url} was not fetched")))
-                                        .map_err(err)?;
+                                        // One download serves several hosts: each gets its words.
+                                        .map(|(_, _, r)| r.as_ref().map(Clone::clone).map_err(|e| Failure::other(e.to_string())))
+                                        .unwrap_or_else(|| Err(format!("{url} was not fetched").into()))
+                                        .map_err(|e| err(e.into()))?;
                                     tracing::info!(
                                         "{}: uploading k0s {target} from the local cache",
                                         h.name
@@ -436,7 +434,7 @@ impl Phase for StageBinaries {
                                                 .display_as(format!("download k0s {target} from {url} to {tmp}")),
                                         )
                                         .await
-                                        .map_err(|e| err(e.to_string()))?;
+                                        .map_err(|e| err(e.into()))?;
                                     let v = out
                                         .lines()
                                         .filter(|l| !l.starts_with("k0sctl-progress "))
@@ -444,7 +442,7 @@ impl Phase for StageBinaries {
                                         .join("\n");
                                     check_staged(p, &tmp, v.trim(), &target)
                                         .await
-                                        .map_err(err)?;
+                                        .map_err(|e| err(e.into()))?;
                                     h.staged = Some(tmp);
                                     Ok(None)
                                 }
@@ -453,7 +451,7 @@ impl Phase for StageBinaries {
                     }),
             )
             .await;
-            let mut results: Vec<Result<(), (String, String)>> = Vec::new();
+            let mut results: Vec<Result<(), HostFailure>> = Vec::new();
             let mut pending: Vec<Pending> = Vec::new();
             for r in firsts {
                 match r {
@@ -487,7 +485,7 @@ impl Phase for StageBinaries {
                         results.extend(
                             members
                                 .iter()
-                                .map(|m| Err((state.hosts[m.idx].name.clone(), e.clone()))),
+                                .map(|m| Err((state.hosts[m.idx].name.clone(), e.clone().into()))),
                         );
                         continue;
                     }
@@ -518,20 +516,20 @@ impl Phase for StageBinaries {
                     let h = &state.hosts[m.idx];
                     let target = target.clone();
                     async move {
-                        let err = |e: String| (h.name.clone(), e);
-                        r.map_err(err)?;
+                        let err = |e: Failure| (h.name.clone(), e);
+                        r.map_err(|e| err(e.into()))?;
                         if m.check_version {
-                            let p = h.probed().map_err(err)?;
+                            let p = h.probed().map_err(|e| err(e.into()))?;
                             let v = p
                                 .remote
                                 .run_str(
                                     Cmd::new(format!("{} version", shell_quote(&m.tmp))).sudo(),
                                 )
                                 .await
-                                .map_err(|e| err(e.to_string()))?;
+                                .map_err(|e| err(e.into()))?;
                             check_staged(p, &m.tmp, v.trim(), &target)
                                 .await
-                                .map_err(err)?;
+                                .map_err(|e| err(e.into()))?;
                         }
                         Ok(())
                     }
@@ -544,7 +542,7 @@ impl Phase for StageBinaries {
                     results.push(r);
                 }
             }
-            collect(TITLE, Code::PhaseFailed, results)
+            collect(TITLE, results)
         })
     }
 

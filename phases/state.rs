@@ -109,20 +109,21 @@ pub const DEFAULT_TOKEN_PATH: &str = "/etc/k0s/k0stoken";
 
 impl HostState {
     /// The probed host; phases after detection may rely on it.
-    pub fn probed(&self) -> Result<&host::Host, String> {
-        self.host
-            .as_ref()
-            .ok_or_else(|| "host was not probed (internal error: phase order)".to_string())
+    pub fn probed(&self) -> Result<&host::Host, Missing> {
+        self.host.as_ref().ok_or(Missing::Probed)
     }
 
     /// The node name k0s registers: the `hostname` override or the host's own, lowercased.
-    pub fn node_name(&self) -> Option<String> {
+    /// An error naming the missing fact when neither is known or the name is empty (an empty
+    /// name must never reach `kubectl cordon` or a node deletion).
+    pub fn node_name(&self) -> Result<String, Missing> {
         self.config
             .hostname
             .as_ref()
             .map(|h| h.to_lowercase())
             .or_else(|| self.host.as_ref().map(|h| h.facts.hostname.clone()))
             .filter(|n| !n.trim().is_empty())
+            .ok_or(Missing::NodeName)
     }
 
     /// The staged k0s binary's path; an error when none was staged or the path is empty (an
@@ -263,6 +264,11 @@ impl State {
     /// The leader controller ("Gather k0s facts" chooses it).
     pub fn leader_host(&self) -> Result<&HostState, Missing> {
         Ok(&self.hosts[self.leader_index()?])
+    }
+
+    /// The target version, or an error naming it as missing.
+    pub fn require_target(&self) -> Result<K0sVersion, Missing> {
+        self.target_version().ok_or(Missing::TargetVersion)
     }
 
     /// Emits an event when a sink is set.
