@@ -35,6 +35,13 @@ impl Named for &mut HostState {
     }
 }
 
+/// A lock's (host name, connection, path).
+impl<R, P> Named for &(String, R, P) {
+    fn host_name(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A host with something that goes with it (its token, its plan…).
 impl<A: Named, B> Named for (A, B) {
     fn host_name(&self) -> &str {
