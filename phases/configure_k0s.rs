@@ -8,8 +8,7 @@
 //! keeping it as `.old`, and is written atomically 0600. Hosts whose config is already
 //! equivalent are left alone; running controllers whose config changed are restarted one at a time, each ready before the next.
 
-use crate::phases::Failure;
-use futures::future::join_all;
+use crate::phases::{Failure, each_host};
 use serde_json::{Map, Value, json};
 
 use crate::exit::Code;
@@ -250,14 +249,11 @@ impl Phase for ConfigureK0s {
             let plans = std::sync::Mutex::new(plans);
             let restarts: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
             let target = state.target_version();
-            let results = join_all(state.hosts.iter().filter(|h| configured(h)).map(|h| {
-                let (limits, base, sans, plans, restarts) =
-                    (limits.clone(), &base, &sans, &plans, &restarts);
+            let results = each_host(&limits, state.hosts.iter().filter(|h| configured(h)), |h| {
+                let (base, sans, plans, restarts) = (&base, &sans, &plans, &restarts);
                 let target = target.as_ref();
                 async move {
-                    let _slot = limits.host_slot().await;
-                    let err = |e: Failure| (h.name.clone(), e);
-                    let p = h.probed().map_err(|e| err(e.into()))?;
+                    let p = h.probed()?;
                     let path = h.k0s_config_path();
                     // Dynamic config: only a leader that initialises the cluster gets it all.
                     let initialises = Some(h.index) == leader && !h.is_running();
@@ -287,18 +283,17 @@ impl Phase for ConfigureK0s {
                     // Validate on the host with the binary that will run it.
                     let k0s = h.staged.clone().unwrap_or_else(|| p.k0s_binary_path.clone());
                     let tmp = format!("/tmp/k0sctl-k0s-config-{:016x}.yaml", rand::random::<u64>());
-                    p.remote.write_file(&tmp, text.clone(), 0o600, true).await.map_err(|e| err(e.into()))?;
+                    p.remote.write_file(&tmp, text.clone(), 0o600, true).await?;
                     let check = p
                         .remote
                         .exec(Cmd::new(format!("{}; rc=$?; rm -f {}; exit $rc", validate_command(h, &k0s, &tmp, target), shell_quote(&tmp))).sudo())
-                        .await
-                        .map_err(|e| err(e.into()))?;
+                        .await?;
                     if !check.success() {
-                        return Err(err(format!(
+                        return Err(Failure::other(format!(
                             "spec.k0s.config validation failed ({}):\n{}",
                             check.status,
                             check.stderr_str().trim()
-                        ).into()));
+                        )));
                     }
                     if let Some(old) = &existing
                         && !old.contains(MARKER)
@@ -306,13 +301,11 @@ impl Phase for ConfigureK0s {
                         tracing::warn!("{}: an existing configuration was not created by k0sctl, it will be moved to {path}.old", h.name);
                         p.remote
                             .run(Cmd::new(format!("mv -f {q} {q}.old", q = shell_quote(&path))).sudo())
-                            .await
-                            .map_err(|e| err(e.into()))?;
+                            .await?;
                     }
                     p.remote
                         .upload(std::io::Cursor::new(text.into_bytes()), &path, &UploadOptions::default().mode(0o600).sudo(true).create_parent(true))
-                        .await
-                        .map_err(|e| err(e.into()))?;
+                        .await?;
                     tracing::info!("{}: wrote k0s config to {path}", h.name);
                     plans.lock().expect("lock").push((h.name.clone(), format!("wrote k0s config to {path}")));
                     if running {
@@ -320,7 +313,7 @@ impl Phase for ConfigureK0s {
                     }
                     Ok(())
                 }
-            }))
+            })
             .await;
             // In a dry run these are plans, otherwise what was done.
             for (h, w) in plans.into_inner().expect("lock") {

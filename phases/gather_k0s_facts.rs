@@ -2,9 +2,7 @@
 //! role, installed service, existing config — in one round trip per host; then the leader
 //! (the first controller running k0s, else the first controller) and the cluster ID.
 
-use crate::phases::Failure;
-use crate::phases::HostFailure;
-use futures::future::join_all;
+use crate::phases::{Failure, HostFailure, each_host};
 
 use crate::exit::Code;
 use crate::host::facts::parse_sections;
@@ -58,19 +56,15 @@ impl Phase for GatherK0sFacts {
             let limits = state.pool.limits().clone();
             let force = state.opts.force;
             let dry = state.opts.dry_run;
-            let results = join_all(state.hosts.iter_mut().map(|h| {
-                let limits = limits.clone();
+            let results = each_host(&limits, state.hosts.iter_mut(), |h| {
                 async move {
                     let mut plan: Vec<String> = Vec::new();
-                    let _slot = limits.host_slot().await;
-                    let err = |e: Failure| (h.name.clone(), e);
-                    let p = h.probed().map_err(|e| err(e.into()))?;
+                    let p = h.probed()?;
                     let env_file = p.facts.init.map(|i| i.env_file(h.service_name()));
                     let out = p
                         .remote
                         .run(Cmd::new(script(h, &p.k0s_binary_path, env_file.as_deref())).sudo())
-                        .await
-                        .map_err(|e| err(e.into()))?
+                        .await?
                         .stdout_str();
                     let s = parse_sections(&out);
                     let field = |k: &str| s.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
@@ -78,7 +72,7 @@ impl Phase for GatherK0sFacts {
                     let binary_version = if version.is_empty() {
                         None
                     } else {
-                        Some(K0sVersion::parse(&version).map_err(|e| err(format!("k0s binary at {}: {e}", p.k0s_binary_path).into()))?)
+                        Some(K0sVersion::parse(&version).map_err(|e| Failure::other(format!("k0s binary at {}: {e}", p.k0s_binary_path)))?)
                     };
                     let mut status_json = field("status");
                     let upgrading = Some(field("upgrading")).filter(|u| !u.is_empty());
@@ -94,8 +88,8 @@ impl Phase for GatherK0sFacts {
                             plan.push(format!("start the {svc} service, stopped by an interrupted upgrade"));
                         } else {
                             tracing::warn!("{}: the {svc} service was stopped by an upgrade that did not finish; starting it again", h.name);
-                            let init = p.init_system().map_err(|e| err(e.into()))?;
-                            init.start(&p.remote, &svc).await.map_err(|e| err(e.into()))?;
+                            let init = p.init_system()?;
+                            init.start(&p.remote, &svc).await?;
                             let cmd = p.k0s_cmd("status -o json");
                             let got = std::sync::Mutex::new(String::new());
                             let (cmd, got_ref) = (&cmd, &got);
@@ -107,14 +101,14 @@ impl Phase for GatherK0sFacts {
                                 Ok(out.success())
                             })
                             .await
-                            .map_err(|e| err(format!("{e} (waited {WAIT:?})").into()))?;
+                            .map_err(|e| e.note(format!("(waited {WAIT:?})")))?;
                             status_json = got.into_inner().expect("lock");
                         }
                     }
                     let status = if status_json.is_empty() {
                         None
                     } else {
-                        Some(K0sStatus::parse(&status_json).map_err(|e| err(e.into()))?)
+                        Some(K0sStatus::parse(&status_json)?)
                     };
                     let mut service = Some(field("service")).filter(|s| !s.is_empty()).map(|s| s.lines().next().unwrap_or("").to_string());
                     let incomplete = field("incomplete") == "yes";
@@ -126,20 +120,20 @@ impl Phase for GatherK0sFacts {
                             plan.push(format!("remove stale staging files {}", stale.join(", ")));
                         } else {
                             let rm = format!("rm -f -- {}", stale.iter().map(|f| shell_quote(f)).collect::<Vec<_>>().join(" "));
-                            p.remote.run(Cmd::new(rm).sudo()).await.map_err(|e| err(e.into()))?;
+                            p.remote.run(Cmd::new(rm).sudo()).await?;
                             tracing::info!("{}: removed stale staging files of an earlier run: {}", h.name, stale.join(", "));
                         }
                     }
                     if let Some(st) = &status {
                         tracing::info!("{}: is running k0s {} version {}", h.name, st.role, st.version);
                         if st.role != h.config.role && !(h.config.reset && force) {
-                            return Err(err(format!(
+                            return Err(Failure::other(format!(
                                 "k0s is running as {} but the configuration says {}: role change is not supported (reset the host first, or use reset: true with --force)",
                                 st.role, h.config.role
-                            ).into()));
+                            )));
                         }
                         if service.is_none() && !force {
-                            return Err(err("k0s is running but no k0s service is installed; stop it or re-run with --force".into()));
+                            return Err(Failure::other("k0s is running but no k0s service is installed; stop it or re-run with --force"));
                         }
                     } else if let Some(svc) = service.clone()
                         && binary_version.is_some()
@@ -147,9 +141,9 @@ impl Phase for GatherK0sFacts {
                         && !h.config.reset
                     {
                         if !incomplete {
-                            return Err(err(format!(
+                            return Err(Failure::other(format!(
                                 "the {svc} service is installed but k0s is not running; start it (or reset the host), or re-run with --force"
-                            ).into()));
+                            )));
                         }
                         // Installed by a k0sctl run that was interrupted or lost the host
                         // before the install finished: undo it, and the install phases do it
@@ -158,7 +152,7 @@ impl Phase for GatherK0sFacts {
                             plan.push(format!("reset the unfinished k0s install (the {svc} service of an interrupted run) and install again"));
                         } else {
                             tracing::warn!("{}: the {svc} service was installed by an earlier k0sctl run that did not finish; resetting it to install again", h.name);
-                            reset_installed(h).await.map_err(|e| err(e.into()))?;
+                            reset_installed(h).await?;
                             service = None;
                         }
                     }
@@ -182,7 +176,7 @@ impl Phase for GatherK0sFacts {
                     });
                     Ok((h.index, plan, upgrading))
                 }
-            }))
+            })
             .await;
             let mut plans = Vec::new();
             let results: Vec<Result<(), HostFailure>> = results

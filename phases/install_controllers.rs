@@ -4,7 +4,7 @@
 //! token per host that is invalidated afterwards.
 
 use crate::exit::Code;
-use crate::phases::Failure;
+use crate::phases::each_host;
 
 use super::steps::hooks::run_host_hooks;
 use super::steps::markers::install_finished;
@@ -12,7 +12,6 @@ use super::steps::service::{install_and_start, plan_install};
 use super::steps::tokens::{create_token, retire_token, write_token};
 use super::steps::undo_install::reset_unfinished;
 use super::steps::wait::wait_api_ready;
-use futures::future::join_all;
 
 use super::{HostState, Phase, PhaseError, PhaseFuture, State, collect};
 
@@ -79,24 +78,23 @@ impl Phase for InstallControllers {
                 }
                 state.unfinished.extend(batch.iter().copied());
                 let hosts = &state.hosts;
-                let results = join_all(tokens.iter().map(|(i, token)| {
-                    let (leader, h) = (&hosts[l], &hosts[*i]);
-                    async move {
-                        let err = |e: Failure| (h.name.clone(), e);
-                        write_token(h, token).await.map_err(|e| err(e.into()))?;
-                        install_and_start(h, false, force, Some(&token.url))
-                            .await
-                            .map_err(|e| err(e.into()))?;
-                        wait_api_ready(h).await.map_err(|e| err(e.into()))?;
-                        retire_token(leader, h, token, None).await;
-                        tracing::info!("{}: controller joined", h.name);
-                        run_host_hooks(h, "install", "after")
-                            .await
-                            .map_err(|e| err(e.into()))?;
-                        install_finished(h).await.map_err(|e| err(e.into()))?;
-                        Ok(())
-                    }
-                }))
+                let results = each_host(
+                    state.pool.limits(),
+                    tokens.iter().map(|(i, token)| (&hosts[*i], token)),
+                    |(h, token)| {
+                        let leader = &hosts[l];
+                        async move {
+                            write_token(h, token).await?;
+                            install_and_start(h, false, force, Some(&token.url)).await?;
+                            wait_api_ready(h).await?;
+                            retire_token(leader, h, token, None).await;
+                            tracing::info!("{}: controller joined", h.name);
+                            run_host_hooks(h, "install", "after").await?;
+                            install_finished(h).await?;
+                            Ok(())
+                        }
+                    },
+                )
                 .await;
                 for (&i, r) in batch.iter().zip(&results) {
                     if r.is_ok() {

@@ -2,8 +2,7 @@
 //! host (created on the leader, written 0600, invalidated and overwritten after the join),
 //! `k0s install worker`, start, and (unless `--no-wait`) wait for the node to be Ready.
 
-use crate::phases::Context;
-use crate::phases::each_host;
+use crate::phases::{Context, each_host};
 
 use super::steps::hooks::run_host_hooks;
 use super::steps::markers::install_finished;

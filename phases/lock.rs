@@ -9,9 +9,8 @@
 //! naming it. A dry run takes no lock (that would change the host) but reports a live one.
 
 use crate::phases::Failure;
-use std::time::Duration;
-
 use futures::future::join_all;
+use std::time::Duration;
 
 use crate::transport::{Cmd, Remote, shell_quote};
 

@@ -5,8 +5,7 @@
 //! variables through its drop-in, see [`super::service_env`]). Every step looks first and changes only what differs, so a
 //! converged host costs nothing but the reads; a dry run does the reads and plans the rest.
 
-use crate::phases::Failure;
-use futures::future::join_all;
+use crate::phases::{Context, Failure, each_host};
 
 use crate::transport::Cmd;
 
@@ -88,19 +87,14 @@ impl Phase for PrepareHosts {
     fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
             let limits = state.pool.limits().clone();
-            let results = join_all(state.hosts.iter().map(|h| {
-                let limits = limits.clone();
+            let results = each_host(&limits, state.hosts.iter(), |h| {
                 async move {
-                    let _slot = limits.host_slot().await;
-                    let err = |e: Failure| (h.name.clone(), e);
-                    let t = todo(h).await.map_err(|e| err(e.into()))?;
-                    let p = h.probed().map_err(|e| err(e.into()))?;
+                    let t = todo(h).await?;
+                    let p = h.probed()?;
                     let mut done = Vec::new();
                     if t.install_curl {
                         tracing::info!("{}: installing curl", h.name);
-                        p.install_packages(&["curl"])
-                            .await
-                            .map_err(|e| err(e.into()))?;
+                        p.install_packages(&["curl"]).await?;
                         done.push("installed package curl".to_string());
                     }
                     if t.rshared {
@@ -116,14 +110,12 @@ impl Phase for PrepareHosts {
                         p.remote
                             .write_file("/etc/environment", new, 0o644, true)
                             .await
-                            .map_err(|e| {
-                                err(Failure::from(e).context(format!("writing /etc/environment")))
-                            })?;
+                            .context("writing /etc/environment")?;
                         done.push("updated /etc/environment".to_string());
                     }
                     Ok((h.name.clone(), done))
                 }
-            }))
+            })
             .await;
             let mut plain = Vec::new();
             for r in results {
@@ -143,13 +135,7 @@ impl Phase for PrepareHosts {
 
     fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let todos = join_all(
-                state
-                    .hosts
-                    .iter()
-                    .map(|h| async move { todo(h).await.map_err(|e| (h.name.clone(), e)) }),
-            )
-            .await;
+            let todos = each_host(state.pool.limits(), state.hosts.iter(), todo).await;
             let mut plain = Vec::new();
             for (i, t) in todos.into_iter().enumerate() {
                 match t {

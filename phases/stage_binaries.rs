@@ -14,10 +14,10 @@
 //! k0s facts" lists them in its round trip).
 
 use crate::phases::{Context, Failure, HostFailure};
+use futures::future::join_all;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures::future::join_all;
 use sha2::{Digest, Sha256};
 
 use crate::k0s::download;

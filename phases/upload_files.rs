@@ -11,9 +11,9 @@
 //! reads (for URLs it hashes the download stream without writing it) and plans the rest.
 
 use crate::phases::{Context, Failure, HostFailure, each_host};
+use futures::future::join_all;
 use std::path::{Path, PathBuf};
 
-use futures::future::join_all;
 use sha2::{Digest, Sha256};
 
 use crate::config::UploadFile;
