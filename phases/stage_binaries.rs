@@ -13,8 +13,7 @@
 //! and a later apply removes any `<k0s path>.tmp.*` an interrupted run left behind ("Gather
 //! k0s facts" lists them in its round trip).
 
-use crate::phases::{Context, Failure, HostFailure};
-use futures::future::join_all;
+use crate::phases::{Context, Failure, HostFailure, each_host};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -329,22 +328,18 @@ impl Phase for StageBinaries {
             let events = &state.events.clone();
             // Per host: host downloads and unchanged k0sBinaryPath files are settled here;
             // uploads are gathered per local file and sent below, relayed host to host.
-            let firsts = join_all(
-                state
-                    .hosts
-                    .iter_mut()
-                    .enumerate()
-                    .filter(|(_, h)| needs_binary(h, &target))
-                    .map(|(idx, h)| {
-                        let (target, base, limits) = (target.clone(), base.clone(), limits.clone());
+            let firsts = each_host(
+                &limits,
+                state.hosts.iter_mut().filter(|h| needs_binary(h, &target)),
+                |h| {
+                        let (target, base) = (target.clone(), base.clone());
+                        let idx = h.index;
                         async move {
-                            let _slot = limits.host_slot().await;
-                            let err = |e: Failure| (h.name.clone(), e);
-                            let p = h.probed().map_err(|e| err(e.into()))?;
+                            let p = h.probed()?;
                             let arch = p.facts.arch.clone();
                             let final_path = p.k0s_binary_path.clone();
                             let tmp = staged_path(&final_path);
-                            match source_for(h, &target, &arch, &base).map_err(|e| err(e.into()))? {
+                            match source_for(h, &target, &arch, &base)? {
                                 Source::Local(path, sum) => {
                                     let current = p
                                         .remote
@@ -355,8 +350,7 @@ impl Phase for StageBinaries {
                                             ))
                                             .sudo(),
                                         )
-                                        .await
-                                        .map_err(|e| err(e.into()))?
+                                        .await?
                                         .stdout_str();
                                     if current.trim() == sum {
                                         tracing::info!(
@@ -385,8 +379,7 @@ impl Phase for StageBinaries {
                                         .find(|(u, a, _)| *u == url && *a == arch)
                                         // One download serves several hosts: each gets its words.
                                         .map(|(_, _, r)| r.as_ref().map(Clone::clone).map_err(|e| Failure::other(e.to_string())))
-                                        .unwrap_or_else(|| Err(format!("{url} was not fetched").into()))
-                                        .map_err(|e| err(e.into()))?;
+                                        .unwrap_or_else(|| Err(format!("{url} was not fetched").into()))?;
                                     tracing::info!(
                                         "{}: uploading k0s {target} from the local cache",
                                         h.name
@@ -433,22 +426,20 @@ impl Phase for StageBinaries {
                                                 .on_output(on_output)
                                                 .display_as(format!("download k0s {target} from {url} to {tmp}")),
                                         )
-                                        .await
-                                        .map_err(|e| err(e.into()))?;
+                                        .await?;
                                     let v = out
                                         .lines()
                                         .filter(|l| !l.starts_with("k0sctl-progress "))
                                         .collect::<Vec<_>>()
                                         .join("\n");
                                     check_staged(p, &tmp, v.trim(), &target)
-                                        .await
-                                        .map_err(|e| err(e.into()))?;
+                                        .await?;
                                     h.staged = Some(tmp);
                                     Ok(None)
                                 }
                             }
                         }
-                    }),
+                },
             )
             .await;
             let mut results: Vec<Result<(), HostFailure>> = Vec::new();
@@ -512,28 +503,30 @@ impl Phase for StageBinaries {
                 emit_plan(state, &file, &plan, &targets);
                 let delivered =
                     relay::deliver(&file, &sum, &targets, &plan, state.pool.limits()).await;
-                let checks = join_all(members.iter().zip(delivered).map(|(m, r)| {
-                    let h = &state.hosts[m.idx];
-                    let target = target.clone();
-                    async move {
-                        let err = |e: Failure| (h.name.clone(), e);
-                        r.map_err(|e| err(e.into()))?;
-                        if m.check_version {
-                            let p = h.probed().map_err(|e| err(e.into()))?;
-                            let v = p
-                                .remote
-                                .run_str(
-                                    Cmd::new(format!("{} version", shell_quote(&m.tmp))).sudo(),
-                                )
-                                .await
-                                .map_err(|e| err(e.into()))?;
-                            check_staged(p, &m.tmp, v.trim(), &target)
-                                .await
-                                .map_err(|e| err(e.into()))?;
+                let checks = each_host(
+                    state.pool.limits(),
+                    members
+                        .iter()
+                        .zip(delivered)
+                        .map(|(m, r)| (&state.hosts[m.idx], (m, r))),
+                    |(h, (m, r))| {
+                        let target = target.clone();
+                        async move {
+                            r?;
+                            if m.check_version {
+                                let p = h.probed()?;
+                                let v = p
+                                    .remote
+                                    .run_str(
+                                        Cmd::new(format!("{} version", shell_quote(&m.tmp))).sudo(),
+                                    )
+                                    .await?;
+                                check_staged(p, &m.tmp, v.trim(), &target).await?;
+                            }
+                            Ok(())
                         }
-                        Ok(())
-                    }
-                }))
+                    },
+                )
                 .await;
                 for (m, r) in members.iter().zip(checks) {
                     if r.is_ok() {
