@@ -36,11 +36,12 @@ fn script(h: &HostState, k0s: &str, env_file: Option<&str>) -> String {
          echo @@config; [ -f {cfg} ] && echo yes && cat {cfg}\n\
          {env}\
          echo @@service; for s in k0scontroller k0sworker k0sserver; do \
-         if [ -f /etc/systemd/system/$s.service ] || [ -f /etc/init.d/$s ]; then echo $s; fi; done\n\
+         if {installed}; then echo $s; fi; done\n\
          echo @@incomplete; [ -f {marker} ] && echo yes\n\
          echo @@upgrading; [ -f {upgrading} ] && cat {upgrading}\n\
          echo @@staging; for f in {k}.tmp.*; do [ -f \"$f\" ] && printf '%s\\n' \"$f\"; done\n\
          echo @@end\n",
+        installed = crate::host::InitSystem::installed_anywhere_test("$s"),
         marker = shell_quote(&incomplete_marker(h)),
         upgrading = shell_quote(&upgrade_marker(h))
     )

@@ -7,6 +7,17 @@
 //!
 //! Phases know *what* to do; how bytes reach a host is [`crate::transport`]'s business, what
 //! kind of OS is there is [`crate::host`]'s, and k0s command lines come from [`crate::k0s`].
+//!
+//! Layout (arrows point one way: pipeline → phases → steps → host/transport/k0s/kube):
+//! - one file per phase (`connect.rs`, `install_workers.rs`, …): its title, should-run,
+//!   run, dry run and clean-up. No phase file imports another phase file.
+//! - [`steps`]: what several phases share, one small module per kind of step (service,
+//!   tokens, waits, one host's upgrade, one host's reset, the leader's Kubernetes client,
+//!   drain reports, …). Steps never import phases.
+//! - [`pipeline`]: each command's pipeline composed from named parts (`connect_and_gather`,
+//!   `install`, `upgrade`, `finish`, …); nothing is looked up by title.
+//! - [`state`]: the run state every phase gets; this file: the [`Phase`] trait, the
+//!   [`Manager`], [`PhaseError`] and the dry-run [`Plan`].
 
 pub mod backup;
 pub mod configure_k0s;
@@ -24,6 +35,7 @@ pub mod install_workers;
 pub mod kubeconfig;
 pub mod lock;
 pub mod manifests;
+pub mod pipeline;
 pub mod prepare_hosts;
 pub mod prune_nodes;
 pub mod reinstall;
@@ -424,108 +436,8 @@ pub fn collect(
     }
 }
 
-/// The read-only front of every pipeline: version, connect, probe, `connect.after` hooks,
-/// validate.
-pub fn preflight() -> Vec<Box<dyn Phase>> {
-    vec![
-        Box::new(set_version::SetK0sVersion),
-        Box::new(connect::Connect),
-        Box::new(detect_os::DetectOs),
-        Box::new(hooks::RunHooks {
-            title: "Run connect.after hooks",
-            action: "connect",
-            stage: "after",
-        }),
-        Box::new(validate_hosts::ValidateHosts),
-    ]
-}
-
-/// `k0sctl apply`: the phases in k0sctl's order (k0sctl's `cmd/apply.go`).
-pub fn apply(kubeconfig_out: Option<kubeconfig::GetKubeconfig>) -> Vec<Box<dyn Phase>> {
-    let mut p = preflight();
-    // Held from right after the hosts are known until just before disconnecting.
-    let at = p
-        .iter()
-        .position(|ph| ph.title() == detect_os::TITLE)
-        .map_or(0, |i| i + 1);
-    p.insert(at, Box::new(lock::AcquireLock));
-    let at = p
-        .iter()
-        .position(|ph| ph.title() == validate_hosts::TITLE)
-        .unwrap_or(p.len());
-    p.insert(at, Box::new(prepare_hosts::PrepareHosts));
-    p.push(Box::new(gather_k0s_facts::GatherK0sFacts));
-    p.push(Box::new(validate_facts::ValidateFacts));
-    p.push(Box::new(token_workaround::EnsureJoinTokenWorkaround));
-    p.push(Box::new(stage_binaries::StageBinaries));
-    p.push(Box::new(upload_files::UploadFiles));
-    p.push(Box::new(install_binaries::InstallBinaries));
-    p.push(Box::new(configure_k0s::ConfigureK0s));
-    p.push(Box::new(backup::RestoreState));
-    p.push(Box::new(hooks::RunHooks {
-        title: "Run Before Apply Hooks",
-        action: "apply",
-        stage: "before",
-    }));
-    p.push(Box::new(init_leader::InitLeader));
-    p.push(Box::new(install_controllers::InstallControllers));
-    p.push(Box::new(install_workers::InstallWorkers));
-    p.push(Box::new(upgrade_controllers::UpgradeControllers));
-    p.push(Box::new(upgrade_workers::UpgradeWorkers));
-    p.push(Box::new(reinstall::Reinstall));
-    p.push(Box::new(service_env::ConfigureServiceEnv));
-    p.push(Box::new(remove_nodes::RemoveNodes));
-    p.push(Box::new(prune_nodes::PruneNodes));
-    p.push(Box::new(hooks::RunHooks {
-        title: "Run After Apply Hooks",
-        action: "apply",
-        stage: "after",
-    }));
-    p.push(Box::new(manifests::ApplyManifests));
-    if let Some(k) = kubeconfig_out {
-        p.push(Box::new(k));
-    }
-    p.push(Box::new(lock::ReleaseLock));
-    p.push(Box::new(disconnect::Disconnect));
-    p
-}
-
-/// The front of the pipelines that only act on what runs (`reset`, `backup`): connect, probe,
-/// `connect.after` hooks, the host lock, k0s facts. No version lookup (nothing is installed)
-/// and no host validation (it guards installs).
-fn lifecycle_front() -> Vec<Box<dyn Phase>> {
-    let mut p = preflight();
-    p.retain(|ph| ph.title() != validate_hosts::TITLE && ph.title() != set_version::TITLE);
-    let at = p
-        .iter()
-        .position(|ph| ph.title() == detect_os::TITLE)
-        .map_or(0, |i| i + 1);
-    p.insert(at, Box::new(lock::AcquireLock));
-    p.push(Box::new(gather_k0s_facts::GatherK0sFacts));
-    p
-}
-
-/// `k0sctl reset`: every host is marked `reset: true` by the command; workers in parallel,
-/// then the other controllers one at a time, then the leader (k0sctl's order).
-pub fn reset() -> Vec<Box<dyn Phase>> {
-    let steps = steps::reset_host::ResetSteps::default();
-    let mut p = lifecycle_front();
-    p.push(Box::new(reset::ResetHosts::workers(steps)));
-    p.push(Box::new(reset::ResetHosts::controllers(steps)));
-    p.push(Box::new(reset::ResetHosts::leader(steps)));
-    p.push(Box::new(lock::ReleaseLock));
-    p.push(Box::new(disconnect::Disconnect));
-    p
-}
-
-/// `k0sctl backup`: the leader's state into the local file `output`.
-pub fn backup(output: std::path::PathBuf) -> Vec<Box<dyn Phase>> {
-    let mut p = lifecycle_front();
-    p.push(Box::new(backup::TakeBackup { output }));
-    p.push(Box::new(lock::ReleaseLock));
-    p.push(Box::new(disconnect::Disconnect));
-    p
-}
+/// The pipelines most callers want, under their old paths (see [`pipeline`] for all).
+pub use pipeline::{apply, backup, preflight, reset};
 
 #[cfg(test)]
 mod tests {

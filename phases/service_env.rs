@@ -8,7 +8,6 @@
 //! drop-in already matches are not touched.
 
 use crate::phases::{Context, Failure};
-use crate::transport::{Cmd, shell_quote};
 
 use super::steps::service::service_env;
 use super::steps::wait::{WAIT, wait_api_ready, wait_node_ready};
@@ -47,11 +46,7 @@ async fn converge(state: &State, i: usize, change: Option<String>) -> Result<Str
             format!("updated the {svc} service environment and restarted it")
         }
         None => {
-            let mut cmd = format!("rm -f {}", shell_quote(&init.env_file(svc)));
-            if init == crate::host::InitSystem::Systemd {
-                cmd.push_str(" && systemctl daemon-reload");
-            }
-            p.remote.run(Cmd::new(cmd).sudo()).await?;
+            init.remove_env(&p.remote, svc).await?;
             format!("removed the {svc} service environment and restarted it")
         }
     };

@@ -78,10 +78,7 @@ impl Found {
 }
 
 fn env_files(svc: &str) -> [String; 2] {
-    [
-        InitSystem::Systemd.env_file(svc),
-        InitSystem::OpenRc.env_file(svc),
-    ]
+    InitSystem::ALL.map(|i| i.env_file(svc))
 }
 
 async fn probe(h: &HostState) -> Result<Found, Failure> {
@@ -101,7 +98,8 @@ async fn probe(h: &HostState) -> Result<Found, Failure> {
     script += "echo @@services\n";
     for s in SERVICES {
         script += &format!(
-            "if [ -e /etc/systemd/system/{s}.service ] || [ -e /etc/init.d/{s} ]; then echo {s}; fi\n"
+            "if {}; then echo {s}; fi\n",
+            InitSystem::installed_anywhere_test(s)
         );
     }
     script += "echo @@env\n";
@@ -389,11 +387,11 @@ async fn reset_host_inner(
                 .join(" ")
         );
         // Drop-in directories and the default config directory go when they are empty.
-        let mut dirs: Vec<String> = found
-            .env_files
+        let mut dirs: Vec<String> = SERVICES
             .iter()
-            .filter(|f| f.starts_with("/etc/systemd/system/"))
-            .filter_map(|f| f.rsplit_once('/').map(|(d, _)| d.to_string()))
+            .flat_map(|s| InitSystem::ALL.map(|i| (i, s)))
+            .filter(|(i, s)| found.env_files.contains(&i.env_file(s)))
+            .filter_map(|(i, s)| i.env_dir(s))
             .collect();
         let k0s_dir = DEFAULT_CONFIG_PATH.rsplit_once('/').map(|(d, _)| d);
         dirs.extend(k0s_dir.map(String::from));
@@ -406,10 +404,9 @@ async fn reset_host_inner(
         }
     }
 
-    if matches!(p.init_system(), Ok(InitSystem::Systemd)) {
-        p.remote
-            .run(Cmd::new("systemctl daemon-reload").sudo())
-            .await?;
+    if let Ok(init) = p.init_system()
+        && init.reload(&p.remote).await?
+    {
         changes.push("reloaded the service manager".into());
     }
     tracing::info!("{}: reset", h.name);
@@ -456,7 +453,7 @@ pub async fn plan_reset_host(
         for f in leftovers(h, &found) {
             plan.push(format!("remove {f}"));
         }
-        if matches!(p.init_system(), Ok(InitSystem::Systemd)) {
+        if p.init_system().is_ok_and(|i| i.reload_cmd().is_some()) {
             plan.push("reload the service manager".into());
         }
     }

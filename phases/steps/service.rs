@@ -125,11 +125,9 @@ pub async fn start_service(h: &HostState, reload: bool, restart: bool) -> Result
         init.set_env(&p.remote, svc, &env)
             .await
             .with_context(|| format!("writing the {svc} service environment"))?;
-    } else if reload && init == crate::host::InitSystem::Systemd {
+    } else if reload {
         // set_env reloads; without it the rewritten unit still needs one.
-        p.remote
-            .run(Cmd::new("systemctl daemon-reload").sudo())
-            .await?;
+        init.reload(&p.remote).await?;
     }
     if restart {
         init.restart(&p.remote, svc).await

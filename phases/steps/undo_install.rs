@@ -89,10 +89,8 @@ pub async fn reset_installed(h: &super::HostState) -> Result<(), Failure> {
         h.name
     );
     let svc = h.service_name();
-    let unit = match p.init_system() {
-        Ok(crate::host::InitSystem::OpenRc) => format!("/etc/init.d/{svc}"),
-        _ => format!("/etc/systemd/system/{svc}.service"),
-    };
+    // Where the init system is unknown, look for a systemd unit (the most common).
+    let init = p.init_system().unwrap_or(crate::host::InitSystem::Systemd);
     let lost = |e: &crate::transport::TransportError| {
         matches!(e, crate::transport::TransportError::Disconnected { .. })
     };
@@ -125,12 +123,8 @@ pub async fn reset_installed(h: &super::HostState) -> Result<(), Failure> {
             Err(e) => tracing::warn!("{}: k0s reset failed: {e}", h.name),
             Ok(_) => {}
         }
-        let left = match p
-            .remote
-            .exec(Cmd::new(format!("[ -e {} ]", shell_quote(&unit))).sudo())
-            .await
-        {
-            Ok(o) => o.success(),
+        let left = match init.is_installed(&p.remote, svc).await {
+            Ok(installed) => installed,
             Err(e) if lost(&e) => return Err(e.into()),
             Err(_) => false,
         };

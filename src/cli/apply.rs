@@ -1,16 +1,13 @@
 //! `k0sctl apply` and `k0sctl kubeconfig`: build the run state from flags and manifest, run
 //! the phases, report (plan for `--dry-run`, timings, what to do next).
 
-use std::time::Instant;
-
 use crate::exit::{CliError, Code};
 use crate::phases::kubeconfig::{GetKubeconfig, KubeconfigOptions, admin_kubeconfig};
-use crate::phases::{self, Manager, RunOptions, State};
+use crate::phases::{self, RunOptions};
 use crate::transport::privilege::sudo_password;
-use crate::transport::ssh::SshConfig;
 
 use super::run::{
-    attach_display, emit_summary, json_events, only_first_controller, phase_error, report_changes,
+    Finished, connect_first_controller, only_first_controller, phase_error, report_changes,
     report_timings, with_timeout,
 };
 use super::{ApplyArgs, Context, KubeconfigArgs};
@@ -56,27 +53,17 @@ pub fn apply(ctx: &Context, a: ApplyArgs) -> Result<(), CliError> {
             cluster: a.kubeconfig_cluster.clone(),
         },
     });
-    let dry_run = opts.dry_run;
     let detailed = a.detailed_exitcode;
     let json = a.output == "json";
-    let started = Instant::now();
-    let limit = ctx.global.timeout;
-    super::block_on_interruptible(move |interrupt| async move {
-        let mut state = State::new(loaded, opts, SshConfig::load_default());
-        attach_display(&mut state);
-        if json {
-            json_events(&mut state);
-        }
-        let result = Manager::new(phases::apply(kubeconfig))
-            .with_timeout(
-                limit,
-                format!("--timeout {}", crate::config::duration::format(limit)),
-            )
-            .with_interrupt(interrupt)
-            .run(&mut state)
-            .await;
-        crate::display::finish();
-        emit_summary(&state, &result, dry_run, started);
+    let pipeline = phases::pipeline::apply(kubeconfig);
+    super::run::run_pipeline(ctx, loaded, opts, pipeline, json, move |f| {
+        let Finished {
+            state,
+            result,
+            started,
+            dry_run,
+            json,
+        } = f;
         if dry_run && !json {
             // The plan is the output of a dry run, also when it stopped early.
             print!("{}", state.plan);
@@ -125,16 +112,7 @@ pub fn kubeconfig(ctx: &Context, a: KubeconfigArgs) -> Result<(), CliError> {
         cluster: a.cluster.clone(),
     };
     let kc = super::block_on_value(with_timeout(ctx, async move {
-        let mut state = State::new(loaded, opts, SshConfig::load_default());
-        let mut p = phases::preflight();
-        p.retain(|ph| {
-            ph.title() != phases::validate_hosts::TITLE && ph.title() != phases::set_version::TITLE
-        });
-        Manager::new(p)
-            .run(&mut state)
-            .await
-            .map_err(|e| phase_error("getting kubeconfig", e))?;
-        state.leader = Some(0);
+        let state = connect_first_controller(loaded, opts, "getting kubeconfig").await?;
         let kc = admin_kubeconfig(&state, &o)
             .await
             .map_err(|e| phase_error("getting kubeconfig", e));

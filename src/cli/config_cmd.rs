@@ -7,12 +7,11 @@ use std::path::PathBuf;
 
 use crate::config::Loaded;
 use crate::exit::{CliError, Code};
+use crate::phases::State;
 use crate::phases::steps;
-use crate::phases::{self, Manager, State};
-use crate::transport::ssh::SshConfig;
 use crate::transport::{Cmd, shell_quote};
 
-use super::run::{phase_error, with_timeout};
+use super::run::with_timeout;
 use super::{ConfigEditArgs, ConfigStatusArgs, ConfigValidateArgs, Context};
 
 /// Loads and validates; prints warnings and a one-line summary. Errors exit with the
@@ -41,17 +40,7 @@ pub fn validate(ctx: &Context, a: ConfigValidateArgs) -> Result<(), CliError> {
 /// run state with it as host 0 and leader.
 async fn first_controller(mut loaded: Loaded) -> Result<State, CliError> {
     let opts = super::run::only_first_controller(&mut loaded)?;
-    let mut state = State::new(loaded, opts, SshConfig::load_default());
-    let mut p = phases::preflight();
-    p.retain(|ph| {
-        ph.title() != phases::validate_hosts::TITLE && ph.title() != phases::set_version::TITLE
-    });
-    Manager::new(p)
-        .run(&mut state)
-        .await
-        .map_err(|e| phase_error("connecting to the controller", e))?;
-    state.leader = Some(0);
-    Ok(state)
+    super::run::connect_first_controller(loaded, opts, "connecting to the controller").await
 }
 
 /// Runs `k0s kubectl <args>` on the state's first host (with `stdin`, if any); stdout on

@@ -3,16 +3,12 @@
 //! `--dry-run` plans without asking and without changing anything.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::time::Instant;
 
 use crate::config::Loaded;
 use crate::exit::{CliError, Code};
-use crate::phases::{self, Manager, State};
-use crate::transport::ssh::SshConfig;
+use crate::phases;
 
-use super::run::{
-    attach_display, emit_summary, json_events, phase_error, report_changes, report_timings,
-};
+use super::run::{phase_error, report_changes, report_timings};
 use super::{Context, ResetArgs};
 
 /// Asks on the terminal; refuses (exit code "aborted") without one.
@@ -58,32 +54,15 @@ pub fn run(ctx: &Context, a: ResetArgs) -> Result<(), CliError> {
     }
     let c = &loaded.cluster;
     let opts = super::run::lifecycle_opts(ctx, c, a.concurrency)?;
-    let started = Instant::now();
     let json = a.output == "json";
-    let limit = ctx.global.timeout;
-    super::block_on_interruptible(move |interrupt| async move {
-        let mut state = State::new(loaded, opts, SshConfig::load_default());
-        attach_display(&mut state);
-        if json {
-            json_events(&mut state);
-        }
-        let result = Manager::new(phases::reset())
-            .with_timeout(
-                limit,
-                format!("--timeout {}", crate::config::duration::format(limit)),
-            )
-            .with_interrupt(interrupt)
-            .run(&mut state)
-            .await;
-        crate::display::finish();
-        emit_summary(&state, &result, dry_run, started);
-        if dry_run && !json {
-            print!("{}", state.plan);
+    super::run::run_pipeline(ctx, loaded, opts, phases::pipeline::reset(), json, |f| {
+        if f.dry_run && !f.json {
+            print!("{}", f.state.plan);
         } else {
-            report_changes(&state, result.is_err());
+            report_changes(&f.state, f.result.is_err());
         }
-        report_timings(&result.map_err(|e| phase_error("reset", e))?);
-        tracing::info!("==> Finished in {}s", started.elapsed().as_secs());
+        report_timings(&f.result.map_err(|e| phase_error("reset", e))?);
+        tracing::info!("==> Finished in {}s", f.started.elapsed().as_secs());
         Ok(())
     })
 }

@@ -1,14 +1,87 @@
-//! What every command that runs a pipeline shares: run options, the time limit, the live
-//! display and `--output json` events, and the reports at the end (changes, timings, summary).
+//! What every command that runs a pipeline shares, in one place: run options, connecting
+//! (the whole cluster, or only the first controller), running the phase manager under
+//! `--timeout` and Ctrl-C, the live display and `--output json` events, and rendering the end
+//! (changes, timings, summary, the error with its exit code).
 
 use std::time::Instant;
 
+use crate::config::Loaded;
 use crate::exit::{CliError, Code};
+use crate::phases::pipeline::{self, Phases};
 use crate::phases::state::ProgressSink;
-use crate::phases::{PhaseError, PhaseReport, RunOptions, State};
+use crate::phases::{Manager, PhaseError, PhaseReport, RunOptions, State};
 use crate::transport::privilege::sudo_password;
+use crate::transport::ssh::SshConfig;
 
 use super::Context;
+
+/// A whole-cluster pipeline that has run, for its command to report.
+pub(super) struct Finished {
+    pub state: State,
+    /// The phases' reports, or the failure (clean-ups have run).
+    pub result: Result<Vec<PhaseReport>, PhaseError>,
+    pub started: Instant,
+    pub dry_run: bool,
+    pub json: bool,
+}
+
+/// Runs a whole-cluster pipeline (`apply`, `reset`, `backup`): the run state from `loaded`
+/// and `opts`, the live display, `--output json` events (`json`), the phase manager under
+/// `--timeout` and Ctrl-C/SIGTERM (either stops the running phase and runs the clean-ups),
+/// then the final `summary` event; `report` renders the rest from what ran.
+pub(super) fn run_pipeline<T>(
+    ctx: &Context,
+    loaded: Loaded,
+    opts: RunOptions,
+    phases: Phases,
+    json: bool,
+    report: impl FnOnce(Finished) -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    let started = Instant::now();
+    let dry_run = opts.dry_run;
+    let limit = ctx.global.timeout;
+    super::block_on_interruptible(move |interrupt| async move {
+        let mut state = State::new(loaded, opts, SshConfig::load_default());
+        attach_display(&mut state);
+        if json {
+            json_events(&mut state);
+        }
+        let result = Manager::new(phases)
+            .with_timeout(
+                limit,
+                format!("--timeout {}", crate::config::duration::format(limit)),
+            )
+            .with_interrupt(interrupt)
+            .run(&mut state)
+            .await;
+        crate::display::finish();
+        emit_summary(&state, &result, dry_run, started);
+        report(Finished {
+            state,
+            result,
+            started,
+            dry_run,
+            json,
+        })
+    })
+}
+
+/// Connects to the manifest's first controller only (as k0sctl's `kubeconfig` and `config`
+/// commands do; `loaded` keeps only it, see [`only_first_controller`]) and returns the run
+/// state with it as host 0 and leader. A failure is `<what> failed: …`.
+pub(super) async fn connect_first_controller(
+    loaded: Loaded,
+    opts: RunOptions,
+    what: &str,
+) -> Result<State, CliError> {
+    let mut state = State::new(loaded, opts, SshConfig::load_default());
+    Manager::new(pipeline::first_controller())
+        .run(&mut state)
+        .await
+        .map_err(|e| phase_error(what, e))?;
+    state.leader = Some(0);
+    Ok(state)
+}
 
 pub(super) fn phase_error(what: &str, e: PhaseError) -> CliError {
     CliError::new(e.code, format!("{what} failed: {e}"))
