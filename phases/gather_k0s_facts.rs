@@ -270,10 +270,10 @@ impl Phase for GatherK0sFacts {
                         tracing::warn!("{}: could not read the cluster ID: {e}", leader.name);
                     }
                     Err(e) => {
-                        return Err(PhaseError::hosts(
-                            Code::PhaseFailed,
+                        return Err(PhaseError::on_host(
                             TITLE,
-                            vec![(leader.name.clone(), format!("reading the cluster ID: {e}"))],
+                            leader.name.clone(),
+                            Failure::from(e).context("reading the cluster ID"),
                         ));
                     }
                 }

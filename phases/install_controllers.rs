@@ -4,7 +4,7 @@
 //! token per host that is invalidated afterwards.
 
 use crate::exit::Code;
-use crate::phases::each_host;
+use crate::phases::{Context, each_host};
 
 use super::steps::hooks::run_host_hooks;
 use super::steps::markers::install_finished;
@@ -64,16 +64,8 @@ impl Phase for InstallControllers {
                     let leader = &state.hosts[l];
                     let t = create_token(leader, "controller", "30m0s")
                         .await
-                        .map_err(|e| {
-                            PhaseError::hosts(
-                                Code::PhaseFailed,
-                                TITLE,
-                                vec![(
-                                    leader.name.clone(),
-                                    format!("creating a controller join token: {e}"),
-                                )],
-                            )
-                        })?;
+                        .context("creating a controller join token")
+                        .map_err(|e| PhaseError::on_host(TITLE, leader.name.clone(), e))?;
                     tokens.push((i, t));
                 }
                 state.unfinished.extend(batch.iter().copied());
