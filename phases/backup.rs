@@ -115,12 +115,10 @@ impl Phase for TakeBackup {
             let l = running_leader(state)?;
             let h = &state.hosts[l];
             let fail = |e: Failure| PhaseError::on_host(BACKUP_TITLE, h.name.clone(), e);
-            check_version(h).map_err(|e| fail(e.into()))?;
+            check_version(h).map_err(&fail)?;
             let p = h.probed().map_err(|e| fail(e.into()))?;
-            let mut changes = run_hooks(h, "before").await.map_err(|e| fail(e.into()))?;
-            let dir = remote_tempdir(&p.remote)
-                .await
-                .map_err(|e| fail(e.into()))?;
+            let mut changes = run_hooks(h, "before").await.map_err(&fail)?;
+            let dir = remote_tempdir(&p.remote).await.map_err(&fail)?;
             let result = async {
                 let cmd = p.k0s_cmd(&format!(
                     "backup --save-path={} --data-dir={}",
@@ -146,9 +144,9 @@ impl Phase for TakeBackup {
             }
             .await;
             remove_tempdir(h, &p.remote, &dir).await;
-            let bytes = result.map_err(|e| fail(e.into()))?;
+            let bytes = result.map_err(&fail)?;
             tracing::info!("backup saved to {} ({bytes} bytes)", self.output.display());
-            changes.extend(run_hooks(h, "after").await.map_err(|e| fail(e.into()))?);
+            changes.extend(run_hooks(h, "after").await.map_err(fail)?);
             let name = h.name.clone();
             for c in changes {
                 state.changed(name.clone(), c);
@@ -230,7 +228,7 @@ impl Phase for RestoreState {
                 .map_err(|m| PhaseError::missing(RESTORE_TITLE, m))?;
             let h = &state.hosts[l];
             let fail = |e: Failure| PhaseError::on_host(RESTORE_TITLE, h.name.clone(), e);
-            check_version(h).map_err(|e| fail(e.into()))?;
+            check_version(h).map_err(&fail)?;
             let p = h.probed().map_err(|e| fail(e.into()))?;
             let meta = std::fs::metadata(&src).map_err(|e| {
                 PhaseError::new(
@@ -239,9 +237,7 @@ impl Phase for RestoreState {
                     format!("--restore-from {}: {e}", src.display()),
                 )
             })?;
-            let dir = remote_tempdir(&p.remote)
-                .await
-                .map_err(|e| fail(e.into()))?;
+            let dir = remote_tempdir(&p.remote).await.map_err(&fail)?;
             let result = async {
                 let archive = format!("{dir}/k0s_backup.tar.gz");
                 tracing::info!(
@@ -269,7 +265,7 @@ impl Phase for RestoreState {
             }
             .await;
             remove_tempdir(h, &p.remote, &dir).await;
-            result.map_err(|e| fail(e.into()))?;
+            result.map_err(fail)?;
             let name = h.name.clone();
             state.changed(
                 name,

@@ -102,7 +102,8 @@ pub enum Kind {
 /// One host's failure: the cause and the steps it happened in (outermost first).
 #[derive(Debug)]
 pub struct Failure {
-    cause: Cause,
+    /// Boxed: a `Result<_, Failure>` stays small.
+    cause: Box<Cause>,
     context: Vec<String>,
     /// Lines said after the cause (what the run did about it, what to do).
     notes: Vec<String>,
@@ -111,7 +112,7 @@ pub struct Failure {
 impl Failure {
     pub fn new(cause: Cause) -> Self {
         Failure {
-            cause,
+            cause: Box::new(cause),
             context: Vec::new(),
             notes: Vec::new(),
         }
@@ -160,7 +161,7 @@ impl Failure {
 
     /// The class of the cause.
     pub fn kind(&self) -> Kind {
-        match &self.cause {
+        match &*self.cause {
             Cause::Transport(e) => transport_kind(e),
             Cause::Connect(_) => Kind::Unreachable,
             Cause::Host(HostError::Transport(e)) => transport_kind(e),
@@ -192,7 +193,7 @@ impl Failure {
 
     /// The cause's message without the host it names first (the edge prints the host once).
     fn cause_message(&self) -> String {
-        match &self.cause {
+        match &*self.cause {
             Cause::Transport(e) | Cause::Connect(e) => strip_host(&e.to_string(), e.host()),
             Cause::Host(e) => {
                 let host = match e {
@@ -251,7 +252,7 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.cause {
+        match &*self.cause {
             Cause::Transport(e) | Cause::Connect(e) => Some(e),
             Cause::Host(e) => Some(e),
             Cause::Kube(e) => Some(e),

@@ -320,7 +320,7 @@ async fn finish_interrupted_upgrades(
             let p = leader.probed().map_err(|e| fail(e.into()))?;
             let cmd =
                 super::steps::kubectl::kubectl(leader, &format!("uncordon {}", shell_quote(&node)))
-                    .map_err(|e| fail(e.into()))?;
+                    .map_err(&fail)?;
             p.remote
                 .run(Cmd::new(cmd).sudo())
                 .await

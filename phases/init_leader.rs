@@ -34,19 +34,17 @@ impl Phase for InitLeader {
             let fail = |e: Failure| PhaseError::on_host(TITLE, leader.name.clone(), e);
             install_and_start(leader, true, force, None)
                 .await
-                .map_err(|e| fail(e.into()))?;
-            wait_api_ready(leader).await.map_err(|e| fail(e.into()))?;
+                .map_err(&fail)?;
+            wait_api_ready(leader).await.map_err(&fail)?;
             tracing::info!("{}: the kubernetes API is ready", leader.name);
             if leader.dynamic_config {
-                wait_config_reconciled(leader)
-                    .await
-                    .map_err(|e| fail(e.into()))?;
+                wait_config_reconciled(leader).await.map_err(&fail)?;
                 tracing::info!("{}: k0s reconciled the dynamic cluster config", leader.name);
             }
             run_host_hooks(leader, "install", "after")
                 .await
-                .map_err(|e| fail(e.into()))?;
-            install_finished(leader).await.map_err(|e| fail(e.into()))?;
+                .map_err(&fail)?;
+            install_finished(leader).await.map_err(fail)?;
             state.unfinished.retain(|&i| i != l);
             let name = state.hosts[l].name.clone();
             state.changed(

@@ -3,7 +3,6 @@
 //! etcd quorum; each batch's APIs are ready before the next starts), with a controller join
 //! token per host that is invalidated afterwards.
 
-use crate::exit::Code;
 use crate::phases::{Context, each_host};
 
 use super::steps::hooks::run_host_hooks;

@@ -31,7 +31,7 @@ impl Phase for ApplyManifests {
                 let leader = &state.hosts[l];
                 let fail = |e: Failure| PhaseError::on_host(TITLE, leader.name.clone(), e);
                 let p = leader.probed().map_err(|e| fail(e.into()))?;
-                let cmd = kubectl(leader, "apply -f -").map_err(|e| fail(e.into()))?;
+                let cmd = kubectl(leader, "apply -f -").map_err(&fail)?;
                 for m in &state.config.manifests {
                     let out = p
                         .remote

@@ -197,15 +197,14 @@ impl PhaseError {
 
 /// `message` without a leading `host: ` or `user@host: ` (the host line already names it).
 fn without_host<'m>(message: &'m str, host: &str) -> &'m str {
-    let rest = match message.split_once(": ") {
+    match message.split_once(": ") {
         Some((first, rest))
             if first == host || first.rsplit_once('@').is_some_and(|(_, h)| h == host) =>
         {
             rest
         }
         _ => message,
-    };
-    rest
+    }
 }
 
 impl fmt::Display for PhaseError {

@@ -208,7 +208,7 @@ impl Phase for PruneNodes {
     fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
             let fail = |e: Failure| PhaseError::cluster(TITLE, e);
-            let s = find(state).await.map_err(|e| fail(e.into()))?;
+            let s = find(state).await.map_err(&fail)?;
             for line in describe(&s) {
                 state.emit(serde_json::json!({"event": "stray", "what": line}));
                 if line.starts_with("controller ") {
@@ -246,7 +246,7 @@ impl Phase for PruneNodes {
                 Some(
                     super::steps::leader::leader_client(state)
                         .await
-                        .map_err(|e| fail(e.into()))?,
+                        .map_err(&fail)?,
                 )
             } else {
                 None
@@ -270,7 +270,7 @@ impl Phase for PruneNodes {
                     leader,
                     &format!("delete node --ignore-not-found=true {}", shell_quote(node)),
                 )
-                .map_err(|e| fail(e.into()))?;
+                .map_err(&fail)?;
                 leader
                     .probed()
                     .map_err(|e| fail(e.into()))?

@@ -378,7 +378,7 @@ impl Phase for StageBinaries {
                                         .iter()
                                         .find(|(u, a, _)| *u == url && *a == arch)
                                         // One download serves several hosts: each gets its words.
-                                        .map(|(_, _, r)| r.as_ref().map(Clone::clone).map_err(|e| Failure::other(e.to_string())))
+                                        .map(|(_, _, r)| r.as_ref().cloned().map_err(|e| Failure::other(e.to_string())))
                                         .unwrap_or_else(|| Err(format!("{url} was not fetched").into()))?;
                                     tracing::info!(
                                         "{}: uploading k0s {target} from the local cache",

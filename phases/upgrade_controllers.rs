@@ -143,7 +143,7 @@ impl Phase for UpgradeControllers {
                 }
                 run_host_hooks(h, "upgrade", "before")
                     .await
-                    .map_err(|e| fail(e.into()))?;
+                    .map_err(&fail)?;
                 let tainted = match (&client, &taint) {
                     (Some(c), Some(t)) if h.config.is_worker() => {
                         let node = h.node_name().unwrap_or_default();
@@ -162,10 +162,8 @@ impl Phase for UpgradeControllers {
                     // As k0sctl: a taint left behind is reported, not fatal.
                     tracing::warn!("{}: removing the evict taint from node {node}: {e}", h.name);
                 }
-                upgraded.map_err(|e| fail(e.into()))?;
-                run_host_hooks(h, "upgrade", "after")
-                    .await
-                    .map_err(|e| fail(e.into()))?;
+                upgraded.map_err(&fail)?;
+                run_host_hooks(h, "upgrade", "after").await.map_err(fail)?;
                 let h = &mut state.hosts[i];
                 mark_converged(h, i == l, &target);
                 let name = h.name.clone();

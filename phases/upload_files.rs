@@ -587,9 +587,9 @@ impl Phase for UploadFiles {
                         let step = match step {
                             Step::Upload { mkdir, .. } if relayed.contains(&(*idx, n)) => {
                                 if *mkdir {
-                                    make_dir(h, it).await.map_err(|e| {
-                                        err(Failure::from(e).context(format!("{}", it.label)))
-                                    })?;
+                                    make_dir(h, it)
+                                        .await
+                                        .map_err(|e| err(e.context(it.label.clone())))?;
                                 }
                                 continue;
                             }
@@ -597,7 +597,7 @@ impl Phase for UploadFiles {
                         };
                         if let Some(d) = apply_step(h, it, step)
                             .await
-                            .map_err(|e| err(Failure::from(e).context(format!("{}", it.label))))?
+                            .map_err(|e| err(e.context(it.label.clone())))?
                         {
                             done.push(d);
                         }
@@ -763,12 +763,10 @@ impl Phase for UploadFiles {
                 let sender = &sender;
                 async move {
                     let err = |e: Failure| (h.name.clone(), e);
-                    let steps = planned.map_err(|e| err(e.into()))?;
+                    let steps = planned.map_err(&err)?;
                     let mut plan = Vec::new();
                     for (n, (it, step)) in steps.iter().enumerate() {
-                        if *step == Step::Download
-                            && !url_differs(h, it).await.map_err(|e| err(e.into()))?
-                        {
+                        if *step == Step::Download && !url_differs(h, it).await.map_err(&err)? {
                             continue;
                         }
                         let from = sender.iter().find(|(k, _)| *k == (idx, n)).map(|(_, f)| f);

@@ -49,7 +49,7 @@ async fn kubectl(state: &State, args: &str, stdin: Option<Vec<u8>>) -> Result<St
     let h = &state.hosts[0];
     let fail = |e: Failure| CliError::new(e.code(), format!("{}: {e}", h.name));
     let p = h.probed().map_err(|e| fail(e.into()))?;
-    let mut cmd = Cmd::new(steps::kubectl::kubectl(h, args).map_err(|e| fail(e.into()))?).sudo();
+    let mut cmd = Cmd::new(steps::kubectl::kubectl(h, args).map_err(&fail)?).sudo();
     if let Some(bytes) = stdin {
         cmd = cmd.stdin(bytes);
     }
