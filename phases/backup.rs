@@ -12,6 +12,7 @@
 //! written to the temp directory, not to the SSH user's working directory as k0s's default
 //! would), and the temp directory is removed.
 
+use crate::phases::{Context, Failure};
 use std::path::PathBuf;
 
 use crate::exit::Code;
@@ -25,11 +26,11 @@ use super::{HostState, Phase, PhaseError, PhaseFuture, State};
 const MIN_VERSION: &str = "v1.21.0-rc.1+k0s.0";
 
 /// Creates a remote temp directory (0700) and returns its path.
-async fn remote_tempdir(r: &Remote) -> Result<String, String> {
+async fn remote_tempdir(r: &Remote) -> Result<String, Failure> {
     r.run_str(Cmd::new("mktemp -d /tmp/k0sctl.XXXXXXXXXX").sudo())
         .await
         .map(|s| s.trim().to_string())
-        .map_err(|e| format!("creating a temp directory: {e}"))
+        .context("creating a temp directory")
 }
 
 async fn remove_tempdir(h: &HostState, r: &Remote, dir: &str) {
@@ -41,7 +42,7 @@ async fn remove_tempdir(h: &HostState, r: &Remote, dir: &str) {
     }
 }
 
-fn check_version(h: &HostState) -> Result<(), String> {
+fn check_version(h: &HostState) -> Result<(), Failure> {
     let min = K0sVersion::parse(MIN_VERSION).expect("constant");
     let v = h
         .k0s
@@ -51,12 +52,13 @@ fn check_version(h: &HostState) -> Result<(), String> {
     match v {
         Some(v) if v < min => Err(format!(
             "k0s {v} has no backup/restore; it needs k0s {MIN_VERSION} or newer"
-        )),
+        )
+        .into()),
         _ => Ok(()),
     }
 }
 
-async fn run_hooks(h: &HostState, stage: &str) -> Result<Vec<String>, String> {
+async fn run_hooks(h: &HostState, stage: &str) -> Result<Vec<String>, Failure> {
     let Some(remote) = &h.remote else {
         return Err("not connected".into());
     };
@@ -112,13 +114,11 @@ impl Phase for TakeBackup {
         Box::pin(async move {
             let l = running_leader(state)?;
             let h = &state.hosts[l];
-            let fail = |e: String| {
-                PhaseError::hosts(Code::PhaseFailed, BACKUP_TITLE, vec![(h.name.clone(), e)])
-            };
-            check_version(h).map_err(fail)?;
-            let p = h.probed().map_err(fail)?;
-            let mut changes = run_hooks(h, "before").await.map_err(fail)?;
-            let dir = remote_tempdir(&p.remote).await.map_err(fail)?;
+            let fail = |e: Failure| PhaseError::on_host(BACKUP_TITLE, h.name.clone(), e);
+            check_version(h).map_err(&fail)?;
+            let p = h.probed().map_err(|e| fail(e.into()))?;
+            let mut changes = run_hooks(h, "before").await.map_err(&fail)?;
+            let dir = remote_tempdir(&p.remote).await.map_err(&fail)?;
             let result = async {
                 let cmd = p.k0s_cmd(&format!(
                     "backup --save-path={} --data-dir={}",
@@ -126,30 +126,25 @@ impl Phase for TakeBackup {
                     shell_quote(&h.data_dir())
                 ));
                 tracing::info!("{}: taking a backup", h.name);
-                p.remote
-                    .run(Cmd::new(cmd).sudo())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                p.remote.run(Cmd::new(cmd).sudo()).await?;
                 let name = p
                     .remote
                     .run_str(Cmd::new(format!("ls -1 -- {} | head -n1", shell_quote(&dir))).sudo())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 let name = name.trim();
                 if name.is_empty() {
-                    return Err(format!("k0s backup wrote no archive into {dir}"));
+                    return Err(format!("k0s backup wrote no archive into {dir}").into());
                 }
                 let remote_file = format!("{dir}/{name}");
                 let bytes = p
                     .remote
                     .download(&remote_file, &self.output, 0o600, true)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(bytes)
+                    .await?;
+                Ok::<_, Failure>(bytes)
             }
             .await;
             remove_tempdir(h, &p.remote, &dir).await;
-            let bytes = result.map_err(fail)?;
+            let bytes = result.map_err(&fail)?;
             tracing::info!("backup saved to {} ({bytes} bytes)", self.output.display());
             changes.extend(run_hooks(h, "after").await.map_err(fail)?);
             let name = h.name.clone();
@@ -164,9 +159,7 @@ impl Phase for TakeBackup {
         Box::pin(async move {
             let l = running_leader(state)?;
             let h = &state.hosts[l];
-            check_version(h).map_err(|e| {
-                PhaseError::hosts(Code::PhaseFailed, BACKUP_TITLE, vec![(h.name.clone(), e)])
-            })?;
+            check_version(h).map_err(|e| PhaseError::on_host(BACKUP_TITLE, h.name.clone(), e))?;
             let mut plan = Vec::new();
             let hooks = |stage: &str| {
                 h.config
@@ -230,13 +223,13 @@ impl Phase for RestoreState {
     fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
             let src = restore_source(state).expect("should_run checked");
-            let l = state.leader.expect("should_run checked");
+            let l = state
+                .leader_index()
+                .map_err(|m| PhaseError::missing(RESTORE_TITLE, m))?;
             let h = &state.hosts[l];
-            let fail = |e: String| {
-                PhaseError::hosts(Code::PhaseFailed, RESTORE_TITLE, vec![(h.name.clone(), e)])
-            };
-            check_version(h).map_err(fail)?;
-            let p = h.probed().map_err(fail)?;
+            let fail = |e: Failure| PhaseError::on_host(RESTORE_TITLE, h.name.clone(), e);
+            check_version(h).map_err(&fail)?;
+            let p = h.probed().map_err(|e| fail(e.into()))?;
             let meta = std::fs::metadata(&src).map_err(|e| {
                 PhaseError::new(
                     Code::Failure,
@@ -244,7 +237,7 @@ impl Phase for RestoreState {
                     format!("--restore-from {}: {e}", src.display()),
                 )
             })?;
-            let dir = remote_tempdir(&p.remote).await.map_err(fail)?;
+            let dir = remote_tempdir(&p.remote).await.map_err(&fail)?;
             let result = async {
                 let archive = format!("{dir}/k0s_backup.tar.gz");
                 tracing::info!(
@@ -259,8 +252,7 @@ impl Phase for RestoreState {
                         &archive,
                         &UploadOptions::default().mode(0o600).sudo(true),
                     )
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 let cmd = p.k0s_cmd(&format!(
                     "restore --data-dir={} --config-out={} {}",
                     shell_quote(&h.data_dir()),
@@ -268,11 +260,8 @@ impl Phase for RestoreState {
                     shell_quote(&archive)
                 ));
                 tracing::info!("{}: restoring the cluster state", h.name);
-                p.remote
-                    .run(Cmd::new(cmd).sudo())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok::<(), String>(())
+                p.remote.run(Cmd::new(cmd).sudo()).await?;
+                Ok::<(), Failure>(())
             }
             .await;
             remove_tempdir(h, &p.remote, &dir).await;
@@ -293,7 +282,9 @@ impl Phase for RestoreState {
     fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
             let src = restore_source(state).expect("should_run checked");
-            let l = state.leader.expect("should_run checked");
+            let l = state
+                .leader_index()
+                .map_err(|m| PhaseError::missing(RESTORE_TITLE, m))?;
             if let Err(e) = std::fs::metadata(&src) {
                 return Err(PhaseError::new(
                     Code::Failure,

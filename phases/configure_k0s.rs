@@ -8,7 +8,7 @@
 //! keeping it as `.old`, and is written atomically 0600. Hosts whose config is already
 //! equivalent are left alone; running controllers whose config changed are restarted one at a time, each ready before the next.
 
-use futures::future::join_all;
+use crate::phases::{Failure, each_host};
 use serde_json::{Map, Value, json};
 
 use crate::exit::Code;
@@ -180,9 +180,8 @@ impl ConfigureK0s {
             ));
         };
         let leader = &state.hosts[l];
-        let fail =
-            |e: String| PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(leader.name.clone(), e)]);
-        let p = leader.probed().map_err(fail)?;
+        let fail = |e: Failure| PhaseError::on_host(TITLE, leader.name.clone(), e);
+        let p = leader.probed().map_err(|e| fail(e.into()))?;
         if let Some(text) = leader.k0s.as_ref().and_then(|k| k.config_text.as_deref())
             && let Some(m) = parse_yaml(text)
         {
@@ -208,7 +207,7 @@ impl ConfigureK0s {
                 .sudo(),
             )
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(e.into()))?;
         parse_yaml(&out)
             .ok_or_else(|| fail("`k0s config create` did not print a YAML mapping".into()))
     }
@@ -250,14 +249,11 @@ impl Phase for ConfigureK0s {
             let plans = std::sync::Mutex::new(plans);
             let restarts: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
             let target = state.target_version();
-            let results = join_all(state.hosts.iter().filter(|h| configured(h)).map(|h| {
-                let (limits, base, sans, plans, restarts) =
-                    (limits.clone(), &base, &sans, &plans, &restarts);
+            let results = each_host(&limits, state.hosts.iter().filter(|h| configured(h)), |h| {
+                let (base, sans, plans, restarts) = (&base, &sans, &plans, &restarts);
                 let target = target.as_ref();
                 async move {
-                    let _slot = limits.host_slot().await;
-                    let err = |e: String| (h.name.clone(), e);
-                    let p = h.probed().map_err(err)?;
+                    let p = h.probed()?;
                     let path = h.k0s_config_path();
                     // Dynamic config: only a leader that initialises the cluster gets it all.
                     let initialises = Some(h.index) == leader && !h.is_running();
@@ -287,14 +283,13 @@ impl Phase for ConfigureK0s {
                     // Validate on the host with the binary that will run it.
                     let k0s = h.staged.clone().unwrap_or_else(|| p.k0s_binary_path.clone());
                     let tmp = format!("/tmp/k0sctl-k0s-config-{:016x}.yaml", rand::random::<u64>());
-                    p.remote.write_file(&tmp, text.clone(), 0o600, true).await.map_err(|e| err(e.to_string()))?;
+                    p.remote.write_file(&tmp, text.clone(), 0o600, true).await?;
                     let check = p
                         .remote
                         .exec(Cmd::new(format!("{}; rc=$?; rm -f {}; exit $rc", validate_command(h, &k0s, &tmp, target), shell_quote(&tmp))).sudo())
-                        .await
-                        .map_err(|e| err(e.to_string()))?;
+                        .await?;
                     if !check.success() {
-                        return Err(err(format!(
+                        return Err(Failure::other(format!(
                             "spec.k0s.config validation failed ({}):\n{}",
                             check.status,
                             check.stderr_str().trim()
@@ -306,13 +301,11 @@ impl Phase for ConfigureK0s {
                         tracing::warn!("{}: an existing configuration was not created by k0sctl, it will be moved to {path}.old", h.name);
                         p.remote
                             .run(Cmd::new(format!("mv -f {q} {q}.old", q = shell_quote(&path))).sudo())
-                            .await
-                            .map_err(|e| err(e.to_string()))?;
+                            .await?;
                     }
                     p.remote
                         .upload(std::io::Cursor::new(text.into_bytes()), &path, &UploadOptions::default().mode(0o600).sudo(true).create_parent(true))
-                        .await
-                        .map_err(|e| err(e.to_string()))?;
+                        .await?;
                     tracing::info!("{}: wrote k0s config to {path}", h.name);
                     plans.lock().expect("lock").push((h.name.clone(), format!("wrote k0s config to {path}")));
                     if running {
@@ -320,7 +313,7 @@ impl Phase for ConfigureK0s {
                     }
                     Ok(())
                 }
-            }))
+            })
             .await;
             // In a dry run these are plans, otherwise what was done.
             for (h, w) in plans.into_inner().expect("lock") {
@@ -351,7 +344,6 @@ impl Phase for ConfigureK0s {
             }
             collect(
                 TITLE,
-                Code::PhaseFailed,
                 results.into_iter().chain(failed.into_iter().map(Err)),
             )
         })
@@ -359,17 +351,14 @@ impl Phase for ConfigureK0s {
 }
 
 /// Restarts a controller's service for its new config and waits until its API is ready.
-async fn restart_ready(h: &super::HostState) -> Result<(), String> {
+async fn restart_ready(h: &super::HostState) -> Result<(), Failure> {
     let p = h.probed()?;
-    let init = p.init_system().map_err(|e| e.to_string())?;
+    let init = p.init_system()?;
     let svc = h.service_name();
     tracing::info!("{}: restarting {svc} for its new config", h.name);
-    init.restart(&p.remote, svc)
-        .await
-        .map_err(|e| e.to_string())?;
+    init.restart(&p.remote, svc).await?;
     init.wait_state(&p.remote, svc, true, super::steps::wait::WAIT)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     super::steps::wait::wait_api_ready(h).await?;
     tracing::info!("{}: restarted {svc} with the new config", h.name);
     Ok(())

@@ -1,12 +1,10 @@
 //! "Connect to hosts": one connection per host, in parallel; unreachable hosts fail the run
 //! with the "unreachable" exit code and the transport's explanation (address, what to check).
 
-use futures::future::join_all;
-
 use crate::connect::spec_for;
-use crate::exit::Code;
+use crate::phases::Failure;
 
-use super::{Phase, PhaseFuture, State, collect};
+use super::{Phase, PhaseFuture, State, collect, each_host};
 
 pub struct Connect;
 
@@ -21,24 +19,20 @@ impl Phase for Connect {
         Box::pin(async move {
             let base = state.config.base_dir.clone();
             let (pool, ssh_config) = (&state.pool, &state.ssh_config);
-            let results = join_all(state.hosts.iter_mut().map(|h| {
+            let results = each_host(pool.limits(), state.hosts.iter_mut(), |h| {
                 let base = &base;
                 async move {
-                    let _slot = pool.limits().host_slot().await;
-                    let spec = spec_for(&h.config, base, ssh_config)
-                        .map_err(|e| (h.name.clone(), e.to_string()))?;
-                    let remote = pool
-                        .connect(&spec)
-                        .await
-                        .map_err(|e| (h.name.clone(), e.to_string()))?;
+                    // Whatever the transport's reason, the host could not be reached.
+                    let spec = spec_for(&h.config, base, ssh_config).map_err(Failure::connect)?;
+                    let remote = pool.connect(&spec).await.map_err(Failure::connect)?;
                     tracing::info!("{}: connected", h.name);
                     h.spec = Some(spec);
                     h.remote = Some(remote);
                     Ok(())
                 }
-            }))
+            })
             .await;
-            collect(TITLE, Code::Unreachable, results)
+            collect(TITLE, results)
         })
     }
 }

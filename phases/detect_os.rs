@@ -1,12 +1,9 @@
 //! "Detect host operating systems": one round trip per host gathers the facts (OS, arch,
 //! hostname, private address, init system, clock, privilege) and picks the OS module.
 
-use futures::future::join_all;
-
-use crate::exit::Code;
 use crate::host::{Host, ProbeOptions};
 
-use super::{Phase, PhaseFuture, State, collect};
+use super::{Failure, Missing, Phase, PhaseFuture, State, collect, each_host};
 
 pub struct DetectOs;
 
@@ -28,18 +25,14 @@ impl Phase for DetectOs {
         Box::pin(async move {
             let limits = state.pool.limits().clone();
             let password = state.opts.sudo_password.clone();
-            let results = join_all(
-                state
-                    .hosts
-                    .iter_mut()
-                    .filter(|h| h.host.is_none())
-                    .map(|h| {
-                        let limits = limits.clone();
+            let results = each_host(
+                &limits,
+                state.hosts.iter_mut().filter(|h| h.host.is_none()),
+                |h| {
                         let password = password.clone();
                         async move {
-                            let _slot = limits.host_slot().await;
                             let Some(remote) = h.remote.clone() else {
-                                return Err((h.name.clone(), "not connected".to_string()));
+                                return Err(Missing::Connection.into());
                             };
                             let opts = ProbeOptions {
                                 os_override: h.config.os.clone(),
@@ -48,16 +41,13 @@ impl Phase for DetectOs {
                                 k0s_install_path: h.config.k0s_install_path.clone(),
                                 sudo_password: password,
                             };
-                            let mut probed = Host::probe(remote, &opts)
-                                .await
-                                .map_err(|e| (h.name.clone(), e.to_string()))?;
+                            let mut probed = Host::probe(remote, &opts).await?;
                             if h.config.use_existing_k0s {
                                 // k0s is already on the host (installed by other means): use
                                 // the one on the PATH, and never replace it.
                                 let Some(path) = probed.facts.k0s_in_path.clone() else {
-                                    return Err((
-                                        h.name.clone(),
-                                        "useExistingK0s is set but there is no k0s on the host's PATH (install it first, or remove useExistingK0s)".to_string(),
+                                    return Err(Failure::other(
+                                        "useExistingK0s is set but there is no k0s on the host's PATH (install it first, or remove useExistingK0s)",
                                     ));
                                 };
                                 tracing::info!("{}: using the existing k0s at {path}", h.name);
@@ -82,10 +72,10 @@ impl Phase for DetectOs {
                             h.host = Some(probed);
                             Ok(())
                         }
-                    }),
+                },
             )
             .await;
-            collect(TITLE, Code::PhaseFailed, results)
+            collect(TITLE, results)
         })
     }
 }

@@ -2,7 +2,7 @@
 //! role, installed service, existing config — in one round trip per host; then the leader
 //! (the first controller running k0s, else the first controller) and the cluster ID.
 
-use futures::future::join_all;
+use crate::phases::{Failure, HostFailure, each_host};
 
 use crate::exit::Code;
 use crate::host::facts::parse_sections;
@@ -58,19 +58,15 @@ impl Phase for GatherK0sFacts {
             let limits = state.pool.limits().clone();
             let force = state.opts.force;
             let dry = state.opts.dry_run;
-            let results = join_all(state.hosts.iter_mut().map(|h| {
-                let limits = limits.clone();
+            let results = each_host(&limits, state.hosts.iter_mut(), |h| {
                 async move {
                     let mut plan: Vec<String> = Vec::new();
-                    let _slot = limits.host_slot().await;
-                    let err = |e: String| (h.name.clone(), e);
-                    let p = h.probed().map_err(err)?;
+                    let p = h.probed()?;
                     let env_file = p.facts.init.map(|i| i.env_file(h.service_name()));
                     let out = p
                         .remote
                         .run(Cmd::new(script(h, &p.k0s_binary_path, env_file.as_deref(), &p.facts.lock_file)).sudo())
-                        .await
-                        .map_err(|e| err(e.to_string()))?
+                        .await?
                         .stdout_str();
                     let s = parse_sections(&out);
                     let field = |k: &str| s.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
@@ -78,7 +74,7 @@ impl Phase for GatherK0sFacts {
                     let binary_version = if version.is_empty() {
                         None
                     } else {
-                        Some(K0sVersion::parse(&version).map_err(|e| err(format!("k0s binary at {}: {e}", p.k0s_binary_path)))?)
+                        Some(K0sVersion::parse(&version).map_err(|e| Failure::other(format!("k0s binary at {}: {e}", p.k0s_binary_path)))?)
                     };
                     let mut status_json = field("status");
                     let upgrading = Some(field("upgrading")).filter(|u| !u.is_empty());
@@ -94,27 +90,27 @@ impl Phase for GatherK0sFacts {
                             plan.push(format!("start the {svc} service, stopped by an interrupted upgrade"));
                         } else {
                             tracing::warn!("{}: the {svc} service was stopped by an upgrade that did not finish; starting it again", h.name);
-                            let init = p.init_system().map_err(|e| err(e.to_string()))?;
-                            init.start(&p.remote, &svc).await.map_err(|e| err(e.to_string()))?;
+                            let init = p.init_system()?;
+                            init.start(&p.remote, &svc).await?;
                             let cmd = p.k0s_cmd("status -o json");
                             let got = std::sync::Mutex::new(String::new());
                             let (cmd, got_ref) = (&cmd, &got);
                             wait_until(&format!("k0s to run again after starting {svc}"), || async move {
-                                let out = p.remote.exec(Cmd::new(cmd.clone()).sudo()).await.map_err(|e| e.to_string())?;
+                                let out = p.remote.exec(Cmd::new(cmd.clone()).sudo()).await?;
                                 if out.success() {
                                     *got_ref.lock().expect("lock") = out.stdout_str();
                                 }
                                 Ok(out.success())
                             })
                             .await
-                            .map_err(|e| err(format!("{e} (waited {WAIT:?})")))?;
+                            .map_err(|e| e.note(format!("(waited {WAIT:?})")))?;
                             status_json = got.into_inner().expect("lock");
                         }
                     }
                     let status = if status_json.is_empty() {
                         None
                     } else {
-                        Some(K0sStatus::parse(&status_json).map_err(err)?)
+                        Some(K0sStatus::parse(&status_json)?)
                     };
                     let mut service = Some(field("service")).filter(|s| !s.is_empty()).map(|s| s.lines().next().unwrap_or("").to_string());
                     let incomplete = field("incomplete") == "yes";
@@ -136,20 +132,20 @@ impl Phase for GatherK0sFacts {
                                 super::steps::staging::remove_paths(&stale),
                                 shell_quote(&super::steps::staging::record_path(&p.facts.lock_file))
                             );
-                            p.remote.run(Cmd::new(rm).sudo()).await.map_err(|e| err(e.to_string()))?;
+                            p.remote.run(Cmd::new(rm).sudo()).await?;
                             tracing::info!("{}: removed stale staging files of an earlier run: {}", h.name, stale.join(", "));
                         }
                     }
                     if let Some(st) = &status {
                         tracing::info!("{}: is running k0s {} version {}", h.name, st.role, st.version);
                         if st.role != h.config.role && !(h.config.reset && force) {
-                            return Err(err(format!(
+                            return Err(Failure::other(format!(
                                 "k0s is running as {} but the configuration says {}: role change is not supported (reset the host first, or use reset: true with --force)",
                                 st.role, h.config.role
                             )));
                         }
                         if service.is_none() && !force {
-                            return Err(err("k0s is running but no k0s service is installed; stop it or re-run with --force".into()));
+                            return Err(Failure::other("k0s is running but no k0s service is installed; stop it or re-run with --force"));
                         }
                     } else if let Some(svc) = service.clone()
                         && binary_version.is_some()
@@ -157,7 +153,7 @@ impl Phase for GatherK0sFacts {
                         && !h.config.reset
                     {
                         if !incomplete {
-                            return Err(err(format!(
+                            return Err(Failure::other(format!(
                                 "the {svc} service is installed but k0s is not running; start it (or reset the host), or re-run with --force"
                             )));
                         }
@@ -168,7 +164,7 @@ impl Phase for GatherK0sFacts {
                             plan.push(format!("reset the unfinished k0s install (the {svc} service of an interrupted run) and install again"));
                         } else {
                             tracing::warn!("{}: the {svc} service was installed by an earlier k0sctl run that did not finish; resetting it to install again", h.name);
-                            reset_installed(h).await.map_err(err)?;
+                            reset_installed(h).await?;
                             service = None;
                         }
                     }
@@ -192,10 +188,10 @@ impl Phase for GatherK0sFacts {
                     });
                     Ok((h.index, plan, upgrading))
                 }
-            }))
+            })
             .await;
             let mut plans = Vec::new();
-            let results: Vec<Result<(), (String, String)>> = results
+            let results: Vec<Result<(), HostFailure>> = results
                 .into_iter()
                 .map(|r| r.map(|p| plans.push(p)))
                 .collect();
@@ -209,7 +205,7 @@ impl Phase for GatherK0sFacts {
                     upgrades.push((i, u));
                 }
             }
-            collect(TITLE, Code::PhaseFailed, results)?;
+            collect(TITLE, results)?;
 
             // k0s dynamic config mode: asked for in the manifest, or already in use (k0sctl
             // turns it on when any controller runs with it or has it in installFlags).
@@ -269,12 +265,12 @@ impl Phase for GatherK0sFacts {
             if leader.is_running() {
                 let p = leader
                     .probed()
-                    .map_err(|e| PhaseError::new(Code::PhaseFailed, TITLE, e))?;
+                    .map_err(|e| PhaseError::on_host(TITLE, leader.name.clone(), e))?;
                 let cmd = super::steps::kubectl::kubectl(
                     leader,
                     "get -n kube-system namespace kube-system -o template={{.metadata.uid}}",
                 )
-                .map_err(|e| PhaseError::new(Code::PhaseFailed, TITLE, e))?;
+                .map_err(|e| PhaseError::on_host(TITLE, leader.name.clone(), e))?;
                 match p.remote.run_str(Cmd::new(cmd).sudo()).await {
                     Ok(uid) => {
                         tracing::info!("{}: is the leader; cluster ID {uid}", leader.name);
@@ -285,10 +281,10 @@ impl Phase for GatherK0sFacts {
                         tracing::warn!("{}: could not read the cluster ID: {e}", leader.name);
                     }
                     Err(e) => {
-                        return Err(PhaseError::hosts(
-                            Code::PhaseFailed,
+                        return Err(PhaseError::on_host(
                             TITLE,
-                            vec![(leader.name.clone(), format!("reading the cluster ID: {e}"))],
+                            leader.name.clone(),
+                            Failure::from(e).context("reading the cluster ID"),
                         ));
                     }
                 }
@@ -329,28 +325,27 @@ async fn finish_interrupted_upgrades(
             }
             continue;
         }
-        let fail =
-            |e: String| PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(h.name.clone(), e)]);
+        let fail = |e: Failure| PhaseError::on_host(TITLE, h.name.clone(), e);
         if uncordon && let Some(l) = state.leader.filter(|&l| state.hosts[l].is_running()) {
             let leader = &state.hosts[l];
-            let p = leader.probed().map_err(fail)?;
+            let p = leader.probed().map_err(|e| fail(e.into()))?;
             let cmd =
                 super::steps::kubectl::kubectl(leader, &format!("uncordon {}", shell_quote(&node)))
-                    .map_err(fail)?;
+                    .map_err(&fail)?;
             p.remote
                 .run(Cmd::new(cmd).sudo())
                 .await
-                .map_err(|e| fail(format!("uncordoning node {node}: {e}")))?;
+                .map_err(|e| fail(Failure::from(e).context(format!("uncordoning node {node}"))))?;
             tracing::info!(
                 "{}: made node {node} schedulable again (an interrupted upgrade had cordoned it)",
                 h.name
             );
         }
-        let p = h.probed().map_err(fail)?;
+        let p = h.probed().map_err(|e| fail(e.into()))?;
         p.remote
             .run(Cmd::new(format!("rm -f {}", shell_quote(&upgrade_marker(h)))).sudo())
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(e.into()))?;
     }
     Ok(())
 }

@@ -2,13 +2,11 @@
 //! order, as the connection user (no sudo, as in k0sctl), hosts in parallel. A failing hook
 //! stops the run and names the hook, the host and the remote stderr. A dry run lists the hooks.
 
-use futures::future::join_all;
-
-use crate::exit::Code;
+use crate::phases::Context;
 use crate::transport::Cmd;
 
 use super::steps::hooks::host_hooks;
-use super::{Phase, PhaseFuture, State, collect};
+use super::{Phase, PhaseFuture, State, collect, each_host};
 
 pub struct RunHooks {
     pub title: &'static str,
@@ -37,26 +35,33 @@ impl Phase for RunHooks {
     fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
             let limits = state.pool.limits().clone();
-            let results = join_all(state.hosts.iter().map(|h| {
-                let limits = limits.clone();
-                async move {
-                    let Some(remote) = &h.remote else { return Ok(()) };
-                    let _slot = limits.host_slot().await;
+            let results = each_host(
+                &limits,
+                state.hosts.iter().filter(|h| h.remote.is_some()),
+                |h| async move {
+                    let Some(remote) = &h.remote else {
+                        return Ok(());
+                    };
                     for cmd in self.commands(&h.config) {
-                        tracing::info!("{}: running {} {} hook: {cmd:?}", h.name, self.stage, self.action);
-                        remote.run(Cmd::new(cmd.as_str())).await.map_err(|e| {
-                            (
-                                h.name.clone(),
-                                format!("failed to execute hook {cmd:?} for action {:?} stage {:?}: {e}", self.action, self.stage),
+                        tracing::info!(
+                            "{}: running {} {} hook: {cmd:?}",
+                            h.name,
+                            self.stage,
+                            self.action
+                        );
+                        remote.run(Cmd::new(cmd.as_str())).await.with_context(|| {
+                            format!(
+                                "failed to execute hook {cmd:?} for action {:?} stage {:?}",
+                                self.action, self.stage
                             )
                         })?;
                     }
                     Ok(())
-                }
-            }))
+                },
+            )
             .await;
             let ok = results.iter().all(Result::is_ok);
-            collect(self.title, Code::PhaseFailed, results)?;
+            collect(self.title, results)?;
             if ok {
                 let ran: Vec<(String, String)> = state
                     .hosts

@@ -1,7 +1,7 @@
 //! "Initialize the k0s cluster": install and start k0s on the leader when no controller runs
 //! it yet, and wait for the API to be ready. Clean-up resets a leader installed by this run.
 
-use crate::exit::Code;
+use crate::phases::Failure;
 
 use super::steps::hooks::run_host_hooks;
 use super::steps::markers::install_finished;
@@ -25,25 +25,25 @@ impl Phase for InitLeader {
 
     fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let l = state.leader.expect("should_run checked the leader");
+            let l = state
+                .leader_index()
+                .map_err(|m| PhaseError::missing(TITLE, m))?;
             let force = state.opts.force;
             state.unfinished.push(l);
             let leader = &state.hosts[l];
-            let fail = |e: String| {
-                PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(leader.name.clone(), e)])
-            };
+            let fail = |e: Failure| PhaseError::on_host(TITLE, leader.name.clone(), e);
             install_and_start(leader, true, force, None)
                 .await
-                .map_err(fail)?;
-            wait_api_ready(leader).await.map_err(fail)?;
+                .map_err(&fail)?;
+            wait_api_ready(leader).await.map_err(&fail)?;
             tracing::info!("{}: the kubernetes API is ready", leader.name);
             if leader.dynamic_config {
-                wait_config_reconciled(leader).await.map_err(fail)?;
+                wait_config_reconciled(leader).await.map_err(&fail)?;
                 tracing::info!("{}: k0s reconciled the dynamic cluster config", leader.name);
             }
             run_host_hooks(leader, "install", "after")
                 .await
-                .map_err(fail)?;
+                .map_err(&fail)?;
             install_finished(leader).await.map_err(fail)?;
             state.unfinished.retain(|&i| i != l);
             let name = state.hosts[l].name.clone();
@@ -57,7 +57,9 @@ impl Phase for InitLeader {
 
     fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let l = state.leader.expect("should_run checked the leader");
+            let l = state
+                .leader_index()
+                .map_err(|m| PhaseError::missing(TITLE, m))?;
             plan_install(
                 state,
                 vec![l],

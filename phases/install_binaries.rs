@@ -2,14 +2,11 @@
 //! (running hosts get theirs during the upgrade, after their service is stopped), then check
 //! that the installed binary reports the target version.
 
-use futures::future::join_all;
-
-use crate::exit::Code;
 use crate::k0s::version::K0sVersion;
 use crate::transport::{Cmd, shell_quote};
 
 use super::steps::binary::needs_binary;
-use super::{HostState, Phase, PhaseFuture, State, collect};
+use super::{HostState, Phase, PhaseFuture, State, collect, each_host};
 
 pub struct InstallBinaries;
 
@@ -37,22 +34,21 @@ impl Phase for InstallBinaries {
             let target = state.target_version();
             let limits = state.pool.limits().clone();
             let chosen: Vec<bool> = state.hosts.iter().map(|h| installs(h, state)).collect();
-            let results = join_all(state.hosts.iter_mut().filter(|h| chosen[h.index]).map(|h| {
-                let (target, limits) = (target.clone(), limits.clone());
+            let results = each_host(&limits, state.hosts.iter_mut().filter(|h| chosen[h.index]), |h| {
+                let target = target.clone();
                 async move {
-                    let _slot = limits.host_slot().await;
-                    let err = |e: String| (h.name.clone(), e);
-                    let p = h.probed().map_err(err)?;
-                    let tmp = h.staged.clone().unwrap_or_default();
+                    let p = h.probed()?;
+                    // Never `mv -f ''`: a host chosen here must have a staged binary.
+                    let tmp = h.staged_path()?.to_string();
                     let dst = shell_quote(&p.k0s_binary_path);
                     let script = format!(
                         "set -e; install -d -m 0755 \"$(dirname {dst})\"; chmod 0755 {t}; mv -f {t} {dst}; {dst} version",
                         t = shell_quote(&tmp)
                     );
-                    let v = p.remote.run_str(Cmd::new(script).sudo()).await.map_err(|e| err(e.to_string()))?;
-                    let got = K0sVersion::parse(v.trim()).map_err(err)?;
+                    let v = p.remote.run_str(Cmd::new(script).sudo()).await?;
+                    let got = K0sVersion::parse(v.trim())?;
                     if h.config.k0s_binary_path.is_none() && target.as_ref().is_some_and(|t| *t != got) {
-                        return Err(err(format!("updated k0s binary version is {got} not {}", target.unwrap())));
+                        return Err(format!("updated k0s binary version is {got} not {}", target.unwrap()).into());
                     }
                     tracing::info!("{}: installed k0s {got} at {}", h.name, p.k0s_binary_path);
                     if let Some(k) = &mut h.k0s {
@@ -61,7 +57,7 @@ impl Phase for InstallBinaries {
                     h.staged = None;
                     Ok(())
                 }
-            }))
+            })
             .await;
             let done: Vec<(String, String)> = state
                 .hosts
@@ -79,7 +75,7 @@ impl Phase for InstallBinaries {
             for (h, what) in done {
                 state.changed(h, what);
             }
-            collect(TITLE, Code::PhaseFailed, results)
+            collect(TITLE, results)
         })
     }
 

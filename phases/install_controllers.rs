@@ -3,7 +3,7 @@
 //! etcd quorum; each batch's APIs are ready before the next starts), with a controller join
 //! token per host that is invalidated afterwards.
 
-use crate::exit::Code;
+use crate::phases::{Context, Failure, each_host};
 
 use super::steps::hooks::run_host_hooks;
 use super::steps::markers::install_finished;
@@ -12,7 +12,6 @@ use super::steps::tokens::{create_token, retire_token, write_token};
 use super::steps::undo_install::reset_unfinished;
 use super::steps::wait::wait_api_ready;
 use crate::transport::{Cmd, shell_quote};
-use futures::future::join_all;
 
 use super::steps::reset_host::{etcd_leave_command, peer_address, uses_etcd};
 use super::{HostState, Phase, PhaseError, PhaseFuture, State, collect};
@@ -36,7 +35,9 @@ impl Phase for InstallControllers {
 
     fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let l = state.leader.expect("a leader exists when controllers join");
+            let l = state
+                .leader_index()
+                .map_err(|m| PhaseError::missing(TITLE, m))?;
             let force = state.opts.force;
             let todo: Vec<usize> = state
                 .hosts
@@ -65,36 +66,29 @@ impl Phase for InstallControllers {
                     let leader = &state.hosts[l];
                     let t = create_token(leader, "controller", "30m0s")
                         .await
-                        .map_err(|e| {
-                            PhaseError::hosts(
-                                Code::PhaseFailed,
-                                TITLE,
-                                vec![(
-                                    leader.name.clone(),
-                                    format!("creating a controller join token: {e}"),
-                                )],
-                            )
-                        })?;
+                        .context("creating a controller join token")
+                        .map_err(|e| PhaseError::on_host(TITLE, leader.name.clone(), e))?;
                     tokens.push((i, t));
                 }
                 state.unfinished.extend(batch.iter().copied());
                 let hosts = &state.hosts;
-                let results = join_all(tokens.iter().map(|(i, token)| {
-                    let (leader, h) = (&hosts[l], &hosts[*i]);
-                    async move {
-                        let err = |e: String| (h.name.clone(), e);
-                        write_token(h, token).await.map_err(err)?;
-                        install_and_start(h, false, force, Some(&token.url))
-                            .await
-                            .map_err(err)?;
-                        wait_api_ready(h).await.map_err(err)?;
-                        retire_token(leader, h, token, None).await;
-                        tracing::info!("{}: controller joined", h.name);
-                        run_host_hooks(h, "install", "after").await.map_err(err)?;
-                        install_finished(h).await.map_err(err)?;
-                        Ok(())
-                    }
-                }))
+                let results = each_host(
+                    state.pool.limits(),
+                    tokens.iter().map(|(i, token)| (&hosts[*i], token)),
+                    |(h, token)| {
+                        let leader = &hosts[l];
+                        async move {
+                            write_token(h, token).await?;
+                            install_and_start(h, false, force, Some(&token.url)).await?;
+                            wait_api_ready(h).await?;
+                            retire_token(leader, h, token, None).await;
+                            tracing::info!("{}: controller joined", h.name);
+                            run_host_hooks(h, "install", "after").await?;
+                            install_finished(h).await?;
+                            Ok(())
+                        }
+                    },
+                )
                 .await;
                 for (&i, r) in batch.iter().zip(&results) {
                     if r.is_ok() {
@@ -106,7 +100,7 @@ impl Phase for InstallControllers {
                         );
                     }
                 }
-                collect(TITLE, Code::PhaseFailed, results)?;
+                collect(TITLE, results)?;
             }
             Ok(())
         })
@@ -179,9 +173,8 @@ async fn leave_stale_members(state: &State, l: usize, todo: &[usize]) -> Result<
     if joining.is_empty() || !uses_etcd(state, leader) {
         return Ok(());
     }
-    let fail =
-        |e: String| PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(leader.name.clone(), e)]);
-    let p = leader.probed().map_err(fail)?;
+    let fail = |e: Failure| PhaseError::on_host(TITLE, leader.name.clone(), e);
+    let p = leader.probed().map_err(|e| fail(e.into()))?;
     let list = p.k0s_cmd(&format!(
         "etcd member-list --data-dir={}",
         shell_quote(&leader.data_dir())
@@ -190,7 +183,7 @@ async fn leave_stale_members(state: &State, l: usize, todo: &[usize]) -> Result<
         .remote
         .run_str(Cmd::new(list).sudo().display_as("list etcd members"))
         .await
-        .map_err(|e| fail(format!("listing the etcd members: {e}")))?;
+        .map_err(|e| fail(Failure::from(e).context("listing the etcd members")))?;
     // member-list prints its JSON on the last line (after any log lines).
     let json = out
         .lines()
@@ -219,16 +212,13 @@ async fn leave_stale_members(state: &State, l: usize, todo: &[usize]) -> Result<
                     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                 }
                 Err(e) => {
-                    return Err(PhaseError::hosts(
-                        Code::PhaseFailed,
+                    return Err(PhaseError::on_host(
                         TITLE,
-                        vec![(
-                            h.name.clone(),
-                            format!(
-                                "removing the etcd member {peer} of an earlier, unfinished join (on the leader {}): {e}",
-                                leader.name
-                            ),
-                        )],
+                        h.name.clone(),
+                        Failure::from(e).context(format!(
+                            "removing the etcd member {peer} of an earlier, unfinished join (on the leader {})",
+                            leader.name
+                        )),
                     ));
                 }
                 Ok(_) => break,

@@ -2,9 +2,7 @@
 //! host (created on the leader, written 0600, invalidated and overwritten after the join),
 //! `k0s install worker`, start, and (unless `--no-wait`) wait for the node to be Ready.
 
-use futures::future::join_all;
-
-use crate::exit::Code;
+use crate::phases::{Context, each_host};
 
 use super::steps::hooks::run_host_hooks;
 use super::steps::markers::install_finished;
@@ -33,7 +31,9 @@ impl Phase for InstallWorkers {
 
     fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let l = state.leader.expect("a leader exists when workers join");
+            let l = state
+                .leader_index()
+                .map_err(|m| PhaseError::missing(TITLE, m))?;
             let force = state.opts.force;
             let wait = !state.opts.no_wait && state.config.cluster.spec.options.wait.enabled;
             let todo: Vec<usize> = state
@@ -46,49 +46,40 @@ impl Phase for InstallWorkers {
             let mut tokens = Vec::new();
             for &i in &todo {
                 let leader = &state.hosts[l];
-                let t = create_token(leader, "worker", "10m0s").await.map_err(|e| {
-                    PhaseError::hosts(
-                        Code::PhaseFailed,
-                        TITLE,
-                        vec![(
-                            leader.name.clone(),
-                            format!("creating a worker join token: {e}"),
-                        )],
-                    )
-                })?;
+                let t = create_token(leader, "worker", "10m0s")
+                    .await
+                    .context("creating a worker join token")
+                    .map_err(|e| PhaseError::on_host(TITLE, leader.name.clone(), e))?;
                 tokens.push((i, t));
             }
             state.unfinished.extend(todo.iter().copied());
             let limits = state.pool.limits().clone();
             let target = state.target_version();
             let hosts = &state.hosts;
-            let results = join_all(tokens.iter().map(|(i, token)| {
-                let limits = limits.clone();
+            let results = each_host(&limits, tokens.iter().map(|(i, token)| (&hosts[*i], token)), |(h, token)| {
                 let target = target.as_ref();
-                let (leader, h) = (&hosts[l], &hosts[*i]);
+                let leader = &hosts[l];
                 async move {
-                    let _slot = limits.host_slot().await;
-                    let err = |e: String| (h.name.clone(), e);
-                    write_token(h, token).await.map_err(err)?;
-                    install_and_start(h, false, force, Some(&token.url)).await.map_err(err)?;
+                    write_token(h, token).await?;
+                    install_and_start(h, false, force, Some(&token.url)).await?;
                     if wait {
-                        let node = h.node_name().unwrap_or_default();
+                        let node = h.node_name()?;
                         // While the leader waits for the node, a lost worker is noticed
                         // (its keepalives) instead of waiting out the whole Ready timeout.
                         tokio::select! {
-                            r = wait_node_ready(leader, &node, None) => r.map_err(err)?,
-                            e = connection_lost(h) => return Err(err(e)),
+                            r = wait_node_ready(leader, &node, None) => r?,
+                            e = connection_lost(h) => return Err(e),
                         }
                         tracing::info!("{}: node {node} is Ready", h.name);
                         retire_token(leader, h, token, target).await;
                     } else {
                         tracing::warn!("{}: --no-wait given, the join token stays valid until it expires (10 minutes)", h.name);
                     }
-                    run_host_hooks(h, "install", "after").await.map_err(err)?;
-                    install_finished(h).await.map_err(err)?;
+                    run_host_hooks(h, "install", "after").await?;
+                    install_finished(h).await?;
                     Ok(())
                 }
-            }))
+            })
             .await;
             let done: Vec<usize> = tokens
                 .iter()
@@ -104,7 +95,7 @@ impl Phase for InstallWorkers {
                     "installed and started k0s worker (joined the cluster)",
                 );
             }
-            collect(TITLE, Code::PhaseFailed, results)
+            collect(TITLE, results)
         })
     }
 

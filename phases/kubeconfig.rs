@@ -1,6 +1,7 @@
 //! "Get admin kubeconfig": the admin kubeconfig from the leader, rewritten for the user
 //! (cluster/user/context names, API address), for `--kubeconfig-out` and `k0sctl kubeconfig`.
 
+use crate::phases::Failure;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -34,9 +35,8 @@ pub async fn admin_kubeconfig(state: &State, o: &KubeconfigOptions) -> Result<St
             )
         })?;
     let leader = &state.hosts[l];
-    let fail =
-        |e: String| PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(leader.name.clone(), e)]);
-    let p = leader.probed().map_err(fail)?;
+    let fail = |e: Failure| PhaseError::on_host(TITLE, leader.name.clone(), e);
+    let p = leader.probed().map_err(|e| fail(e.into()))?;
     let cmd = p.k0s_cmd(&format!(
         "kubeconfig admin --data-dir={}",
         shell_quote(&leader.data_dir())
@@ -45,7 +45,7 @@ pub async fn admin_kubeconfig(state: &State, o: &KubeconfigOptions) -> Result<St
         .remote
         .run(Cmd::new(cmd).sudo())
         .await
-        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| fail(e.into()))?
         .stdout_str();
     let c = &state.config.cluster;
     let server = o
@@ -58,7 +58,7 @@ pub async fn admin_kubeconfig(state: &State, o: &KubeconfigOptions) -> Result<St
         o.user.as_deref().unwrap_or(&c.metadata.user),
         &server,
     )
-    .map_err(fail)
+    .map_err(|e| fail(e.into()))
 }
 
 /// Writes a file that holds secrets: created 0600, truncated, never group/world-readable.

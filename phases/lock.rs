@@ -8,14 +8,13 @@
 //! over at once, saying so. Another live holder stops the run with the "locked" exit code,
 //! naming it. A dry run takes no lock (that would change the host) but reports a live one.
 
+use crate::phases::Failure;
+use futures::future::join_all;
 use std::time::Duration;
 
-use futures::future::join_all;
-
-use crate::exit::Code;
 use crate::transport::{Cmd, Remote, shell_quote};
 
-use super::{Phase, PhaseFuture, State, collect};
+use super::{Phase, PhaseFuture, State, collect, each_host};
 
 pub const TITLE: &str = "Acquire exclusive host lock";
 const STALE_SECS: u64 = 30;
@@ -127,11 +126,10 @@ impl Phase for AcquireLock {
                 .iter()
                 .filter_map(|h| lock_path(h).map(|(r, p)| (h.name.clone(), r, p)))
                 .collect();
-            let results = join_all(locks.iter().map(|(name, r, path)| {
+            let results = each_host(state.pool.limits(), locks.iter(), |(name, r, path)| {
                 let me = me.clone();
                 async move {
-                    let err = |e: String| (name.clone(), e);
-                    let script = if dry {
+                                        let script = if dry {
                         // Read only: report a live holder, take nothing.
                         format!(
                             "p={}; [ -f \"$p\" ] || {{ echo free; exit 0; }}; echo \"held $(( $(date +%s) - $(stat -c %Y \"$p\") )) $(head -n1 \"$p\")\"",
@@ -140,7 +138,7 @@ impl Phase for AcquireLock {
                     } else {
                         acquire_script(path, &me, None)
                     };
-                    let mut out = r.run_str(Cmd::new(script).sudo().display_as(format!("lock {path}"))).await.map_err(|e| err(e.to_string()))?;
+                    let mut out = r.run_str(Cmd::new(script).sudo().display_as(format!("lock {path}"))).await?;
                     if let Some(rest) = out.trim().strip_prefix("held ") {
                         let who = rest.split_once(' ').map(|(_, w)| w).unwrap_or("").to_string();
                         if let Some(pid) = dead_local_holder(&who) {
@@ -148,7 +146,7 @@ impl Phase for AcquireLock {
                                 tracing::info!("{name}: the lock {path} is held by {who}, a process on this machine that is gone (pid {pid}); a real run takes it over");
                                 return Ok(());
                             }
-                            out = r.run_str(Cmd::new(acquire_script(path, &me, Some(&who))).sudo().display_as(format!("lock {path} (take over)"))).await.map_err(|e| err(e.to_string()))?;
+                            out = r.run_str(Cmd::new(acquire_script(path, &me, Some(&who))).sudo().display_as(format!("lock {path} (take over)"))).await?;
                             if out.trim() == "acquired" {
                                 tracing::warn!("{name}: took over the lock {path} from {who}: pid {pid} on this machine is gone (killed or crashed)");
                             }
@@ -159,16 +157,16 @@ impl Phase for AcquireLock {
                         let (age, who) = rest.split_once(' ').unwrap_or((rest, ""));
                         let age: u64 = age.parse().unwrap_or(0);
                         if !dry || age < STALE_SECS {
-                            return Err(err(format!(
+                            return Err(Failure::locked(format!(
                                 "another k0sctl is operating on this host: {who} (lock {path}, refreshed {age}s ago); wait for it to finish, or if it is gone the lock expires {STALE_SECS}s after its last refresh"
                             )));
                         }
                     }
                     Ok(())
                 }
-            }))
+            })
             .await;
-            let res = collect(TITLE, Code::Locked, results);
+            let res = collect(TITLE, results);
             if !dry {
                 // Also after a partial failure: release removes only files holding our line.
                 state.lock_held = true;

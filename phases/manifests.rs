@@ -2,7 +2,7 @@
 //! Cluster nor a k0s ClusterConfig is applied on the leader with `kubectl apply -f -` (the YAML
 //! on stdin, as written). kubectl's "unchanged" is not counted as a change.
 
-use crate::exit::Code;
+use crate::phases::Failure;
 use crate::transport::Cmd;
 
 use super::steps::kubectl::kubectl;
@@ -23,15 +23,15 @@ impl Phase for ApplyManifests {
 
     fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let l = state.leader.expect("should_run checked the leader");
+            let l = state
+                .leader_index()
+                .map_err(|m| PhaseError::missing(TITLE, m))?;
             let mut changed = Vec::new();
             {
                 let leader = &state.hosts[l];
-                let fail = |e: String| {
-                    PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(leader.name.clone(), e)])
-                };
-                let p = leader.probed().map_err(fail)?;
-                let cmd = kubectl(leader, "apply -f -").map_err(fail)?;
+                let fail = |e: Failure| PhaseError::on_host(TITLE, leader.name.clone(), e);
+                let p = leader.probed().map_err(|e| fail(e.into()))?;
+                let cmd = kubectl(leader, "apply -f -").map_err(&fail)?;
                 for m in &state.config.manifests {
                     let out = p
                         .remote
@@ -42,12 +42,15 @@ impl Phase for ApplyManifests {
                         )
                         .await
                         .map_err(|e| {
-                            fail(format!(
-                                "applying {} (from {} line {}): {e}",
-                                m.name,
-                                m.origin.display(),
-                                m.line
-                            ))
+                            fail(
+                                format!(
+                                    "applying {} (from {} line {}): {e}",
+                                    m.name,
+                                    m.origin.display(),
+                                    m.line
+                                )
+                                .into(),
+                            )
                         })?;
                     let said = out.stdout_str();
                     tracing::info!("{}: kubectl apply {}: {}", leader.name, m.name, said.trim());
@@ -71,7 +74,9 @@ impl Phase for ApplyManifests {
 
     fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let l = state.leader.expect("should_run checked the leader");
+            let l = state
+                .leader_index()
+                .map_err(|m| PhaseError::missing(TITLE, m))?;
             let name = state.hosts[l].name.clone();
             let items: Vec<String> = state
                 .config

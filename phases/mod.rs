@@ -24,6 +24,8 @@ pub mod configure_k0s;
 pub mod connect;
 pub mod detect_os;
 pub mod disconnect;
+pub mod failure;
+pub mod fanout;
 pub mod gather_k0s_facts;
 pub mod hooks;
 pub mod init_leader;
@@ -60,6 +62,8 @@ use std::time::{Duration, Instant};
 
 use crate::exit::Code;
 
+pub use failure::{Cause, Context, Failure, Missing};
+pub use fanout::{HostFailure, all_ok, each_host};
 pub use state::{HostState, RunOptions, State};
 
 /// A boxed future borrowed from the phase and the state.
@@ -90,14 +94,15 @@ pub trait Phase: Send + Sync {
     }
 }
 
-/// A phase failure: which phase, which hosts, what happened (with remote stderr), and the
-/// exit code it maps to.
+/// A phase failure: which phase, which hosts and why (typed, see [`Failure`]), and the exit
+/// code it maps to. Per-host failures get their exit code from their causes
+/// ([`failure::exit_code`]); cluster-wide ones (timeout, interrupt, lookups) name theirs.
 #[derive(Debug)]
 pub struct PhaseError {
     pub code: Code,
     pub phase: &'static str,
-    /// (host, message) for per-host failures; empty for cluster-wide ones.
-    pub hosts: Vec<(String, String)>,
+    /// (host, failure) for per-host failures; empty for cluster-wide ones.
+    pub hosts: Vec<HostFailure>,
     pub message: String,
 }
 
@@ -111,19 +116,96 @@ impl PhaseError {
         }
     }
 
-    /// Collects per-host failures: `failed on N hosts` with each host's message.
-    pub fn hosts(code: Code, phase: &'static str, hosts: Vec<(String, String)>) -> Self {
-        let message = format!(
-            "failed on {} host{}",
-            hosts.len(),
-            if hosts.len() == 1 { "" } else { "s" }
-        );
+    /// Per-host failures: the exit code comes from the causes, the message says how many
+    /// hosts failed (and, when that is the whole story, that their connections were lost or
+    /// that the cluster refused).
+    pub fn failed_on(phase: &'static str, hosts: Vec<HostFailure>) -> Self {
+        let code = failure::exit_code(hosts.iter().map(|(_, f)| f));
+        Self::with_code(code, phase, hosts)
+    }
+
+    /// A cluster-wide failure (not tied to one host's line), its exit code from its cause.
+    pub fn cluster(phase: &'static str, f: impl Into<Failure>) -> Self {
+        let f = f.into();
+        Self::new(f.code(), phase, f.to_string())
+    }
+
+    /// A fact an earlier phase should have established is missing (a phase-order bug).
+    pub fn missing(phase: &'static str, m: Missing) -> Self {
+        Self::new(Code::PhaseFailed, phase, format!("cannot run: {m}"))
+    }
+
+    /// One host's failure (see [`PhaseError::failed_on`]).
+    pub fn on_host(phase: &'static str, host: impl Into<String>, f: impl Into<Failure>) -> Self {
+        Self::failed_on(phase, vec![(host.into(), f.into())])
+    }
+
+    fn with_code(code: Code, phase: &'static str, hosts: Vec<HostFailure>) -> Self {
+        let n = hosts.len();
+        let s = if n == 1 { "" } else { "s" };
+        let all_lost = n > 0 && hosts.iter().all(|(_, f)| f.kind() == failure::Kind::Lost);
+        let message = if code == Code::Unreachable && all_lost {
+            // A phase that failed only because hosts' connections were lost is an
+            // "unreachable" failure, not a failed command: the message says so, and each
+            // host's line says what it was doing.
+            format!(
+                "failed: connection lost to {n} host{s} (check the network and that sshd runs there; a plain re-apply continues)"
+            )
+        } else if code == Code::BlockedByCluster {
+            let pdbs = hosts
+                .iter()
+                .any(|(_, f)| matches!(f.cause(), Cause::Kube(crate::kube::KubeError::Blocked(_))));
+            let by = if pdbs {
+                "PodDisruptionBudgets"
+            } else {
+                "the cluster"
+            };
+            format!("failed on {n} host{s} (blocked by {by})")
+        } else {
+            format!("failed on {n} host{s}")
+        };
         Self {
             code,
             phase,
             hosts,
             message,
         }
+    }
+
+    /// Per-host failures worded as text, with the exit code the phase chose (phases not yet
+    /// converted to [`Failure`]); a connection lost on every host still means "unreachable".
+    pub fn hosts(code: Code, phase: &'static str, hosts: Vec<(String, String)>) -> Self {
+        let hosts: Vec<HostFailure> = hosts
+            .into_iter()
+            .map(|(h, m)| {
+                let f = match code {
+                    Code::BlockedByCluster => Failure::blocked(m),
+                    Code::Locked => Failure::locked(m),
+                    Code::InvalidConfig => Failure::config(m),
+                    _ => Failure::other(m),
+                };
+                (h, f)
+            })
+            .collect();
+        let lost = !hosts.is_empty() && hosts.iter().all(|(_, f)| f.kind() == failure::Kind::Lost);
+        let code = if code == Code::PhaseFailed && lost {
+            Code::Unreachable
+        } else {
+            code
+        };
+        Self::with_code(code, phase, hosts)
+    }
+}
+
+/// `message` without a leading `host: ` or `user@host: ` (the host line already names it).
+fn without_host<'m>(message: &'m str, host: &str) -> &'m str {
+    match message.split_once(": ") {
+        Some((first, rest))
+            if first == host || first.rsplit_once('@').is_some_and(|(_, h)| h == host) =>
+        {
+            rest
+        }
+        _ => message,
     }
 }
 
@@ -132,8 +214,9 @@ impl fmt::Display for PhaseError {
         write!(f, "phase \"{}\" {}", self.phase, self.message)?;
         for (h, m) in &self.hosts {
             write!(f, "\n - {h}: ")?;
+            let m = m.to_string();
             // Keep multi-line messages (remote stderr) indented under their host.
-            for (i, line) in m.lines().enumerate() {
+            for (i, line) in without_host(&m, h).lines().enumerate() {
                 if i > 0 {
                     f.write_str("\n   ")?;
                 }
@@ -314,8 +397,7 @@ impl Manager {
                 "duration_ms": started.elapsed().as_millis() as u64,
                 "ok": result.is_ok(),
             }));
-            if let Err(mut e) = result {
-                lost_connections(&mut e);
+            if let Err(e) = result {
                 // On the screen the command prints the error once, when it ends; the log
                 // file keeps it here, in its place among the phases.
                 tracing::debug!("{e}");
@@ -324,7 +406,7 @@ impl Manager {
                     "phase": e.phase,
                     "exit_code": e.code.as_i32(),
                     "message": e.message,
-                    "hosts": e.hosts.iter().map(|(h, m)| serde_json::json!({"host": h, "error": m})).collect::<Vec<_>>(),
+                    "hosts": e.hosts.iter().map(|(h, f)| serde_json::json!({"host": h, "error": without_host(&f.to_string(), h)})).collect::<Vec<_>>(),
                 }));
                 for &j in &ran {
                     let p = &self.phases[j];
@@ -341,37 +423,18 @@ impl Manager {
     }
 }
 
-/// A phase that failed only because hosts' connections were lost is an "unreachable" failure
-/// (exit 4), not a failed command: the message says so, and each host's line says what it
-/// was doing.
-fn lost_connections(e: &mut PhaseError) {
-    if e.code == Code::PhaseFailed
-        && !e.hosts.is_empty()
-        && e.hosts
-            .iter()
-            .all(|(_, m)| crate::transport::error::is_connection_lost(m))
-    {
-        e.code = Code::Unreachable;
-        let n = e.hosts.len();
-        e.message = format!(
-            "failed: connection lost to {n} host{} (check the network and that sshd runs there; a plain re-apply continues)",
-            if n == 1 { "" } else { "s" }
-        );
-    }
-}
-
 /// Collects per-host results of a parallel step into one [`PhaseError`] naming every host
-/// that failed (the others' work is kept: all hosts run to completion).
+/// that failed (the others' work is kept: all hosts run to completion); the exit code comes
+/// from the causes.
 pub fn collect(
     phase: &'static str,
-    code: Code,
-    results: impl IntoIterator<Item = Result<(), (String, String)>>,
+    results: impl IntoIterator<Item = Result<(), HostFailure>>,
 ) -> Result<(), PhaseError> {
-    let failures: Vec<(String, String)> = results.into_iter().filter_map(Result::err).collect();
+    let failures: Vec<HostFailure> = results.into_iter().filter_map(Result::err).collect();
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(PhaseError::hosts(code, phase, failures))
+        Err(PhaseError::failed_on(phase, failures))
     }
 }
 
@@ -409,6 +472,93 @@ mod tests {
             e.to_string(),
             "phase \"Validate hosts\" failed on 1 host\n - a:22: bad\n   remote stderr:\n     x"
         );
+    }
+
+    #[test]
+    fn a_host_is_named_once() {
+        let typed = crate::transport::TransportError::Connect {
+            host: "root@127.0.0.1:38051".into(),
+            addr: "127.0.0.1:38051".into(),
+            reason: "connection refused".into(),
+            transient: true,
+        };
+        let e = PhaseError::failed_on(
+            "Connect to hosts",
+            vec![("127.0.0.1:38051".into(), Failure::connect(typed))],
+        );
+        assert_eq!(e.code, Code::Unreachable);
+        let s = e.to_string();
+        assert!(
+            s.starts_with("phase \"Connect to hosts\" failed on 1 host\n - 127.0.0.1:38051: cannot connect to 127.0.0.1:38051: connection refused."),
+            "{s}"
+        );
+        assert_eq!(s.matches("- 127.0.0.1:38051").count(), 1, "{s}");
+        assert!(!s.contains("root@"), "{s}");
+        // A worded message that still starts with the transport's name loses it too.
+        let e = PhaseError::failed_on(
+            "Connect to hosts",
+            vec![(
+                "127.0.0.1:38051".into(),
+                Failure::other("root@127.0.0.1:38051: cannot connect"),
+            )],
+        );
+        assert_eq!(
+            e.to_string(),
+            "phase \"Connect to hosts\" failed on 1 host\n - 127.0.0.1:38051: cannot connect"
+        );
+    }
+
+    #[test]
+    fn exit_code_and_message_come_from_the_causes() {
+        let lost = |h: &str| {
+            Failure::from(crate::transport::TransportError::Disconnected {
+                host: format!("root@{h}"),
+                reason: "eof".into(),
+            })
+            .context("installing k0s")
+        };
+        let e = PhaseError::failed_on(
+            "Install workers",
+            vec![("a:22".into(), lost("a:22")), ("b:22".into(), lost("b:22"))],
+        );
+        assert_eq!(e.code, Code::Unreachable);
+        assert!(
+            e.message.starts_with("failed: connection lost to 2 hosts"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.to_string()
+                .contains(" - a:22: installing k0s: connection lost: eof"),
+            "{e}"
+        );
+
+        let e = PhaseError::failed_on(
+            "Upgrade workers",
+            vec![
+                ("a:22".into(), lost("a:22")),
+                (
+                    "b:22".into(),
+                    Failure::blocked("drain of node b blocked by default/pdb"),
+                ),
+            ],
+        );
+        assert_eq!(e.code, Code::BlockedByCluster);
+        assert!(
+            e.message.contains("blocked by the cluster"),
+            "{}",
+            e.message
+        );
+
+        let e = PhaseError::failed_on(
+            "Install workers",
+            vec![
+                ("a:22".into(), lost("a:22")),
+                ("b:22".into(), Failure::other("k0s install failed")),
+            ],
+        );
+        assert_eq!(e.code, Code::PhaseFailed);
+        assert_eq!(e.message, "failed on 2 hosts");
     }
 }
 

@@ -5,9 +5,8 @@
 //! variables through its drop-in, see [`super::service_env`]). Every step looks first and changes only what differs, so a
 //! converged host costs nothing but the reads; a dry run does the reads and plans the rest.
 
-use futures::future::join_all;
+use crate::phases::{Context, Failure, each_host};
 
-use crate::exit::Code;
 use crate::transport::Cmd;
 
 use super::{HostState, Phase, PhaseFuture, State, collect};
@@ -52,7 +51,7 @@ fn rshared(h: &HostState) -> bool {
         && !h.config.reset
 }
 
-async fn todo(h: &HostState) -> Result<Todo, String> {
+async fn todo(h: &HostState) -> Result<Todo, Failure> {
     let p = h.probed()?;
     let environment = if h.config.environment.is_empty() {
         None
@@ -60,8 +59,7 @@ async fn todo(h: &HostState) -> Result<Todo, String> {
         let cur = p
             .remote
             .run(Cmd::new("cat /etc/environment 2>/dev/null || true"))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let cur = String::from_utf8_lossy(&cur.stdout).into_owned();
         let env = super::steps::service::service_env(h);
         let new = upsert_environment(&cur, &env);
@@ -89,19 +87,14 @@ impl Phase for PrepareHosts {
     fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
             let limits = state.pool.limits().clone();
-            let results = join_all(state.hosts.iter().map(|h| {
-                let limits = limits.clone();
+            let results = each_host(&limits, state.hosts.iter(), |h| {
                 async move {
-                    let _slot = limits.host_slot().await;
-                    let err = |e: String| (h.name.clone(), e);
-                    let t = todo(h).await.map_err(err)?;
-                    let p = h.probed().map_err(err)?;
+                    let t = todo(h).await?;
+                    let p = h.probed()?;
                     let mut done = Vec::new();
                     if t.install_curl {
                         tracing::info!("{}: installing curl", h.name);
-                        p.install_packages(&["curl"])
-                            .await
-                            .map_err(|e| err(e.to_string()))?;
+                        p.install_packages(&["curl"]).await?;
                         done.push("installed package curl".to_string());
                     }
                     if t.rshared {
@@ -117,12 +110,12 @@ impl Phase for PrepareHosts {
                         p.remote
                             .write_file("/etc/environment", new, 0o644, true)
                             .await
-                            .map_err(|e| err(format!("writing /etc/environment: {e}")))?;
+                            .context("writing /etc/environment")?;
                         done.push("updated /etc/environment".to_string());
                     }
                     Ok((h.name.clone(), done))
                 }
-            }))
+            })
             .await;
             let mut plain = Vec::new();
             for r in results {
@@ -136,19 +129,13 @@ impl Phase for PrepareHosts {
                     Err(e) => plain.push(Err(e)),
                 }
             }
-            collect(TITLE, Code::PhaseFailed, plain)
+            collect(TITLE, plain)
         })
     }
 
     fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let todos = join_all(
-                state
-                    .hosts
-                    .iter()
-                    .map(|h| async move { todo(h).await.map_err(|e| (h.name.clone(), e)) }),
-            )
-            .await;
+            let todos = each_host(state.pool.limits(), state.hosts.iter(), todo).await;
             let mut plain = Vec::new();
             for (i, t) in todos.into_iter().enumerate() {
                 match t {
@@ -165,7 +152,7 @@ impl Phase for PrepareHosts {
                     Err(e) => plain.push(Err(e)),
                 }
             }
-            collect(TITLE, Code::PhaseFailed, plain)
+            collect(TITLE, plain)
         })
     }
 }

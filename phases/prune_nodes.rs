@@ -12,6 +12,7 @@
 use crate::exit::Code;
 use crate::host::facts::parse_sections;
 use crate::kube::{self, DrainOptions};
+use crate::phases::{Context, Failure};
 use crate::transport::{Cmd, shell_quote};
 
 use super::steps::kubectl::kubectl;
@@ -98,7 +99,7 @@ pub fn missing_members(
     out
 }
 
-async fn find(state: &State) -> Result<Strays, String> {
+async fn find(state: &State) -> Result<Strays, Failure> {
     let l = state.leader.ok_or("no leader")?;
     let leader = &state.hosts[l];
     let p = leader.probed()?;
@@ -120,9 +121,13 @@ async fn find(state: &State) -> Result<Strays, String> {
                 .display_as("list nodes and etcd members"),
         )
         .await
-        .map_err(|e| format!("listing the cluster's nodes on the leader: {e}"))?;
+        .context("listing the cluster's nodes on the leader")?;
     let s = parse_sections(&out.stdout_str());
-    let known_nodes: Vec<String> = state.hosts.iter().filter_map(|h| h.node_name()).collect();
+    let known_nodes: Vec<String> = state
+        .hosts
+        .iter()
+        .filter_map(|h| h.node_name().ok())
+        .collect();
     let known_peers: Vec<String> = state
         .hosts
         .iter()
@@ -190,8 +195,8 @@ impl Phase for PruneNodes {
 
     fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let fail = |e: String| PhaseError::new(Code::PhaseFailed, TITLE, e);
-            let s = find(state).await.map_err(fail)?;
+            let fail = |e: Failure| PhaseError::cluster(TITLE, e);
+            let s = find(state).await.map_err(&fail)?;
             for line in describe(&s) {
                 state.emit(serde_json::json!({"event": "stray", "what": line}));
                 if line.starts_with("controller ") {
@@ -218,7 +223,9 @@ impl Phase for PruneNodes {
                     ),
                 ));
             }
-            let l = state.leader.expect("should_run checked");
+            let l = state
+                .leader_index()
+                .map_err(|m| PhaseError::missing(TITLE, m))?;
             let leader_name = state.hosts[l].name.clone();
             let o = &state.config.cluster.spec.options;
             let drain =
@@ -227,7 +234,7 @@ impl Phase for PruneNodes {
                 Some(
                     super::steps::leader::leader_client(state)
                         .await
-                        .map_err(fail)?,
+                        .map_err(&fail)?,
                 )
             } else {
                 None
@@ -238,13 +245,12 @@ impl Phase for PruneNodes {
                     let name = leader_name.clone();
                     let on_event =
                         move |ev: &kube::DrainEvent| super::steps::report::report(st, &name, ev);
+                    // "Blocked by the cluster" when a PodDisruptionBudget held it: from the cause.
                     kube::drain(c, node, o, &on_event).await.map_err(|e| {
-                        let code = if e.is_blocked() {
-                            Code::BlockedByCluster
-                        } else {
-                            Code::PhaseFailed
-                        };
-                        PhaseError::new(code, TITLE, format!("draining node {node}: {e}"))
+                        PhaseError::cluster(
+                            TITLE,
+                            Failure::from(e).context(format!("draining node {node}")),
+                        )
                     })?;
                 }
                 let leader = &state.hosts[l];
@@ -252,14 +258,14 @@ impl Phase for PruneNodes {
                     leader,
                     &format!("delete node --ignore-not-found=true {}", shell_quote(node)),
                 )
-                .map_err(fail)?;
+                .map_err(&fail)?;
                 leader
                     .probed()
-                    .map_err(fail)?
+                    .map_err(|e| fail(e.into()))?
                     .remote
                     .run(Cmd::new(cmd).sudo())
                     .await
-                    .map_err(|e| fail(format!("deleting node {node}: {e}")))?;
+                    .map_err(|e| fail(Failure::from(e).context(format!("deleting node {node}"))))?;
                 tracing::info!("pruned node {node} (not in the configuration)");
                 state.changed(
                     leader_name.clone(),
@@ -268,12 +274,13 @@ impl Phase for PruneNodes {
             }
             for (member, peer) in &s.members {
                 let leader = &state.hosts[l];
-                let p = leader.probed().map_err(fail)?;
+                let p = leader.probed().map_err(|e| fail(e.into()))?;
                 let cmd = etcd_leave_command(&p.k0s_binary_path, peer, &leader.data_dir());
-                p.remote
-                    .run(Cmd::new(cmd).sudo())
-                    .await
-                    .map_err(|e| fail(format!("removing etcd member {member} ({peer}): {e}")))?;
+                p.remote.run(Cmd::new(cmd).sudo()).await.map_err(|e| {
+                    fail(
+                        Failure::from(e).context(format!("removing etcd member {member} ({peer})")),
+                    )
+                })?;
                 tracing::info!(
                     "removed etcd member {member} ({peer}), not a controller of the configuration"
                 );
@@ -290,8 +297,10 @@ impl Phase for PruneNodes {
         Box::pin(async move {
             let s = find(state)
                 .await
-                .map_err(|e| PhaseError::new(Code::PhaseFailed, TITLE, e))?;
-            let l = state.leader.expect("should_run checked");
+                .map_err(|e| PhaseError::cluster(TITLE, e))?;
+            let l = state
+                .leader_index()
+                .map_err(|m| PhaseError::missing(TITLE, m))?;
             let leader = state.hosts[l].name.clone();
             for line in describe(&s) {
                 state.emit(serde_json::json!({"event": "stray", "what": line}));

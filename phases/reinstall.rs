@@ -5,15 +5,14 @@
 //! `workerDisruptionPercent`. No drain: a restarted k0s keeps its pods. Needs k0s v1.27.4+
 //! (`install --force`); older hosts are reported instead.
 
-use futures::future::join_all;
+use crate::phases::each_host;
 
-use crate::exit::Code;
 use crate::k0s::version::K0sVersion;
 
 use super::steps::upgrade_host::{
     flags_drift, mark_converged, reinstall_and_start, running_version, worker_batch_size,
 };
-use super::{HostState, Phase, PhaseError, PhaseFuture, State, collect};
+use super::{Phase, PhaseError, PhaseFuture, State, collect};
 
 pub struct Reinstall;
 
@@ -41,7 +40,9 @@ impl Phase for Reinstall {
 
     fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let l = state.leader.expect("a running cluster has a leader");
+            let l = state
+                .leader_index()
+                .map_err(|m| PhaseError::missing(TITLE, m))?;
             let wait = !state.opts.no_wait && state.config.cluster.spec.options.wait.enabled;
             let all = candidates(state);
             let (controllers, workers): (Vec<usize>, Vec<usize>) = all
@@ -59,9 +60,7 @@ impl Phase for Reinstall {
                 let version = running_version(h).cloned().expect("candidates run k0s");
                 reinstall_and_start(h, leader, i == l, &version, wait, true)
                     .await
-                    .map_err(|e| {
-                        PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(h.name.clone(), e)])
-                    })?;
+                    .map_err(|e| PhaseError::on_host(TITLE, h.name.clone(), e))?;
                 let name = h.name.clone();
                 mark_converged(&mut state.hosts[i], i == l, &version);
                 state.changed(
@@ -80,17 +79,19 @@ impl Phase for Reinstall {
             }
             for batch in workers.chunks(size) {
                 let hosts = &state.hosts;
-                let results = join_all(batch.iter().map(|&i| {
-                    let (h, leader): (&HostState, &HostState) = (&hosts[i], &hosts[l]);
-                    async move {
-                        tracing::info!("{}: reinstalling k0s (its install flags changed)", h.name);
-                        let version = running_version(h).cloned().expect("candidates run k0s");
-                        reinstall_and_start(h, leader, false, &version, wait, true)
-                            .await
-                            .map_err(|e| (h.name.clone(), e))
-                    }
-                }))
-                .await;
+                let results =
+                    each_host(state.pool.limits(), batch.iter().map(|&i| &hosts[i]), |h| {
+                        let leader = &hosts[l];
+                        async move {
+                            tracing::info!(
+                                "{}: reinstalling k0s (its install flags changed)",
+                                h.name
+                            );
+                            let version = running_version(h).cloned().expect("candidates run k0s");
+                            reinstall_and_start(h, leader, false, &version, wait, true).await
+                        }
+                    })
+                    .await;
                 for (&i, r) in batch.iter().zip(&results) {
                     if r.is_ok() {
                         let version = running_version(&state.hosts[i]).cloned().expect("runs k0s");
@@ -102,7 +103,7 @@ impl Phase for Reinstall {
                         );
                     }
                 }
-                collect(TITLE, Code::PhaseFailed, results)?;
+                collect(TITLE, results)?;
             }
             Ok(())
         })

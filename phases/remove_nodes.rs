@@ -6,7 +6,7 @@
 //! passed over, so re-applying the same manifest changes nothing. (Removing every controller
 //! is refused earlier, by "Validate hosts".)
 
-use futures::future::join_all;
+use crate::phases::{Failure, HostFailure, each_host};
 
 use crate::exit::Code;
 use crate::kube::{self, Client, DrainOptions, KubeError};
@@ -45,30 +45,23 @@ async fn drain_node(
     client: Option<&Client>,
     o: Option<&DrainOptions>,
     h: &HostState,
-) -> Result<(), (String, String, bool)> {
+) -> Result<(), Failure> {
     let (Some(client), Some(o)) = (client, o) else {
         return Ok(());
     };
     if !h.config.is_worker() || !h.is_running() {
         return Ok(());
     }
-    let node = h.node_name().unwrap_or_default();
+    let node = h.node_name()?;
     let name = h.name.clone();
     let on_event = move |ev: &kube::DrainEvent| super::steps::report::report(state, &name, ev);
     kube::drain(client, &node, o, &on_event)
         .await
         .map(drop)
         .map_err(|e| match e {
-            KubeError::Blocked(b) => (
-                h.name.clone(),
-                format!("{b}\nThe node stays cordoned and in the cluster; nothing was reset."),
-                true,
-            ),
-            other => (
-                h.name.clone(),
-                format!("draining node {node}: {other}"),
-                false,
-            ),
+            KubeError::Blocked(_) => Failure::from(e)
+                .note("The node stays cordoned and in the cluster; nothing was reset."),
+            other => Failure::from(other).context(format!("draining node {node}")),
         })
 }
 
@@ -109,44 +102,40 @@ impl Phase for RemoveNodes {
             let (controllers, workers): (Vec<usize>, Vec<usize>) = hosts
                 .into_iter()
                 .partition(|&i| state.hosts[i].config.is_controller());
-            let mut failures = Vec::new();
-            let mut blocked = false;
+            let mut failures: Vec<HostFailure> = Vec::new();
             let mut changes: Vec<(String, String)> = Vec::new();
             // Workers in parallel.
             let st: &State = state;
-            let results = join_all(workers.iter().map(|&i| {
-                let (client, drain) = (client.as_ref(), drain.as_ref());
-                async move {
-                    let h = &st.hosts[i];
-                    drain_node(st, client, drain, h).await?;
-                    let r = reset_host(st, i, STEPS).await;
-                    Ok::<_, (String, String, bool)>((i, r))
-                }
-            }))
+            let results = each_host(
+                st.pool.limits(),
+                workers.iter().map(|&i| &st.hosts[i]),
+                |h| {
+                    let (client, drain) = (client.as_ref(), drain.as_ref());
+                    async move {
+                        drain_node(st, client, drain, h).await?;
+                        Ok(reset_host(st, h.index, STEPS).await)
+                    }
+                },
+            )
             .await;
-            for r in results {
+            for (&i, r) in workers.iter().zip(results) {
                 match r {
-                    Ok((i, r)) => {
+                    Ok(r) => {
                         let name = st.hosts[i].name.clone();
                         changes.extend(r.changes.into_iter().map(|c| (name.clone(), c)));
                         if let Some(e) = r.error {
                             failures.push((name, e));
                         }
                     }
-                    Err((h, e, b)) => {
-                        blocked |= b;
-                        failures.push((h, e));
-                    }
+                    Err(f) => failures.push(f),
                 }
             }
             // Controllers one at a time (etcd membership changes one by one).
             if failures.is_empty() {
                 for i in controllers {
                     let h = &st.hosts[i];
-                    if let Err((h, e, b)) = drain_node(st, client.as_ref(), drain.as_ref(), h).await
-                    {
-                        blocked |= b;
-                        failures.push((h, e));
+                    if let Err(e) = drain_node(st, client.as_ref(), drain.as_ref(), h).await {
+                        failures.push((h.name.clone(), e));
                         break;
                     }
                     let r = reset_host(st, i, STEPS).await;
@@ -167,12 +156,8 @@ impl Phase for RemoveNodes {
                 );
                 return Ok(());
             }
-            let code = if blocked {
-                Code::BlockedByCluster
-            } else {
-                Code::PhaseFailed
-            };
-            Err(PhaseError::hosts(code, TITLE, failures))
+            // "Blocked by the cluster" when a PodDisruptionBudget held a drain: from the causes.
+            Err(PhaseError::failed_on(TITLE, failures))
         })
     }
 
@@ -185,10 +170,13 @@ impl Phase for RemoveNodes {
                 let h = &state.hosts[i];
                 let name = h.name.clone();
                 if drain && h.config.is_worker() && h.is_running() {
-                    planned.push((
-                        name.clone(),
-                        format!("drain node {}", h.node_name().unwrap_or_default()),
-                    ));
+                    match h.node_name() {
+                        Ok(node) => planned.push((name.clone(), format!("drain node {node}"))),
+                        Err(m) => {
+                            failures.push((name, m.into()));
+                            continue;
+                        }
+                    }
                 }
                 match plan_reset_host(state, i, STEPS).await {
                     Ok(p) => planned.extend(p.into_iter().map(|w| (name.clone(), w))),
@@ -201,7 +189,7 @@ impl Phase for RemoveNodes {
             if failures.is_empty() {
                 Ok(())
             } else {
-                Err(PhaseError::hosts(Code::PhaseFailed, TITLE, failures))
+                Err(PhaseError::failed_on(TITLE, failures))
             }
         })
     }

@@ -2,9 +2,7 @@
 //! (workers in parallel, controllers one at a time, the leader last); each host's reset is
 //! [`reset_host`] (see [`super::steps::reset_host`] for the steps).
 
-use futures::future::join_all;
-
-use crate::exit::Code;
+use crate::phases::{Failure, each_host};
 
 use super::steps::reset_host::{HostReset, ResetSteps, plan_reset_host, reset_host};
 use super::{Phase, PhaseError, PhaseFuture, State};
@@ -83,14 +81,18 @@ impl Phase for ResetHosts {
             let results: Vec<(usize, HostReset)> = if self.which == Which::Workers {
                 let limits = state.pool.limits().clone();
                 let st: &State = state;
-                join_all(todo.iter().map(|&i| {
-                    let limits = limits.clone();
-                    async move {
-                        let _slot = limits.host_slot().await;
-                        (i, reset_host(st, i, self.steps).await)
-                    }
-                }))
+                // A host's reset carries its own failure (with what it did before it).
+                each_host(
+                    &limits,
+                    todo.iter().map(|&i| &st.hosts[i]),
+                    |h| async move {
+                        Ok::<_, Failure>((h.index, reset_host(st, h.index, self.steps).await))
+                    },
+                )
                 .await
+                .into_iter()
+                .filter_map(Result::ok)
+                .collect()
             } else {
                 let mut v = Vec::new();
                 for &i in &todo {
@@ -111,7 +113,7 @@ impl Phase for ResetHosts {
             if failures.is_empty() {
                 Ok(())
             } else {
-                Err(PhaseError::hosts(Code::PhaseFailed, self.title(), failures))
+                Err(PhaseError::failed_on(self.title(), failures))
             }
         })
     }
@@ -133,7 +135,7 @@ impl Phase for ResetHosts {
             if failures.is_empty() {
                 Ok(())
             } else {
-                Err(PhaseError::hosts(Code::PhaseFailed, self.title(), failures))
+                Err(PhaseError::failed_on(self.title(), failures))
             }
         })
     }

@@ -7,7 +7,7 @@
 //! then workers, each waiting for its node to be Ready (unless `--no-wait`). Hosts whose
 //! drop-in already matches are not touched.
 
-use crate::exit::Code;
+use crate::phases::{Context, Failure};
 
 use super::steps::service::service_env;
 use super::steps::wait::{WAIT, wait_api_ready, wait_node_ready};
@@ -32,33 +32,27 @@ fn drift(h: &HostState) -> Option<Option<String>> {
     (current != Some(want.as_str())).then_some(Some(want))
 }
 
-async fn converge(state: &State, i: usize, change: Option<String>) -> Result<String, String> {
+async fn converge(state: &State, i: usize, change: Option<String>) -> Result<String, Failure> {
     let h = &state.hosts[i];
     let p = h.probed()?;
-    let init = p.init_system().map_err(|e| e.to_string())?;
+    let init = p.init_system()?;
     let svc = h.service_name();
     let what = match &change {
         Some(_) => {
             let env = service_env(h);
             init.set_env(&p.remote, svc, &env)
                 .await
-                .map_err(|e| format!("writing the {svc} service environment: {e}"))?;
+                .with_context(|| format!("writing the {svc} service environment"))?;
             format!("updated the {svc} service environment and restarted it")
         }
         None => {
-            init.remove_env(&p.remote, svc)
-                .await
-                .map_err(|e| e.to_string())?;
+            init.remove_env(&p.remote, svc).await?;
             format!("removed the {svc} service environment and restarted it")
         }
     };
     tracing::info!("{}: restarting {svc} for its new environment", h.name);
-    init.restart(&p.remote, svc)
-        .await
-        .map_err(|e| e.to_string())?;
-    init.wait_state(&p.remote, svc, true, WAIT)
-        .await
-        .map_err(|e| e.to_string())?;
+    init.restart(&p.remote, svc).await?;
+    init.wait_state(&p.remote, svc, true, WAIT).await?;
     if h.config.is_controller() {
         wait_api_ready(h).await?;
     }
@@ -94,13 +88,9 @@ impl Phase for ConfigureServiceEnv {
                 .collect();
             order.sort_by_key(|(i, _)| !state.hosts[*i].config.is_controller());
             for (i, change) in order {
-                let what = converge(state, i, change).await.map_err(|e| {
-                    PhaseError::hosts(
-                        Code::PhaseFailed,
-                        TITLE,
-                        vec![(state.hosts[i].name.clone(), e)],
-                    )
-                })?;
+                let what = converge(state, i, change)
+                    .await
+                    .map_err(|e| PhaseError::on_host(TITLE, state.hosts[i].name.clone(), e))?;
                 let name = state.hosts[i].name.clone();
                 state.changed(name, what);
             }

@@ -13,13 +13,12 @@
 //! and a later apply removes any `<k0s path>.tmp.*` an interrupted run left behind ("Gather
 //! k0s facts" lists them in its round trip).
 
+use crate::phases::{Context, Failure, HostFailure, each_host};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures::future::join_all;
 use sha2::{Digest, Sha256};
 
-use crate::exit::Code;
 use crate::k0s::download;
 use crate::k0s::version::K0sVersion;
 use crate::transport::files::UploadOptions;
@@ -62,7 +61,7 @@ fn source_for(
     target: &K0sVersion,
     arch: &str,
     base_dir: &Path,
-) -> Result<Source, String> {
+) -> Result<Source, Failure> {
     if let Some(p) = &h.config.k0s_binary_path {
         let path = if Path::new(p).is_absolute() {
             PathBuf::from(p)
@@ -70,7 +69,7 @@ fn source_for(
             base_dir.join(p)
         };
         let sum =
-            sha256_file(&path).map_err(|e| format!("k0sBinaryPath {}: {e}", path.display()))?;
+            sha256_file(&path).with_context(|| format!("k0sBinaryPath {}", path.display()))?;
         return Ok(Source::Local(path, sum));
     }
     let url = url_for(h, target, arch);
@@ -158,16 +157,15 @@ fn cache_file(target: &K0sVersion, arch: &str) -> PathBuf {
 /// streamed to a temp file while hashed, checked against the release's sha256sums.txt when
 /// present, and renamed into place with a `.sha256` file beside it; a cached copy is reused
 /// only when its SHA-256 still matches that record (a damaged cache is fetched again).
-async fn cached_download(url: &str, target: &K0sVersion, arch: &str) -> Result<PathBuf, String> {
+async fn cached_download(url: &str, target: &K0sVersion, arch: &str) -> Result<PathBuf, Failure> {
     use tokio::io::AsyncWriteExt;
     let file = cache_file(target, arch);
     let record = file.with_extension("sha256");
     if let (true, Ok(want)) = (file.is_file(), std::fs::read_to_string(&record)) {
         let f = file.clone();
         let got = tokio::task::spawn_blocking(move || sha256_file(&f))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("{}: {e}", file.display()))?;
+            .await?
+            .with_context(|| format!("{}", file.display()))?;
         if got == want.trim() {
             tracing::info!(
                 "using k0s {target} ({arch}) from the local cache {}",
@@ -181,12 +179,11 @@ async fn cached_download(url: &str, target: &K0sVersion, arch: &str) -> Result<P
         );
     }
     let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(30))
         .timeout(std::time::Duration::from_secs(600))
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     let get = |u: String| {
         let client = client.clone();
         async move {
@@ -194,11 +191,11 @@ async fn cached_download(url: &str, target: &K0sVersion, arch: &str) -> Result<P
                 .get(&u)
                 .send()
                 .await
-                .map_err(|e| format!("GET {u}: {e}"))?;
+                .with_context(|| format!("GET {u}"))?;
             if !r.status().is_success() {
-                return Err(format!("GET {u}: HTTP {}", r.status()));
+                return Err(format!("GET {u}: HTTP {}", r.status()).into());
             }
-            Ok(r)
+            Ok::<_, Failure>(r)
         }
     };
     tracing::info!("downloading k0s {target} ({arch}) from {url} into the local cache");
@@ -207,17 +204,17 @@ async fn cached_download(url: &str, target: &K0sVersion, arch: &str) -> Result<P
     let result = async {
         let mut out = tokio::fs::File::create(&tmp)
             .await
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+            .with_context(|| format!("{}", tmp.display()))?;
         let mut hasher = Sha256::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
+        while let Some(chunk) = resp.chunk().await.with_context(|| format!("GET {url}"))? {
             hasher.update(&chunk);
             out.write_all(&chunk)
                 .await
-                .map_err(|e| format!("{}: {e}", tmp.display()))?;
+                .with_context(|| format!("{}", tmp.display()))?;
         }
         out.flush()
             .await
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+            .with_context(|| format!("{}", tmp.display()))?;
         let got = hex::encode(hasher.finalize());
         let asset = format!("k0s-{target}-{arch}");
         if let Ok(sums) = get(sums_url(url)).await
@@ -231,11 +228,12 @@ async fn cached_download(url: &str, target: &K0sVersion, arch: &str) -> Result<P
         {
             return Err(format!(
                 "checksum mismatch for {url}: sha256sums.txt says {want}, downloaded {got}"
-            ));
+            )
+            .into());
         }
         std::fs::write(&record, format!("{got}\n"))
-            .map_err(|e| format!("{}: {e}", record.display()))?;
-        std::fs::rename(&tmp, &file).map_err(|e| format!("{}: {e}", file.display()))?;
+            .with_context(|| format!("{}", record.display()))?;
+        std::fs::rename(&tmp, &file).with_context(|| format!("{}", file.display()))?;
         Ok(())
     }
     .await;
@@ -282,16 +280,14 @@ async fn check_staged(
     tmp: &str,
     reported: &str,
     target: &K0sVersion,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let got = K0sVersion::parse(reported)?;
     if got != *target {
         let _ = p
             .remote
             .exec(Cmd::new(format!("rm -f {}", shell_quote(tmp))).sudo())
             .await;
-        return Err(format!(
-            "the downloaded k0s binary is version {got}, not {target}"
-        ));
+        return Err(format!("the downloaded k0s binary is version {got}, not {target}").into());
     }
     Ok(())
 }
@@ -316,7 +312,7 @@ impl Phase for StageBinaries {
             let limits = state.pool.limits().clone();
             // `uploadBinary` hosts share one download per (URL, arch), fetched before the
             // uploads start.
-            let mut cached: Vec<(String, String, Result<PathBuf, String>)> = Vec::new();
+            let mut cached: Vec<(String, String, Result<PathBuf, Failure>)> = Vec::new();
             for h in state.hosts.iter().filter(|h| needs_binary(h, &target)) {
                 let Ok(p) = h.probed() else { continue };
                 let arch = p.facts.arch.clone();
@@ -332,18 +328,14 @@ impl Phase for StageBinaries {
             let events = &state.events.clone();
             // Per host: host downloads and unchanged k0sBinaryPath files are settled here;
             // uploads are gathered per local file and sent below, relayed host to host.
-            let firsts = join_all(
-                state
-                    .hosts
-                    .iter_mut()
-                    .enumerate()
-                    .filter(|(_, h)| needs_binary(h, &target))
-                    .map(|(idx, h)| {
-                        let (target, base, limits) = (target.clone(), base.clone(), limits.clone());
+            let firsts = each_host(
+                &limits,
+                state.hosts.iter_mut().filter(|h| needs_binary(h, &target)),
+                |h| {
+                        let (target, base) = (target.clone(), base.clone());
+                        let idx = h.index;
                         async move {
-                            let _slot = limits.host_slot().await;
-                            let err = |e: String| (h.name.clone(), e);
-                            let p = h.probed().map_err(err)?;
+                            let p = h.probed()?;
                             let arch = p.facts.arch.clone();
                             let final_path = p.k0s_binary_path.clone();
                             let tmp = staged_path(&final_path);
@@ -354,7 +346,7 @@ impl Phase for StageBinaries {
                                 let entries = [tmp.clone(), super::steps::staging::temp_files_of(&tmp)];
                                 async move { super::steps::staging::record(&r, &lock, &entries).await }
                             };
-                            match source_for(h, &target, &arch, &base).map_err(err)? {
+                            match source_for(h, &target, &arch, &base)? {
                                 Source::Local(path, sum) => {
                                     let current = p
                                         .remote
@@ -365,8 +357,7 @@ impl Phase for StageBinaries {
                                             ))
                                             .sudo(),
                                         )
-                                        .await
-                                        .map_err(|e| err(e.to_string()))?
+                                        .await?
                                         .stdout_str();
                                     if current.trim() == sum {
                                         tracing::info!(
@@ -381,7 +372,7 @@ impl Phase for StageBinaries {
                                         h.name,
                                         path.display()
                                     );
-                                    record.await.map_err(err)?;
+                                    record.await?;
                                     Ok(Some(Pending {
                                         idx,
                                         file: path,
@@ -394,14 +385,14 @@ impl Phase for StageBinaries {
                                     let file = cached
                                         .iter()
                                         .find(|(u, a, _)| *u == url && *a == arch)
-                                        .map(|(_, _, r)| r.clone())
-                                        .unwrap_or_else(|| Err(format!("{url} was not fetched")))
-                                        .map_err(err)?;
+                                        // One download serves several hosts: each gets its words.
+                                        .map(|(_, _, r)| r.as_ref().cloned().map_err(|e| Failure::other(e.to_string())))
+                                        .unwrap_or_else(|| Err(format!("{url} was not fetched").into()))?;
                                     tracing::info!(
                                         "{}: uploading k0s {target} from the local cache",
                                         h.name
                                     );
-                                    record.await.map_err(err)?;
+                                    record.await?;
                                     Ok(Some(Pending {
                                         idx,
                                         file,
@@ -415,7 +406,7 @@ impl Phase for StageBinaries {
                                         "{}: downloading k0s {target} from {url}",
                                         h.name
                                     );
-                                    record.await.map_err(err)?;
+                                    record.await?;
                                     let asset = format!("k0s-{target}-{arch}");
                                     let stall = crate::transport::stall_timeout().as_secs();
                                     // Progress lines feed the display's byte bar and
@@ -445,25 +436,23 @@ impl Phase for StageBinaries {
                                                 .on_output(on_output)
                                                 .display_as(format!("download k0s {target} from {url} to {tmp}")),
                                         )
-                                        .await
-                                        .map_err(|e| err(e.to_string()))?;
+                                        .await?;
                                     let v = out
                                         .lines()
                                         .filter(|l| !l.starts_with("k0sctl-progress "))
                                         .collect::<Vec<_>>()
                                         .join("\n");
                                     check_staged(p, &tmp, v.trim(), &target)
-                                        .await
-                                        .map_err(err)?;
+                                        .await?;
                                     h.staged = Some(tmp);
                                     Ok(None)
                                 }
                             }
                         }
-                    }),
+                },
             )
             .await;
-            let mut results: Vec<Result<(), (String, String)>> = Vec::new();
+            let mut results: Vec<Result<(), HostFailure>> = Vec::new();
             let mut pending: Vec<Pending> = Vec::new();
             for r in firsts {
                 match r {
@@ -497,7 +486,7 @@ impl Phase for StageBinaries {
                         results.extend(
                             members
                                 .iter()
-                                .map(|m| Err((state.hosts[m.idx].name.clone(), e.clone()))),
+                                .map(|m| Err((state.hosts[m.idx].name.clone(), e.clone().into()))),
                         );
                         continue;
                     }
@@ -525,29 +514,32 @@ impl Phase for StageBinaries {
                     .collect();
                 let plan = relay::plan(&targets, size);
                 emit_plan(state, &file, &plan, &targets);
-                let delivered = relay::deliver(&file, &sum, &targets, &plan).await;
-                let checks = join_all(members.iter().zip(delivered).map(|(m, r)| {
-                    let h = &state.hosts[m.idx];
-                    let target = target.clone();
-                    async move {
-                        let err = |e: String| (h.name.clone(), e);
-                        r.map_err(err)?;
-                        if m.check_version {
-                            let p = h.probed().map_err(err)?;
-                            let v = p
-                                .remote
-                                .run_str(
-                                    Cmd::new(format!("{} version", shell_quote(&m.tmp))).sudo(),
-                                )
-                                .await
-                                .map_err(|e| err(e.to_string()))?;
-                            check_staged(p, &m.tmp, v.trim(), &target)
-                                .await
-                                .map_err(err)?;
+                let delivered =
+                    relay::deliver(&file, &sum, &targets, &plan, state.pool.limits()).await;
+                let checks = each_host(
+                    state.pool.limits(),
+                    members
+                        .iter()
+                        .zip(delivered)
+                        .map(|(m, r)| (&state.hosts[m.idx], (m, r))),
+                    |(h, (m, r))| {
+                        let target = target.clone();
+                        async move {
+                            r?;
+                            if m.check_version {
+                                let p = h.probed()?;
+                                let v = p
+                                    .remote
+                                    .run_str(
+                                        Cmd::new(format!("{} version", shell_quote(&m.tmp))).sudo(),
+                                    )
+                                    .await?;
+                                check_staged(p, &m.tmp, v.trim(), &target).await?;
+                            }
+                            Ok(())
                         }
-                        Ok(())
-                    }
-                }))
+                    },
+                )
                 .await;
                 for (m, r) in members.iter().zip(checks) {
                     if r.is_ok() {
@@ -556,7 +548,7 @@ impl Phase for StageBinaries {
                     results.push(r);
                 }
             }
-            collect(TITLE, Code::PhaseFailed, results)
+            collect(TITLE, results)
         })
     }
 
@@ -666,7 +658,7 @@ impl Phase for StageBinaries {
                             )
                             .await
                             .map(|_| ())
-                            .map_err(|e| e.to_string())
+                            .map_err(Failure::from)
                     }
                     Err(e) => Err(e),
                 };

@@ -8,6 +8,7 @@ use crate::transport::ssh::SshConfig;
 use crate::transport::{ConnectSpec, Limits, Pool, Remote, Secret, UploadProgress};
 
 use super::Plan;
+use super::failure::Missing;
 
 /// Receives machine-readable events (`--output json`); secrets never reach it.
 pub type EventSink = std::sync::Arc<dyn Fn(serde_json::Value) + Send + Sync>;
@@ -108,19 +109,30 @@ pub const DEFAULT_TOKEN_PATH: &str = "/etc/k0s/k0stoken";
 
 impl HostState {
     /// The probed host; phases after detection may rely on it.
-    pub fn probed(&self) -> Result<&host::Host, String> {
-        self.host
-            .as_ref()
-            .ok_or_else(|| "host was not probed (internal error: phase order)".to_string())
+    pub fn probed(&self) -> Result<&host::Host, Missing> {
+        self.host.as_ref().ok_or(Missing::Probed)
     }
 
     /// The node name k0s registers: the `hostname` override or the host's own, lowercased.
-    pub fn node_name(&self) -> Option<String> {
+    /// An error naming the missing fact when neither is known or the name is empty (an empty
+    /// name must never reach `kubectl cordon` or a node deletion).
+    pub fn node_name(&self) -> Result<String, Missing> {
         self.config
             .hostname
             .as_ref()
             .map(|h| h.to_lowercase())
             .or_else(|| self.host.as_ref().map(|h| h.facts.hostname.clone()))
+            .filter(|n| !n.trim().is_empty())
+            .ok_or(Missing::NodeName)
+    }
+
+    /// The staged k0s binary's path; an error when none was staged or the path is empty (an
+    /// empty path must never reach `mv -f`).
+    pub fn staged_path(&self) -> Result<&str, Missing> {
+        self.staged
+            .as_deref()
+            .filter(|p| !p.trim().is_empty())
+            .ok_or(Missing::Staged)
     }
 
     /// The data dir: the manifest's (or `--data-dir` in installFlags), else k0s's default.
@@ -242,6 +254,23 @@ impl State {
         }
     }
 
+    /// The leader controller's index ("Gather k0s facts" chooses it).
+    pub fn leader_index(&self) -> Result<usize, Missing> {
+        self.leader
+            .filter(|&l| l < self.hosts.len())
+            .ok_or(Missing::Leader)
+    }
+
+    /// The leader controller ("Gather k0s facts" chooses it).
+    pub fn leader_host(&self) -> Result<&HostState, Missing> {
+        Ok(&self.hosts[self.leader_index()?])
+    }
+
+    /// The target version, or an error naming it as missing.
+    pub fn require_target(&self) -> Result<K0sVersion, Missing> {
+        self.target_version().ok_or(Missing::TargetVersion)
+    }
+
     /// Emits an event when a sink is set.
     pub fn emit(&self, event: serde_json::Value) {
         if let Some(sink) = &self.events {
@@ -296,9 +325,9 @@ mod tests {
         );
         let k = Kit::from_yaml(&y, Default::default());
         let (c, w) = (&k.state.hosts[0], &k.state.hosts[1]);
-        assert_eq!(c.node_name().as_deref(), Some("ctl-a"));
+        assert_eq!(c.node_name().ok().as_deref(), Some("ctl-a"));
         assert_eq!(
-            w.node_name().as_deref(),
+            w.node_name().ok().as_deref(),
             Some("node-2"),
             "the probed hostname"
         );

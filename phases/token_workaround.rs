@@ -6,6 +6,7 @@
 //! file only before their first join and are left alone.
 
 use crate::k0s::token::{decodes_token_at_every_start, dummy_join_token, is_base64};
+use crate::phases::Failure;
 use crate::transport::{Cmd, UploadOptions, shell_quote};
 
 use super::{HostState, Phase, PhaseFuture, State};
@@ -32,19 +33,19 @@ fn affected(state: &State, h: &HostState) -> bool {
     }
 }
 
-async fn token_file_is_base64(h: &HostState) -> Result<bool, String> {
+async fn token_file_is_base64(h: &HostState) -> Result<bool, Failure> {
     let p = h.probed()?;
     let out = p
         .remote
         .exec(Cmd::new(format!("cat {}", shell_quote(&h.token_path()))).sudo())
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     if !out.success() {
         return Err(format!(
             "could not read {}: {}",
             h.token_path(),
             out.stderr_str().trim()
-        ));
+        )
+        .into());
     }
     Ok(is_base64(&out.stdout_str()))
 }
@@ -94,7 +95,7 @@ impl Phase for EnsureJoinTokenWorkaround {
                             &UploadOptions::default().mode(0o600).sudo(true),
                         )
                         .await
-                        .map_err(|e| e.to_string())
+                        .map_err(Failure::from)
                 }
                 .await;
                 match written {

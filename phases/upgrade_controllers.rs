@@ -12,6 +12,7 @@
 
 use crate::exit::Code;
 use crate::kube::{self, EvictTaint};
+use crate::phases::{Failure, HostFailure, each_host};
 use crate::transport::Cmd;
 
 use super::steps::hooks::{plan_host_hooks, run_host_hooks};
@@ -31,32 +32,23 @@ pub fn loses_quorum(members: usize, down: usize) -> bool {
 
 /// The controllers on etcd storage other than `skip` where k0s does not answer `k0s status`
 /// (or the host cannot be reached), with the reason; and how many etcd controllers there are.
-async fn down_controllers(state: &State, skip: usize) -> (usize, Vec<(String, String)>) {
+async fn down_controllers(state: &State, skip: usize) -> (usize, Vec<HostFailure>) {
     let members: Vec<&super::state::HostState> = state
         .hosts
         .iter()
         .filter(|h| h.config.is_controller() && !h.config.reset && uses_etcd(state, h))
         .collect();
-    let checks = members
-        .iter()
-        .filter(|h| h.index != skip)
-        .map(|h| async move {
-            let r = match h.probed() {
-                Ok(p) => p
-                    .remote
-                    .run(Cmd::new(p.k0s_cmd("status")).sudo())
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
-            (h.name.clone(), r)
-        });
-    let down = futures::future::join_all(checks)
-        .await
-        .into_iter()
-        .filter_map(|(n, r)| r.err().map(|e| (n, e)))
-        .collect();
+    let checks = each_host(
+        state.pool.limits(),
+        members.iter().copied().filter(|h| h.index != skip),
+        |h| async move {
+            let p = h.probed()?;
+            p.remote.run(Cmd::new(p.k0s_cmd("status")).sudo()).await?;
+            Ok(())
+        },
+    )
+    .await;
+    let down = checks.into_iter().filter_map(Result::err).collect();
     (members.len(), down)
 }
 
@@ -85,8 +77,12 @@ impl Phase for UpgradeControllers {
 
     fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let target = state.target_version().expect("should_run checked");
-            let l = state.leader.expect("a running cluster has a leader");
+            let target = state
+                .require_target()
+                .map_err(|m| PhaseError::missing(TITLE, m))?;
+            let l = state
+                .leader_index()
+                .map_err(|m| PhaseError::missing(TITLE, m))?;
             let wait = !state.opts.no_wait && state.config.cluster.spec.options.wait.enabled;
             let hosts = todo(state);
             // The evict taint for controllers that run workloads (k0sctl's
@@ -126,9 +122,7 @@ impl Phase for UpgradeControllers {
                     .map(|v| v.to_string())
                     .unwrap_or_default();
                 let (h, leader) = (&state.hosts[i], &state.hosts[l]);
-                let fail = |e: String| {
-                    PhaseError::hosts(Code::PhaseFailed, TITLE, vec![(h.name.clone(), e)])
-                };
+                let fail = |e: Failure| PhaseError::on_host(TITLE, h.name.clone(), e);
                 if uses_etcd(state, h) {
                     let (members, down) = down_controllers(state, i).await;
                     if loses_quorum(members, down.len()) {
@@ -144,16 +138,18 @@ impl Phase for UpgradeControllers {
                             members / 2 + 1,
                             names.join(", "),
                             if down.len() == 1 { "it" } else { "them" },
-                        )));
+                        ).into()));
                     }
                 }
-                run_host_hooks(h, "upgrade", "before").await.map_err(fail)?;
+                run_host_hooks(h, "upgrade", "before")
+                    .await
+                    .map_err(&fail)?;
                 let tainted = match (&client, &taint) {
                     (Some(c), Some(t)) if h.config.is_worker() => {
                         let node = h.node_name().unwrap_or_default();
-                        kube::add_taint(c, &node, t, WAIT)
-                            .await
-                            .map_err(|e| fail(format!("tainting node {node}: {e}")))?;
+                        kube::add_taint(c, &node, t, WAIT).await.map_err(|e| {
+                            fail(Failure::from(e).context(format!("tainting node {node}")))
+                        })?;
                         tracing::info!("{}: tainted node {node} with {t}", h.name);
                         Some((c, t, node))
                     }
@@ -166,7 +162,7 @@ impl Phase for UpgradeControllers {
                     // As k0sctl: a taint left behind is reported, not fatal.
                     tracing::warn!("{}: removing the evict taint from node {node}: {e}", h.name);
                 }
-                upgraded.map_err(fail)?;
+                upgraded.map_err(&fail)?;
                 run_host_hooks(h, "upgrade", "after").await.map_err(fail)?;
                 let h = &mut state.hosts[i];
                 mark_converged(h, i == l, &target);
@@ -179,7 +175,9 @@ impl Phase for UpgradeControllers {
 
     fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let target = state.target_version().expect("should_run checked");
+            let target = state
+                .require_target()
+                .map_err(|m| PhaseError::missing(TITLE, m))?;
             for i in todo(state) {
                 plan_host_hooks(state, i, "upgrade", "before");
                 let h = &state.hosts[i];

@@ -17,8 +17,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use futures::future::join_all;
-
 use crate::exit::Code;
 use crate::kube::{self, Client, DrainEvent, DrainOptions, EvictTaint, KubeError};
 
@@ -28,7 +26,7 @@ use super::steps::report::report;
 use super::steps::upgrade_host::{
     mark_converged, needs_upgrade, running_version, upgrade_node, worker_batch_size,
 };
-use super::{HostState, Phase, PhaseError, PhaseFuture, State};
+use super::{Context, Failure, HostState, Phase, PhaseError, PhaseFuture, State, each_host};
 
 pub struct UpgradeWorkers;
 
@@ -46,13 +44,6 @@ fn todo(state: &State) -> Vec<usize> {
         .collect()
 }
 
-/// What went wrong with one node, and whether the cluster refused (PDB) or something broke.
-struct NodeFailure {
-    host: String,
-    message: String,
-    blocked: bool,
-}
-
 struct Ctx<'a> {
     state: &'a State,
     client: Option<&'a Client>,
@@ -64,29 +55,20 @@ struct Ctx<'a> {
     cordoned_before: &'a BTreeSet<String>,
 }
 
-async fn upgrade_one(cx: &Ctx<'_>, h: &HostState) -> Result<(), NodeFailure> {
-    let target = cx.state.target_version().expect("phase checked");
-    let node = h.node_name().unwrap_or_default();
-    let fail = |message: String, blocked: bool| NodeFailure {
-        host: h.name.clone(),
-        message,
-        blocked,
-    };
-    run_host_hooks(h, "upgrade", "before")
-        .await
-        .map_err(|e| fail(e, false))?;
+async fn upgrade_one(cx: &Ctx<'_>, h: &HostState) -> Result<(), Failure> {
+    let target = cx.state.require_target()?;
+    let node = h.node_name()?;
+    run_host_hooks(h, "upgrade", "before").await?;
     if cx.client.is_some() && cx.drain.is_some() && !cx.cordoned_before.contains(&node) {
         // This run cordons the node: a run that dies before `restore` leaves the next one a
         // note to make it schedulable again.
-        upgrade_started(h, "upgrade uncordon")
-            .await
-            .map_err(|e| fail(e, false))?;
+        upgrade_started(h, "upgrade uncordon").await?;
     }
     if let (Some(client), Some(o)) = (cx.client, &cx.drain) {
         if let Some(t) = &cx.taint {
             kube::add_taint(client, &node, t, Duration::from_secs(60))
                 .await
-                .map_err(|e| fail(format!("tainting node {node}: {e}"), false))?;
+                .with_context(|| format!("tainting node {node}"))?;
         }
         let state = cx.state;
         let name = h.name.clone();
@@ -94,39 +76,34 @@ async fn upgrade_one(cx: &Ctx<'_>, h: &HostState) -> Result<(), NodeFailure> {
         kube::drain(client, &node, o, &on_event)
             .await
             .map_err(|e| match e {
-                KubeError::Blocked(b) => fail(b.to_string(), true),
-                other => fail(format!("draining node {node}: {other}"), false),
+                // The batch is restored before the run ends (see `run`).
+                KubeError::Blocked(_) => Failure::from(e).note("The node was made schedulable again; nodes already upgraded keep the new version, and a re-run continues with the rest."),
+                other => Failure::from(other).context(format!("draining node {node}")),
             })?;
     }
-    upgrade_node(h, &cx.state.hosts[cx.leader], false, &target, cx.wait)
-        .await
-        .map_err(|e| fail(e, false))?;
-    restore(cx, h).await.map_err(|e| fail(e, false))?;
-    upgrade_finished(h, false)
-        .await
-        .map_err(|e| fail(e, false))?;
-    run_host_hooks(h, "upgrade", "after")
-        .await
-        .map_err(|e| fail(e, false))?;
+    upgrade_node(h, &cx.state.hosts[cx.leader], false, &target, cx.wait).await?;
+    restore(cx, h).await?;
+    upgrade_finished(h, false).await?;
+    run_host_hooks(h, "upgrade", "after").await?;
     Ok(())
 }
 
 /// Makes the node schedulable again (unless it was cordoned before the run) and removes the
 /// evict taint.
-async fn restore(cx: &Ctx<'_>, h: &HostState) -> Result<(), String> {
+async fn restore(cx: &Ctx<'_>, h: &HostState) -> Result<(), Failure> {
     let Some(client) = cx.client else {
         return Ok(());
     };
-    let node = h.node_name().unwrap_or_default();
+    let node = h.node_name()?;
     if cx.drain.is_some() && !cx.cordoned_before.contains(&node) {
         kube::uncordon(client, &node)
             .await
-            .map_err(|e| format!("uncordoning node {node}: {e}"))?;
+            .with_context(|| format!("uncordoning node {node}"))?;
     }
     if let Some(t) = &cx.taint {
         kube::remove_taint(client, &node, t)
             .await
-            .map_err(|e| format!("removing the evict taint from node {node}: {e}"))?;
+            .with_context(|| format!("removing the evict taint from node {node}"))?;
     }
     Ok(())
 }
@@ -142,8 +119,12 @@ impl Phase for UpgradeWorkers {
 
     fn run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let target = state.target_version().expect("should_run checked");
-            let l = state.leader.expect("a running cluster has a leader");
+            let target = state
+                .require_target()
+                .map_err(|m| PhaseError::missing(TITLE, m))?;
+            let l = state
+                .leader_index()
+                .map_err(|m| PhaseError::missing(TITLE, m))?;
             let spec = &state.config.cluster.spec.options;
             let wait = !state.opts.no_wait && spec.wait.enabled;
             let drain = (!state.opts.no_drain && spec.drain.enabled)
@@ -178,13 +159,7 @@ impl Phase for UpgradeWorkers {
                 Some(
                     super::steps::leader::leader_client(state)
                         .await
-                        .map_err(|e| {
-                            PhaseError::hosts(
-                                Code::PhaseFailed,
-                                TITLE,
-                                vec![(state.hosts[l].name.clone(), e)],
-                            )
-                        })?,
+                        .map_err(|e| PhaseError::on_host(TITLE, state.hosts[l].name.clone(), e))?,
                 )
             } else {
                 None
@@ -207,8 +182,12 @@ impl Phase for UpgradeWorkers {
             for (b, batch) in batches.iter().enumerate() {
                 let nodes: Vec<String> = batch
                     .iter()
-                    .map(|&i| state.hosts[i].node_name().unwrap_or_default())
-                    .collect();
+                    .map(|&i| {
+                        let h = &state.hosts[i];
+                        h.node_name()
+                            .map_err(|m| PhaseError::on_host(TITLE, h.name.clone(), m))
+                    })
+                    .collect::<Result<_, _>>()?;
                 tracing::info!(
                     "upgrading worker batch {}/{}: {}",
                     b + 1,
@@ -246,8 +225,12 @@ impl Phase for UpgradeWorkers {
                     wait,
                     cordoned_before: &cordoned_before,
                 };
-                let results =
-                    join_all(batch.iter().map(|&i| upgrade_one(&cx, &state.hosts[i]))).await;
+                let results = each_host(
+                    state.pool.limits(),
+                    batch.iter().map(|&i| &state.hosts[i]),
+                    |h| upgrade_one(&cx, h),
+                )
+                .await;
                 let failed = results.iter().any(Result::is_err);
                 if failed {
                     // Nothing of this batch stays cordoned or tainted because of us.
@@ -258,19 +241,11 @@ impl Phase for UpgradeWorkers {
                     }
                 }
                 let mut failures = Vec::new();
-                let mut blocked = false;
                 let mut done = Vec::new();
                 for (&i, r) in batch.iter().zip(results) {
                     match r {
                         Ok(()) => done.push(i),
-                        Err(f) => {
-                            blocked |= f.blocked;
-                            let mut m = f.message;
-                            if f.blocked {
-                                m.push_str("\nThe node was made schedulable again; nodes already upgraded keep the new version, and a re-run continues with the rest.");
-                            }
-                            failures.push((f.host, m));
-                        }
+                        Err(f) => failures.push(f),
                     }
                 }
                 for i in done {
@@ -282,16 +257,9 @@ impl Phase for UpgradeWorkers {
                     state.changed(name, format!("upgraded k0s worker {from} to {target}"));
                 }
                 if !failures.is_empty() {
-                    let code = if blocked {
-                        Code::BlockedByCluster
-                    } else {
-                        Code::PhaseFailed
-                    };
-                    let mut e = PhaseError::hosts(code, TITLE, failures);
-                    if blocked {
-                        e.message = format!("{} (blocked by PodDisruptionBudgets)", e.message);
-                    }
-                    return Err(e);
+                    // Exit code "blocked by the cluster" when a PodDisruptionBudget held a
+                    // drain: derived from the causes.
+                    return Err(PhaseError::failed_on(TITLE, failures));
                 }
             }
             Ok(())
@@ -300,7 +268,9 @@ impl Phase for UpgradeWorkers {
 
     fn dry_run<'a>(&'a self, state: &'a mut State) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let target = state.target_version().expect("should_run checked");
+            let target = state
+                .require_target()
+                .map_err(|m| PhaseError::missing(TITLE, m))?;
             let o = &state.config.cluster.spec.options;
             let drain = !state.opts.no_drain && o.drain.enabled;
             let workers = todo(state);

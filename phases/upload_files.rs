@@ -10,13 +10,13 @@
 //! temp name and replace the destination only when the bytes differ. A dry run does the same
 //! reads (for URLs it hashes the download stream without writing it) and plans the rest.
 
+use crate::phases::{Context, Failure, HostFailure, each_host};
+use futures::future::join_all;
 use std::path::{Path, PathBuf};
 
-use futures::future::join_all;
 use sha2::{Digest, Sha256};
 
 use crate::config::UploadFile;
-use crate::exit::Code;
 use crate::k0s::download::expand;
 use crate::transport::files::UploadOptions;
 use crate::transport::{Cmd, relay, shell_quote};
@@ -72,10 +72,10 @@ fn digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn local_item(f: &UploadFile, path: &Path, dst: String) -> Result<Item, String> {
+fn local_item(f: &UploadFile, path: &Path, dst: String) -> Result<Item, Failure> {
     use std::os::unix::fs::PermissionsExt;
-    let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let md = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let md = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
     let mtime = md
         .modified()
         .ok()
@@ -114,7 +114,7 @@ pub fn resolve(
     base: &Path,
     version: &str,
     arch: &str,
-) -> Result<Vec<Item>, String> {
+) -> Result<Vec<Item>, Failure> {
     if f.has_data() {
         let dst = if f.dst.is_empty() {
             join_dst(&f.dst_dir, &f.name)
@@ -144,7 +144,7 @@ pub fn resolve(
             let path = url.split(['?', '#']).next().unwrap_or(&url);
             let name = path.rsplit('/').next().unwrap_or("");
             if name.is_empty() {
-                return Err(format!("cannot name a file after {url}; set dst"));
+                return Err(format!("cannot name a file after {url}; set dst").into());
             }
             join_dst(&f.dst_dir, name)
         } else {
@@ -176,7 +176,8 @@ pub fn resolve(
         return Err(format!(
             "found multiple files for {} but single file dst {} defined",
             f.src, f.dst
-        ));
+        )
+        .into());
     }
     matches
         .into_iter()
@@ -284,13 +285,15 @@ fn owner_matches(want: &str, have: &[String; 4]) -> bool {
     (u.is_empty() || u == have[0] || u == have[1]) && (g.is_empty() || g == have[2] || g == have[3])
 }
 
-fn decide(it: &Item, r: Option<&Remote>) -> Result<Step, String> {
+fn decide(it: &Item, r: Option<&Remote>) -> Result<Step, Failure> {
     if matches!(it.content, Content::Url(_)) {
         return Ok(Step::Download);
     }
     match r {
-        None => Err(format!("could not inspect {}", it.dst)),
-        Some(Remote::NotAFile) => Err(format!("{} exists and is not a regular file", it.dst)),
+        None => Err(format!("could not inspect {}", it.dst).into()),
+        Some(Remote::NotAFile) => {
+            Err(format!("{} exists and is not a regular file", it.dst).into())
+        }
         Some(Remote::Missing { dir }) => Ok(Step::Upload {
             mkdir: !dir,
             mode: it.mode.unwrap_or(0o644),
@@ -329,7 +332,11 @@ fn dir_of(dst: &str) -> &str {
 }
 
 /// Resolves a host's entries and decides each file's step (read-only).
-async fn plan_host(h: &HostState, base: &Path, version: &str) -> Result<Vec<(Item, Step)>, String> {
+async fn plan_host(
+    h: &HostState,
+    base: &Path,
+    version: &str,
+) -> Result<Vec<(Item, Step)>, Failure> {
     let p = h.probed()?;
     let mut items = Vec::new();
     for f in &h.config.files {
@@ -339,11 +346,7 @@ async fn plan_host(h: &HostState, base: &Path, version: &str) -> Result<Vec<(Ite
     let probed = if script.is_empty() {
         vec![None; items.len()]
     } else {
-        let out = p
-            .remote
-            .run(Cmd::new(script).sudo())
-            .await
-            .map_err(|e| e.to_string())?;
+        let out = p.remote.run(Cmd::new(script).sudo()).await?;
         parse_probe(&out.stdout_str(), items.len())
     };
     items
@@ -378,8 +381,8 @@ fn describe(it: &Item, step: &Step) -> Option<String> {
 /// than one host, at least [`relay::MIN_RELAY_BYTES`] big. Returns the set of `(host index,
 /// step index)` taken out of the per-host work, and the groups, in manifest order.
 #[allow(clippy::type_complexity)]
-fn relay_groups(
-    plans: &[(usize, Result<Vec<(Item, Step)>, String>)],
+fn relay_groups<E>(
+    plans: &[(usize, Result<Vec<(Item, Step)>, E>)],
 ) -> (Vec<(usize, usize)>, Vec<Vec<(usize, usize)>>) {
     let mut groups: Vec<((PathBuf, String), Vec<(usize, usize)>)> = Vec::new();
     for (idx, planned) in plans {
@@ -423,7 +426,7 @@ fn upload_options(it: &Item, step: &Step) -> UploadOptions {
     opts
 }
 
-async fn make_dir(h: &HostState, it: &Item) -> Result<(), String> {
+async fn make_dir(h: &HostState, it: &Item) -> Result<(), Failure> {
     let p = h.probed()?;
     let d = shell_quote(dir_of(&it.dst));
     let mut cmd = format!("mkdir -p -m {:o} {d}", it.dir_mode);
@@ -434,10 +437,10 @@ async fn make_dir(h: &HostState, it: &Item) -> Result<(), String> {
         .run(Cmd::new(cmd).sudo())
         .await
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(Failure::from)
 }
 
-async fn apply_step(h: &HostState, it: &Item, step: &Step) -> Result<Option<String>, String> {
+async fn apply_step(h: &HostState, it: &Item, step: &Step) -> Result<Option<String>, Failure> {
     let p = h.probed()?;
     let r = &p.remote;
     let q = shell_quote(&it.dst);
@@ -453,9 +456,7 @@ async fn apply_step(h: &HostState, it: &Item, step: &Step) -> Result<Option<Stri
                 if let Some(o) = &it.owner {
                     cmd.push_str(&format!(" && chown {} {d}", shell_quote(o)));
                 }
-                r.run(Cmd::new(cmd).sudo())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                r.run(Cmd::new(cmd).sudo()).await?;
             }
             tracing::info!("{}: uploading {} to {}", h.name, it.label, it.dst);
             let mut opts = UploadOptions::default().mode(*mode).sudo(true);
@@ -473,7 +474,7 @@ async fn apply_step(h: &HostState, it: &Item, step: &Step) -> Result<Option<Stri
                 }
                 Content::Url(_) => unreachable!("URLs are downloaded"),
             };
-            res.map_err(|e| e.to_string())?;
+            res?;
             Ok(describe(it, step).map(|d| d.replacen("upload", "uploaded", 1)))
         }
         Step::Fix { chmod, chown } => {
@@ -487,9 +488,7 @@ async fn apply_step(h: &HostState, it: &Item, step: &Step) -> Result<Option<Stri
                     shell_quote(it.owner.as_deref().unwrap_or(""))
                 ));
             }
-            r.run(Cmd::new(cmds.join(" && ")).sudo())
-                .await
-                .map_err(|e| e.to_string())?;
+            r.run(Cmd::new(cmds.join(" && ")).sudo()).await?;
             Ok(describe(it, step).map(|d| format!("set {d}")))
         }
         Step::Download => {
@@ -513,10 +512,7 @@ async fn apply_step(h: &HostState, it: &Item, step: &Step) -> Result<Option<Stri
                 url = url.replace(['"', '\\', '$', '`'], "")
             );
             tracing::info!("{}: downloading {url} to {}", h.name, it.dst);
-            let out = r
-                .run(Cmd::new(script).sudo())
-                .await
-                .map_err(|e| e.to_string())?;
+            let out = r.run(Cmd::new(script).sudo()).await?;
             Ok((out.stdout_str().trim() == "changed")
                 .then(|| format!("downloaded {url} to {}", it.dst)))
         }
@@ -525,7 +521,7 @@ async fn apply_step(h: &HostState, it: &Item, step: &Step) -> Result<Option<Stri
 
 /// In a dry run a URL source is hashed as it streams by (nothing is written) and compared with
 /// the destination.
-async fn url_differs(h: &HostState, it: &Item) -> Result<bool, String> {
+async fn url_differs(h: &HostState, it: &Item) -> Result<bool, Failure> {
     let Content::Url(url) = &it.content else {
         return Ok(true);
     };
@@ -538,11 +534,7 @@ async fn url_differs(h: &HostState, it: &Item) -> Result<bool, String> {
          got=$( (if command -v curl >/dev/null 2>&1; then curl -sSLf -- {u}; else wget -qO- -- {u}; fi) | (openssl dgst -sha256 -r 2>/dev/null || sha256sum) | cut -c1-64)\n\
          [ \"$want\" = \"$got\" ] && echo same || echo differs\n"
     );
-    let out = p
-        .remote
-        .run(Cmd::new(script).sudo())
-        .await
-        .map_err(|e| e.to_string())?;
+    let out = p.remote.run(Cmd::new(script).sudo()).await?;
     Ok(out.stdout_str().trim() != "same")
 }
 
@@ -567,30 +559,28 @@ impl Phase for UploadFiles {
                 .map(|v| v.to_string())
                 .unwrap_or_default();
             let limits = state.pool.limits().clone();
-            let plans = join_all(
-                state
-                    .hosts
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, h)| has_files(h))
-                    .map(|(idx, h)| {
-                        let (limits, base, version) =
-                            (limits.clone(), base.clone(), version.clone());
-                        async move {
-                            let _slot = limits.host_slot().await;
-                            (idx, plan_host(h, &base, &version).await)
-                        }
-                    }),
-            )
+            let hosts: Vec<&HostState> = state.hosts.iter().filter(|h| has_files(h)).collect();
+            let planned = each_host(&limits, hosts.iter().copied(), |h| {
+                let (base, version) = (base.clone(), version.clone());
+                async move { plan_host(h, &base, &version).await }
+            })
             .await;
+            let mut plans = Vec::new();
+            let mut plan_failures = Vec::new();
+            for (h, r) in hosts.iter().zip(planned) {
+                match r {
+                    Ok(steps) => plans.push((h.index, Ok::<_, ()>(steps))),
+                    Err(f) => plan_failures.push((h.index, f)),
+                }
+            }
             let (relayed, groups) = relay_groups(&plans);
             let results = join_all(plans.iter().map(|(idx, planned)| {
                 let h = &state.hosts[*idx];
                 let (limits, relayed) = (limits.clone(), &relayed);
                 async move {
                     let _slot = limits.host_slot().await;
-                    let err = |e: String| (h.name.clone(), e);
-                    let steps = planned.clone().map_err(err)?;
+                    let err = |e: Failure| (h.name.clone(), e);
+                    let steps = planned.clone().unwrap_or_default();
                     // The temporary names of every file written below (here or relayed),
                     // recorded before the first byte goes out.
                     let staged: Vec<String> = steps
@@ -598,10 +588,10 @@ impl Phase for UploadFiles {
                         .filter(|(_, s)| matches!(s, Step::Upload { .. } | Step::Download))
                         .map(|(it, _)| super::steps::staging::temp_files_of(&it.dst))
                         .collect();
-                    let p = h.probed().map_err(err)?;
+                    let p = h.probed().map_err(|e| err(e.into()))?;
                     super::steps::staging::record(&p.remote, &p.facts.lock_file, &staged)
                         .await
-                        .map_err(err)?;
+                        .map_err(|e| err(e.into()))?;
                     let mut done = Vec::new();
                     for (n, (it, step)) in steps.iter().enumerate() {
                         // Relayed uploads only get their directory here; the bytes come below.
@@ -610,7 +600,7 @@ impl Phase for UploadFiles {
                                 if *mkdir {
                                     make_dir(h, it)
                                         .await
-                                        .map_err(|e| err(format!("{}: {e}", it.label)))?;
+                                        .map_err(|e| err(e.context(it.label.clone())))?;
                                 }
                                 continue;
                             }
@@ -618,7 +608,7 @@ impl Phase for UploadFiles {
                         };
                         if let Some(d) = apply_step(h, it, step)
                             .await
-                            .map_err(|e| err(format!("{}: {e}", it.label)))?
+                            .map_err(|e| err(e.context(it.label.clone())))?
                         {
                             done.push(d);
                         }
@@ -627,8 +617,9 @@ impl Phase for UploadFiles {
                 }
             }))
             .await;
-            let mut failed: Vec<usize> = Vec::new();
-            let mut plain = Vec::new();
+            let mut failed: Vec<usize> = plan_failures.iter().map(|(i, _)| *i).collect();
+            let mut plain: Vec<Result<(), HostFailure>> =
+                plan_failures.into_iter().map(|(_, f)| Err(f)).collect();
             let mut touched: Vec<usize> = Vec::new();
             for (r, (idx, _)) in results.into_iter().zip(&plans) {
                 match r {
@@ -696,7 +687,9 @@ impl Phase for UploadFiles {
                         "event": "relay", "file": first.label, "from": from, "to": to
                     }));
                 }
-                let delivered = relay::deliver(&file, &first.sha256, &targets, &plan).await;
+                let delivered =
+                    relay::deliver(&file, &first.sha256, &targets, &plan, state.pool.limits())
+                        .await;
                 for (&(i, n), r) in members.iter().zip(delivered) {
                     let (it, step) = item(i, n);
                     let host = state.hosts[i].name.clone();
@@ -709,7 +702,7 @@ impl Phase for UploadFiles {
                         }
                         Err(e) => {
                             failed.push(i);
-                            plain.push(Err((host, format!("{}: {e}", it.label))));
+                            plain.push(Err((host, format!("{}: {e}", it.label).into())));
                         }
                     }
                 }
@@ -719,7 +712,7 @@ impl Phase for UploadFiles {
                     tracing::info!("{}: files are up to date", state.hosts[*idx].name);
                 }
             }
-            collect(TITLE, Code::PhaseFailed, plain)
+            collect(TITLE, plain)
         })
     }
 
@@ -783,11 +776,11 @@ impl Phase for UploadFiles {
                 let h = &state.hosts[idx];
                 let sender = &sender;
                 async move {
-                    let err = |e: String| (h.name.clone(), e);
-                    let steps = planned.map_err(err)?;
+                    let err = |e: Failure| (h.name.clone(), e);
+                    let steps = planned.map_err(&err)?;
                     let mut plan = Vec::new();
                     for (n, (it, step)) in steps.iter().enumerate() {
-                        if *step == Step::Download && !url_differs(h, it).await.map_err(err)? {
+                        if *step == Step::Download && !url_differs(h, it).await.map_err(&err)? {
                             continue;
                         }
                         let from = sender.iter().find(|(k, _)| *k == (idx, n)).map(|(_, f)| f);
@@ -811,7 +804,7 @@ impl Phase for UploadFiles {
                     }
                 }));
             }
-            collect(TITLE, Code::PhaseFailed, plain)
+            collect(TITLE, plain)
         })
     }
 }
@@ -855,11 +848,11 @@ mod tests {
         assert!(e.is_ok(), "one match is fine with dst: {e:?}");
         let e = resolve(&file("etc/**/*.conf", "/one", ""), b, "v1", "amd64").unwrap_err();
         assert_eq!(
-            e,
+            e.to_string(),
             "found multiple files for etc/**/*.conf but single file dst /one defined"
         );
         let e = resolve(&file("etc/*.nope", "", "/o"), b, "v1", "amd64").unwrap_err();
-        assert_eq!(e, "no files found for etc/*.nope");
+        assert_eq!(e.to_string(), "no files found for etc/*.nope");
 
         let mut data = file("", "", "/etc/x");
         data.name = "motd".into();

@@ -41,7 +41,7 @@ impl Phase for ValidateHosts {
             let names: Vec<(String, Option<String>)> = state
                 .hosts
                 .iter()
-                .map(|h| (h.name.clone(), h.node_name()))
+                .map(|h| (h.name.clone(), h.node_name().ok()))
                 .collect();
             for (value, hosts) in duplicates(&names) {
                 problems.push((hosts.join(", "), format!("hostname {value:?} is not unique: node names must differ (set hostname: on one of them)")));

@@ -1,6 +1,7 @@
 //! One host's user hooks (`hooks: {<action>: {<stage>: [commands]}}`): which commands, running
 //! them in order as the connection user, and a dry run's plan of them.
 
+use crate::phases::{Context, Failure};
 use crate::transport::Cmd;
 
 use super::State;
@@ -16,7 +17,11 @@ pub fn host_hooks<'s>(h: &'s crate::config::Host, action: &str, stage: &str) -> 
 
 /// Runs one host's `<action>.<stage>` hooks in order (as the connection user, like the hook
 /// phases); the first failure names the hook and carries the remote stderr.
-pub async fn run_host_hooks(h: &super::HostState, action: &str, stage: &str) -> Result<(), String> {
+pub async fn run_host_hooks(
+    h: &super::HostState,
+    action: &str,
+    stage: &str,
+) -> Result<(), Failure> {
     let cmds = host_hooks(&h.config, action, stage);
     if cmds.is_empty() {
         return Ok(());
@@ -24,9 +29,12 @@ pub async fn run_host_hooks(h: &super::HostState, action: &str, stage: &str) -> 
     let p = h.probed()?;
     for cmd in cmds {
         tracing::info!("{}: running {stage} {action} hook: {cmd:?}", h.name);
-        p.remote.run(Cmd::new(cmd.as_str())).await.map_err(|e| {
-            format!("failed to execute hook {cmd:?} for action {action:?} stage {stage:?}: {e}")
-        })?;
+        p.remote
+            .run(Cmd::new(cmd.as_str()))
+            .await
+            .with_context(|| {
+                format!("failed to execute hook {cmd:?} for action {action:?} stage {stage:?}")
+            })?;
     }
     Ok(())
 }
@@ -62,7 +70,8 @@ mod scripted_tests {
         k.script(0).on("true", "").fail("exit 3", 3, "nope");
         let e = run_host_hooks(&k.state.hosts[0], "install", "before")
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("failed to execute hook \"exit 3\"") && e.contains("nope"),
             "{e}"

@@ -2,11 +2,12 @@
 //! connection).
 
 use super::{HostState, State};
+use crate::phases::{Context, Failure};
 
 /// A Kubernetes client for the cluster, reaching the leader's API server through the leader's
 /// own host connection ([`host_client`]); `spec.api.port` of the k0s config (default 6443)
 /// serves an admin kubeconfig whose URL has no port.
-pub async fn leader_client(state: &State) -> Result<crate::kube::Client, String> {
+pub async fn leader_client(state: &State) -> Result<crate::kube::Client, Failure> {
     let l = state
         .leader
         .ok_or("no leader (internal error: phase order)")?;
@@ -31,20 +32,17 @@ pub const DEFAULT_API_PORT: u16 = 6443;
 /// ([`crate::kube::client`]: a tunnel to the API server's local address), authenticated with
 /// `h`'s admin kubeconfig (read over SSH; never logged or written locally). k0s writes the
 /// API address with its port into `pki/admin.conf`; `api_port` only serves a URL without one.
-pub async fn host_client(h: &HostState, api_port: u16) -> Result<crate::kube::Client, String> {
+pub async fn host_client(h: &HostState, api_port: u16) -> Result<crate::kube::Client, Failure> {
     let p = h.probed()?;
     let admin = p
         .remote
         .read_file(&format!("{}/pki/admin.conf", h.data_dir()), true)
         .await
-        .map_err(|e| format!("reading the admin kubeconfig: {e}"))?;
+        .context("reading the admin kubeconfig")?;
     let secret = crate::transport::Secret::new(String::from_utf8_lossy(&admin).into_owned());
     // Where k0s says its API listens (`onlyBindToAddress` moves it off 127.0.0.1).
-    let endpoint =
-        crate::kube::ApiEndpoint::from_kubeconfig(&secret, api_port).map_err(|e| e.to_string())?;
-    let (client, _) = crate::kube::client(&p.remote, &secret, &endpoint)
-        .await
-        .map_err(|e| e.to_string())?;
+    let endpoint = crate::kube::ApiEndpoint::from_kubeconfig(&secret, api_port)?;
+    let (client, _) = crate::kube::client(&p.remote, &secret, &endpoint).await?;
     Ok(client)
 }
 
@@ -58,10 +56,10 @@ mod scripted_tests {
     #[tokio::test]
     async fn the_client_needs_the_leaders_admin_kubeconfig() {
         let mut k = Kit::new(&["controller", "worker"]);
-        let e = leader_client(&k.state).await.err().unwrap();
+        let e = leader_client(&k.state).await.err().unwrap().to_string();
         assert!(e.contains("no leader"), "{e}");
         k.leader(0);
-        let e = leader_client(&k.state).await.err().unwrap();
+        let e = leader_client(&k.state).await.err().unwrap().to_string();
         assert!(e.contains("reading the admin kubeconfig"), "{e}");
         assert!(
             e.contains("/var/lib/k0s/pki/admin.conf: No such file"),

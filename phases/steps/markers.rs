@@ -1,6 +1,7 @@
 //! k0sctl's notes on a host that an install or an upgrade is not finished: where they are,
 //! writing and removing them.
 
+use crate::phases::Failure;
 use crate::transport::{Cmd, shell_quote};
 
 use super::HostState;
@@ -31,7 +32,7 @@ pub fn upgrade_marker(h: &HostState) -> String {
 }
 
 /// Writes [`upgrade_marker`] with `content` unless it exists.
-pub async fn upgrade_started(h: &HostState, content: &str) -> Result<(), String> {
+pub async fn upgrade_started(h: &HostState, content: &str) -> Result<(), Failure> {
     let p = probed(h)?;
     let m = shell_quote(&upgrade_marker(h));
     p.remote
@@ -42,14 +43,13 @@ pub async fn upgrade_started(h: &HostState, content: &str) -> Result<(), String>
             ))
             .sudo(),
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(())
 }
 
 /// Removes [`upgrade_marker`]; with `only_plain`, only one that does not ask for an uncordon
 /// (that one is removed by whoever uncordons).
-pub async fn upgrade_finished(h: &HostState, only_plain: bool) -> Result<(), String> {
+pub async fn upgrade_finished(h: &HostState, only_plain: bool) -> Result<(), Failure> {
     let p = probed(h)?;
     let m = shell_quote(&upgrade_marker(h));
     let cmd = if only_plain {
@@ -57,20 +57,16 @@ pub async fn upgrade_finished(h: &HostState, only_plain: bool) -> Result<(), Str
     } else {
         format!("rm -f {m}")
     };
-    p.remote
-        .run(Cmd::new(cmd).sudo())
-        .await
-        .map_err(|e| e.to_string())?;
+    p.remote.run(Cmd::new(cmd).sudo()).await?;
     Ok(())
 }
 
 /// Removes [`incomplete_marker`]: the host's install is complete.
-pub async fn install_finished(h: &HostState) -> Result<(), String> {
+pub async fn install_finished(h: &HostState) -> Result<(), Failure> {
     let p = probed(h)?;
     p.remote
         .run(Cmd::new(format!("rm -f {}", shell_quote(&incomplete_marker(h)))).sudo())
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(())
 }
 

@@ -33,6 +33,6 @@ pub mod wait;
 pub use super::{HostState, State};
 
 /// The probed host behind `h` (an error naming the missing fact when it was never probed).
-fn probed(h: &HostState) -> Result<&crate::host::Host, String> {
+fn probed(h: &HostState) -> Result<&crate::host::Host, crate::phases::Missing> {
     h.probed()
 }

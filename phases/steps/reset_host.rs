@@ -20,6 +20,7 @@ use crate::host::InitSystem;
 use crate::host::facts::parse_sections;
 use crate::k0s::install::reset_command;
 use crate::phases::state::DEFAULT_CONFIG_PATH;
+use crate::phases::{Context, Failure};
 use crate::transport::{Cmd, shell_quote};
 
 use super::kubectl::kubectl;
@@ -41,10 +42,10 @@ pub struct ResetSteps {
 }
 
 /// What a host reset did: the changes made (also when it failed part way) and the failure.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct HostReset {
     pub changes: Vec<String>,
-    pub error: Option<String>,
+    pub error: Option<Failure>,
 }
 
 /// What is on the host, k0s-wise (one round trip, read-only).
@@ -80,7 +81,7 @@ fn env_files(svc: &str) -> [String; 2] {
     InitSystem::ALL.map(|i| i.env_file(svc))
 }
 
-async fn probe(h: &HostState) -> Result<Found, String> {
+async fn probe(h: &HostState) -> Result<Found, Failure> {
     let p = h.probed()?;
     let q = |s: &str| shell_quote(s);
     let exists = |name: &str, test: &str, path: &str| {
@@ -118,8 +119,7 @@ async fn probe(h: &HostState) -> Result<Found, String> {
     let out = p
         .remote
         .run(Cmd::new(script).sudo().display_as("look for k0s files"))
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .stdout_str();
     let s = parse_sections(&out);
     let yes = |k: &str| s.get(k).is_some_and(|v| v.trim() == "yes");
@@ -204,18 +204,14 @@ fn leftovers(h: &HostState, f: &Found) -> Vec<String> {
 }
 
 /// The k0s services of `f` that an init system reports running.
-async fn running_services(h: &HostState, f: &Found) -> Result<Vec<String>, String> {
+async fn running_services(h: &HostState, f: &Found) -> Result<Vec<String>, Failure> {
     let p = h.probed()?;
     let Ok(init) = p.init_system() else {
         return Ok(Vec::new());
     };
     let mut running = Vec::new();
     for s in &f.services {
-        if init
-            .is_running(&p.remote, s)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        if init.is_running(&p.remote, s).await? {
             running.push(s.clone());
         }
     }
@@ -231,7 +227,7 @@ fn hook_commands<'s>(h: &'s HostState, stage: &str) -> &'s [String] {
         .unwrap_or(&[])
 }
 
-async fn run_hooks(h: &HostState, stage: &str, changes: &mut Vec<String>) -> Result<(), String> {
+async fn run_hooks(h: &HostState, stage: &str, changes: &mut Vec<String>) -> Result<(), Failure> {
     let Some(remote) = &h.remote else {
         return Err("not connected".into());
     };
@@ -272,7 +268,7 @@ async fn reset_host_inner(
     idx: usize,
     steps: ResetSteps,
     changes: &mut Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let h = &state.hosts[idx];
     let p = h.probed()?;
     let found = probe(h).await?;
@@ -280,7 +276,7 @@ async fn reset_host_inner(
 
     if steps.delete_node
         && h.config.is_worker()
-        && let (Some(leader), Some(node)) = (other_leader(state, idx), h.node_name())
+        && let (Some(leader), Ok(node)) = (other_leader(state, idx), h.node_name())
     {
         let lp = leader.probed()?;
         let cmd = kubectl(
@@ -290,7 +286,7 @@ async fn reset_host_inner(
         lp.remote
             .run(Cmd::new(cmd).sudo())
             .await
-            .map_err(|e| format!("deleting node {node} (on the leader {}): {e}", leader.name))?;
+            .with_context(|| format!("deleting node {node} (on the leader {})", leader.name))?;
         tracing::info!("{}: deleted node {node} from the cluster", h.name);
         changes.push(format!("deleted node {node} from the cluster"));
     }
@@ -338,7 +334,8 @@ async fn reset_host_inner(
                 return Err(format!(
                     "removing the etcd member {peer} (on the leader {}): {e}",
                     leader.name
-                ));
+                )
+                .into());
             }
         }
     }
@@ -350,12 +347,8 @@ async fn reset_host_inner(
 
     if let Ok(init) = p.init_system() {
         for svc in running_services(h, &found).await? {
-            init.stop(&p.remote, &svc)
-                .await
-                .map_err(|e| e.to_string())?;
-            init.wait_state(&p.remote, &svc, false, WAIT)
-                .await
-                .map_err(|e| e.to_string())?;
+            init.stop(&p.remote, &svc).await?;
+            init.wait_state(&p.remote, &svc, false, WAIT).await?;
             tracing::info!("{}: stopped the {svc} service", h.name);
             changes.push(format!("stopped the {svc} service"));
         }
@@ -367,14 +360,10 @@ async fn reset_host_inner(
                 "the k0s binary {} is missing, so `k0s reset` cannot clean up {} and the k0s services; put the binary back (or remove them by hand) and reset again",
                 p.k0s_binary_path,
                 h.data_dir()
-            ));
+            ).into());
         }
         let cmd = reset_command(&h.config, &p.k0s_binary_path, &h.data_dir());
-        let out = p
-            .remote
-            .run(Cmd::new(cmd).sudo())
-            .await
-            .map_err(|e| e.to_string())?;
+        let out = p.remote.run(Cmd::new(cmd).sudo()).await?;
         for line in out.stderr_str().lines().filter(|l| !l.trim().is_empty()) {
             tracing::debug!("{}: k0s reset: {line}", h.name);
         }
@@ -409,17 +398,14 @@ async fn reset_host_inner(
         for d in dirs {
             script += &format!("; rmdir {} 2>/dev/null || true", shell_quote(&d));
         }
-        p.remote
-            .run(Cmd::new(script).sudo())
-            .await
-            .map_err(|e| e.to_string())?;
+        p.remote.run(Cmd::new(script).sudo()).await?;
         for f in rm {
             changes.push(format!("removed {f}"));
         }
     }
 
     if let Ok(init) = p.init_system()
-        && init.reload(&p.remote).await.map_err(|e| e.to_string())?
+        && init.reload(&p.remote).await?
     {
         changes.push("reloaded the service manager".into());
     }
@@ -432,7 +418,7 @@ pub async fn plan_reset_host(
     state: &State,
     idx: usize,
     steps: ResetSteps,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, Failure> {
     let h = &state.hosts[idx];
     let p = h.probed()?;
     let found = probe(h).await?;
@@ -443,7 +429,7 @@ pub async fn plan_reset_host(
     if steps.delete_node
         && h.config.is_worker()
         && other_leader(state, idx).is_some()
-        && let Some(node) = h.node_name()
+        && let Ok(node) = h.node_name()
     {
         plan.push(format!("delete node {node} from the cluster"));
     }

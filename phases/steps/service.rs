@@ -3,6 +3,7 @@
 //! running.
 
 use crate::k0s::install::{InstallContext, install_command};
+use crate::phases::{Context, Failure};
 use crate::transport::{Cmd, shell_quote};
 
 use super::HostState;
@@ -70,7 +71,7 @@ pub async fn install_and_start(
     is_leader: bool,
     force: bool,
     api_url: Option<&str>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let p = probed(h)?;
     super::hooks::run_host_hooks(h, "install", "before").await?;
     let mut extra: Vec<&str> = dynamic_flag(h).to_vec();
@@ -106,10 +107,7 @@ pub async fn install_and_start(
             "worker"
         }
     );
-    p.remote
-        .run(Cmd::new(cmd).sudo())
-        .await
-        .map_err(|e| e.to_string())?;
+    p.remote.run(Cmd::new(cmd).sudo()).await?;
     start_service(h, false, false).await?;
     tracing::info!("{}: {} is running", h.name, h.service_name());
     Ok(())
@@ -118,28 +116,26 @@ pub async fn install_and_start(
 /// After `k0s install` wrote the service: its environment drop-in (when the manifest has
 /// `environment`), a service-manager reload when an existing unit was rewritten (`reload`),
 /// then start (or `restart` one that runs) and wait until the init system reports it running.
-pub async fn start_service(h: &HostState, reload: bool, restart: bool) -> Result<(), String> {
+pub async fn start_service(h: &HostState, reload: bool, restart: bool) -> Result<(), Failure> {
     let p = probed(h)?;
-    let init = p.init_system().map_err(|e| e.to_string())?;
+    let init = p.init_system()?;
     let svc = h.service_name();
     let env = service_env(h);
     if !env.is_empty() {
         init.set_env(&p.remote, svc, &env)
             .await
-            .map_err(|e| format!("writing the {svc} service environment: {e}"))?;
+            .with_context(|| format!("writing the {svc} service environment"))?;
     } else if reload {
         // set_env reloads; without it the rewritten unit still needs one.
-        init.reload(&p.remote).await.map_err(|e| e.to_string())?;
+        init.reload(&p.remote).await?;
     }
     if restart {
         init.restart(&p.remote, svc).await
     } else {
         init.start(&p.remote, svc).await
-    }
-    .map_err(|e| e.to_string())?;
-    init.wait_state(&p.remote, svc, true, WAIT)
-        .await
-        .map_err(|e| e.to_string())
+    }?;
+    init.wait_state(&p.remote, svc, true, WAIT).await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -200,7 +196,8 @@ mod scripted_tests {
         );
         let e = start_service(&k.state.hosts[0], false, false)
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("the control process exited"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! Join tokens: create one on the leader (retried while k0s settles), write the token file,
 //! and retire a used token (invalidate it, overwrite the file).
 
+use crate::phases::Failure;
 use std::time::{Duration, Instant};
 
 use crate::k0s::token::JoinToken;
@@ -22,16 +23,18 @@ pub async fn retry_for<T, F, Fut>(
     interval: Duration,
     permanent: impl Fn(&str) -> bool,
     mut attempt: F,
-) -> Result<T, String>
+) -> Result<T, Failure>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
 {
     let deadline = Instant::now() + timeout;
     loop {
         match attempt().await {
             Ok(v) => return Ok(v),
-            Err(e) if permanent(&e) || Instant::now() + interval > deadline => return Err(e),
+            Err(e) if permanent(&e.to_string()) || Instant::now() + interval > deadline => {
+                return Err(e);
+            }
             Err(e) => tracing::debug!("retrying after: {e}"),
         }
         tokio::time::sleep(interval).await;
@@ -44,7 +47,7 @@ pub async fn create_token(
     leader: &HostState,
     role: &str,
     expiry: &str,
-) -> Result<JoinToken, String> {
+) -> Result<JoinToken, Failure> {
     let p = probed(leader)?;
     let cmd = p.k0s_cmd(&format!(
         "token create --role={role} --expiry={expiry} --data-dir={}",
@@ -58,19 +61,15 @@ pub async fn create_token(
         Duration::from_secs(3),
         refused,
         || async {
-            let out = p
-                .remote
-                .run_str(Cmd::new(cmd.clone()).sudo())
-                .await
-                .map_err(|e| e.to_string())?;
-            JoinToken::parse(&out)
+            let out = p.remote.run_str(Cmd::new(cmd.clone()).sudo()).await?;
+            Ok(JoinToken::parse(&out)?)
         },
     )
     .await
 }
 
 /// Writes the token file 0600 (directory 0700 when created).
-pub async fn write_token(h: &HostState, token: &JoinToken) -> Result<(), String> {
+pub async fn write_token(h: &HostState, token: &JoinToken) -> Result<(), Failure> {
     let p = probed(h)?;
     let path = h.token_path();
     if let Some((dir, _)) = path.rsplit_once('/')
@@ -78,8 +77,7 @@ pub async fn write_token(h: &HostState, token: &JoinToken) -> Result<(), String>
     {
         p.remote
             .run(Cmd::new(format!("install -d -m 0700 {}", shell_quote(dir))).sudo())
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
     }
     p.remote
         .upload(
@@ -87,8 +85,7 @@ pub async fn write_token(h: &HostState, token: &JoinToken) -> Result<(), String>
             &path,
             &UploadOptions::default().mode(0o600).sudo(true),
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(())
 }
 
@@ -152,7 +149,7 @@ mod tests {
             .build()
             .unwrap();
         let mut n = 0;
-        let r: Result<u32, String> = rt.block_on(retry_for(
+        let r: Result<u32, Failure> = rt.block_on(retry_for(
             Duration::from_secs(60),
             Duration::from_millis(1),
             |_| false,
@@ -161,36 +158,36 @@ mod tests {
                 let k = n;
                 async move {
                     if k < 3 {
-                        Err(format!("fail {k}"))
+                        Err(format!("fail {k}").into())
                     } else {
                         Ok(k)
                     }
                 }
             },
         ));
-        assert_eq!(r, Ok(3));
+        assert_eq!(r.unwrap(), 3);
         let mut m = 0;
-        let r: Result<u32, String> = rt.block_on(retry_for(
+        let r: Result<u32, Failure> = rt.block_on(retry_for(
             Duration::from_millis(20),
             Duration::from_millis(5),
             |_| false,
             || {
                 m += 1;
                 let k = m;
-                async move { Err(format!("fail {k}")) }
+                async move { Err(format!("fail {k}").into()) }
             },
         ));
         assert!(m > 1, "retried");
-        assert_eq!(r, Err(format!("fail {m}")));
+        assert_eq!(r.unwrap_err().to_string(), format!("fail {m}"));
         // A permanent refusal is not retried.
         let mut n2 = 0;
-        let r: Result<u32, String> = rt.block_on(retry_for(
+        let r: Result<u32, Failure> = rt.block_on(retry_for(
             Duration::from_secs(60),
             Duration::from_millis(1),
             |e| e.contains("refusing"),
             || {
                 n2 += 1;
-                async { Err("Error: refusing to create token: single node".to_string()) }
+                async { Err("Error: refusing to create token: single node".into()) }
             },
         ));
         assert_eq!(n2, 1);

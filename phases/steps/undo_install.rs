@@ -3,6 +3,7 @@
 //! connection was lost, stop the service, `k0s reset`, remove the join token file and the
 //! marker.
 
+use crate::phases::Failure;
 use crate::transport::{Cmd, shell_quote};
 
 use super::State;
@@ -20,7 +21,7 @@ const RECONNECT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Reconnects once (bounded by [`RECONNECT`]) to host `i` when its connection is closed, keeping
 /// the privilege method already detected. Clean-ups call it so that a host that dropped out
 /// mid-phase can still be put back in order.
-pub async fn reconnect_if_lost(state: &mut State, i: usize) -> Result<(), String> {
+pub async fn reconnect_if_lost(state: &mut State, i: usize) -> Result<(), Failure> {
     let h = &state.hosts[i];
     let (Some(p), Some(spec)) = (h.host.as_ref(), h.spec.clone()) else {
         return Err("the host was never connected".into());
@@ -32,8 +33,7 @@ pub async fn reconnect_if_lost(state: &mut State, i: usize) -> Result<(), String
     let privilege = p.remote.privilege().clone();
     let mut fresh = tokio::time::timeout(RECONNECT, state.pool.reconnect(&spec))
         .await
-        .map_err(|_| format!("reconnecting timed out after {RECONNECT:?}"))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| format!("reconnecting timed out after {RECONNECT:?}"))??;
     fresh.set_privilege(privilege);
     let h = &mut state.hosts[i];
     if let Some(p) = h.host.as_mut() {
@@ -51,7 +51,7 @@ pub async fn reconnect_if_lost(state: &mut State, i: usize) -> Result<(), String
 /// apply resets and reinstalls it without `--force`.
 pub async fn reset_unfinished(state: &mut State, idx: &[usize]) {
     for &i in idx {
-        let mut result = Err(String::new());
+        let mut result: Result<(), Failure> = Ok(());
         for attempt in 0..2 {
             if let Err(e) = reconnect_if_lost(state, i).await {
                 result = Err(e);
@@ -59,7 +59,7 @@ pub async fn reset_unfinished(state: &mut State, idx: &[usize]) {
             }
             result = reset_installed(&state.hosts[i]).await;
             match &result {
-                Err(e) if attempt == 0 && crate::transport::error::is_connection_lost(e) => {
+                Err(e) if attempt == 0 && e.kind() == crate::phases::failure::Kind::Lost => {
                     // Let the transport notice the dead connection, then reconnect once.
                     continue;
                 }
@@ -82,7 +82,7 @@ pub async fn reset_unfinished(state: &mut State, idx: &[usize]) {
 /// Best-effort undo of a fresh install: stop the service, `k0s reset`, and remove the join
 /// token file and the unfinished-install marker. Fails only when the host cannot be reached
 /// (so that the caller may reconnect and retry); other failures are logged.
-pub async fn reset_installed(h: &super::HostState) -> Result<(), String> {
+pub async fn reset_installed(h: &super::HostState) -> Result<(), Failure> {
     let p = h.probed()?;
     tracing::warn!(
         "{}: resetting the k0s install this run did not finish",
@@ -109,7 +109,7 @@ pub async fn reset_installed(h: &super::HostState) -> Result<(), String> {
         .await
         && lost(&e)
     {
-        return Err(e.to_string());
+        return Err(e.into());
     }
     for attempt in 0..3 {
         if attempt > 0 {
@@ -119,13 +119,13 @@ pub async fn reset_installed(h: &super::HostState) -> Result<(), String> {
             let _ = init.stop(&p.remote, svc).await;
         }
         match p.remote.run(Cmd::new(cmd.clone()).sudo()).await {
-            Err(e) if lost(&e) => return Err(e.to_string()),
+            Err(e) if lost(&e) => return Err(e.into()),
             Err(e) => tracing::warn!("{}: k0s reset failed: {e}", h.name),
             Ok(_) => {}
         }
         let left = match init.is_installed(&p.remote, svc).await {
             Ok(installed) => installed,
-            Err(e) if lost(&e) => return Err(e.to_string()),
+            Err(e) if lost(&e) => return Err(e.into()),
             Err(_) => false,
         };
         if !left {
@@ -137,7 +137,7 @@ pub async fn reset_installed(h: &super::HostState) -> Result<(), String> {
             );
             if let Err(e) = p.remote.run(Cmd::new(rm).sudo()).await {
                 if lost(&e) {
-                    return Err(e.to_string());
+                    return Err(e.into());
                 }
                 tracing::warn!("{}: removing the join token file: {e}", h.name);
             }

@@ -8,6 +8,7 @@
 use crate::config::flags::Flags;
 use crate::k0s::install::{InstallContext, install_command, install_flags};
 use crate::k0s::version::K0sVersion;
+use crate::phases::Failure;
 use crate::transport::{Cmd, shell_quote};
 
 use super::HostState;
@@ -148,7 +149,7 @@ fn comparable(f: &Flags) -> (Vec<(String, String)>, Vec<String>) {
 
 /// The install flags k0s runs with differ from what the manifest gives now (as k0sctl's
 /// `phase/reinstall.go` compares them); `None` when k0s does not run.
-pub fn flags_drift(h: &HostState, is_leader: bool) -> Result<Option<bool>, String> {
+pub fn flags_drift(h: &HostState, is_leader: bool) -> Result<Option<bool>, Failure> {
     let Some(status) = h.k0s.as_ref().and_then(|k| k.status.as_ref()) else {
         return Ok(None);
     };
@@ -173,7 +174,7 @@ pub fn wanted_flags(
     h: &HostState,
     is_leader: bool,
     version: &K0sVersion,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, Failure> {
     let p = h.probed()?;
     let cx = InstallContext {
         k0s_path: &p.k0s_binary_path,
@@ -211,7 +212,7 @@ pub async fn reinstall_and_start(
     version: &K0sVersion,
     wait: bool,
     restart: bool,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let p = h.probed()?;
     let cx = InstallContext {
         k0s_path: &p.k0s_binary_path,
@@ -223,10 +224,7 @@ pub async fn reinstall_and_start(
         binary_version: Some(version),
     };
     let cmd = install_command(&h.config, &cx)?;
-    p.remote
-        .run(Cmd::new(cmd).sudo())
-        .await
-        .map_err(|e| e.to_string())?;
+    p.remote.run(Cmd::new(cmd).sudo()).await?;
     start_service(h, true, restart).await?;
     if h.config.is_controller() {
         wait_api_ready(h).await?;
@@ -248,9 +246,9 @@ pub async fn upgrade_node(
     is_leader: bool,
     target: &K0sVersion,
     wait: bool,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let p = h.probed()?;
-    let init = p.init_system().map_err(|e| e.to_string())?;
+    let init = p.init_system()?;
     let svc = h.service_name();
     let from = running_version(h)
         .map(|v| v.to_string())
@@ -259,10 +257,8 @@ pub async fn upgrade_node(
     // Recorded before the service stops, so that a run that dies before it starts again does
     // not leave a host the next apply refuses.
     super::markers::upgrade_started(h, "upgrade").await?;
-    init.stop(&p.remote, svc).await.map_err(|e| e.to_string())?;
-    init.wait_state(&p.remote, svc, false, WAIT)
-        .await
-        .map_err(|e| e.to_string())?;
+    init.stop(&p.remote, svc).await?;
+    init.wait_state(&p.remote, svc, false, WAIT).await?;
     let steps = async {
         if let Some(tmp) = &h.staged {
             let dst = shell_quote(&p.k0s_binary_path);
@@ -270,14 +266,10 @@ pub async fn upgrade_node(
                 "set -e; chmod 0755 {t}; mv -f {t} {dst}; {dst} version",
                 t = shell_quote(tmp)
             );
-            let v = p
-                .remote
-                .run_str(Cmd::new(script).sudo())
-                .await
-                .map_err(|e| e.to_string())?;
+            let v = p.remote.run_str(Cmd::new(script).sudo()).await?;
             let got = K0sVersion::parse(v.trim())?;
             if got != *target {
-                return Err(format!("the new k0s binary is version {got}, not {target}"));
+                return Err(format!("the new k0s binary is version {got}, not {target}").into());
             }
         }
         reinstall_and_start(h, leader, is_leader, target, wait, false).await

@@ -1,6 +1,7 @@
 //! Waiting: the shared timeout, a poll-until loop, the API server's readiness, the dynamic
 //! config's reconciliation, a node's readiness, and noticing a host's connection is gone.
 
+use crate::phases::Failure;
 use std::time::{Duration, Instant};
 
 use crate::transport::Cmd;
@@ -12,45 +13,47 @@ use super::probed;
 /// How long k0sctl waits for services, readiness and nodes.
 pub const WAIT: Duration = Duration::from_secs(120);
 
-/// Resolves (with a "connection lost" message) once the host's connection is closed; never
+/// Resolves (with a "connection lost" failure) once the host's connection is closed; never
 /// while it is open. Raced against waits that run elsewhere (on the leader) so a host that
 /// dropped out is reported at once.
-pub async fn connection_lost(h: &HostState) -> String {
+pub async fn connection_lost(h: &HostState) -> Failure {
     let Ok(p) = probed(h) else {
         return std::future::pending().await;
     };
     loop {
         if p.remote.connection().is_closed() {
-            return format!(
-                "{}: {}: the SSH connection was closed while waiting for the node to become Ready",
-                p.remote.name(),
-                crate::transport::error::CONNECTION_LOST
-            );
+            return crate::transport::TransportError::Disconnected {
+                host: p.remote.name().to_string(),
+                reason: "the SSH connection was closed while waiting for the node to become Ready"
+                    .into(),
+            }
+            .into();
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
 /// Polls `check` every second until it returns Ok(true) or `WAIT` passes; the last error (or
-/// `what`) explains a timeout.
-pub async fn wait_until<F, Fut>(what: &str, mut check: F) -> Result<(), String>
+/// `what`) explains a timeout (and keeps its cause: a connection lost while waiting stays
+/// one).
+pub async fn wait_until<F, Fut>(what: &str, mut check: F) -> Result<(), Failure>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool, String>>,
+    Fut: std::future::Future<Output = Result<bool, Failure>>,
 {
     let deadline = Instant::now() + WAIT;
-    let mut last = String::new();
+    let mut last: Option<Failure> = None;
     loop {
         match check().await {
             Ok(true) => return Ok(()),
             Ok(false) => {}
-            Err(e) => last = e,
+            Err(e) => last = Some(e),
         }
         if Instant::now() > deadline {
-            return Err(if last.is_empty() {
-                format!("timed out after {WAIT:?} waiting for {what}")
-            } else {
-                format!("timed out after {WAIT:?} waiting for {what}: {last}")
+            let timed_out = format!("timed out after {WAIT:?} waiting for {what}");
+            return Err(match last {
+                None => Failure::other(timed_out),
+                Some(e) => e.context(timed_out),
             });
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -58,15 +61,11 @@ where
 }
 
 /// Waits until the controller's API server answers `/readyz` with `ok`.
-pub async fn wait_api_ready(h: &HostState) -> Result<(), String> {
+pub async fn wait_api_ready(h: &HostState) -> Result<(), Failure> {
     let p = probed(h)?;
     let cmd = kubectl(h, "get --raw=/readyz")?;
     wait_until("the kubernetes API to become ready", || async {
-        let out = p
-            .remote
-            .exec(Cmd::new(cmd.clone()).sudo())
-            .await
-            .map_err(|e| e.to_string())?;
+        let out = p.remote.exec(Cmd::new(cmd.clone()).sudo()).await?;
         Ok(out.success() && out.stdout_str().trim() == "ok")
     })
     .await
@@ -74,23 +73,18 @@ pub async fn wait_api_ready(h: &HostState) -> Result<(), String> {
 
 /// Waits until k0s reports that it reconciled the cluster config (dynamic config mode): an
 /// event with reason `SuccessfulReconcile` about the `kube-system/k0s` ClusterConfig.
-pub async fn wait_config_reconciled(h: &HostState) -> Result<(), String> {
+pub async fn wait_config_reconciled(h: &HostState) -> Result<(), Failure> {
     let p = probed(h)?;
     let cmd = kubectl(
         h,
         "-n kube-system get event --field-selector involvedObject.name=k0s -o json",
     )?;
     wait_until("k0s to reconcile the dynamic cluster config", || async {
-        let out = p
-            .remote
-            .exec(Cmd::new(cmd.clone()).sudo())
-            .await
-            .map_err(|e| e.to_string())?;
+        let out = p.remote.exec(Cmd::new(cmd.clone()).sudo()).await?;
         if !out.success() {
-            return Err(out.stderr_str().trim().to_string());
+            return Err(out.stderr_str().trim().into());
         }
-        let v: serde_json::Value =
-            serde_json::from_str(&out.stdout_str()).map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_str(&out.stdout_str())?;
         Ok(v["items"]
             .as_array()
             .into_iter()
@@ -110,12 +104,11 @@ pub async fn wait_node_ready(
     leader: &HostState,
     name: &str,
     version: Option<&crate::k0s::version::K0sVersion>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let client = super::leader::host_client(leader, super::leader::DEFAULT_API_PORT).await?;
     let kubelet = version.map(|v| v.kubelet_version());
-    crate::kube::wait_node_ready(&client, name, kubelet.as_deref(), WAIT)
-        .await
-        .map_err(|e| e.to_string())
+    crate::kube::wait_node_ready(&client, name, kubelet.as_deref(), WAIT).await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -132,7 +125,8 @@ mod scripted_tests {
         let v = crate::k0s::version::K0sVersion::parse("v1.31.1+k0s.0").unwrap();
         let e = wait_node_ready(&k.state.hosts[0], "node-2", Some(&v))
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("reading the admin kubeconfig"), "{e}");
         assert!(e.contains("/var/lib/k0s/pki/admin.conf"), "{e}");
         assert!(k.script(1).commands().is_empty());

@@ -2,6 +2,7 @@
 //! `config status` (the k0s dynamic config events) and `config edit` (the `kube-system/k0s`
 //! ClusterConfig in `$VISUAL`/`$EDITOR`, applied back when changed).
 
+use crate::phases::Failure;
 use std::path::PathBuf;
 
 use crate::config::Loaded;
@@ -46,13 +47,13 @@ async fn first_controller(mut loaded: Loaded) -> Result<State, CliError> {
 /// success, an error with the remote stderr otherwise.
 async fn kubectl(state: &State, args: &str, stdin: Option<Vec<u8>>) -> Result<String, CliError> {
     let h = &state.hosts[0];
-    let fail = |e: String| CliError::new(Code::PhaseFailed, format!("{}: {e}", h.name));
-    let p = h.probed().map_err(fail)?;
-    let mut cmd = Cmd::new(steps::kubectl::kubectl(h, args).map_err(fail)?).sudo();
+    let fail = |e: Failure| CliError::new(e.code(), format!("{}: {e}", h.name));
+    let p = h.probed().map_err(|e| fail(e.into()))?;
+    let mut cmd = Cmd::new(steps::kubectl::kubectl(h, args).map_err(&fail)?).sudo();
     if let Some(bytes) = stdin {
         cmd = cmd.stdin(bytes);
     }
-    let out = p.remote.run(cmd).await.map_err(|e| fail(e.to_string()))?;
+    let out = p.remote.run(cmd).await.map_err(|e| fail(e.into()))?;
     Ok(out.stdout_str())
 }
 

@@ -34,7 +34,7 @@ use std::time::Instant;
 use futures::future::join_all;
 
 use super::files::UploadOptions;
-use super::{Cmd, ConnectSpec, Connection, Remote, shell_quote};
+use super::{Cmd, ConnectSpec, Connection, Limits, Remote, shell_quote};
 
 /// Files smaller than this are always uploaded directly (the set-up costs more than it saves).
 pub const MIN_RELAY_BYTES: u64 = 1024 * 1024;
@@ -239,16 +239,21 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Progress<R> {
 /// Sends `src` (whose SHA-256 is `sha256`) to every target per `plan`: relayed along the chain,
 /// direct where the plan or the hosts say so, and direct again wherever a relayed copy does not
 /// verify. Returns one result per target, in the targets' order.
+///
+/// Per-host steps (probe, prepare, install and clean up, direct uploads) take a host slot of
+/// `limits`, so `--concurrency` holds here as in every phase; the transfer itself is one
+/// stream into the first host of the chain. The caller must not hold a host slot.
 pub async fn deliver(
     src: &Path,
     sha256: &str,
     targets: &[Target],
     plan: &Plan,
+    limits: &Limits,
 ) -> Vec<Result<(), String>> {
     let mut results: Vec<Option<Result<(), String>>> = vec![None; targets.len()];
     let mut fallback: Vec<(usize, String)> = plan.direct.clone();
     if plan.chain.len() >= 2 {
-        let relayed = relay(src, sha256, targets, &plan.chain).await;
+        let relayed = relay(src, sha256, targets, &plan.chain, limits).await;
         for (i, r) in relayed {
             match r {
                 Ok(()) => results[i] = Some(Ok(())),
@@ -261,6 +266,7 @@ pub async fn deliver(
     let direct = join_all(fallback.into_iter().map(|(i, why)| {
         let t = &targets[i];
         async move {
+            let _slot = limits.host_slot().await;
             let planned_so = ["small file", "relaying is off", "no other host"];
             if !planned_so.iter().any(|p| why.starts_with(p)) {
                 tracing::info!("{}: {why}; uploading {} directly", t.name, t.dst);
@@ -291,12 +297,14 @@ async fn relay(
     sha256: &str,
     targets: &[Target],
     chain: &[usize],
+    limits: &Limits,
 ) -> Vec<(usize, Result<(), String>)> {
     let started = Instant::now();
     let id = temp_suffix();
     let marker = format!("k0sctl-relay-{id}");
     // 1. Probe.
     let probes = join_all(chain.iter().map(|&i| async move {
+        let _slot = limits.host_slot().await;
         let out = targets[i]
             .remote
             .run_str(Cmd::new(
@@ -428,6 +436,7 @@ async fn relay(
             .display_as("record staging files")
         });
         async move {
+            let _slot = limits.host_slot().await;
             if let Some(rec) = record {
                 t.remote.run(rec).await?;
             }
@@ -514,6 +523,7 @@ async fn relay(
             "rm -rf {d}; if grep -q ' {marker}$' {ak} 2>/dev/null; then sed -i '/ {marker}$/d' {ak}; fi; true"
         );
         async move {
+            let _slot = limits.host_slot().await;
             let r = t
                 .remote
                 .run_str(
