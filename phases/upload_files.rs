@@ -982,6 +982,7 @@ mod phase_tests {
         let mut k = kit(Default::default());
         k.script(1)
             .on("echo \"@0 $d missing\"", "@0 1 missing\n")
+            .on(">> /run/lock/k0sctl.staging", "")
             .on(
                 "curl -sSLf -o \"$t\" -- https://example.com/tool-v1.31.1%2Bk0s.0",
                 "changed\n",
@@ -994,6 +995,14 @@ mod phase_tests {
             s.position("echo \"@0 $d missing\""),
             0,
             "the probe comes first"
+        );
+        // Then the staging names of both files are recorded, before anything is written.
+        let c = s.commands();
+        assert!(
+            c[1].contains(">> /run/lock/k0sctl.staging")
+                && c[1].contains("'/etc/motd.tmp.*'")
+                && c[1].contains("'/opt/bin/tool.tmp.*'"),
+            "{c:#?}"
         );
         assert!(k.script(0).commands().is_empty());
         let c = k.changes_for(1);
@@ -1040,6 +1049,7 @@ mod phase_tests {
         let mut k = kit(Default::default());
         k.script(1)
             .on("echo \"@0 $d missing\"", "@0 1 missing\n")
+            .on(">> /run/lock/k0sctl.staging", "")
             .fail(
                 "curl -sSLf -o",
                 22,
