@@ -591,7 +591,7 @@ impl Phase for UploadFiles {
                     let p = h.probed().map_err(|e| err(e.into()))?;
                     super::steps::staging::record(&p.remote, &p.facts.lock_file, &staged)
                         .await
-                        .map_err(|e| err(e.into()))?;
+                        .map_err(err)?;
                     let mut done = Vec::new();
                     for (n, (it, step)) in steps.iter().enumerate() {
                         // Relayed uploads only get their directory here; the bytes come below.

@@ -9,6 +9,7 @@
 //! host-side download `<dst>.tmp.<pid>`). Any other line is ignored, so a damaged record can
 //! never remove anything but staging files.
 
+use crate::phases::{Context, Failure};
 use crate::transport::{Cmd, Remote, shell_quote};
 
 /// Where the record of a host whose lock file is `lock_file` lives.
@@ -58,7 +59,7 @@ pub fn temp_files_of(dst: &str) -> String {
 
 /// Appends `entries` to the record (creating it 0600), in one round trip, before anything is
 /// written under those names.
-pub async fn record(remote: &Remote, lock_file: &str, entries: &[String]) -> Result<(), String> {
+pub async fn record(remote: &Remote, lock_file: &str, entries: &[String]) -> Result<(), Failure> {
     let entries: Vec<&String> = entries.iter().filter(|e| valid_entry(e)).collect();
     if entries.is_empty() {
         return Ok(());
@@ -76,9 +77,9 @@ pub async fn record(remote: &Remote, lock_file: &str, entries: &[String]) -> Res
         .run(Cmd::new(cmd).sudo().display_as("record staging files"))
         .await
         .map(|_| ())
-        .map_err(|e| {
+        .with_context(|| {
             format!(
-                "could not record the staging files in {}: {e}",
+                "could not record the staging files in {}",
                 record_path(lock_file)
             )
         })
