@@ -1,7 +1,7 @@
 //! Chaos on testenv: faults injected while `k0sctl apply` installs workers, each followed by
 //! a plain re-apply (no `--force`) that must converge.
 //!
-//! One environment (1 controller + 4 workers); each fault hits a worker that joins in that
+//! One environment (1 controller + 5 workers); each fault hits a worker that joins in that
 //! step (the manifest grows by one worker per step):
 //!
 //! 1. SIGKILL of k0sctl itself while the worker's install runs, its k0s service then left
@@ -11,7 +11,8 @@
 //!    "connection lost", no script dump; the clean-up reconnects and undoes the install.
 //! 3. the worker's link down mid-install: noticed by SSH keepalives (exit 4, the time is
 //!    printed), then the link comes back.
-//! 4. the next worker's link flapping mid-install: passes or exits 4, then converges.
+//! 4. the next worker's link flapping mid-install: passes or exits 4, then converges; then a
+//!    double SIGINT while the next worker installs (exit 130 at once, no clean-up).
 //! 5. an upgrade to the next version: a double SIGINT while binaries are staged (exit 130 at
 //!    once, nothing cleaned up), then SIGKILL in a worker upgrade batch once a worker's service
 //!    was stopped: the next apply starts it again, finishes the upgrade, no node stays cordoned.
@@ -23,8 +24,9 @@
 //! A second test: stalled transfers (a host-side download from a server that stops sending, an
 //! upload whose link drops) fail naming host, URL and bytes.
 //!
-//! A third: the same faults at the two other points of a run, while binaries are staged and in a
-//! worker upgrade batch, plus SIGKILL while `files:` are uploaded (the record of staging files).
+//! A third: the same faults (sshd killed, link down, link flapping, double SIGINT; SIGKILL) at the
+//! two other points of a run, while binaries are staged and in a worker upgrade batch, plus
+//! SIGKILL while `files:` are uploaded (the record of staging files).
 //!
 //! A fourth: a controller join interrupted after etcd added the member; the next apply removes
 //! that member before the controller joins again.
@@ -216,7 +218,7 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
         .prefix("k0sctl-chaos-")
         .tempdir()
         .unwrap();
-    let env = Env::up(Options::new(dir.path().join("env"), 5)).expect("testenv up");
+    let env = Env::up(Options::new(dir.path().join("env"), 6)).expect("testenv up");
     let cache = dir.path().join("cache");
     let started = Instant::now();
 
@@ -333,6 +335,34 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
     eprintln!(
         "link flapping during worker install: exit {:?}; converged",
         f.code
+    );
+
+    // 4b. A double Ctrl-C while the fifth worker's install runs: k0sctl exits 130 at once,
+    // without clean-ups; its service may be left installed and stopped. A plain re-apply
+    // recognises the unfinished install as ours and converges.
+    let m = write_manifest(dir.path(), &env, &[0, 1, 2, 3, 4, 5]);
+    let w = &env.hosts[5];
+    let f = apply_with_fault(&env, &cache, &m, w, MARKER, |pid| {
+        for _ in 0..2 {
+            std::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    assert_eq!(f.code, Some(130), "double SIGINT:\n{}", f.stderr);
+    assert_eq!(
+        leftover_processes(&env, w, Duration::from_secs(15)),
+        "",
+        "processes of the interrupted run left on {}",
+        w.name
+    );
+    no_live_lock(&env);
+    converges(&cache, &m, "double SIGINT during worker install");
+    eprintln!(
+        "double SIGINT during worker install: exit 130; converged ({:?} so far)",
+        started.elapsed()
     );
 
     // 5. Upgrade to the next version: a double SIGINT while the binaries are staged (exits at
@@ -621,6 +651,8 @@ enum Fault {
     SshdKilled,
     LinkDown,
     LinkFlapping,
+    /// Ctrl-C twice: the second one ends k0sctl at once, without clean-ups.
+    DoubleSigint,
 }
 
 impl Fault {
@@ -635,6 +667,15 @@ impl Fault {
             }
             Fault::SshdKilled => kill_sshd(env, host),
             Fault::LinkDown => link_down(env, host),
+            Fault::DoubleSigint => {
+                for _ in 0..2 {
+                    std::process::Command::new("kill")
+                        .args(["-INT", &pid.to_string()])
+                        .status()
+                        .unwrap();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
             // Down 2 s, up 2 s, three times.
             Fault::LinkFlapping => {
                 for _ in 0..3 {
@@ -650,7 +691,7 @@ impl Fault {
     /// Puts the host back (link up, sshd running) once k0sctl has ended.
     fn repair(self, env: &Env, host: &Host) {
         match self {
-            Fault::Sigkill => {}
+            Fault::Sigkill | Fault::DoubleSigint => {}
             Fault::SshdKilled => ensure_sshd(env, host),
             Fault::LinkDown | Fault::LinkFlapping => link_up(env, host),
         }
@@ -678,6 +719,12 @@ impl Fault {
         };
         match self {
             Fault::Sigkill => assert_eq!(f.code, None, "killed by a signal:\n{}", f.stderr),
+            Fault::DoubleSigint => assert_eq!(
+                f.code,
+                Some(130),
+                "double SIGINT in {phase}: exit 130 at once:\n{}",
+                f.stderr
+            ),
             Fault::SshdKilled | Fault::LinkDown => {
                 assert_eq!(
                     f.code,
@@ -783,6 +830,7 @@ fn faults_at_staging_and_in_an_upgrade_batch_then_plain_reapply_converges() {
         "v1.32.4+k0s.0",
         "v1.33.4+k0s.0",
         "v1.34.1+k0s.0",
+        "v1.34.2+k0s.0",
     ]
     .map(String::from)
     .to_vec();
@@ -930,7 +978,12 @@ fn faults_at_staging_and_in_an_upgrade_batch_then_plain_reapply_converges() {
         started.elapsed()
     );
 
-    for fault in [Fault::SshdKilled, Fault::LinkDown, Fault::LinkFlapping] {
+    for fault in [
+        Fault::SshdKilled,
+        Fault::LinkDown,
+        Fault::LinkFlapping,
+        Fault::DoubleSigint,
+    ] {
         // At staging.
         at += 1;
         let m = manifest_at(dir.path(), &env, &env.versions[at]);
