@@ -219,15 +219,38 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
         .tempdir()
         .unwrap();
     let env = Env::up(Options::new(dir.path().join("env"), 6)).expect("testenv up");
-    let cache = dir.path().join("cache");
-    let started = Instant::now();
+    let c = Chaos {
+        cache: dir.path().join("cache"),
+        env,
+        dir,
+        started: Instant::now(),
+    };
+    sigkill_during_install(&c);
+    sshd_killed_during_install(&c);
+    link_down_during_install(&c);
+    link_flapping_during_install(&c);
+    let m = double_sigint_during_install(&c);
+    upgrade_interrupted_twice(&c, &m);
+    nothing_left_behind(&c);
+}
 
+/// One environment the worker-install chaos cases run on in order (the hosts go before their
+/// directory).
+struct Chaos {
+    env: Env,
+    cache: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    started: Instant,
+}
+
+fn sigkill_during_install(c: &Chaos) {
+    let (dir, env, cache, started) = (&c.dir, &c.env, &c.cache, c.started);
     // 1. SIGKILL of k0sctl during the first worker's install; its service left stopped.
-    let m = write_manifest(dir.path(), &env, &[0, 1]);
+    let m = write_manifest(dir.path(), env, &[0, 1]);
     let w = &env.hosts[1];
     // Once the worker's service is written (k0s install ran), before it is known to run.
     let unit = "/etc/systemd/system/k0sworker.service";
-    let f = apply_with_fault(&env, &cache, &m, w, unit, |pid| {
+    let f = apply_with_fault(env, cache, &m, w, unit, |pid| {
         std::process::Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .status()
@@ -238,13 +261,13 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
     env.exec(w, "systemctl stop k0sworker 2>/dev/null; true")
         .unwrap();
     assert_eq!(
-        leftover_processes(&env, w, Duration::from_secs(15)),
+        leftover_processes(env, w, Duration::from_secs(15)),
         "",
         "processes of the killed run left on {}",
         w.name
     );
-    no_live_lock(&env);
-    let err = converges(&cache, &m, "SIGKILL");
+    no_live_lock(env);
+    let err = converges(cache, &m, "SIGKILL");
     assert!(
         err.contains("took over the lock") && err.contains("is gone"),
         "the dead run's lock is taken over at once, saying so:\n{err}"
@@ -257,11 +280,14 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
         "SIGKILL during worker install: converged ({:?} so far)",
         started.elapsed()
     );
+}
 
+fn sshd_killed_during_install(c: &Chaos) {
+    let (dir, env, cache, started) = (&c.dir, &c.env, &c.cache, c.started);
     // 2. sshd killed on the second worker mid-install.
-    let m = write_manifest(dir.path(), &env, &[0, 1, 2]);
+    let m = write_manifest(dir.path(), env, &[0, 1, 2]);
     let w = &env.hosts[2];
-    let f = apply_with_fault(&env, &cache, &m, w, MARKER, |_| kill_sshd(&env, w));
+    let f = apply_with_fault(env, cache, &m, w, MARKER, |_| kill_sshd(env, w));
     assert_eq!(f.code, Some(4), "lost connection is exit 4:\n{}", f.stderr);
     let ip = w.ip.to_string();
     assert!(
@@ -278,21 +304,24 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
         "no script dump:\n{}",
         f.stderr
     );
-    ensure_sshd(&env, w);
-    assert_eq!(leftover_processes(&env, w, Duration::from_secs(15)), "");
-    no_live_lock(&env);
-    converges(&cache, &m, "sshd killed");
+    ensure_sshd(env, w);
+    assert_eq!(leftover_processes(env, w, Duration::from_secs(15)), "");
+    no_live_lock(env);
+    converges(cache, &m, "sshd killed");
     eprintln!(
         "sshd killed during worker install: exit 4 {:?} after the kill; converged ({:?} so far)",
         f.after_fault,
         started.elapsed()
     );
+}
 
+fn link_down_during_install(c: &Chaos) {
+    let (dir, env, cache) = (&c.dir, &c.env, &c.cache);
     // 3. The third worker's link goes down mid-install.
-    let m = write_manifest(dir.path(), &env, &[0, 1, 2, 3]);
+    let m = write_manifest(dir.path(), env, &[0, 1, 2, 3]);
     let w = &env.hosts[3];
-    let f = apply_with_fault(&env, &cache, &m, w, MARKER, |_| link_down(&env, w));
-    link_up(&env, w);
+    let f = apply_with_fault(env, cache, &m, w, MARKER, |_| link_down(env, w));
+    link_up(env, w);
     assert_eq!(f.code, Some(4), "lost connection is exit 4:\n{}", f.stderr);
     assert!(
         f.stderr.contains("Install workers") && f.stderr.contains("connection lost"),
@@ -303,23 +332,26 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
         "link down during worker install: connection lost reported {:?} after the link went down (SSH keepalives), k0sctl ended after {:?} (with the bounded clean-up)",
         f.lost_after, f.after_fault
     );
-    no_live_lock(&env);
-    converges(&cache, &m, "link down");
-    assert_eq!(leftover_processes(&env, w, Duration::from_secs(20)), "");
+    no_live_lock(env);
+    converges(cache, &m, "link down");
+    assert_eq!(leftover_processes(env, w, Duration::from_secs(20)), "");
+}
 
+fn link_flapping_during_install(c: &Chaos) {
+    let (dir, env, cache) = (&c.dir, &c.env, &c.cache);
     // 4. The fourth worker's link flaps (down 2 s, up 2 s, three times) mid-install: the run
     // rides it out or reports the lost connection; either way a plain re-apply converges.
-    let m = write_manifest(dir.path(), &env, &[0, 1, 2, 3, 4]);
+    let m = write_manifest(dir.path(), env, &[0, 1, 2, 3, 4]);
     let w = &env.hosts[4];
-    let f = apply_with_fault(&env, &cache, &m, w, MARKER, |_| {
+    let f = apply_with_fault(env, cache, &m, w, MARKER, |_| {
         for _ in 0..3 {
-            link_down(&env, w);
+            link_down(env, w);
             std::thread::sleep(Duration::from_secs(2));
-            ip_link_up(&env, w);
+            ip_link_up(env, w);
             std::thread::sleep(Duration::from_secs(2));
         }
     });
-    link_up(&env, w);
+    link_up(env, w);
     assert!(
         matches!(f.code, Some(0) | Some(4)),
         "a flapping link either passes or is a lost connection ({:?}):\n{}",
@@ -329,20 +361,23 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
     if f.code == Some(4) {
         assert!(f.stderr.contains("connection lost"), "{}", f.stderr);
     }
-    no_live_lock(&env);
-    converges(&cache, &m, "link flapping");
-    assert_eq!(leftover_processes(&env, w, Duration::from_secs(20)), "");
+    no_live_lock(env);
+    converges(cache, &m, "link flapping");
+    assert_eq!(leftover_processes(env, w, Duration::from_secs(20)), "");
     eprintln!(
         "link flapping during worker install: exit {:?}; converged",
         f.code
     );
+}
 
+fn double_sigint_during_install(c: &Chaos) -> String {
+    let (dir, env, cache, started) = (&c.dir, &c.env, &c.cache, c.started);
     // 4b. A double Ctrl-C while the fifth worker's install runs: k0sctl exits 130 at once,
     // without clean-ups; its service may be left installed and stopped. A plain re-apply
     // recognises the unfinished install as ours and converges.
-    let m = write_manifest(dir.path(), &env, &[0, 1, 2, 3, 4, 5]);
+    let m = write_manifest(dir.path(), env, &[0, 1, 2, 3, 4, 5]);
     let w = &env.hosts[5];
-    let f = apply_with_fault(&env, &cache, &m, w, MARKER, |pid| {
+    let f = apply_with_fault(env, cache, &m, w, MARKER, |pid| {
         for _ in 0..2 {
             std::process::Command::new("kill")
                 .args(["-INT", &pid.to_string()])
@@ -353,18 +388,22 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
     });
     assert_eq!(f.code, Some(130), "double SIGINT:\n{}", f.stderr);
     assert_eq!(
-        leftover_processes(&env, w, Duration::from_secs(15)),
+        leftover_processes(env, w, Duration::from_secs(15)),
         "",
         "processes of the interrupted run left on {}",
         w.name
     );
-    no_live_lock(&env);
-    converges(&cache, &m, "double SIGINT during worker install");
+    no_live_lock(env);
+    converges(cache, &m, "double SIGINT during worker install");
     eprintln!(
         "double SIGINT during worker install: exit 130; converged ({:?} so far)",
         started.elapsed()
     );
+    m
+}
 
+fn upgrade_interrupted_twice(c: &Chaos, m: &str) {
+    let (dir, env, cache, started) = (&c.dir, &c.env, &c.cache, c.started);
     // 5. Upgrade to the next version: a double SIGINT while the binaries are staged (exits at
     // once, no clean-up), then SIGKILL in a worker upgrade batch once a worker's service was
     // stopped for its upgrade. The plain re-apply starts it again, finishes the upgrade and
@@ -374,7 +413,7 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
     let up = dir.path().join("k0sctl-upgrade.yaml");
     std::fs::write(
         &up,
-        std::fs::read_to_string(&m).unwrap().replace(
+        std::fs::read_to_string(m).unwrap().replace(
             &format!("version: \"{old}\""),
             &format!("version: \"{new}\""),
         ),
@@ -382,7 +421,7 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
     .unwrap();
     let up = up.display().to_string();
     let f = apply_when(
-        &cache,
+        cache,
         &up,
         "Stage k0s binaries",
         || true,
@@ -399,16 +438,16 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
     assert_eq!(f.code, Some(130), "double SIGINT:\n{}", f.stderr);
     for h in &env.hosts {
         assert_eq!(
-            leftover_processes(&env, h, Duration::from_secs(15)),
+            leftover_processes(env, h, Duration::from_secs(15)),
             "",
             "{}",
             h.name
         );
     }
-    no_live_lock(&env);
+    no_live_lock(env);
     let workers = &env.hosts[1..];
     let f = apply_when(
-        &cache,
+        cache,
         &up,
         "Upgrade workers",
         || {
@@ -430,13 +469,13 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
         },
     );
     assert_eq!(f.code, None, "killed by a signal:\n{}", f.stderr);
-    let err = converges(&cache, &up, "SIGKILL in an upgrade batch");
+    let err = converges(cache, &up, "SIGKILL in an upgrade batch");
     assert!(
         err.contains("stopped by an upgrade that did not finish"),
         "the stopped worker is started again:\n{err}"
     );
     let kc = dir.path().join("kubeconfig");
-    let out = k0sctl(&cache, &["kubeconfig", "-c", &up]);
+    let out = k0sctl(cache, &["kubeconfig", "-c", &up]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     std::fs::write(&kc, &out.stdout).unwrap();
     let nodes = kubectl(
@@ -462,7 +501,10 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
         "upgrade interrupted twice: converged ({:?} so far)",
         started.elapsed()
     );
+}
 
+fn nothing_left_behind(c: &Chaos) {
+    let (env, started) = (&c.env, c.started);
     // Nothing left behind anywhere.
     for h in &env.hosts {
         let left = env
