@@ -618,7 +618,13 @@ fn failed_runs_report_once_and_json_events() {
         // The failed phase ran, so its clean-up runs (and says so) before the summary.
         assert_eq!(
             kinds,
-            ["phase_start", "phase_end", "error", "cleanup_start", "summary"],
+            [
+                "phase_start",
+                "phase_end",
+                "error",
+                "cleanup_start",
+                "summary"
+            ],
             "{args:?}"
         );
         assert_eq!(events[3]["phase"], "Connect to hosts");
