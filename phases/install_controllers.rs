@@ -81,7 +81,7 @@ impl Phase for InstallControllers {
                             write_token(h, token).await?;
                             install_and_start(h, false, force, Some(&token.url)).await?;
                             wait_api_ready(h).await?;
-                            retire_token(leader, h, token, None).await;
+                            retire_token(leader, h, token, None, false).await;
                             tracing::info!("{}: controller joined", h.name);
                             run_host_hooks(h, "install", "after").await?;
                             install_finished(h).await?;
