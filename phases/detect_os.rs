@@ -212,4 +212,117 @@ mod tests {
         assert!(e.contains("cannot fork"), "{e}");
         assert!(k.state.hosts[0].host.is_none());
     }
+
+    /// What a folding probe's root part prints on a fresh host whose lock it took.
+    fn root_output(k0s_env: &str) -> String {
+        format!(
+            "@@@root\n@@lockpath\n/run/lock/k0sctl\n@@lock\nacquired\n@@k0sprobe\n/usr/local/bin/k0s\n{k0s_env}\n/run/lock/k0sctl\n\
+             @@version\n@@status\n@@config\n@@envfile\n@@service\n@@incomplete\n@@upgrading\n@@staging\n@@end\n\
+             @@clusterid\n@@prune\n@@prune-end\n@@@tail 1000.2\n"
+        )
+    }
+
+    /// With `fold`, each host gets one command: the facts, then (as root) the lock attempt
+    /// and the k0s facts; the expected leader also reads the cluster ID and the node list. The
+    /// root part's output is kept for the lock and k0s facts phases, and the lock counts as
+    /// held (the release removes only files holding this run's line).
+    #[tokio::test]
+    async fn a_folding_probe_takes_the_lock_and_reads_k0s_facts_in_its_round_trip() {
+        let mut k = Kit::new(&["controller", "worker"]);
+        for h in &mut k.state.hosts {
+            h.host = None;
+        }
+        let env = |svc: &str| crate::host::InitSystem::Systemd.env_file(svc);
+        k.script(0).on(
+            "echo @@uname",
+            &(facts_output("a", "") + &root_output(&env("k0scontroller"))),
+        );
+        k.script(1).on(
+            "echo @@uname",
+            &(facts_output("b", "") + &root_output(&env("k0sworker"))),
+        );
+        let fold = DetectOs {
+            fold: true,
+            leader_reads: true,
+        };
+        k.run(&fold).await.unwrap();
+        assert!(k.state.lock_held);
+        for i in 0..2 {
+            let c = k.script(i).commands();
+            assert_eq!(c.len(), 1, "{c:#?}");
+            assert!(
+                c[0].contains("set -C; printf"),
+                "the lock attempt: {}",
+                c[0]
+            );
+            assert!(c[0].contains("echo @@k0sprobe"), "the k0s facts: {}", c[0]);
+            assert_eq!(
+                c[0].contains("echo @@clusterid"),
+                i == 0,
+                "the cluster reads only on the expected leader"
+            );
+            let out = k.state.hosts[i].probe_out.as_deref().unwrap();
+            assert!(out.contains("@@lock\nacquired\n"), "{out}");
+            assert!(k.state.hosts[i].host.is_some());
+        }
+        // Without `fold`: the facts only, nothing as root, no lock.
+        let mut k = Kit::new(&["controller"]);
+        k.state.hosts[0].host = None;
+        k.script(0).on("echo @@uname", &facts_output("a", ""));
+        k.run(&DetectOs::default()).await.unwrap();
+        let c = k.script(0).commands();
+        assert!(
+            !c[0].contains("set -C") && !c[0].contains("@@k0sprobe"),
+            "{}",
+            c[0]
+        );
+        assert!(k.state.hosts[0].probe_out.is_none() && !k.state.lock_held);
+    }
+
+    /// A dry run's folding probe only looks at the lock (no `set -C` create) and holds none.
+    #[tokio::test]
+    async fn a_dry_folding_probe_only_checks_the_lock() {
+        let mut k = Kit::with_opts(&["controller"], crate::phases::testkit::dry());
+        k.state.hosts[0].host = None;
+        k.script(0).on("echo @@uname", &facts_output("a", ""));
+        let fold = DetectOs {
+            fold: true,
+            leader_reads: true,
+        };
+        k.run(&fold).await.unwrap();
+        let c = k.script(0).commands();
+        assert_eq!(c.len(), 1);
+        assert!(!c[0].contains("set -C"), "{}", c[0]);
+        assert!(c[0].contains("echo free"), "{}", c[0]);
+        assert!(!k.state.lock_held);
+    }
+
+    /// A folding probe that fails (after it may have taken the lock) removes a lock file
+    /// holding this run's line, on that host.
+    #[tokio::test]
+    async fn a_failed_folding_probe_releases_its_lock() {
+        let mut k = Kit::new(&["controller"]);
+        k.state.hosts[0].host = None;
+        k.script(0)
+            .on("echo sudo-n; exit 0", "root\n")
+            .on("for p in /run/lock/k0sctl /tmp/k0sctl.lock", "")
+            .fail("echo @@uname", 2, "sh: 1: cannot fork");
+        let fold = DetectOs {
+            fold: true,
+            leader_reads: false,
+        };
+        let e = k.run(&fold).await.unwrap_err().to_string();
+        assert!(e.contains("cannot fork"), "{e}");
+        let rel = k
+            .script(0)
+            .ran_matching("for p in /run/lock/k0sctl /tmp/k0sctl.lock");
+        assert_eq!(rel.len(), 1);
+        assert!(
+            rel[0].contains(&crate::transport::shell_quote(
+                &crate::phases::steps::host_lock::holder()
+            )),
+            "{}",
+            rel[0]
+        );
+    }
 }

@@ -468,4 +468,81 @@ mod tests {
         );
         assert_eq!(k.script(0).commands().len(), 1);
     }
+
+    /// What the host probe read as root on host `i`, with the k0s path, environment file and
+    /// lock file it guessed.
+    fn probed(k: &Kit, i: usize, k0s: &str, facts: &str, leader: &str) -> String {
+        let h = &k.state.hosts[i];
+        let env = crate::host::InitSystem::Systemd.env_file(h.service_name());
+        format!(
+            "@@lockpath\n/run/lock/k0sctl\n@@lock\nacquired\n@@k0sprobe\n{k0s}\n{env}\n/run/lock/k0sctl\n{facts}{leader}"
+        )
+    }
+
+    /// The facts (and the leader's cluster ID) the host probe read are used: no command, on
+    /// any host. A probe that guessed another k0s path is not used: that host is asked again.
+    #[tokio::test]
+    async fn what_the_probe_read_is_used() {
+        let mut k = unprobed(&["controller", "worker"], Default::default());
+        let leader = probed(
+            &k,
+            0,
+            "/usr/local/bin/k0s",
+            &out("v1.31.1+k0s.0", &status("controller"), "k0scontroller", ""),
+            "@@clusterid\nok 6f1c-uid\n@@prune\n@@prune-end\n",
+        );
+        let worker = probed(
+            &k,
+            1,
+            "/usr/local/bin/k0s",
+            &out("v1.31.1+k0s.0", &status("worker"), "k0sworker", ""),
+            "",
+        );
+        k.state.hosts[0].probe_out = Some(leader);
+        k.state.hosts[1].probe_out = Some(worker);
+        k.run(&GatherK0sFacts).await.unwrap();
+        k.assert_nothing_ran();
+        assert_eq!(k.state.leader, Some(0));
+        assert_eq!(k.state.cluster_id.as_deref(), Some("6f1c-uid"));
+        assert_eq!(
+            k.state.hosts[1].k0s.as_ref().unwrap().service.as_deref(),
+            Some("k0sworker")
+        );
+
+        let mut k = unprobed(&["controller"], Default::default());
+        let other = probed(&k, 0, "/opt/bin/k0s", &out("", "", "", ""), "");
+        k.state.hosts[0].probe_out = Some(other);
+        k.script(0).on(PROBE, &out("", "", "", ""));
+        k.run(&GatherK0sFacts).await.unwrap();
+        assert_eq!(k.script(0).commands().len(), 1);
+    }
+
+    /// A host found running with the install marker of an interrupted run: the join token
+    /// file still holding a token is overwritten, and the marker removed, in one command.
+    #[tokio::test]
+    async fn a_joined_host_with_the_install_marker_gets_its_token_overwritten() {
+        let mut k = unprobed(&["controller", "worker"], Default::default());
+        k.script(0)
+            .on(
+                PROBE,
+                &out("v1.31.1+k0s.0", &status("controller"), "k0scontroller", ""),
+            )
+            .on("get -n kube-system namespace kube-system", "uid\n");
+        k.script(1)
+            .on(
+                PROBE,
+                &out("v1.31.1+k0s.0", &status("worker"), "k0sworker", "")
+                    .replace("@@incomplete\n", "@@incomplete\nyes\n"),
+            )
+            .on("grep -q '^#' /etc/k0s/k0stoken", "");
+        k.run(&GatherK0sFacts).await.unwrap();
+        let c = k.script(1).ran_matching("grep -q '^#' /etc/k0s/k0stoken");
+        assert_eq!(c.len(), 1);
+        assert!(c[0].contains("'# overwritten by k0sctl after join' > /etc/k0s/k0stoken.tmp.k0sctl && mv -f /etc/k0s/k0stoken.tmp.k0sctl /etc/k0s/k0stoken"), "{}", c[0]);
+        assert!(
+            c[0].ends_with("rm -f /etc/k0s/.k0sctl-install-incomplete"),
+            "{}",
+            c[0]
+        );
+    }
 }

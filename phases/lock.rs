@@ -217,4 +217,35 @@ mod phase_tests {
         let e = k.run(&AcquireLock).await.unwrap_err().to_string();
         assert!(e.contains("k0sctl bob@ci pid 7"), "{e}");
     }
+
+    /// The host probe's lock attempt is used as is: no second command; a live holder it saw
+    /// still stops the run. An attempt on another lock file than the facts chose is not used.
+    #[tokio::test]
+    async fn the_probes_attempt_is_used() {
+        let mut k = Kit::new(&["controller", "worker"]);
+        k.state.hosts[0].probe_out =
+            Some("@@lockpath\n/run/lock/k0sctl\n@@lock\nacquired\n".into());
+        k.state.hosts[1].probe_out = Some(
+            "@@lockpath\n/run/lock/k0sctl\n@@lock\nheld 3 k0sctl alice@laptop pid 42 since x\n"
+                .into(),
+        );
+        let e = k.run(&AcquireLock).await.unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "10.0.0.2:22: another k0sctl is operating on this host: k0sctl alice@laptop pid 42"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("10.0.0.1:22"), "{e}");
+        assert!(k.script(0).commands().is_empty());
+        assert!(k.script(1).commands().is_empty());
+        let mut k = Kit::new(&["controller"]);
+        k.state.hosts[0].probe_out =
+            Some("@@lockpath\n/tmp/k0sctl.lock\n@@lock\nacquired\n".into());
+        k.script(0).on("set -C; printf", "acquired\n");
+        k.run(&AcquireLock).await.unwrap();
+        let c = k.script(0).commands();
+        assert_eq!(c.len(), 1);
+        assert!(c[0].contains("> /run/lock/k0sctl"), "{}", c[0]);
+    }
 }

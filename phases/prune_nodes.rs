@@ -407,6 +407,24 @@ mod phase_tests {
         assert!(k.state.changes.is_empty());
     }
 
+    /// The leader's node and etcd lists read by the host probe are used while this run has
+    /// changed nothing (no command); once it changed something, the leader is asked again.
+    #[tokio::test]
+    async fn the_probes_listing_is_used_while_nothing_changed() {
+        let mut k = kit(Default::default());
+        let env = crate::host::InitSystem::Systemd.env_file("k0scontroller");
+        k.state.hosts[0].probe_out = Some(format!(
+            "@@k0sprobe\n/usr/local/bin/k0s\n{env}\n/run/lock/k0sctl\n@@end\n@@clusterid\nok uid\n@@prune\nok\n{}@@prune-end\n",
+            listing(false)
+        ));
+        k.run(&PruneNodes).await.unwrap();
+        k.assert_nothing_ran();
+        k.state.changed(k.state.hosts[1].name.clone(), "something");
+        k.script(0).on(LIST, &listing(false));
+        k.run(&PruneNodes).await.unwrap();
+        assert_eq!(k.script(0).commands().len(), 1);
+    }
+
     /// With --prune: the NotReady stray node is deleted and the stray etcd member removed,
     /// through the leader.
     #[tokio::test]

@@ -406,7 +406,15 @@ impl Phase for StageBinaries {
                                         "{}: downloading k0s {target} from {url}",
                                         h.name
                                     );
-                                    record.await?;
+                                    // The record goes first in the download's own round trip:
+                                    // nothing is written under the staged name before it.
+                                    drop(record);
+                                    let record_first = super::steps::staging::record_script(
+                                        &p.facts.lock_file,
+                                        &[tmp.clone(), super::steps::staging::temp_files_of(&tmp)],
+                                    )
+                                    .map(|r| format!("{r} || {{ echo 'could not record the staging files in {}' >&2; exit 1; }}\n", super::steps::staging::record_path(&p.facts.lock_file)))
+                                    .unwrap_or_default();
                                     let asset = format!("k0s-{target}-{arch}");
                                     let stall = crate::transport::stall_timeout().as_secs();
                                     // Progress lines feed the display's byte bar and
@@ -431,7 +439,7 @@ impl Phase for StageBinaries {
                                     let out = p
                                         .remote
                                         .run_str(
-                                            Cmd::new(download_script(&url, &asset, &tmp, stall))
+                                            Cmd::new(format!("{record_first}{}", download_script(&url, &asset, &tmp, stall)))
                                                 .sudo()
                                                 .on_output(on_output)
                                                 .display_as(format!("download k0s {target} from {url} to {tmp}")),
