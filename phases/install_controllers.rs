@@ -337,10 +337,13 @@ mod phase_tests {
         let mut k = kit(Default::default());
         let token = crate::k0s::token::dummy_join_token().unwrap();
         k.script(0)
+            .on(
+                "etcd member-list",
+                "{\"members\":{\"c1\":\"https://10.0.0.1:2380\"}}\n",
+            )
             .on("token create --role=controller --expiry=30m0s", &token)
             .on("token invalidate", "");
         k.script(1)
-            .on("install -d -m 0700 /etc/k0s", "")
             .on("/usr/local/bin/k0s install controller", "")
             .on("systemctl start k0scontroller", "")
             .on("systemctl is-active --quiet k0scontroller", "")
@@ -359,6 +362,9 @@ mod phase_tests {
         let u = c.uploaded("/etc/k0s/k0stoken").unwrap();
         assert_eq!(u.text(), "# overwritten by k0sctl after join\n");
         assert!(k.script(0).position("token create") < k.script(0).position("token invalidate"));
+        // No stale member of the joining controller: the list is only read, nothing removed.
+        assert!(k.script(0).position("etcd member-list") < k.script(0).position("token create"));
+        assert!(!k.script(0).has_run("etcd leave"));
         assert!(k.script(2).commands().is_empty());
         assert_eq!(
             k.changes_for(1),
@@ -370,8 +376,13 @@ mod phase_tests {
     async fn a_failed_join_keeps_stderr_and_is_reset_by_the_clean_up() {
         let mut k = kit(Default::default());
         let token = crate::k0s::token::dummy_join_token().unwrap();
-        k.script(0).on("token create", &token);
-        k.script(1).on("install -d -m 0700 /etc/k0s", "").fail(
+        k.script(0)
+            .on(
+                "etcd member-list",
+                "{\"members\":{\"c1\":\"https://10.0.0.1:2380\"}}\n",
+            )
+            .on("token create", &token);
+        k.script(1).fail(
             "/usr/local/bin/k0s install controller",
             1,
             "cannot reach the Kubernetes API at https://x",

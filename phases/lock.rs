@@ -172,7 +172,14 @@ mod phase_tests {
             let rel = s.ran_matching("rm -f \"$p\"");
             assert_eq!(rel.len(), 1);
             assert!(
-                rel[0].starts_with("p=/run/lock/k0sctl; [ \"$(head -n1 \"$p\" 2>/dev/null)\" = "),
+                rel[0]
+                    .starts_with("p=/run/lock/k0sctl; if [ \"$(head -n1 \"$p\" 2>/dev/null)\" = "),
+                "{}",
+                rel[0]
+            );
+            // Under our lock, the staging files the record names and the record go first.
+            assert!(
+                rel[0].contains("rm -f /run/lock/k0sctl.staging; rm -f \"$p\"; fi"),
                 "{}",
                 rel[0]
             );

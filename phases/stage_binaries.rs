@@ -795,9 +795,19 @@ mod phase_tests {
         let mut k = kit(Default::default());
         k.state.hosts[1].config.k0s_binary_path = Some(bin.display().to_string());
         k.script(1)
-            .on("sha256sum /usr/local/bin/k0s 2>/dev/null", "0000\n");
+            .on("sha256sum /usr/local/bin/k0s 2>/dev/null", "0000\n")
+            .on(">> /run/lock/k0sctl.staging", "");
         k.run(&StageBinaries).await.unwrap();
         let staged = k.state.hosts[1].staged.clone().unwrap();
+        // The staging name is recorded before anything is written under it.
+        let s1 = k.script(1);
+        let rec = s1.position(">> /run/lock/k0sctl.staging");
+        assert!(
+            s1.commands()[rec].contains(&staged),
+            "{}",
+            s1.commands()[rec]
+        );
+        assert!(rec < s1.position(&format!("cat > {staged}.tmp.")));
         let u = k
             .script(1)
             .uploaded(&staged)
@@ -832,13 +842,16 @@ mod phase_tests {
         let mut k = kit(Default::default());
         k.state.hosts[1].staged = Some("/usr/local/bin/k0s.tmp.1".into());
         for s in &k.scripts {
-            s.on("rm -f -- /usr/local/bin/k0s.tmp.*", "");
+            s.on("rm -f /run/lock/k0sctl.staging", "");
         }
         StageBinaries.clean_up(&mut k.state).await.unwrap();
         assert!(k.state.hosts[1].staged.is_none());
+        // Exactly what the record names, then the record.
         assert_eq!(
             k.script(1).commands(),
-            ["rm -f -- /usr/local/bin/k0s.tmp.*"]
+            [super::super::steps::staging::remove_script(
+                "/run/lock/k0sctl"
+            )]
         );
     }
 }

@@ -982,12 +982,22 @@ mod phase_tests {
         let mut k = kit(Default::default());
         k.script(1)
             .on("echo \"@0 $d missing\"", "@0 1 missing\n")
+            .on(">> /run/lock/k0sctl.staging", "")
             .on(
                 "curl -sSLf -o \"$t\" -- https://example.com/tool-v1.31.1%2Bk0s.0",
                 "changed\n",
             );
         k.run(&UploadFiles).await.unwrap();
         let s = k.script(1);
+        // The staging names of both files are recorded before either is written.
+        let rec = s.position(">> /run/lock/k0sctl.staging");
+        assert!(
+            s.commands()[rec].contains("'/etc/motd.tmp.*' '/opt/bin/tool.tmp.*'"),
+            "{}",
+            s.commands()[rec]
+        );
+        assert!(rec < s.position("cat > /etc/motd.tmp."));
+        assert!(rec < s.position("curl -sSLf -o"));
         let u = s.uploaded("/etc/motd").unwrap();
         assert_eq!((u.mode, u.text().as_str()), (0o644, MOTD));
         assert_eq!(
@@ -1040,6 +1050,7 @@ mod phase_tests {
         let mut k = kit(Default::default());
         k.script(1)
             .on("echo \"@0 $d missing\"", "@0 1 missing\n")
+            .on(">> /run/lock/k0sctl.staging", "")
             .fail(
                 "curl -sSLf -o",
                 22,
