@@ -754,6 +754,15 @@ mod phase_tests {
         let staged = k.state.hosts[1].staged.clone().unwrap();
         assert!(staged.starts_with("/usr/local/bin/k0s.tmp."), "{staged}");
         assert!(c[0].contains(&format!("-o {staged}")), "{}", c[0]);
+        // One round trip: the staging names are recorded first, then the download starts.
+        assert!(
+            c[0].starts_with(&format!(
+                "( umask 077; printf '%s\\n' {staged} '{staged}.tmp.*' >> /run/lock/k0sctl.staging ) || "
+            )),
+            "{}",
+            c[0]
+        );
+        assert!(c[0].find(">> /run/lock/k0sctl.staging") < c[0].find("curl -sSLf"));
     }
 
     #[tokio::test]
