@@ -312,6 +312,9 @@ mod phase_tests {
     use super::*;
     use crate::phases::testkit::{Kit, dry};
 
+    /// etcd's member list on the leader: only the leader itself.
+    const MEMBERS: &str = r#"{"members":{"node-1":"https://10.0.0.1:2380"}}"#;
+
     fn kit(opts: super::super::RunOptions) -> Kit {
         let mut k = Kit::with_opts(&["controller", "controller", "worker"], opts);
         k.running(0, "v1.31.1+k0s.0").fresh(1).fresh(2).leader(0);
@@ -337,10 +340,7 @@ mod phase_tests {
         let mut k = kit(Default::default());
         let token = crate::k0s::token::dummy_join_token().unwrap();
         k.script(0)
-            .on(
-                "etcd member-list",
-                "{\"members\":{\"c1\":\"https://10.0.0.1:2380\"}}\n",
-            )
+            .on("etcd member-list", MEMBERS)
             .on("token create --role=controller --expiry=30m0s", &token)
             .on("token invalidate", "");
         k.script(1)
@@ -362,9 +362,10 @@ mod phase_tests {
         let u = c.uploaded("/etc/k0s/k0stoken").unwrap();
         assert_eq!(u.text(), "# overwritten by k0sctl after join\n");
         assert!(k.script(0).position("token create") < k.script(0).position("token invalidate"));
-        // No stale member of the joining controller: the list is only read, nothing removed.
-        assert!(k.script(0).position("etcd member-list") < k.script(0).position("token create"));
-        assert!(!k.script(0).has_run("etcd leave"));
+        assert!(
+            !k.script(0).has_run("etcd leave"),
+            "no member of the joining controller was listed"
+        );
         assert!(k.script(2).commands().is_empty());
         assert_eq!(
             k.changes_for(1),
@@ -377,12 +378,9 @@ mod phase_tests {
         let mut k = kit(Default::default());
         let token = crate::k0s::token::dummy_join_token().unwrap();
         k.script(0)
-            .on(
-                "etcd member-list",
-                "{\"members\":{\"c1\":\"https://10.0.0.1:2380\"}}\n",
-            )
+            .on("etcd member-list", MEMBERS)
             .on("token create", &token);
-        k.script(1).fail(
+        k.script(1).on("install -d -m 0700 /etc/k0s", "").fail(
             "/usr/local/bin/k0s install controller",
             1,
             "cannot reach the Kubernetes API at https://x",
@@ -405,6 +403,41 @@ mod phase_tests {
                 .has_run("/usr/local/bin/k0s reset --data-dir=/var/lib/k0s")
         );
         assert!(!k.script(0).has_run("reset"), "the leader is not reset");
+    }
+
+    /// A member with the joining controller's peer address is left over from an interrupted
+    /// join: it is removed on the leader (retried while etcd says "unhealthy cluster") before
+    /// the join's token is created.
+    #[tokio::test]
+    async fn a_stale_member_of_the_joining_controller_leaves_first() {
+        let mut k = kit(Default::default());
+        let token = crate::k0s::token::dummy_join_token().unwrap();
+        let leave = "etcd leave --peer-address=10.0.0.2 --data-dir=/var/lib/k0s";
+        k.script(0)
+            .on(
+                "etcd member-list",
+                r#"{"members":{"node-1":"https://10.0.0.1:2380","":"https://10.0.0.2:2380"}}"#,
+            )
+            .on(leave, "")
+            .fail_times(leave, 1, "etcdserver: unhealthy cluster", 1)
+            .on("token create --role=controller --expiry=30m0s", &token)
+            .on("token invalidate", "");
+        k.script(1)
+            .on("install -d -m 0700 /etc/k0s", "")
+            .on("/usr/local/bin/k0s install controller", "")
+            .on("systemctl start k0scontroller", "")
+            .on("systemctl is-active --quiet k0scontroller", "")
+            .on("get --raw=/readyz", "ok")
+            .on("rm -f /etc/k0s/.k0sctl-install-incomplete", "");
+        k.run(&InstallControllers).await.unwrap();
+        let l = k.script(0);
+        assert_eq!(
+            l.ran_matching(leave).len(),
+            2,
+            "retried once after unhealthy cluster"
+        );
+        assert!(l.position("etcd member-list") < l.position(leave));
+        assert!(l.position(leave) < l.position("token create"));
     }
 
     #[tokio::test]

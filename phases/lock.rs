@@ -93,14 +93,16 @@ impl Phase for AcquireLock {
                 state.lock_held = true;
             }
             if res.is_ok() && !dry {
-                // Keep the locks fresh until released.
+                // Keep the locks fresh until released. `touch -c` never creates the file: a
+                // refresh already on its way when the release removes the lock must not bring
+                // back an empty lock file that would block the next run.
                 let task = tokio::spawn(async move {
                     loop {
                         tokio::time::sleep(REFRESH).await;
                         for (_, r, path) in &locks {
                             let _ = r
                                 .exec(
-                                    Cmd::new(format!("touch {}", shell_quote(path)))
+                                    Cmd::new(format!("touch -c {}", shell_quote(path)))
                                         .sudo()
                                         .display_as(format!("refresh lock {path}")),
                                 )
@@ -183,6 +185,14 @@ mod phase_tests {
                 "{}",
                 rel[0]
             );
+            // Under our own lock, what the staging record names goes first, then the lock.
+            let (staging, lock) = (
+                rel[0]
+                    .find("rm -f /run/lock/k0sctl.staging")
+                    .expect("record removed"),
+                rel[0].find("rm -f \"$p\"").unwrap(),
+            );
+            assert!(staging < lock, "{}", rel[0]);
         }
         assert!(!ReleaseLock.should_run(&k.state));
     }

@@ -171,30 +171,6 @@ impl PhaseError {
             message,
         }
     }
-
-    /// Per-host failures worded as text, with the exit code the phase chose (phases not yet
-    /// converted to [`Failure`]); a connection lost on every host still means "unreachable".
-    pub fn hosts(code: Code, phase: &'static str, hosts: Vec<(String, String)>) -> Self {
-        let hosts: Vec<HostFailure> = hosts
-            .into_iter()
-            .map(|(h, m)| {
-                let f = match code {
-                    Code::BlockedByCluster => Failure::blocked(m),
-                    Code::Locked => Failure::locked(m),
-                    Code::InvalidConfig => Failure::config(m),
-                    _ => Failure::other(m),
-                };
-                (h, f)
-            })
-            .collect();
-        let lost = !hosts.is_empty() && hosts.iter().all(|(_, f)| f.kind() == failure::Kind::Lost);
-        let code = if code == Code::PhaseFailed && lost {
-            Code::Unreachable
-        } else {
-            code
-        };
-        Self::with_code(code, phase, hosts)
-    }
 }
 
 /// `message` without a leading `host: ` or `user@host: ` (the host line already names it).
@@ -463,10 +439,9 @@ mod tests {
 
     #[test]
     fn phase_error_lists_hosts_with_indented_stderr() {
-        let e = PhaseError::hosts(
-            Code::PhaseFailed,
+        let e = PhaseError::failed_on(
             "Validate hosts",
-            vec![("a:22".into(), "bad\nremote stderr:\n  x".into())],
+            vec![("a:22".into(), Failure::other("bad\nremote stderr:\n  x"))],
         );
         assert_eq!(
             e.to_string(),
@@ -609,10 +584,10 @@ mod manager_tests {
             Box::pin(async move {
                 self.note("run");
                 if self.fails {
-                    return Err(PhaseError::hosts(
-                        Code::PhaseFailed,
+                    return Err(PhaseError::on_host(
                         self.title,
-                        vec![("10.0.0.1:22".into(), "boom\nremote stderr".into())],
+                        "10.0.0.1:22",
+                        Failure::other("boom\nremote stderr"),
                     ));
                 }
                 Ok(())

@@ -413,7 +413,7 @@ impl Phase for StageBinaries {
                                         &p.facts.lock_file,
                                         &[tmp.clone(), super::steps::staging::temp_files_of(&tmp)],
                                     )
-                                    .map(|r| format!("{r} || {{ echo 'could not record the staging files in {}' >&2; exit 1; }}\n", super::steps::staging::record_path(&p.facts.lock_file)))
+                                    .map(|r| format!("( {r} ) || {{ echo 'could not record the staging files in {}' >&2; exit 1; }}\n", super::steps::staging::record_path(&p.facts.lock_file)))
                                     .unwrap_or_default();
                                     let asset = format!("k0s-{target}-{arch}");
                                     let stall = crate::transport::stall_timeout().as_secs();
@@ -710,6 +710,8 @@ mod phase_tests {
     use crate::phases::testkit::{Kit, dry};
 
     const ASSET: &str = "k0s-v1.31.1+k0s.0-amd64";
+    /// Appending to the staging record next to the host lock.
+    const RECORD: &str = ">> /run/lock/k0sctl.staging";
 
     fn kit(opts: super::super::RunOptions) -> Kit {
         let mut k = Kit::with_opts(&["controller", "worker"], opts);
@@ -738,21 +740,21 @@ mod phase_tests {
     #[tokio::test]
     async fn the_host_downloads_and_the_staged_binary_is_checked() {
         let mut k = kit(Default::default());
-        k.script(1).on(
+        k.script(1).on(RECORD, "").on(
             "curl -sSLf --speed-limit 1",
             "k0sctl-progress 4096\nv1.31.1+k0s.0\n",
         );
         k.run(&StageBinaries).await.unwrap();
         let c = k.script(1).commands();
-        assert_eq!(c.len(), 1);
+        assert_eq!(c.len(), 1, "{c:#?}");
+        assert!(k.script(0).commands().is_empty(), "host 0 has the target");
+        let staged = k.state.hosts[1].staged.clone().unwrap();
+        assert!(staged.starts_with("/usr/local/bin/k0s.tmp."), "{staged}");
         assert!(
             c[0].contains(ASSET) && c[0].contains("sha256sums.txt"),
             "{}",
             c[0]
         );
-        assert!(k.script(0).commands().is_empty(), "host 0 has the target");
-        let staged = k.state.hosts[1].staged.clone().unwrap();
-        assert!(staged.starts_with("/usr/local/bin/k0s.tmp."), "{staged}");
         assert!(c[0].contains(&format!("-o {staged}")), "{}", c[0]);
         // One round trip: the staging names are recorded first, then the download starts.
         assert!(
@@ -770,6 +772,7 @@ mod phase_tests {
         let mut k = kit(Default::default());
         // The download script has an `rm -f` of its own: its rule is added last, so it wins.
         k.script(1)
+            .on(RECORD, "")
             .on("rm -f /usr/local/bin/k0s.tmp.", "")
             .on("curl -sSLf --speed-limit 1", "v1.30.0+k0s.0\n");
         let e = k.run(&StageBinaries).await.unwrap_err().to_string();
@@ -780,12 +783,17 @@ mod phase_tests {
             "{e}"
         );
         let c = k.script(1).commands();
+        // The record and the download in one command, then the removal.
         assert_eq!(c.len(), 2);
+        assert!(
+            c[0].contains(RECORD) && c[0].contains("curl -sSLf"),
+            "{c:#?}"
+        );
         assert!(c[1].starts_with("rm -f /usr/local/bin/k0s.tmp."), "{c:#?}");
         assert!(k.state.hosts[1].staged.is_none());
 
         let mut k = kit(Default::default());
-        k.script(1).fail(
+        k.script(1).on(RECORD, "").fail(
             "curl -sSLf",
             22,
             "download of https://example failed (exit 22) after 0 bytes",
@@ -804,19 +812,14 @@ mod phase_tests {
         let mut k = kit(Default::default());
         k.state.hosts[1].config.k0s_binary_path = Some(bin.display().to_string());
         k.script(1)
-            .on("sha256sum /usr/local/bin/k0s 2>/dev/null", "0000\n")
-            .on(">> /run/lock/k0sctl.staging", "");
+            .on(RECORD, "")
+            .on("sha256sum /usr/local/bin/k0s 2>/dev/null", "0000\n");
         k.run(&StageBinaries).await.unwrap();
         let staged = k.state.hosts[1].staged.clone().unwrap();
-        // The staging name is recorded before anything is written under it.
-        let s1 = k.script(1);
-        let rec = s1.position(">> /run/lock/k0sctl.staging");
         assert!(
-            s1.commands()[rec].contains(&staged),
-            "{}",
-            s1.commands()[rec]
+            k.script(1).ran_matching(RECORD)[0].contains(&staged),
+            "the staging name is recorded"
         );
-        assert!(rec < s1.position(&format!("cat > {staged}.tmp.")));
         let u = k
             .script(1)
             .uploaded(&staged)
@@ -851,16 +854,21 @@ mod phase_tests {
         let mut k = kit(Default::default());
         k.state.hosts[1].staged = Some("/usr/local/bin/k0s.tmp.1".into());
         for s in &k.scripts {
-            s.on("rm -f /run/lock/k0sctl.staging", "");
+            s.on("r=/run/lock/k0sctl.staging", "");
         }
         StageBinaries.clean_up(&mut k.state).await.unwrap();
         assert!(k.state.hosts[1].staged.is_none());
-        // Exactly what the record names, then the record.
-        assert_eq!(
-            k.script(1).commands(),
-            [super::super::steps::staging::remove_script(
-                "/run/lock/k0sctl"
-            )]
+        // Exactly what the staging record names is removed, then the record.
+        let c = k.script(1).commands();
+        assert_eq!(c.len(), 1, "{c:#?}");
+        assert!(
+            c[0].contains("done < \"$r\"") && c[0].ends_with("rm -f /run/lock/k0sctl.staging"),
+            "{}",
+            c[0]
+        );
+        assert!(
+            k.script(0).commands().is_empty(),
+            "nothing was staged on host 0"
         );
     }
 }

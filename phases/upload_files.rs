@@ -591,7 +591,7 @@ impl Phase for UploadFiles {
                     let p = h.probed().map_err(|e| err(e.into()))?;
                     super::steps::staging::record(&p.remote, &p.facts.lock_file, &staged)
                         .await
-                        .map_err(|e| err(e.into()))?;
+                        .map_err(err)?;
                     let mut done = Vec::new();
                     for (n, (it, step)) in steps.iter().enumerate() {
                         // Relayed uploads only get their directory here; the bytes come below.
@@ -1004,6 +1004,14 @@ mod phase_tests {
             s.position("echo \"@0 $d missing\""),
             0,
             "the probe comes first"
+        );
+        // Then the staging names of both files are recorded, before anything is written.
+        let c = s.commands();
+        assert!(
+            c[1].contains(">> /run/lock/k0sctl.staging")
+                && c[1].contains("'/etc/motd.tmp.*'")
+                && c[1].contains("'/opt/bin/tool.tmp.*'"),
+            "{c:#?}"
         );
         assert!(k.script(0).commands().is_empty());
         let c = k.changes_for(1);

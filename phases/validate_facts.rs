@@ -3,7 +3,7 @@
 
 use crate::exit::Code;
 
-use super::{Phase, PhaseError, PhaseFuture, State};
+use super::{Failure, Phase, PhaseError, PhaseFuture, State};
 
 pub struct ValidateFacts;
 
@@ -41,7 +41,7 @@ impl Phase for ValidateFacts {
             if state.opts.disable_downgrade_check {
                 return Ok(());
             }
-            let newer: Vec<(String, String)> = state
+            let newer: Vec<(String, Failure)> = state
                 .hosts
                 .iter()
                 .filter(|h| !h.config.reset)
@@ -50,7 +50,9 @@ impl Phase for ValidateFacts {
                     (running > target).then(|| {
                         (
                             h.name.clone(),
-                            format!("can't perform a downgrade: {running} > {target}"),
+                            Failure::config(format!(
+                                "can't perform a downgrade: {running} > {target}"
+                            )),
                         )
                     })
                 })
@@ -58,7 +60,7 @@ impl Phase for ValidateFacts {
             if newer.is_empty() {
                 Ok(())
             } else {
-                let mut e = PhaseError::hosts(Code::InvalidConfig, TITLE, newer);
+                let mut e = PhaseError::failed_on(TITLE, newer);
                 e.message = format!(
                     "refuses to downgrade {} (raise spec.k0s.version, or pass --disable-downgrade-check if you really mean it)",
                     e.message.trim_start_matches("failed on ")

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::exit::Code;
 use crate::k0s::version::K0sVersion;
 
-use super::{Phase, PhaseError, PhaseFuture, State};
+use super::{Failure, Phase, PhaseError, PhaseFuture, State};
 
 pub struct ValidateHosts;
 
@@ -100,7 +100,13 @@ impl Phase for ValidateHosts {
             if problems.is_empty() {
                 Ok(())
             } else {
-                Err(PhaseError::hosts(Code::PhaseFailed, TITLE, problems))
+                Err(PhaseError::failed_on(
+                    TITLE,
+                    problems
+                        .into_iter()
+                        .map(|(h, m)| (h, Failure::other(m)))
+                        .collect(),
+                ))
             }
         })
     }

@@ -1,7 +1,7 @@
 //! Chaos on testenv: faults injected while `k0sctl apply` installs workers, each followed by
 //! a plain re-apply (no `--force`) that must converge.
 //!
-//! One environment (1 controller + 4 workers); each fault hits a worker that joins in that
+//! One environment (1 controller + 5 workers); each fault hits a worker that joins in that
 //! step (the manifest grows by one worker per step):
 //!
 //! 1. SIGKILL of k0sctl itself while the worker's install runs, its k0s service then left
@@ -11,7 +11,8 @@
 //!    "connection lost", no script dump; the clean-up reconnects and undoes the install.
 //! 3. the worker's link down mid-install: noticed by SSH keepalives (exit 4, the time is
 //!    printed), then the link comes back.
-//! 4. the next worker's link flapping mid-install: passes or exits 4, then converges.
+//! 4. the next worker's link flapping mid-install: passes or exits 4, then converges; then a
+//!    double SIGINT while the next worker installs (exit 130 at once, no clean-up).
 //! 5. an upgrade to the next version: a double SIGINT while binaries are staged (exit 130 at
 //!    once, nothing cleaned up), then SIGKILL in a worker upgrade batch once a worker's service
 //!    was stopped: the next apply starts it again, finishes the upgrade, no node stays cordoned.
@@ -23,8 +24,9 @@
 //! A second test: stalled transfers (a host-side download from a server that stops sending, an
 //! upload whose link drops) fail naming host, URL and bytes.
 //!
-//! A third: the same faults at the two other points of a run, while binaries are staged and in a
-//! worker upgrade batch, plus SIGKILL while `files:` are uploaded (the record of staging files).
+//! A third: the same faults (sshd killed, link down, link flapping, double SIGINT; SIGKILL) at the
+//! two other points of a run, while binaries are staged and in a worker upgrade batch, plus
+//! SIGKILL while `files:` are uploaded (the record of staging files).
 //!
 //! A fourth: a controller join interrupted after etcd added the member; the next apply removes
 //! that member before the controller joins again.
@@ -216,16 +218,39 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
         .prefix("k0sctl-chaos-")
         .tempdir()
         .unwrap();
-    let env = Env::up(Options::new(dir.path().join("env"), 5)).expect("testenv up");
-    let cache = dir.path().join("cache");
-    let started = Instant::now();
+    let env = Env::up(Options::new(dir.path().join("env"), 6)).expect("testenv up");
+    let c = Chaos {
+        cache: dir.path().join("cache"),
+        env,
+        dir,
+        started: Instant::now(),
+    };
+    sigkill_during_install(&c);
+    sshd_killed_during_install(&c);
+    link_down_during_install(&c);
+    link_flapping_during_install(&c);
+    let m = double_sigint_during_install(&c);
+    upgrade_interrupted_twice(&c, &m);
+    nothing_left_behind(&c);
+}
 
+/// One environment the worker-install chaos cases run on in order (the hosts go before their
+/// directory).
+struct Chaos {
+    env: Env,
+    cache: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    started: Instant,
+}
+
+fn sigkill_during_install(c: &Chaos) {
+    let (dir, env, cache, started) = (&c.dir, &c.env, &c.cache, c.started);
     // 1. SIGKILL of k0sctl during the first worker's install; its service left stopped.
-    let m = write_manifest(dir.path(), &env, &[0, 1]);
+    let m = write_manifest(dir.path(), env, &[0, 1]);
     let w = &env.hosts[1];
     // Once the worker's service is written (k0s install ran), before it is known to run.
     let unit = "/etc/systemd/system/k0sworker.service";
-    let f = apply_with_fault(&env, &cache, &m, w, unit, |pid| {
+    let f = apply_with_fault(env, cache, &m, w, unit, |pid| {
         std::process::Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .status()
@@ -236,13 +261,13 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
     env.exec(w, "systemctl stop k0sworker 2>/dev/null; true")
         .unwrap();
     assert_eq!(
-        leftover_processes(&env, w, Duration::from_secs(15)),
+        leftover_processes(env, w, Duration::from_secs(15)),
         "",
         "processes of the killed run left on {}",
         w.name
     );
-    no_live_lock(&env);
-    let err = converges(&cache, &m, "SIGKILL");
+    no_live_lock(env);
+    let err = converges(cache, &m, "SIGKILL");
     assert!(
         err.contains("took over the lock") && err.contains("is gone"),
         "the dead run's lock is taken over at once, saying so:\n{err}"
@@ -255,11 +280,14 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
         "SIGKILL during worker install: converged ({:?} so far)",
         started.elapsed()
     );
+}
 
+fn sshd_killed_during_install(c: &Chaos) {
+    let (dir, env, cache, started) = (&c.dir, &c.env, &c.cache, c.started);
     // 2. sshd killed on the second worker mid-install.
-    let m = write_manifest(dir.path(), &env, &[0, 1, 2]);
+    let m = write_manifest(dir.path(), env, &[0, 1, 2]);
     let w = &env.hosts[2];
-    let f = apply_with_fault(&env, &cache, &m, w, MARKER, |_| kill_sshd(&env, w));
+    let f = apply_with_fault(env, cache, &m, w, MARKER, |_| kill_sshd(env, w));
     assert_eq!(f.code, Some(4), "lost connection is exit 4:\n{}", f.stderr);
     let ip = w.ip.to_string();
     assert!(
@@ -276,21 +304,24 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
         "no script dump:\n{}",
         f.stderr
     );
-    ensure_sshd(&env, w);
-    assert_eq!(leftover_processes(&env, w, Duration::from_secs(15)), "");
-    no_live_lock(&env);
-    converges(&cache, &m, "sshd killed");
+    ensure_sshd(env, w);
+    assert_eq!(leftover_processes(env, w, Duration::from_secs(15)), "");
+    no_live_lock(env);
+    converges(cache, &m, "sshd killed");
     eprintln!(
         "sshd killed during worker install: exit 4 {:?} after the kill; converged ({:?} so far)",
         f.after_fault,
         started.elapsed()
     );
+}
 
+fn link_down_during_install(c: &Chaos) {
+    let (dir, env, cache) = (&c.dir, &c.env, &c.cache);
     // 3. The third worker's link goes down mid-install.
-    let m = write_manifest(dir.path(), &env, &[0, 1, 2, 3]);
+    let m = write_manifest(dir.path(), env, &[0, 1, 2, 3]);
     let w = &env.hosts[3];
-    let f = apply_with_fault(&env, &cache, &m, w, MARKER, |_| link_down(&env, w));
-    link_up(&env, w);
+    let f = apply_with_fault(env, cache, &m, w, MARKER, |_| link_down(env, w));
+    link_up(env, w);
     assert_eq!(f.code, Some(4), "lost connection is exit 4:\n{}", f.stderr);
     assert!(
         f.stderr.contains("Install workers") && f.stderr.contains("connection lost"),
@@ -301,23 +332,26 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
         "link down during worker install: connection lost reported {:?} after the link went down (SSH keepalives), k0sctl ended after {:?} (with the bounded clean-up)",
         f.lost_after, f.after_fault
     );
-    no_live_lock(&env);
-    converges(&cache, &m, "link down");
-    assert_eq!(leftover_processes(&env, w, Duration::from_secs(20)), "");
+    no_live_lock(env);
+    converges(cache, &m, "link down");
+    assert_eq!(leftover_processes(env, w, Duration::from_secs(20)), "");
+}
 
+fn link_flapping_during_install(c: &Chaos) {
+    let (dir, env, cache) = (&c.dir, &c.env, &c.cache);
     // 4. The fourth worker's link flaps (down 2 s, up 2 s, three times) mid-install: the run
     // rides it out or reports the lost connection; either way a plain re-apply converges.
-    let m = write_manifest(dir.path(), &env, &[0, 1, 2, 3, 4]);
+    let m = write_manifest(dir.path(), env, &[0, 1, 2, 3, 4]);
     let w = &env.hosts[4];
-    let f = apply_with_fault(&env, &cache, &m, w, MARKER, |_| {
+    let f = apply_with_fault(env, cache, &m, w, MARKER, |_| {
         for _ in 0..3 {
-            link_down(&env, w);
+            link_down(env, w);
             std::thread::sleep(Duration::from_secs(2));
-            ip_link_up(&env, w);
+            ip_link_up(env, w);
             std::thread::sleep(Duration::from_secs(2));
         }
     });
-    link_up(&env, w);
+    link_up(env, w);
     assert!(
         matches!(f.code, Some(0) | Some(4)),
         "a flapping link either passes or is a lost connection ({:?}):\n{}",
@@ -327,14 +361,49 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
     if f.code == Some(4) {
         assert!(f.stderr.contains("connection lost"), "{}", f.stderr);
     }
-    no_live_lock(&env);
-    converges(&cache, &m, "link flapping");
-    assert_eq!(leftover_processes(&env, w, Duration::from_secs(20)), "");
+    no_live_lock(env);
+    converges(cache, &m, "link flapping");
+    assert_eq!(leftover_processes(env, w, Duration::from_secs(20)), "");
     eprintln!(
         "link flapping during worker install: exit {:?}; converged",
         f.code
     );
+}
 
+fn double_sigint_during_install(c: &Chaos) -> String {
+    let (dir, env, cache, started) = (&c.dir, &c.env, &c.cache, c.started);
+    // 4b. A double Ctrl-C while the fifth worker's install runs: k0sctl exits 130 at once,
+    // without clean-ups; its service may be left installed and stopped. A plain re-apply
+    // recognises the unfinished install as ours and converges.
+    let m = write_manifest(dir.path(), env, &[0, 1, 2, 3, 4, 5]);
+    let w = &env.hosts[5];
+    let f = apply_with_fault(env, cache, &m, w, MARKER, |pid| {
+        for _ in 0..2 {
+            std::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    assert_eq!(f.code, Some(130), "double SIGINT:\n{}", f.stderr);
+    assert_eq!(
+        leftover_processes(env, w, Duration::from_secs(15)),
+        "",
+        "processes of the interrupted run left on {}",
+        w.name
+    );
+    no_live_lock(env);
+    converges(cache, &m, "double SIGINT during worker install");
+    eprintln!(
+        "double SIGINT during worker install: exit 130; converged ({:?} so far)",
+        started.elapsed()
+    );
+    m
+}
+
+fn upgrade_interrupted_twice(c: &Chaos, m: &str) {
+    let (dir, env, cache, started) = (&c.dir, &c.env, &c.cache, c.started);
     // 5. Upgrade to the next version: a double SIGINT while the binaries are staged (exits at
     // once, no clean-up), then SIGKILL in a worker upgrade batch once a worker's service was
     // stopped for its upgrade. The plain re-apply starts it again, finishes the upgrade and
@@ -344,7 +413,7 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
     let up = dir.path().join("k0sctl-upgrade.yaml");
     std::fs::write(
         &up,
-        std::fs::read_to_string(&m).unwrap().replace(
+        std::fs::read_to_string(m).unwrap().replace(
             &format!("version: \"{old}\""),
             &format!("version: \"{new}\""),
         ),
@@ -352,7 +421,7 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
     .unwrap();
     let up = up.display().to_string();
     let f = apply_when(
-        &cache,
+        cache,
         &up,
         "Stage k0s binaries",
         || true,
@@ -369,16 +438,16 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
     assert_eq!(f.code, Some(130), "double SIGINT:\n{}", f.stderr);
     for h in &env.hosts {
         assert_eq!(
-            leftover_processes(&env, h, Duration::from_secs(15)),
+            leftover_processes(env, h, Duration::from_secs(15)),
             "",
             "{}",
             h.name
         );
     }
-    no_live_lock(&env);
+    no_live_lock(env);
     let workers = &env.hosts[1..];
     let f = apply_when(
-        &cache,
+        cache,
         &up,
         "Upgrade workers",
         || {
@@ -400,13 +469,13 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
         },
     );
     assert_eq!(f.code, None, "killed by a signal:\n{}", f.stderr);
-    let err = converges(&cache, &up, "SIGKILL in an upgrade batch");
+    let err = converges(cache, &up, "SIGKILL in an upgrade batch");
     assert!(
         err.contains("stopped by an upgrade that did not finish"),
         "the stopped worker is started again:\n{err}"
     );
     let kc = dir.path().join("kubeconfig");
-    let out = k0sctl(&cache, &["kubeconfig", "-c", &up]);
+    let out = k0sctl(cache, &["kubeconfig", "-c", &up]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     std::fs::write(&kc, &out.stdout).unwrap();
     let nodes = kubectl(
@@ -432,7 +501,10 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
         "upgrade interrupted twice: converged ({:?} so far)",
         started.elapsed()
     );
+}
 
+fn nothing_left_behind(c: &Chaos) {
+    let (env, started) = (&c.env, c.started);
     // Nothing left behind anywhere.
     for h in &env.hosts {
         let left = env
@@ -621,6 +693,8 @@ enum Fault {
     SshdKilled,
     LinkDown,
     LinkFlapping,
+    /// Ctrl-C twice: the second one ends k0sctl at once, without clean-ups.
+    DoubleSigint,
 }
 
 impl Fault {
@@ -635,6 +709,15 @@ impl Fault {
             }
             Fault::SshdKilled => kill_sshd(env, host),
             Fault::LinkDown => link_down(env, host),
+            Fault::DoubleSigint => {
+                for _ in 0..2 {
+                    std::process::Command::new("kill")
+                        .args(["-INT", &pid.to_string()])
+                        .status()
+                        .unwrap();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
             // Down 2 s, up 2 s, three times.
             Fault::LinkFlapping => {
                 for _ in 0..3 {
@@ -650,7 +733,7 @@ impl Fault {
     /// Puts the host back (link up, sshd running) once k0sctl has ended.
     fn repair(self, env: &Env, host: &Host) {
         match self {
-            Fault::Sigkill => {}
+            Fault::Sigkill | Fault::DoubleSigint => {}
             Fault::SshdKilled => ensure_sshd(env, host),
             Fault::LinkDown | Fault::LinkFlapping => link_up(env, host),
         }
@@ -678,6 +761,12 @@ impl Fault {
         };
         match self {
             Fault::Sigkill => assert_eq!(f.code, None, "killed by a signal:\n{}", f.stderr),
+            Fault::DoubleSigint => assert_eq!(
+                f.code,
+                Some(130),
+                "double SIGINT in {phase}: exit 130 at once:\n{}",
+                f.stderr
+            ),
             Fault::SshdKilled | Fault::LinkDown => {
                 assert_eq!(
                     f.code,
@@ -783,6 +872,7 @@ fn faults_at_staging_and_in_an_upgrade_batch_then_plain_reapply_converges() {
         "v1.32.4+k0s.0",
         "v1.33.4+k0s.0",
         "v1.34.1+k0s.0",
+        "v1.34.2+k0s.0",
     ]
     .map(String::from)
     .to_vec();
@@ -930,7 +1020,12 @@ fn faults_at_staging_and_in_an_upgrade_batch_then_plain_reapply_converges() {
         started.elapsed()
     );
 
-    for fault in [Fault::SshdKilled, Fault::LinkDown, Fault::LinkFlapping] {
+    for fault in [
+        Fault::SshdKilled,
+        Fault::LinkDown,
+        Fault::LinkFlapping,
+        Fault::DoubleSigint,
+    ] {
         // At staging.
         at += 1;
         let m = manifest_at(dir.path(), &env, &env.versions[at]);

@@ -615,16 +615,24 @@ fn failed_runs_report_once_and_json_events() {
             .iter()
             .map(|e| e["event"].as_str().unwrap())
             .collect();
+        // The failed phase ran, so its clean-up runs (and says so) before the summary.
         assert_eq!(
             kinds,
-            ["phase_start", "phase_end", "error", "summary"],
+            [
+                "phase_start",
+                "phase_end",
+                "error",
+                "cleanup_start",
+                "summary"
+            ],
             "{args:?}"
         );
+        assert_eq!(events[3]["phase"], "Connect to hosts");
         assert_eq!(events[2]["exit_code"], 4);
         assert_eq!(events[2]["phase"], "Connect to hosts");
         assert_eq!(events[2]["hosts"][0]["host"], format!("127.0.0.1:{port}"));
-        assert_eq!(events[3]["ok"], false);
-        assert_eq!(events[3]["exit_code"], 4);
+        assert_eq!(events[4]["ok"], false);
+        assert_eq!(events[4]["exit_code"], 4);
     }
 }
 

@@ -9,6 +9,7 @@
 //! host-side download `<dst>.tmp.<pid>`). Any other line is ignored, so a damaged record can
 //! never remove anything but staging files.
 
+use crate::phases::{Context, Failure};
 use crate::transport::{Cmd, Remote, shell_quote};
 
 /// Where the record of a host whose lock file is `lock_file` lives.
@@ -70,14 +71,14 @@ pub fn record_script(lock_file: &str, entries: &[String]) -> Option<String> {
         .collect::<Vec<_>>()
         .join(" ");
     Some(format!(
-        "( umask 077; printf '%s\\n' {lines} >> {r} )",
+        "umask 077; printf '%s\\n' {lines} >> {r}",
         r = shell_quote(&record_path(lock_file))
     ))
 }
 
 /// Appends `entries` to the record (creating it 0600), in one round trip, before anything is
 /// written under those names.
-pub async fn record(remote: &Remote, lock_file: &str, entries: &[String]) -> Result<(), String> {
+pub async fn record(remote: &Remote, lock_file: &str, entries: &[String]) -> Result<(), Failure> {
     let Some(cmd) = record_script(lock_file, entries) else {
         return Ok(());
     };
@@ -85,9 +86,9 @@ pub async fn record(remote: &Remote, lock_file: &str, entries: &[String]) -> Res
         .run(Cmd::new(cmd).sudo().display_as("record staging files"))
         .await
         .map(|_| ())
-        .map_err(|e| {
+        .with_context(|| {
             format!(
-                "could not record the staging files in {}: {e}",
+                "could not record the staging files in {}",
                 record_path(lock_file)
             )
         })

@@ -178,6 +178,15 @@ impl Script {
         )
     }
 
+    /// Commands containing `needle` exit `code` with `stderr`, the next `times` times only.
+    pub fn fail_times(&self, needle: &str, code: u32, stderr: &str, times: usize) -> &Self {
+        self.rule(
+            Pattern::Contains(needle.into()),
+            Reply::fail(code, stderr),
+            Some(times),
+        )
+    }
+
     /// Commands containing `needle` lose the connection.
     pub fn lose(&self, needle: &str) -> &Self {
         self.rule(Pattern::Contains(needle.into()), Reply::Lost, None)
