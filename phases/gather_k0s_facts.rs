@@ -12,41 +12,14 @@ use crate::transport::{Cmd, shell_quote};
 
 use super::state::K0sFacts;
 use super::steps::markers::{incomplete_marker, upgrade_marker};
+use super::steps::probe::{CLUSTER_ID_ARGS, facts_script, probe_matches, probed_leader_read};
 use super::steps::undo_install::reset_installed;
 use super::steps::wait::{WAIT, wait_until};
-use super::{HostState, Phase, PhaseError, PhaseFuture, State, collect};
+use super::{Phase, PhaseError, PhaseFuture, State, collect};
 
 pub struct GatherK0sFacts;
 
 pub const TITLE: &str = "Gather k0s facts";
-
-/// The probe script: everything in one round trip, sections separated by `@@name` lines.
-fn script(h: &HostState, k0s: &str, env_file: Option<&str>, lock_file: &str) -> String {
-    let k = shell_quote(k0s);
-    let cfg = shell_quote(&h.k0s_config_path());
-    let env = env_file
-        .map(|f| {
-            let f = shell_quote(f);
-            format!("echo @@envfile; [ -f {f} ] && echo yes && cat {f}\n")
-        })
-        .unwrap_or_default();
-    format!(
-        "echo @@version; [ -x {k} ] && {k} version 2>/dev/null\n\
-         echo @@status; [ -x {k} ] && {k} status -o json 2>/dev/null\n\
-         echo @@config; [ -f {cfg} ] && echo yes && cat {cfg}\n\
-         {env}\
-         echo @@service; for s in k0scontroller k0sworker k0sserver; do \
-         if {installed}; then echo $s; fi; done\n\
-         echo @@incomplete; [ -f {marker} ] && echo yes\n\
-         echo @@upgrading; [ -f {upgrading} ] && cat {upgrading}\n\
-         echo @@staging; {recorded}; for f in {k}.tmp.*; do [ -f \"$f\" ] && printf '%s\\n' \"$f\"; done\n\
-         echo @@end\n",
-        installed = crate::host::InitSystem::installed_anywhere_test("$s"),
-        marker = shell_quote(&incomplete_marker(h)),
-        upgrading = shell_quote(&upgrade_marker(h)),
-        recorded = super::steps::staging::list_script(lock_file)
-    )
-}
 
 impl Phase for GatherK0sFacts {
     fn title(&self) -> &'static str {
@@ -63,11 +36,15 @@ impl Phase for GatherK0sFacts {
                     let mut plan: Vec<String> = Vec::new();
                     let p = h.probed()?;
                     let env_file = p.facts.init.map(|i| i.env_file(h.service_name()));
-                    let out = p
-                        .remote
-                        .run(Cmd::new(script(h, &p.k0s_binary_path, env_file.as_deref(), &p.facts.lock_file)).sudo())
-                        .await?
-                        .stdout_str();
+                    let out = match probe_matches(h, &p.k0s_binary_path, env_file.as_deref()) {
+                        // Read by the host probe, in its round trip.
+                        Some(out) => out,
+                        None => p
+                            .remote
+                            .run(Cmd::new(facts_script(h, &p.k0s_binary_path, env_file.as_deref(), &p.facts.lock_file)).sudo())
+                            .await?
+                            .stdout_str(),
+                    };
                     let s = parse_sections(&out);
                     let field = |k: &str| s.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
                     let version = field("version");
@@ -169,8 +146,16 @@ impl Phase for GatherK0sFacts {
                         }
                     }
                     if incomplete && status.is_some() && !dry {
-                        // k0s runs: the unfinished part was only waiting for it.
-                        let _ = p.remote.exec(Cmd::new(format!("rm -f {}", shell_quote(&incomplete_marker(h)))).sudo()).await;
+                        // k0s runs: the unfinished part was only waiting for it — and for the
+                        // join token to be overwritten (the run that joined it stopped before
+                        // it could; the token itself expires on the leader within minutes). A
+                        // k0s release that decodes the file at every start gets a dummy token
+                        // from "Ensure join token workaround" next.
+                        let t = shell_quote(&h.token_path());
+                        let _ = p.remote.exec(Cmd::new(format!(
+                            "if [ -f {t} ] && ! grep -q '^#' {t}; then (umask 077; printf '%s\\n' '# overwritten by k0sctl after join' > {t}.tmp.k0sctl && mv -f {t}.tmp.k0sctl {t}); fi; rm -f {}",
+                            shell_quote(&incomplete_marker(h))
+                        )).sudo()).await;
                     }
                     h.k0s = Some(K0sFacts {
                         binary_version,
@@ -266,12 +251,14 @@ impl Phase for GatherK0sFacts {
                 let p = leader
                     .probed()
                     .map_err(|e| PhaseError::on_host(TITLE, leader.name.clone(), e))?;
-                let cmd = super::steps::kubectl::kubectl(
-                    leader,
-                    "get -n kube-system namespace kube-system -o template={{.metadata.uid}}",
-                )
-                .map_err(|e| PhaseError::on_host(TITLE, leader.name.clone(), e))?;
-                match p.remote.run_str(Cmd::new(cmd).sudo()).await {
+                let cmd = super::steps::kubectl::kubectl(leader, CLUSTER_ID_ARGS)
+                    .map_err(|e| PhaseError::on_host(TITLE, leader.name.clone(), e))?;
+                // Read by the host probe when it guessed this leader (and its k0s) right.
+                let read = match probed_leader_read(leader, "clusterid").filter(|v| !v.is_empty()) {
+                    Some(uid) => Ok(uid),
+                    None => p.remote.run_str(Cmd::new(cmd).sudo()).await,
+                };
+                match read {
                     Ok(uid) => {
                         tracing::info!("{}: is the leader; cluster ID {uid}", leader.name);
                         state.cluster_id = Some(uid.trim().to_string());
@@ -480,5 +467,82 @@ mod tests {
             [format!("remove stale staging files {staged}")]
         );
         assert_eq!(k.script(0).commands().len(), 1);
+    }
+
+    /// What the host probe read as root on host `i`, with the k0s path, environment file and
+    /// lock file it guessed.
+    fn probed(k: &Kit, i: usize, k0s: &str, facts: &str, leader: &str) -> String {
+        let h = &k.state.hosts[i];
+        let env = crate::host::InitSystem::Systemd.env_file(h.service_name());
+        format!(
+            "@@lockpath\n/run/lock/k0sctl\n@@lock\nacquired\n@@k0sprobe\n{k0s}\n{env}\n/run/lock/k0sctl\n{facts}{leader}"
+        )
+    }
+
+    /// The facts (and the leader's cluster ID) the host probe read are used: no command, on
+    /// any host. A probe that guessed another k0s path is not used: that host is asked again.
+    #[tokio::test]
+    async fn what_the_probe_read_is_used() {
+        let mut k = unprobed(&["controller", "worker"], Default::default());
+        let leader = probed(
+            &k,
+            0,
+            "/usr/local/bin/k0s",
+            &out("v1.31.1+k0s.0", &status("controller"), "k0scontroller", ""),
+            "@@clusterid\nok 6f1c-uid\n@@prune\n@@prune-end\n",
+        );
+        let worker = probed(
+            &k,
+            1,
+            "/usr/local/bin/k0s",
+            &out("v1.31.1+k0s.0", &status("worker"), "k0sworker", ""),
+            "",
+        );
+        k.state.hosts[0].probe_out = Some(leader);
+        k.state.hosts[1].probe_out = Some(worker);
+        k.run(&GatherK0sFacts).await.unwrap();
+        k.assert_nothing_ran();
+        assert_eq!(k.state.leader, Some(0));
+        assert_eq!(k.state.cluster_id.as_deref(), Some("6f1c-uid"));
+        assert_eq!(
+            k.state.hosts[1].k0s.as_ref().unwrap().service.as_deref(),
+            Some("k0sworker")
+        );
+
+        let mut k = unprobed(&["controller"], Default::default());
+        let other = probed(&k, 0, "/opt/bin/k0s", &out("", "", "", ""), "");
+        k.state.hosts[0].probe_out = Some(other);
+        k.script(0).on(PROBE, &out("", "", "", ""));
+        k.run(&GatherK0sFacts).await.unwrap();
+        assert_eq!(k.script(0).commands().len(), 1);
+    }
+
+    /// A host found running with the install marker of an interrupted run: the join token
+    /// file still holding a token is overwritten, and the marker removed, in one command.
+    #[tokio::test]
+    async fn a_joined_host_with_the_install_marker_gets_its_token_overwritten() {
+        let mut k = unprobed(&["controller", "worker"], Default::default());
+        k.script(0)
+            .on(
+                PROBE,
+                &out("v1.31.1+k0s.0", &status("controller"), "k0scontroller", ""),
+            )
+            .on("get -n kube-system namespace kube-system", "uid\n");
+        k.script(1)
+            .on(
+                PROBE,
+                &out("v1.31.1+k0s.0", &status("worker"), "k0sworker", "")
+                    .replace("@@incomplete\n", "@@incomplete\nyes\n"),
+            )
+            .on("grep -q '^#' /etc/k0s/k0stoken", "");
+        k.run(&GatherK0sFacts).await.unwrap();
+        let c = k.script(1).ran_matching("grep -q '^#' /etc/k0s/k0stoken");
+        assert_eq!(c.len(), 1);
+        assert!(c[0].contains("'# overwritten by k0sctl after join' > /etc/k0s/k0stoken.tmp.k0sctl && mv -f /etc/k0s/k0stoken.tmp.k0sctl /etc/k0s/k0stoken"), "{}", c[0]);
+        assert!(
+            c[0].ends_with("rm -f /etc/k0s/.k0sctl-install-incomplete"),
+            "{}",
+            c[0]
+        );
     }
 }

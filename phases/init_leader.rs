@@ -110,8 +110,9 @@ mod tests {
         assert!(!InitLeader.should_run(&k.state));
     }
 
-    /// Marker and install in one round trip, start, wait for the service and the API, then
-    /// the marker goes: in that order, on the leader only.
+    /// Marker, install and start in one round trip (no service environment to write first),
+    /// a wait for the service when that round trip did not see it running yet, then the API,
+    /// then the marker goes: in that order, on the leader only.
     #[tokio::test]
     async fn installs_starts_and_waits_in_order() {
         let mut k = kit(Default::default());
@@ -119,7 +120,7 @@ mod tests {
         k.run(&InitLeader).await.unwrap();
         let s = k.script(0);
         let c = s.commands();
-        assert_eq!(c.len(), 5, "{c:#?}");
+        assert_eq!(c.len(), 4, "{c:#?}");
         assert!(
             c[0].starts_with("mkdir -p \"$(dirname /etc/k0s/.k0sctl-install-incomplete)\""),
             "{}",
@@ -130,16 +131,36 @@ mod tests {
             "{}",
             c[0]
         );
-        assert_eq!(c[1], "systemctl start k0scontroller");
-        assert_eq!(c[2], "systemctl is-active --quiet k0scontroller");
-        assert!(c[3].ends_with("get --raw=/readyz"), "{}", c[3]);
-        assert_eq!(c[4], "rm -f /etc/k0s/.k0sctl-install-incomplete");
+        assert!(
+            c[0].ends_with("\nsystemctl start k0scontroller || exit $?\nif systemctl is-active --quiet k0scontroller; then echo @@k0sctl-service-running; fi"),
+            "{}",
+            c[0]
+        );
+        assert_eq!(c[1], "systemctl is-active --quiet k0scontroller");
+        assert!(c[2].ends_with("get --raw=/readyz"), "{}", c[2]);
+        assert_eq!(c[3], "rm -f /etc/k0s/.k0sctl-install-incomplete");
         assert!(k.script(1).commands().is_empty());
         assert!(k.state.unfinished.is_empty());
         assert_eq!(
             k.changes_for(0),
             ["installed and started k0s controller (initialised the cluster)"]
         );
+    }
+
+    /// When the install's round trip already saw the service running, nothing waits for it.
+    #[tokio::test]
+    async fn a_service_seen_running_by_the_install_is_not_waited_for() {
+        let mut k = kit(Default::default());
+        script_install(&k);
+        k.script(0).on(
+            "/usr/local/bin/k0s install controller",
+            "@@k0sctl-service-running\n",
+        );
+        k.run(&InitLeader).await.unwrap();
+        let c = k.script(0).commands();
+        assert_eq!(c.len(), 3, "{c:#?}");
+        assert!(c[1].ends_with("get --raw=/readyz"), "{}", c[1]);
+        assert_eq!(c[2], "rm -f /etc/k0s/.k0sctl-install-incomplete");
     }
 
     /// A failed install keeps k0s's stderr, leaves the leader marked unfinished, and the

@@ -81,7 +81,7 @@ impl Phase for InstallControllers {
                             write_token(h, token).await?;
                             install_and_start(h, false, force, Some(&token.url)).await?;
                             wait_api_ready(h).await?;
-                            retire_token(leader, h, token, None).await;
+                            retire_token(leader, h, token, None, false).await;
                             tracing::info!("{}: controller joined", h.name);
                             run_host_hooks(h, "install", "after").await?;
                             install_finished(h).await?;
@@ -344,7 +344,6 @@ mod phase_tests {
             .on("token create --role=controller --expiry=30m0s", &token)
             .on("token invalidate", "");
         k.script(1)
-            .on("install -d -m 0700 /etc/k0s", "")
             .on("/usr/local/bin/k0s install controller", "")
             .on("systemctl start k0scontroller", "")
             .on("systemctl is-active --quiet k0scontroller", "")

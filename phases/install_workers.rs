@@ -4,7 +4,7 @@
 
 use crate::phases::{Context, each_host};
 
-use super::steps::hooks::run_host_hooks;
+use super::steps::hooks::{host_hooks, run_host_hooks};
 use super::steps::markers::install_finished;
 use super::steps::service::{install_and_start, plan_install};
 use super::steps::tokens::{create_token, retire_token, write_token};
@@ -62,6 +62,7 @@ impl Phase for InstallWorkers {
                 async move {
                     write_token(h, token).await?;
                     install_and_start(h, false, force, Some(&token.url)).await?;
+                    let mut finished = false;
                     if wait {
                         let node = h.node_name()?;
                         // While the leader waits for the node, a lost worker is noticed
@@ -71,12 +72,17 @@ impl Phase for InstallWorkers {
                             e = connection_lost(h) => return Err(e),
                         }
                         tracing::info!("{}: node {node} is Ready", h.name);
-                        retire_token(leader, h, token, target).await;
+                        // Without install.after hooks, the install is finished in the same
+                        // round trip as the token overwrite.
+                        let no_hooks = host_hooks(&h.config, "install", "after").is_empty();
+                        finished = retire_token(leader, h, token, target, no_hooks).await;
                     } else {
                         tracing::warn!("{}: --no-wait given, the join token stays valid until it expires (10 minutes)", h.name);
                     }
                     run_host_hooks(h, "install", "after").await?;
-                    install_finished(h).await?;
+                    if !finished {
+                        install_finished(h).await?;
+                    }
                     Ok(())
                 }
             })
@@ -162,7 +168,6 @@ mod tests {
             &token,
         );
         k.script(2)
-            .on("install -d -m 0700 /etc/k0s", "")
             .on("/usr/local/bin/k0s install worker", "")
             .on("systemctl start k0sworker", "")
             .on("systemctl is-active --quiet k0sworker", "")
@@ -176,13 +181,24 @@ mod tests {
         for c in w.commands().iter().chain(k.script(0).commands().iter()) {
             assert!(!c.contains(token.trim()), "token in argv: {c}");
         }
-        let install = w.position("/usr/local/bin/k0s install worker");
-        assert!(w.commands()[install].contains("cannot reach the Kubernetes API"));
-        assert!(w.position("install -d -m 0700") < install);
-        assert!(install < w.position("systemctl start k0sworker"));
+        // The token file (its directory made 0700 first) in one round trip; then the API
+        // check, marker, install and start in one; a wait for the service; with --no-wait
+        // no token overwrite, so the marker goes on its own.
+        let c = w.commands();
+        assert_eq!(c.len(), 4, "{c:#?}");
         assert!(
-            w.position("systemctl start") < w.position("rm -f /etc/k0s/.k0sctl-install-incomplete")
+            c[0].starts_with(
+                "install -d -m 700 /etc/k0s || exit 1; umask 077; cat > /etc/k0s/k0stoken.tmp."
+            ),
+            "{}",
+            c[0]
         );
+        let install = w.position("/usr/local/bin/k0s install worker");
+        assert_eq!(install, 1);
+        assert!(c[install].contains("cannot reach the Kubernetes API"));
+        assert!(c[install].contains("\nsystemctl start k0sworker || exit $?\n"));
+        assert_eq!(c[2], "systemctl is-active --quiet k0sworker");
+        assert_eq!(c[3], "rm -f /etc/k0s/.k0sctl-install-incomplete");
         assert!(k.state.unfinished.is_empty());
         assert_eq!(
             k.changes_for(2),

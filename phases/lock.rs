@@ -9,7 +9,6 @@
 //! naming it. A dry run takes no lock (that would change the host) but reports a live one.
 
 use crate::phases::Failure;
-use futures::future::join_all;
 use std::time::Duration;
 
 use crate::transport::{Cmd, Remote, shell_quote};
@@ -17,98 +16,10 @@ use crate::transport::{Cmd, Remote, shell_quote};
 use super::{Phase, PhaseFuture, State, collect, each_host};
 
 pub const TITLE: &str = "Acquire exclusive host lock";
-const STALE_SECS: u64 = 30;
+use super::steps::host_lock::lock_path;
+use super::steps::host_lock::{STALE_SECS, acquire_script, check_script, probed_attempt};
+pub use super::steps::host_lock::{dead_local_holder, holder, release};
 const REFRESH: Duration = Duration::from_secs(10);
-
-/// The holder line written into the lock file (the same for the whole process).
-pub fn holder() -> String {
-    static HOLDER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HOLDER.get_or_init(make_holder).clone()
-}
-
-fn make_holder() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    format!(
-        "k0sctl {user}@{} pid {} boot {} since {}",
-        local_hostname(),
-        std::process::id(),
-        boot_id(),
-        crate::logging::rfc3339(now)
-    )
-}
-
-fn local_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-/// The first 8 characters of this boot's id (a reboot, or another machine, has another one).
-fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|b| b.trim().chars().take(8).collect())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-/// The pid of a holder line written by a k0sctl on this machine, in this boot, whose process
-/// is gone; `None` for anything else (another machine, an older holder line without a boot
-/// id, a live process). Such a lock can be taken over at once: nothing can refresh it.
-pub fn dead_local_holder(who: &str) -> Option<u32> {
-    let mut it = who.split_whitespace();
-    if it.next()? != "k0sctl" {
-        return None;
-    }
-    let (_, host) = it.next()?.rsplit_once('@')?;
-    let (mut pid, mut boot) = (None, None);
-    while let Some(w) = it.next() {
-        match w {
-            "pid" => pid = it.next().and_then(|p| p.parse::<u32>().ok()),
-            "boot" => boot = it.next(),
-            _ => {}
-        }
-    }
-    let (pid, boot) = (pid?, boot?);
-    if host != local_hostname() || boot == "unknown" || boot != boot_id() {
-        return None;
-    }
-    (pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists())
-        .then_some(pid)
-}
-
-/// One round trip: create the lock unless a live one exists; a stale one is replaced, and so
-/// is one whose holder line is exactly `dead` (a holder known to be gone).
-/// Prints `acquired`, or `held <age> <holder>`.
-fn acquire_script(path: &str, me: &str, dead: Option<&str>) -> String {
-    let (p, m) = (shell_quote(path), shell_quote(me));
-    let dead = dead
-        .map(|d| {
-            format!(
-                "if [ \"$cur\" = {} ]; then rm -f {p}; if ( set -C; printf '%s\\n' {m} > {p} ) 2>/dev/null; then echo acquired; exit 0; fi; fi\n",
-                shell_quote(d)
-            )
-        })
-        .unwrap_or_default();
-    format!(
-        "if ( set -C; printf '%s\\n' {m} > {p} ) 2>/dev/null; then echo acquired; exit 0; fi\n\
-         age=$(( $(date +%s) - $(stat -c %Y {p} 2>/dev/null || date +%s) ))\n\
-         cur=$(head -n1 {p} 2>/dev/null)\n\
-         if [ \"$cur\" = {m} ]; then echo acquired; exit 0; fi\n\
-         {dead}\
-         if [ \"$age\" -ge {STALE_SECS} ]; then rm -f {p}; if ( set -C; printf '%s\\n' {m} > {p} ) 2>/dev/null; then echo acquired; exit 0; fi; fi\n\
-         echo \"held $age $cur\"\n"
-    )
-}
-
-fn lock_path(h: &super::HostState) -> Option<(Remote, String)> {
-    let p = h.host.as_ref()?;
-    Some((p.remote.clone(), p.facts.lock_file.clone()))
-}
 
 pub struct AcquireLock;
 
@@ -126,19 +37,29 @@ impl Phase for AcquireLock {
                 .iter()
                 .filter_map(|h| lock_path(h).map(|(r, p)| (h.name.clone(), r, p)))
                 .collect();
-            let results = each_host(state.pool.limits(), locks.iter(), |(name, r, path)| {
+            // What the host probe's lock attempt printed, where it made one.
+            let probed: Vec<Option<String>> = state
+                .hosts
+                .iter()
+                .filter(|h| lock_path(h).is_some())
+                .map(probed_attempt)
+                .collect();
+            let results = each_host(state.pool.limits(), locks.iter().zip(probed), |((name, r, path), probed)| {
                 let me = me.clone();
                 async move {
-                                        let script = if dry {
-                        // Read only: report a live holder, take nothing.
-                        format!(
-                            "p={}; [ -f \"$p\" ] || {{ echo free; exit 0; }}; echo \"held $(( $(date +%s) - $(stat -c %Y \"$p\") )) $(head -n1 \"$p\")\"",
-                            shell_quote(path)
-                        )
-                    } else {
-                        acquire_script(path, &me, None)
+                    let mut out = match probed {
+                        // The host probe already tried, in its round trip.
+                        Some(out) => out,
+                        None => {
+                            let script = if dry {
+                                // Read only: report a live holder, take nothing.
+                                check_script(path)
+                            } else {
+                                acquire_script(path, &me, None)
+                            };
+                            r.run_str(Cmd::new(script).sudo().display_as(format!("lock {path}"))).await?
+                        }
                     };
-                    let mut out = r.run_str(Cmd::new(script).sudo().display_as(format!("lock {path}"))).await?;
                     if let Some(rest) = out.trim().strip_prefix("held ") {
                         let who = rest.split_once(' ').map(|(_, w)| w).unwrap_or("").to_string();
                         if let Some(pid) = dead_local_holder(&who) {
@@ -180,7 +101,11 @@ impl Phase for AcquireLock {
                         tokio::time::sleep(REFRESH).await;
                         for (_, r, path) in &locks {
                             let _ = r
-                                .exec(Cmd::new(format!("touch -c {}", shell_quote(path))).sudo())
+                                .exec(
+                                    Cmd::new(format!("touch -c {}", shell_quote(path)))
+                                        .sudo()
+                                        .display_as(format!("refresh lock {path}")),
+                                )
                                 .await;
                         }
                     }
@@ -199,31 +124,6 @@ impl Phase for AcquireLock {
     }
 }
 
-/// Stops the refresh and removes the lock files this run holds (only ours).
-pub async fn release(state: &mut State) {
-    if let Some(h) = state.lock_refresh.take() {
-        h.abort();
-    }
-    if !std::mem::take(&mut state.lock_held) {
-        return;
-    }
-    let me = holder();
-    join_all(state.hosts.iter().filter_map(lock_path).map(|(r, path)| {
-        // Under our lock, the files this run recorded as staged go first (those moved into
-        // place are gone already; anything else is a leftover), then the record, then the lock.
-        let cmd = format!(
-            "p={q}; if [ \"$(head -n1 \"$p\" 2>/dev/null)\" = {m} ]; then {rm}; rm -f \"$p\"; fi; true",
-            q = shell_quote(&path),
-            m = shell_quote(&me),
-            rm = super::steps::staging::remove_script(&path)
-        );
-        async move {
-            let _ = r.exec(Cmd::new(cmd).sudo()).await;
-        }
-    }))
-    .await;
-}
-
 pub struct ReleaseLock;
 
 impl Phase for ReleaseLock {
@@ -240,30 +140,6 @@ impl Phase for ReleaseLock {
             release(state).await;
             Ok(())
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dead_local_holders_are_recognised() {
-        let me = holder();
-        // Our own line: alive.
-        assert_eq!(dead_local_holder(&me), None);
-        // A pid that cannot exist (above pid_max), same host and boot: dead.
-        let dead = me.replace(&format!("pid {} ", std::process::id()), "pid 4999999 ");
-        assert_eq!(dead_local_holder(&dead), Some(4_999_999));
-        // Another boot, another machine, or no boot id: not ours to judge.
-        let other_boot = dead.replace(&format!("boot {} ", boot_id()), "boot 00000000 ");
-        assert_eq!(dead_local_holder(&other_boot), None);
-        let other_host = dead.replace(&format!("@{} ", local_hostname()), "@elsewhere.example ");
-        assert_eq!(dead_local_holder(&other_host), None);
-        assert_eq!(
-            dead_local_holder("k0sctl someone@elsewhere pid 4242 since 2026-11-22T00:00:00Z"),
-            None
-        );
     }
 }
 
@@ -300,6 +176,12 @@ mod phase_tests {
             assert!(
                 rel[0]
                     .starts_with("p=/run/lock/k0sctl; if [ \"$(head -n1 \"$p\" 2>/dev/null)\" = "),
+                "{}",
+                rel[0]
+            );
+            // Under our lock, the staging files the record names and the record go first.
+            assert!(
+                rel[0].contains("rm -f /run/lock/k0sctl.staging; rm -f \"$p\"; fi"),
                 "{}",
                 rel[0]
             );
@@ -351,5 +233,36 @@ mod phase_tests {
             .on("echo free", "held 2 k0sctl bob@ci pid 7 since x\n");
         let e = k.run(&AcquireLock).await.unwrap_err().to_string();
         assert!(e.contains("k0sctl bob@ci pid 7"), "{e}");
+    }
+
+    /// The host probe's lock attempt is used as is: no second command; a live holder it saw
+    /// still stops the run. An attempt on another lock file than the facts chose is not used.
+    #[tokio::test]
+    async fn the_probes_attempt_is_used() {
+        let mut k = Kit::new(&["controller", "worker"]);
+        k.state.hosts[0].probe_out =
+            Some("@@lockpath\n/run/lock/k0sctl\n@@lock\nacquired\n".into());
+        k.state.hosts[1].probe_out = Some(
+            "@@lockpath\n/run/lock/k0sctl\n@@lock\nheld 3 k0sctl alice@laptop pid 42 since x\n"
+                .into(),
+        );
+        let e = k.run(&AcquireLock).await.unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "10.0.0.2:22: another k0sctl is operating on this host: k0sctl alice@laptop pid 42"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("10.0.0.1:22"), "{e}");
+        assert!(k.script(0).commands().is_empty());
+        assert!(k.script(1).commands().is_empty());
+        let mut k = Kit::new(&["controller"]);
+        k.state.hosts[0].probe_out =
+            Some("@@lockpath\n/tmp/k0sctl.lock\n@@lock\nacquired\n".into());
+        k.script(0).on("set -C; printf", "acquired\n");
+        k.run(&AcquireLock).await.unwrap();
+        let c = k.script(0).commands();
+        assert_eq!(c.len(), 1);
+        assert!(c[0].contains("> /run/lock/k0sctl"), "{}", c[0]);
     }
 }

@@ -4,8 +4,8 @@
 //!
 //! | command                     | parts                                                            |
 //! |-----------------------------|------------------------------------------------------------------|
-//! | `apply`                     | [`set_version()`], [`connect_and_probe()`], [`lock()`], [`connect_hooks()`], [`prepare_and_validate_hosts()`], [`gather_and_validate_facts()`], [`deliver()`], [`install()`], [`upgrade()`], [`remove_nodes()`], [`after_apply()`], `--kubeconfig-out`, [`finish()`] |
-//! | `reset`                     | [`connect_and_gather()`], [`reset_hosts()`], [`finish()`]              |
+//! | `apply`                     | [`set_version()`], [`fold_probe()`] (leader reads), [`lock()`], [`connect_hooks()`], [`prepare_and_validate_hosts()`], [`gather_and_validate_facts()`], [`deliver()`], [`install()`], [`upgrade()`], [`remove_nodes()`], [`after_apply()`], `--kubeconfig-out`, [`finish()`] |
+//! | `reset`                     | [`connect_and_gather()`] (with [`fold_probe()`]), [`reset_hosts()`], [`finish()`] |
 //! | `backup`                    | [`connect_and_gather()`], [`take_backup()`], [`finish()`]              |
 //! | `kubeconfig`, `config edit/status` | [`first_controller()`] (the command then talks to it)       |
 
@@ -35,7 +35,25 @@ pub fn set_version() -> Phases {
 
 /// "Connect to hosts", "Detect host operating systems".
 pub fn connect_and_probe() -> Phases {
-    vec![Box::new(connect::Connect), Box::new(detect_os::DetectOs)]
+    vec![
+        Box::new(connect::Connect),
+        Box::new(detect_os::DetectOs::default()),
+    ]
+}
+
+/// [`connect_and_probe()`] with the probe folding in the host lock and the k0s facts: for
+/// pipelines whose next steps are [`lock()`] and [`gather_facts()`] (apply, reset, backup),
+/// the probe's one round trip per host also takes the lock (a dry run: checks it) and reads
+/// the k0s facts — with `leader_reads` (apply) also the expected leader's cluster ID and node
+/// and etcd member lists — and those phases use what it read (see [`detect_os::DetectOs`]).
+pub fn fold_probe(leader_reads: bool) -> Phases {
+    vec![
+        Box::new(connect::Connect),
+        Box::new(detect_os::DetectOs {
+            fold: true,
+            leader_reads,
+        }),
+    ]
 }
 
 /// "Acquire exclusive host lock": held from right after the hosts are known until [`finish()`].
@@ -152,7 +170,7 @@ pub fn finish() -> Phases {
 /// the host lock, `connect.after` hooks, k0s facts. No version lookup (nothing is installed)
 /// and no host validation (it guards installs).
 pub fn connect_and_gather() -> Phases {
-    compose([connect_and_probe(), lock(), connect_hooks(), gather_facts()])
+    compose([fold_probe(false), lock(), connect_hooks(), gather_facts()])
 }
 
 /// Workers in parallel, then the other controllers one at a time, then the leader (k0sctl's
@@ -188,7 +206,7 @@ pub fn preflight() -> Phases {
 pub fn apply(kubeconfig_out: Option<kubeconfig::GetKubeconfig>) -> Phases {
     compose([
         set_version(),
-        connect_and_probe(),
+        fold_probe(true),
         lock(),
         connect_hooks(),
         prepare_and_validate_hosts(),

@@ -16,6 +16,7 @@ use crate::phases::{Context, Failure};
 use crate::transport::{Cmd, shell_quote};
 
 use super::steps::kubectl::kubectl;
+use super::steps::probe::{list_script, probed_leader_read};
 use super::steps::reset_host::peer_host;
 use super::steps::reset_host::{etcd_leave_command, peer_address, uses_etcd};
 use super::{Phase, PhaseError, PhaseFuture, State};
@@ -103,26 +104,27 @@ async fn find(state: &State) -> Result<Strays, Failure> {
     let l = state.leader.ok_or("no leader")?;
     let leader = &state.hosts[l];
     let p = leader.probed()?;
-    let mut script = format!("echo @@nodes; {}\n", kubectl(leader, "get nodes -o json")?);
-    if uses_etcd(state, leader) {
-        script += &format!(
-            "echo @@etcd; {} 2>&1\n",
-            p.k0s_cmd(&format!(
-                "etcd member-list --data-dir={}",
-                shell_quote(&leader.data_dir())
-            ))
-        );
-    }
-    let out = p
-        .remote
-        .run(
-            Cmd::new(script)
-                .sudo()
-                .display_as("list nodes and etcd members"),
-        )
-        .await
-        .context("listing the cluster's nodes on the leader")?;
-    let s = parse_sections(&out.stdout_str());
+    // The host probe read them in its round trip (see `steps::probe::k0s_part`); that read
+    // still holds when this run changed nothing.
+    let probed = state
+        .changes
+        .is_empty()
+        .then(|| probed_leader_read(leader, "prune"))
+        .flatten();
+    let out = match probed {
+        Some(out) => out,
+        None => p
+            .remote
+            .run(
+                Cmd::new(list_script(state, leader, &p.k0s_binary_path))
+                    .sudo()
+                    .display_as("list nodes and etcd members"),
+            )
+            .await
+            .context("listing the cluster's nodes on the leader")?
+            .stdout_str(),
+    };
+    let s = parse_sections(&out);
     let known_nodes: Vec<String> = state
         .hosts
         .iter()
@@ -403,6 +405,24 @@ mod phase_tests {
         assert!(k.script(0).commands()[0].contains("etcd member-list --data-dir=/var/lib/k0s"));
         assert!(k.script(1).commands().is_empty());
         assert!(k.state.changes.is_empty());
+    }
+
+    /// The leader's node and etcd lists read by the host probe are used while this run has
+    /// changed nothing (no command); once it changed something, the leader is asked again.
+    #[tokio::test]
+    async fn the_probes_listing_is_used_while_nothing_changed() {
+        let mut k = kit(Default::default());
+        let env = crate::host::InitSystem::Systemd.env_file("k0scontroller");
+        k.state.hosts[0].probe_out = Some(format!(
+            "@@k0sprobe\n/usr/local/bin/k0s\n{env}\n/run/lock/k0sctl\n@@end\n@@clusterid\nok uid\n@@prune\nok\n{}@@prune-end\n",
+            listing(false)
+        ));
+        k.run(&PruneNodes).await.unwrap();
+        k.assert_nothing_ran();
+        k.state.changed(k.state.hosts[1].name.clone(), "something");
+        k.script(0).on(LIST, &listing(false));
+        k.run(&PruneNodes).await.unwrap();
+        assert_eq!(k.script(0).commands().len(), 1);
     }
 
     /// With --prune: the NotReady stray node is deleted and the stray etcd member removed,

@@ -406,7 +406,15 @@ impl Phase for StageBinaries {
                                         "{}: downloading k0s {target} from {url}",
                                         h.name
                                     );
-                                    record.await?;
+                                    // The record goes first in the download's own round trip:
+                                    // nothing is written under the staged name before it.
+                                    drop(record);
+                                    let record_first = super::steps::staging::record_script(
+                                        &p.facts.lock_file,
+                                        &[tmp.clone(), super::steps::staging::temp_files_of(&tmp)],
+                                    )
+                                    .map(|r| format!("( {r} ) || {{ echo 'could not record the staging files in {}' >&2; exit 1; }}\n", super::steps::staging::record_path(&p.facts.lock_file)))
+                                    .unwrap_or_default();
                                     let asset = format!("k0s-{target}-{arch}");
                                     let stall = crate::transport::stall_timeout().as_secs();
                                     // Progress lines feed the display's byte bar and
@@ -431,7 +439,7 @@ impl Phase for StageBinaries {
                                     let out = p
                                         .remote
                                         .run_str(
-                                            Cmd::new(download_script(&url, &asset, &tmp, stall))
+                                            Cmd::new(format!("{record_first}{}", download_script(&url, &asset, &tmp, stall)))
                                                 .sudo()
                                                 .on_output(on_output)
                                                 .display_as(format!("download k0s {target} from {url} to {tmp}")),
@@ -738,18 +746,25 @@ mod phase_tests {
         );
         k.run(&StageBinaries).await.unwrap();
         let c = k.script(1).commands();
-        assert_eq!(c.len(), 2);
+        assert_eq!(c.len(), 1, "{c:#?}");
         assert!(k.script(0).commands().is_empty(), "host 0 has the target");
         let staged = k.state.hosts[1].staged.clone().unwrap();
         assert!(staged.starts_with("/usr/local/bin/k0s.tmp."), "{staged}");
-        // The staging name is recorded (next to the host lock) before the download starts.
-        assert!(c[0].contains(RECORD) && c[0].contains(&staged), "{}", c[0]);
         assert!(
-            c[1].contains(ASSET) && c[1].contains("sha256sums.txt"),
+            c[0].contains(ASSET) && c[0].contains("sha256sums.txt"),
             "{}",
-            c[1]
+            c[0]
         );
-        assert!(c[1].contains(&format!("-o {staged}")), "{}", c[1]);
+        assert!(c[0].contains(&format!("-o {staged}")), "{}", c[0]);
+        // One round trip: the staging names are recorded first, then the download starts.
+        assert!(
+            c[0].starts_with(&format!(
+                "( umask 077; printf '%s\\n' {staged} '{staged}.tmp.*' >> /run/lock/k0sctl.staging ) || "
+            )),
+            "{}",
+            c[0]
+        );
+        assert!(c[0].find(">> /run/lock/k0sctl.staging") < c[0].find("curl -sSLf"));
     }
 
     #[tokio::test]
@@ -768,9 +783,13 @@ mod phase_tests {
             "{e}"
         );
         let c = k.script(1).commands();
-        assert_eq!(c.len(), 3);
-        assert!(c[0].contains(RECORD), "{c:#?}");
-        assert!(c[2].starts_with("rm -f /usr/local/bin/k0s.tmp."), "{c:#?}");
+        // The record and the download in one command, then the removal.
+        assert_eq!(c.len(), 2);
+        assert!(
+            c[0].contains(RECORD) && c[0].contains("curl -sSLf"),
+            "{c:#?}"
+        );
+        assert!(c[1].starts_with("rm -f /usr/local/bin/k0s.tmp."), "{c:#?}");
         assert!(k.state.hosts[1].staged.is_none());
 
         let mut k = kit(Default::default());

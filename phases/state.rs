@@ -74,6 +74,11 @@ pub struct HostState {
     pub remote: Option<Remote>,
     /// Set by "Detect host operating systems": facts, OS module, privilege.
     pub host: Option<host::Host>,
+    /// What the host probe of "Detect host operating systems" printed as root in its round
+    /// trip (`@@name` sections: the lock attempt, the k0s facts, the expected leader's cluster
+    /// reads), used by the lock, k0s facts and prune phases instead of asking again. `None`
+    /// when the probe did not fold those in or could not run anything as root.
+    pub probe_out: Option<String>,
     /// Set by "Gather k0s facts".
     pub k0s: Option<K0sFacts>,
     /// Path of the verified k0s binary staged on the host (a temp name next to the final path),
@@ -230,6 +235,7 @@ impl State {
                 spec: None,
                 remote: None,
                 host: None,
+                probe_out: None,
                 k0s: None,
                 staged: None,
                 dynamic_config: false,

@@ -989,6 +989,15 @@ mod phase_tests {
             );
         k.run(&UploadFiles).await.unwrap();
         let s = k.script(1);
+        // The staging names of both files are recorded before either is written.
+        let rec = s.position(">> /run/lock/k0sctl.staging");
+        assert!(
+            s.commands()[rec].contains("'/etc/motd.tmp.*' '/opt/bin/tool.tmp.*'"),
+            "{}",
+            s.commands()[rec]
+        );
+        assert!(rec < s.position("cat > /etc/motd.tmp."));
+        assert!(rec < s.position("curl -sSLf -o"));
         let u = s.uploaded("/etc/motd").unwrap();
         assert_eq!((u.mode, u.text().as_str()), (0o644, MOTD));
         assert_eq!(

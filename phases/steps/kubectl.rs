@@ -11,15 +11,20 @@ use super::probed;
 /// sudo runs as, so they go with `k0s reset` instead of staying on the host.
 pub fn kubectl(h: &HostState, args: &str) -> Result<String, Failure> {
     let p = probed(h)?;
+    Ok(kubectl_at(h, &p.k0s_binary_path, args))
+}
+
+/// [`kubectl`] with the k0s binary at `k0s` (for scripts made before the host is probed).
+pub fn kubectl_at(h: &HostState, k0s: &str, args: &str) -> String {
     let dd = h.data_dir();
-    Ok(crate::host::Configurer::kubectl_cmd(
-        &p.k0s_binary_path,
+    crate::host::Configurer::kubectl_cmd(
+        k0s,
         &format!("{dd}/pki/admin.conf"),
         &format!(
             "--cache-dir={} {args}",
             shell_quote(&format!("{dd}/kubectl-cache"))
         ),
-    ))
+    )
 }
 
 #[cfg(test)]

@@ -15,12 +15,16 @@
 //! - [`leader`]: the leader's Kubernetes client.
 //! - [`report`]: drain events for humans and for `--output json`.
 //! - [`staging`]: the record of staging files on a host, and removing exactly what it names.
+//! - [`host_lock`]: the host lock's holder line and scripts (also as part of the host probe).
+//! - [`probe`]: the k0s facts script, and the reads the host probe folds into its round trip.
 
 pub mod binary;
 pub mod hooks;
+pub mod host_lock;
 pub mod kubectl;
 pub mod leader;
 pub mod markers;
+pub mod probe;
 pub mod report;
 pub mod reset_host;
 pub mod service;

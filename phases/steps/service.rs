@@ -65,7 +65,8 @@ pub fn service_env(h: &HostState) -> Vec<(String, String)> {
 
 /// `install.before` hooks, `k0s install <role> …` (with `--force=true` when asked), the service
 /// environment, then start the service and wait until the init system reports it running.
-/// (`install.after` hooks are the caller's: they run once the host has joined.)
+/// Without a service environment, the start and a first look whether it runs go in the
+/// install's round trip. (`install.after` hooks are the caller's: they run once the host has joined.)
 pub async fn install_and_start(
     h: &HostState,
     is_leader: bool,
@@ -98,6 +99,18 @@ pub async fn install_and_start(
         // In the same round trip: a joining host must reach the cluster's API first.
         cmd = format!("{}\n{cmd}", api_reachable_script(url));
     }
+    // Without a service environment to write first, the start (and a first look whether it
+    // runs) goes in the same round trip as the install.
+    let init = p.init_system()?;
+    let svc = h.service_name();
+    let fold_start = service_env(h).is_empty();
+    if fold_start {
+        cmd = format!(
+            "{cmd}\nrc=$?; [ \"$rc\" = 0 ] || exit \"$rc\"\n{} || exit $?\nif {}; then echo {RUNNING}; fi",
+            init.start_cmd(svc),
+            init.is_running_cmd(svc)
+        );
+    }
     tracing::info!(
         "{}: installing k0s {}",
         h.name,
@@ -107,11 +120,18 @@ pub async fn install_and_start(
             "worker"
         }
     );
-    p.remote.run(Cmd::new(cmd).sudo()).await?;
-    start_service(h, false, false).await?;
+    let out = p.remote.run(Cmd::new(cmd).sudo()).await?;
+    if !fold_start {
+        start_service(h, false, false).await?;
+    } else if !out.stdout_str().lines().any(|l| l.trim() == RUNNING) {
+        init.wait_state(&p.remote, svc, true, WAIT).await?;
+    }
     tracing::info!("{}: {} is running", h.name, h.service_name());
     Ok(())
 }
+
+/// Printed by the install script when the service it started runs.
+const RUNNING: &str = "@@k0sctl-service-running";
 
 /// After `k0s install` wrote the service: its environment drop-in (when the manifest has
 /// `environment`), a service-manager reload when an existing unit was rewritten (`reload`),

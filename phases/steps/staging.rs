@@ -57,22 +57,31 @@ pub fn temp_files_of(dst: &str) -> String {
     format!("{dst}.tmp.*")
 }
 
-/// Appends `entries` to the record (creating it 0600), in one round trip, before anything is
-/// written under those names.
-pub async fn record(remote: &Remote, lock_file: &str, entries: &[String]) -> Result<(), Failure> {
+/// The shell command that appends `entries` to the record (creating it 0600); `None` when no
+/// entry is valid. A caller may run it as the first step of the command that then stages the
+/// files (`… || exit 1` before anything is written under those names).
+pub fn record_script(lock_file: &str, entries: &[String]) -> Option<String> {
     let entries: Vec<&String> = entries.iter().filter(|e| valid_entry(e)).collect();
     if entries.is_empty() {
-        return Ok(());
+        return None;
     }
     let lines = entries
         .iter()
         .map(|e| shell_quote(e))
         .collect::<Vec<_>>()
         .join(" ");
-    let cmd = format!(
+    Some(format!(
         "umask 077; printf '%s\\n' {lines} >> {r}",
         r = shell_quote(&record_path(lock_file))
-    );
+    ))
+}
+
+/// Appends `entries` to the record (creating it 0600), in one round trip, before anything is
+/// written under those names.
+pub async fn record(remote: &Remote, lock_file: &str, entries: &[String]) -> Result<(), Failure> {
+    let Some(cmd) = record_script(lock_file, entries) else {
+        return Ok(());
+    };
     remote
         .run(Cmd::new(cmd).sudo().display_as("record staging files"))
         .await

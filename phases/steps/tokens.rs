@@ -68,22 +68,18 @@ pub async fn create_token(
     .await
 }
 
-/// Writes the token file 0600 (directory 0700 when created).
+/// Writes the token file 0600 (directory 0700, made or set first), in one round trip: the
+/// directory, the file (verified, moved into place).
 pub async fn write_token(h: &HostState, token: &JoinToken) -> Result<(), Failure> {
     let p = probed(h)?;
-    let path = h.token_path();
-    if let Some((dir, _)) = path.rsplit_once('/')
-        && !dir.is_empty()
-    {
-        p.remote
-            .run(Cmd::new(format!("install -d -m 0700 {}", shell_quote(dir))).sudo())
-            .await?;
-    }
     p.remote
-        .upload(
-            std::io::Cursor::new(format!("{}\n", token.raw).into_bytes()),
-            &path,
-            &UploadOptions::default().mode(0o600).sudo(true),
+        .upload_bytes(
+            format!("{}\n", token.raw).into_bytes(),
+            &h.token_path(),
+            &UploadOptions::default()
+                .mode(0o600)
+                .sudo(true)
+                .parent_mode(0o700),
         )
         .await?;
     Ok(())
@@ -91,13 +87,16 @@ pub async fn write_token(h: &HostState, token: &JoinToken) -> Result<(), Failure
 
 /// After a join: invalidate the token on the leader and overwrite the token file. A worker
 /// of k0s v1.35.1 (`worker_version`) decodes that file at every start, so it gets a valid
-/// dummy token instead of a comment, as k0sctl writes.
+/// dummy token instead of a comment, as k0sctl writes. With `finish` (the host has no
+/// `install.after` hooks), the same round trip also does
+/// [`install_finished`](super::markers::install_finished); returns whether it did.
 pub async fn retire_token(
     leader: &HostState,
     h: &HostState,
     token: &JoinToken,
     worker_version: Option<&crate::k0s::version::K0sVersion>,
-) {
+    finish: bool,
+) -> bool {
     if let Ok(p) = probed(leader) {
         let cmd = p.k0s_cmd(&format!(
             "token invalidate --data-dir={} {}",
@@ -118,23 +117,26 @@ pub async fn retire_token(
                 Ok(t) => t.into_bytes(),
                 Err(e) => {
                     tracing::warn!("{}: building a dummy join token: {e}", h.name);
-                    return;
+                    return false;
                 }
             }
         }
         _ => b"# overwritten by k0sctl after join\n".to_vec(),
     };
-    if let Ok(p) = probed(h)
-        && let Err(e) = p
-            .remote
-            .upload(
-                std::io::Cursor::new(content),
-                &h.token_path(),
-                &UploadOptions::default().mode(0o600).sudo(true),
-            )
-            .await
-    {
-        tracing::warn!("{}: failed to overwrite the join token file: {e}", h.name);
+    let mut opts = UploadOptions::default().mode(0o600).sudo(true);
+    if finish {
+        opts = opts.then(format!(
+            "rm -f {}",
+            shell_quote(&super::markers::incomplete_marker(h))
+        ));
+    }
+    let Ok(p) = probed(h) else { return false };
+    match p.remote.upload_bytes(content, &h.token_path(), &opts).await {
+        Ok(_) => finish,
+        Err(e) => {
+            tracing::warn!("{}: failed to overwrite the join token file: {e}", h.name);
+            false
+        }
     }
 }
 
@@ -206,13 +208,18 @@ mod scripted_tests {
         let k = Kit::new(&["controller", "worker"]);
         let raw = crate::k0s::token::dummy_join_token().unwrap();
         let token = JoinToken::parse(&raw).unwrap();
-        k.script(1).on("install -d -m 0700 /etc/k0s", "");
         write_token(&k.state.hosts[1], &token).await.unwrap();
         let s = k.script(1);
         let u = s.uploaded("/etc/k0s/k0stoken").unwrap();
         assert_eq!((u.mode, u.text()), (0o600, format!("{}\n", raw.trim())));
         assert!(s.commands().iter().all(|c| !c.contains(raw.trim())));
-        assert_eq!(s.position("install -d -m 0700 /etc/k0s"), 0);
+        // One round trip: the directory made 0700 first, then the file.
+        assert_eq!(s.commands().len(), 1);
+        assert!(
+            s.commands()[0].starts_with("install -d -m 700 /etc/k0s || exit 1; umask 077; cat > "),
+            "{}",
+            s.commands()[0]
+        );
     }
 
     /// After a join the token is invalidated on the leader and the file overwritten: with a
@@ -225,16 +232,31 @@ mod scripted_tests {
             "/usr/local/bin/k0s token invalidate --data-dir=/var/lib/k0s",
             "",
         );
-        retire_token(&k.state.hosts[0], &k.state.hosts[1], &token, None).await;
+        assert!(!retire_token(&k.state.hosts[0], &k.state.hosts[1], &token, None, false).await);
         assert!(k.script(0).commands()[0].ends_with(&token.id));
         let u = k.script(1).uploaded("/etc/k0s/k0stoken").unwrap();
         assert_eq!(
             (u.mode, u.text().as_str()),
             (0o600, "# overwritten by k0sctl after join\n")
         );
+        assert!(!k.script(1).has_run(".k0sctl-install-incomplete"));
         let v = crate::k0s::version::K0sVersion::parse("v1.35.1+k0s.0").unwrap();
-        retire_token(&k.state.hosts[0], &k.state.hosts[1], &token, Some(&v)).await;
+        // With `finish`, the install marker goes in the overwrite's round trip.
+        k.script(1).clear_record();
+        assert!(retire_token(&k.state.hosts[0], &k.state.hosts[1], &token, Some(&v), true).await);
         let u = k.script(1).uploaded("/etc/k0s/k0stoken").unwrap();
         assert!(JoinToken::parse(&u.text()).is_ok(), "a decodable dummy");
+        let c = k.script(1).commands();
+        assert_eq!(c.len(), 1);
+        assert!(
+            c[0].ends_with(&format!(
+                "\nrm -f {}",
+                shell_quote(&crate::phases::steps::markers::incomplete_marker(
+                    &k.state.hosts[1]
+                ))
+            )),
+            "{}",
+            c[0]
+        );
     }
 }

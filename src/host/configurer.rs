@@ -254,6 +254,8 @@ pub fn select(os: &OsRelease) -> Result<Selected, String> {
 
 /// Default paths shared by all Linux modules (k0sctl's `configurer/linux.go`).
 pub mod paths {
+    /// Where most modules keep k0s (Flatcar and CoreOS: `/opt/bin/k0s`).
+    pub const K0S_BINARY: &str = super::K0S;
     /// `/run/lock/k0sctl` if `/run/lock` exists, else this.
     pub const LOCK_FALLBACK: &str = "/tmp/k0sctl.lock";
     pub const LOCK: &str = "/run/lock/k0sctl";

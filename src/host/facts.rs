@@ -2,6 +2,9 @@
 //! arch, os-release, hostname, machine-id, uid, init system, container, lock dir, curl, k0s,
 //! private interface and its addresses, `date`), parsed here. Clock skew is the remote time
 //! minus the midpoint of the local send/receive times.
+//!
+//! [`gather_with`] appends a caller's script run as root in the same round trip (the probe
+//! that folds OS detection, the host lock and k0s facts into one command per host).
 
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -186,21 +189,101 @@ pub async fn gather(
     private_interface: Option<&str>,
     connect_address: Option<&str>,
 ) -> Result<Facts, HostError> {
+    Ok(gather_with(r, private_interface, connect_address, None)
+        .await?
+        .0)
+}
+
+/// The line that separates the facts from the output of the root part in [`gather_with`].
+const ROOT_MARK: &str = "@@@root";
+/// The last line of the root part: the remote time when it ended.
+const TAIL_MARK: &str = "@@@tail ";
+
+/// The facts script followed, in the same round trip, by `root_part` run as root when the
+/// login user can become root without a password (already root, `sudo -n`, `doas -n`).
+/// `root_part` runs in its own `sh -c` after the facts were printed; its stdout is returned
+/// as is (`None` when it could not run: sudo needs a password, or no way to root).
+pub fn script_with(private_interface: Option<&str>, root_part: Option<&str>) -> String {
     let detect = crate::transport::Privilege::DETECT_SCRIPT;
-    let script = match private_interface {
-        Some(i) => format!(
-            "K0SCTL_PRIVATE_IFACE={}\n{SCRIPT}{detect}\necho @@end",
-            shell_quote(i)
-        ),
-        None => format!("{SCRIPT}{detect}\necho @@end"),
-    };
+    let iface = private_interface
+        .map(|i| format!("K0SCTL_PRIVATE_IFACE={}\n", shell_quote(i)))
+        .unwrap_or_default();
+    let root = root_part
+        .map(|part| {
+            let q = shell_quote(part);
+            format!(
+                "echo {ROOT_MARK}\n\
+                 case \"$K0SCTL_PRIV\" in\n\
+                 root) sh -c {q} ;;\n\
+                 sudo-n) sudo -n -- sh -c {q} ;;\n\
+                 doas) doas -n -- sh -c {q} ;;\n\
+                 *) echo skipped ;;\n\
+                 esac\n\
+                 echo \"{TAIL_MARK}$(date -u +%s.%N)\"\n"
+            )
+        })
+        .unwrap_or_default();
+    format!("{iface}{SCRIPT}K0SCTL_PRIV=$( {detect})\necho \"$K0SCTL_PRIV\"\necho @@end\n{root}")
+}
+
+/// [`gather`] plus `root_part` (see [`script_with`]) in the same round trip: the facts and
+/// the root part's stdout (`None` when it did not run as root).
+pub async fn gather_with(
+    r: &Remote,
+    private_interface: Option<&str>,
+    connect_address: Option<&str>,
+    root_part: Option<&str>,
+) -> Result<(Facts, Option<String>), HostError> {
+    let script = script_with(private_interface, root_part);
     let t0 = now_secs();
     let started = Instant::now();
     let out = r
-        .run(Cmd::new(script).display_as("(gather host facts)"))
+        .run(Cmd::new(script).display_as(if root_part.is_some() {
+            "(probe host: facts, lock, k0s facts)"
+        } else {
+            "(gather host facts)"
+        }))
         .await?;
-    let mid = t0 + started.elapsed().as_secs_f64() / 2.0;
-    parse(&out.stdout_str(), connect_address, mid, r.name())
+    let elapsed = started.elapsed().as_secs_f64();
+    let out = out.stdout_str();
+    let (facts_out, root_out) = split_root(&out);
+    // The clock is read in the facts part: the root part's run time (from the same clock)
+    // is taken off the round trip before its midpoint is used.
+    let tail = root_out
+        .as_ref()
+        .and_then(|(_, end)| *end)
+        .zip(remote_date(facts_out))
+        .map(|(end, date)| (end - date).clamp(0.0, elapsed))
+        .unwrap_or(0.0);
+    let mid = t0 + (elapsed - tail) / 2.0;
+    let facts = parse(facts_out, connect_address, mid, r.name())?;
+    let root = root_out
+        .map(|(body, _)| body)
+        .filter(|b| b.trim() != "skipped");
+    Ok((facts, root))
+}
+
+/// Splits [`script_with`]'s output into the facts and (the root part, its end time).
+fn split_root(out: &str) -> (&str, Option<(String, Option<f64>)>) {
+    let Some(at) = out.find(&format!("\n{ROOT_MARK}\n")) else {
+        return (out, None);
+    };
+    let facts = &out[..at + 1];
+    let rest = &out[at + ROOT_MARK.len() + 2..];
+    let (body, end) = match rest.rfind(TAIL_MARK) {
+        Some(t) if t == 0 || rest.as_bytes()[t - 1] == b'\n' => (
+            &rest[..t],
+            rest[t + TAIL_MARK.len()..].trim().parse::<f64>().ok(),
+        ),
+        // Cut short: no end line, so the root part did not finish.
+        _ => return (facts, None),
+    };
+    (facts, Some((body.to_string(), end)))
+}
+
+fn remote_date(facts_out: &str) -> Option<f64> {
+    let s = parse_sections(facts_out);
+    s.get("date")?.trim().parse().ok()
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The host OS layer: what kind of machine is on the other end and how to manage it.
 //!
-//! [`Host::probe`] gathers [`facts::Facts`] in one round trip, picks the OS support module
+//! [`Host::probe`] gathers [`facts::Facts`] in one round trip ([`Host::probe_with`] also runs a
+//! caller's script as root in that round trip), picks the OS support module
 //! ([`configurer`]) from os-release (the `os:` override replaces `ID`; unknown IDs fall back to
 //! `ID_LIKE`), and knows the init system ([`initsys`]). Everything runs through the transport
 //! boundary ([`crate::transport::Remote`]); the transport knows nothing of OSes or k0s.
@@ -73,11 +74,26 @@ impl Host {
     /// Gather facts and detect the privilege wrapper (one round trip; two when a sudo password
     /// has to be checked) and select the OS module. The returned [`Host::remote`] has its
     /// privilege set unless it already had one.
-    pub async fn probe(mut remote: Remote, opts: &ProbeOptions) -> Result<Host, HostError> {
-        let mut facts = facts::gather(
+    pub async fn probe(remote: Remote, opts: &ProbeOptions) -> Result<Host, HostError> {
+        Ok(Host::probe_with(remote, opts, None).await?.0)
+    }
+
+    /// [`Host::probe`], and `root_part` (a POSIX sh script) run as root in the same round
+    /// trip, after the facts, when the login user becomes root without a password: one
+    /// command per host finds out what the host is, takes the host lock and reads what k0s
+    /// has there. Returns the root part's stdout, or `None` when it could not run that way
+    /// (sudo asks for a password, or no way to become root): the caller then asks again with
+    /// the privilege wrapper.
+    pub async fn probe_with(
+        mut remote: Remote,
+        opts: &ProbeOptions,
+        root_part: Option<&str>,
+    ) -> Result<(Host, Option<String>), HostError> {
+        let (mut facts, root_out) = facts::gather_with(
             &remote,
             opts.private_interface.as_deref(),
             opts.connect_address.as_deref(),
+            root_part,
         )
         .await?;
         if matches!(remote.privilege(), crate::transport::Privilege::Unknown) {
@@ -109,7 +125,7 @@ impl Host {
             );
         }
         tracing::info!("{}: is running {}", remote.name(), facts.os.display());
-        Ok(Host {
+        let host = Host {
             k0s_binary_path: opts
                 .k0s_install_path
                 .clone()
@@ -118,7 +134,8 @@ impl Host {
             facts,
             configurer: sel.configurer,
             fallback: sel.fallback,
-        })
+        };
+        Ok((host, root_out))
     }
 
     pub fn name(&self) -> &str {

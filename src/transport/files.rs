@@ -62,6 +62,12 @@ pub struct UploadOptions {
     /// flight). Never set this outside tests.
     #[doc(hidden)]
     pub corrupt_byte_at: Option<u64>,
+    /// [`Remote::upload_bytes`] only: make the target directory with this mode first
+    /// (`install -d -m`, which also sets the mode of an existing directory).
+    pub parent_mode: Option<u32>,
+    /// [`Remote::upload_bytes`] only: a shell command run in the same round trip once the file
+    /// is in place (its failure fails the upload).
+    pub then: Option<String>,
 }
 
 impl UploadOptions {
@@ -93,7 +99,18 @@ impl UploadOptions {
         self.staging_record = Some(record.into());
         self
     }
+    pub fn parent_mode(mut self, mode: u32) -> Self {
+        self.parent_mode = Some(mode);
+        self
+    }
+    pub fn then(mut self, cmd: impl Into<String>) -> Self {
+        self.then = Some(cmd.into());
+        self
+    }
 }
+
+/// Exit code of [`Remote::upload_bytes`]'s script when the host's digest differs.
+const DIGEST_MISMATCH: u32 = 97;
 
 /// What an upload did.
 #[derive(Debug, Clone)]
@@ -325,10 +342,109 @@ impl Remote {
         mode: u32,
         sudo: bool,
     ) -> Result<(), TransportError> {
-        let data = std::io::Cursor::new(bytes.into());
-        self.upload(data, dst, &UploadOptions::default().mode(mode).sudo(sudo))
-            .await
-            .map(|_| ())
+        self.upload_bytes(
+            bytes.into(),
+            dst,
+            &UploadOptions::default().mode(mode).sudo(sudo),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// [`Remote::upload`] of an in-memory buffer in one round trip: its SHA-256 is known
+    /// before it is sent, so the host compares it and moves the file into place (mode, owner,
+    /// mtime as for an upload) in the same command; a different digest removes the temp file
+    /// and fails with [`TransportError::UploadVerify`]. Honours `parent_mode` and `then`.
+    pub async fn upload_bytes(
+        &self,
+        bytes: Vec<u8>,
+        dst: &str,
+        opts: &UploadOptions,
+    ) -> Result<UploadReport, TransportError> {
+        if opts.corrupt_byte_at.is_some() || opts.progress.is_some() {
+            return self.upload(std::io::Cursor::new(bytes), dst, opts).await;
+        }
+        let _slot = self.limits().upload_slot().await;
+        let started = Instant::now();
+        let sent = hex::encode(Sha256::digest(&bytes));
+        let len = bytes.len() as u64;
+        let tmp = temp_name(dst);
+        let qtmp = shell_quote(&tmp);
+        let dir = dst
+            .rsplit_once('/')
+            .map(|(d, _)| d)
+            .filter(|d| !d.is_empty());
+        let mut mkdir = String::new();
+        if let (Some(m), Some(d)) = (opts.parent_mode, dir) {
+            mkdir = format!("install -d -m {m:o} {} || exit 1; ", shell_quote(d));
+        } else if let (true, Some(d)) = (opts.create_parent, dir) {
+            mkdir = format!("mkdir -p -m 0755 {} || exit 1; ", shell_quote(d));
+        }
+        let mode = opts.mode.unwrap_or(0o644);
+        let mut fin = format!("chmod {mode:o} {qtmp}");
+        if let Some(owner) = &opts.owner {
+            fin.push_str(&format!(" && chown {} {qtmp}", shell_quote(owner)));
+        }
+        if let Some(t) = opts.mtime {
+            fin.push_str(&format!(" && touch -d @{t} {qtmp}"));
+        }
+        fin.push_str(&format!(
+            " && mv -f {qtmp} {} || {{ rc=$?; rm -f {qtmp}; exit $rc; }}",
+            shell_quote(dst)
+        ));
+        if let Some(then) = &opts.then {
+            fin.push_str(&format!("\n{then}"));
+        }
+        let script = format!(
+            "{mkdir}umask 077; cat > {qtmp} || {{ rm -f {qtmp}; exit 1; }}\n\
+             got=$( (openssl dgst -sha256 -r {qtmp} 2>/dev/null || sha256sum {qtmp}) | cut -c1-64)\n\
+             if [ \"$got\" != {sent} ]; then rm -f {qtmp}; echo \"$got\"; exit {DIGEST_MISMATCH}; fi\n\
+             {fin}"
+        );
+        let mut cmd = Cmd::new(script)
+            .sudo_if(opts.sudo)
+            .stdin(bytes)
+            .display_as(format!(
+                "write {dst} (cat > temp; sha256sum; chmod {mode:o}; mv{})",
+                if opts.then.is_some() {
+                    "; then more"
+                } else {
+                    ""
+                }
+            ));
+        if let Some(t) = opts.timeout {
+            cmd = cmd.timeout(t);
+        }
+        let display = cmd.display();
+        let out = match self.exec(cmd).await {
+            Ok(o) => o,
+            Err(e) => {
+                self.remove_quietly(&tmp, opts.sudo).await;
+                return Err(e);
+            }
+        };
+        if out.status == super::ExitStatus::Code(DIGEST_MISMATCH) {
+            return Err(TransportError::UploadVerify {
+                host: self.name().to_string(),
+                dst: dst.to_string(),
+                sent,
+                got: out.stdout_str(),
+            });
+        }
+        if !out.success() {
+            return Err(TransportError::Command {
+                host: self.name().to_string(),
+                cmd: display,
+                status: out.status.clone(),
+                stderr: out.stderr_str(),
+                stdout: out.stdout_str(),
+            });
+        }
+        Ok(UploadReport {
+            bytes: len,
+            sha256: sent,
+            elapsed: started.elapsed(),
+        })
     }
 
     /// Read a remote file into memory.

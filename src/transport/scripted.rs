@@ -10,7 +10,8 @@
 //! silently answered.
 //!
 //! The upload protocol of [`Remote::upload`](super::Remote::upload) (stream into a temp file
-//! and print its SHA-256, then `chmod`/`chown`/`mv -f` into place), `cat -- <path>` reads,
+//! and print its SHA-256, then `chmod`/`chown`/`mv -f` into place; with
+//! [`Remote::upload_bytes`](super::Remote::upload_bytes) all in one command), `cat -- <path>` reads,
 //! downloads ([`Remote::download`](super::Remote::download)), `stat` and `rm -f -- <temp>` are
 //! understood without rules, against the in-memory files ([`Script::file`] adds one);
 //! [`Script::uploads`] lists what was installed (path, mode, owner, bytes). A rule for the same
@@ -319,6 +320,16 @@ fn word(s: &str) -> (String, &str) {
 
 /// The commands of the file protocol ([`super::files`]).
 fn builtin(g: &mut Inner, cmd: &str, stdin: Vec<u8>) -> Option<Reply> {
+    // `Remote::upload_bytes`: the temp file, its digest check and the move into place (and
+    // whatever comes after, which is only recorded) in one command.
+    if let Some((_, rest)) = cmd.split_once("umask 077; cat > ")
+        && cmd.contains("\ngot=$(")
+    {
+        let (tmp, _) = word(rest);
+        let (_, fin) = cmd.split_once("\nchmod ")?;
+        g.pending.insert(tmp, stdin);
+        return builtin(g, &format!("chmod {fin}"), Vec::new());
+    }
     if let Some((_, rest)) = cmd.split_once("umask 077; cat > ") {
         let (tmp, _) = word(rest);
         let digest = hex::encode(Sha256::digest(&stdin));
