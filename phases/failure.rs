@@ -167,9 +167,9 @@ impl Failure {
             Cause::Host(HostError::Transport(e)) => transport_kind(e),
             Cause::Host(_) => Kind::Failed,
             Cause::Kube(KubeError::Blocked(_)) | Cause::Blocked(_) => Kind::Blocked,
-            // The API is reached through the leader's SSH connection; when that is lost the
-            // transport's words end up in kube's error chain (hyper keeps no typed source).
-            Cause::Kube(e) if is_connection_lost(&e.to_string()) => Kind::Lost,
+            // The API is reached through the leader's SSH connection; the tunnel's typed error
+            // in kube's cause chain says when that connection was lost.
+            Cause::Kube(e) if e.connection_lost() => Kind::Lost,
             Cause::Kube(_) => Kind::Failed,
             Cause::Locked(_) => Kind::Locked,
             Cause::Config(_) => Kind::Config,

@@ -52,7 +52,7 @@ pub use node::{
 };
 pub use pdb::{BlockingPdb, blocking_pdbs};
 
-use crate::transport::{Remote, Secret, Tunnel};
+use crate::transport::{Remote, Secret, TransportError, Tunnel};
 
 /// Errors of the Kubernetes room. Each names what was being done; none carries credentials.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +92,23 @@ impl KubeError {
     /// The drain was blocked by the cluster (PodDisruptionBudgets) until its timeout.
     pub fn is_blocked(&self) -> bool {
         matches!(self, KubeError::Blocked(_))
+    }
+
+    /// The API call failed because the connection to the host carrying the API tunnel was
+    /// lost: the typed [`KubeTunnelError`] somewhere in kube's cause chain (hyper and tower
+    /// wrap a connector's error but keep it as a `source`) says so.
+    pub fn connection_lost(&self) -> bool {
+        let KubeError::Api { source, .. } = self else {
+            return false;
+        };
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source as _);
+        while let Some(e) = cur {
+            if let Some(t) = e.downcast_ref::<KubeTunnelError>() {
+                return t.lost;
+            }
+            cur = e.source();
+        }
+        false
     }
 }
 
@@ -370,6 +387,15 @@ impl TunnelConnector {
         KubeTunnelError {
             host: self.remote.name().to_string(),
             reason,
+            lost: false,
+        }
+    }
+
+    /// A transport failure, keeping whether it was the host's connection that was lost.
+    fn transport_err(&self, e: TransportError) -> KubeTunnelError {
+        KubeTunnelError {
+            lost: matches!(e, TransportError::Disconnected { .. }),
+            ..self.err(e.to_string())
         }
     }
 
@@ -396,7 +422,13 @@ impl TunnelConnector {
                 crate::transport::Cmd::new(RELAY_DETECT).display_as("(detect a relay command)"),
             )
             .await
-            .map_err(|e| self.err(format!("{refusal}; looking for a relay command: {e}")))?;
+            .map_err(|e| {
+                let lost = matches!(e, TransportError::Disconnected { .. });
+                KubeTunnelError {
+                    lost,
+                    ..self.err(format!("{refusal}; looking for a relay command: {e}"))
+                }
+            })?;
         let c = match out.trim() {
             "bash" => Carrier::Bash,
             "nc" => Carrier::Nc,
@@ -441,7 +473,7 @@ impl TunnelConnector {
             .remote
             .open_exec_stream(&cmd)
             .await
-            .map_err(|e| self.err(e.to_string()))?;
+            .map_err(|e| self.transport_err(e))?;
         Ok(Box::new(Permitted { t, _permit: permit }))
     }
 }
@@ -512,7 +544,7 @@ impl tower::Service<http::Uri> for TunnelConnector {
                 )
                 .await
                 .map_err(|_| timed_out())?
-                .map_err(|e| me.err(e.to_string()))?
+                .map_err(|e| me.transport_err(e))?
                 {
                     Some(refusal) => carrier = me.switch_to_relay(&refusal).await?,
                     None => {
@@ -536,7 +568,7 @@ impl tower::Service<http::Uri> for TunnelConnector {
                                 .await
                                 .map_err(|_| timed_out())??
                         }
-                        Err(e) => return Err(me.err(e.to_string())),
+                        Err(e) => return Err(me.transport_err(e)),
                     }
                 }
                 c => tokio::time::timeout(me.timeout, me.open_relay(c))
@@ -556,6 +588,9 @@ impl tower::Service<http::Uri> for TunnelConnector {
 pub struct KubeTunnelError {
     host: String,
     reason: String,
+    /// The host's connection was lost (the transport said so, typed): no tunnel can be opened
+    /// through it any more.
+    lost: bool,
 }
 
 /// A tunnel as a hyper connection.
@@ -616,6 +651,41 @@ mod tests {
         assert_eq!(e.host, "fd00::5");
         let e = ApiEndpoint::from_kubeconfig(&kc("https://10.1.0.5"), 6444).unwrap();
         assert_eq!(e.port, 6444);
+    }
+
+    /// A client over a scripted host whose tunnels fail: lost (a `lose` rule) or refused.
+    async fn list_nodes_through(name: &str, lose: bool) -> KubeError {
+        use crate::transport::scripted::{Script, ScriptedConnection};
+        let s = Script::new();
+        if lose {
+            s.lose("open tunnel to 127.0.0.1:6443");
+        }
+        let conn = crate::transport::Connection::Scripted(ScriptedConnection::new(name, s.clone()));
+        let remote = Remote::new(
+            Arc::new(conn),
+            Arc::new(crate::transport::Limits::default()),
+        );
+        let kc = kc("https://localhost:6443");
+        let endpoint = ApiEndpoint::from_kubeconfig(&kc, 1).unwrap();
+        let (client, _) = client(&remote, &kc, &endpoint).await.unwrap();
+        let e = list_nodes(&client).await.unwrap_err();
+        assert!(
+            s.has_run("open tunnel to 127.0.0.1:6443"),
+            "{:?}",
+            s.commands()
+        );
+        e
+    }
+
+    // The typed cause survives hyper's and tower's wrapping: a lost leader connection during an
+    // API call is told apart from any other API failure without reading words.
+    #[tokio::test]
+    async fn a_lost_tunnel_host_is_a_lost_connection() {
+        let e = list_nodes_through("root@lost-host", true).await;
+        assert!(e.connection_lost(), "{e}");
+        let e = list_nodes_through("root@refusing-host", false).await;
+        assert!(!e.connection_lost(), "{e}");
+        assert!(!KubeError::Invalid("connection lost".into()).connection_lost());
     }
 
     #[test]

@@ -254,6 +254,25 @@ impl Script {
         g.uploads.clear();
     }
 
+    /// The reply of the last matching rule for `command`, recorded like a command; `None` when
+    /// no rule matches (no built-in, no `otherwise`, no panic).
+    fn answer_opt(&self, command: &str) -> Option<Reply> {
+        let mut g = self.lock();
+        g.ran.push(Ran {
+            command: command.to_string(),
+            stdin: Vec::new(),
+        });
+        let rule = g
+            .rules
+            .iter_mut()
+            .rev()
+            .find(|r| r.remaining != Some(0) && r.pattern.matches(command))?;
+        if let Some(n) = &mut rule.remaining {
+            *n -= 1;
+        }
+        Some(rule.reply.clone())
+    }
+
     fn answer(&self, host: &str, command: &str, stdin: Vec<u8>) -> Reply {
         let mut g = self.lock();
         g.ran.push(Ran {
@@ -408,6 +427,25 @@ impl ScriptedConnection {
         ScriptedConnection {
             name: name.into(),
             script,
+        }
+    }
+}
+
+impl ScriptedConnection {
+    /// A tunnel or exec stream asked of a scripted host: the script sees the pseudo-command
+    /// `open <what>` (e.g. `open tunnel to 127.0.0.1:6443`); a `lose` rule makes it fail as a
+    /// lost connection would, anything else fails as "no tunnels here" (no bytes are carried).
+    pub(crate) fn open_stream(&self, what: &str) -> TransportError {
+        match self.script.answer_opt(&format!("open {what}")) {
+            Some(Reply::Lost) => TransportError::Disconnected {
+                host: self.name.clone(),
+                reason: format!("the scripted host dropped the connection while opening {what}"),
+            },
+            _ => TransportError::io(
+                &self.name,
+                format!("open {what}"),
+                "the scripted test transport carries no streams",
+            ),
         }
     }
 }

@@ -71,11 +71,7 @@ pub(crate) async fn open(
             Ok(Box::new(s))
         }
         #[cfg(test)]
-        Connection::Scripted(_) => Err(TransportError::io(
-            &c_name(conn),
-            what(),
-            "the scripted test transport has no tunnels",
-        )),
+        Connection::Scripted(c) => Err(c.open_stream(&format!("tunnel to {}", target(host, port)))),
     }
 }
 
@@ -110,11 +106,7 @@ pub(crate) async fn open_exec(conn: &Connection, command: &str) -> Result<Tunnel
             child_stream(conn, c, what, "exec stream")
         }
         #[cfg(test)]
-        Connection::Scripted(_) => Err(TransportError::io(
-            &c_name(conn),
-            what,
-            "the scripted test transport has no exec streams",
-        )),
+        Connection::Scripted(c) => Err(c.open_stream("exec stream")),
     }
 }
 
