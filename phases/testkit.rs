@@ -128,6 +128,17 @@ impl Kit {
         &self.scripts[i]
     }
 
+    /// Host `i` installs and starts a k0s controller whose API then serves (`/readyz` ok), and
+    /// drops its unfinished-install marker: the answers of a controller install that succeeds.
+    pub fn controller_install_succeeds(&self, i: usize) -> &Script {
+        self.script(i)
+            .on("/usr/local/bin/k0s install controller", "")
+            .on("systemctl start k0scontroller", "")
+            .on("systemctl is-active --quiet k0scontroller", "")
+            .on("get --raw=/readyz", "ok")
+            .on("rm -f /etc/k0s/.k0sctl-install-incomplete", "")
+    }
+
     /// Mark host `i` as running k0s `version` in its manifest role (as "Gather k0s facts"
     /// would), with the installed binary of the same version.
     pub fn running(&mut self, i: usize, version: &str) -> &mut Self {

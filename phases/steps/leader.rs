@@ -25,6 +25,25 @@ pub async fn leader_client(state: &State) -> Result<crate::kube::Client, Failure
     host_client(&state.hosts[l], port).await
 }
 
+/// [`leader_client`] when `needed`, else `None`; a client that cannot be had fails `phase`
+/// ("connecting to the cluster API: …") before the phase changes anything.
+pub async fn leader_client_if(
+    state: &State,
+    needed: bool,
+    phase: &'static str,
+) -> Result<Option<crate::kube::Client>, crate::phases::PhaseError> {
+    if !needed {
+        return Ok(None);
+    }
+    leader_client(state).await.map(Some).map_err(|e| {
+        crate::phases::PhaseError::new(
+            crate::exit::Code::PhaseFailed,
+            phase,
+            format!("connecting to the cluster API: {e}"),
+        )
+    })
+}
+
 /// k0s's default API port (`spec.api.port`).
 pub const DEFAULT_API_PORT: u16 = 6443;
 
