@@ -71,6 +71,14 @@ pub fn facts(i: usize) -> Facts {
     }
 }
 
+/// The pipeline state of a manifest text, with `opts` and no host connected (for decisions
+/// that need only the manifest).
+pub fn state_of(yaml: &str, opts: RunOptions) -> State {
+    let cfg = crate::config::load_str(yaml, "k0sctl.yaml", &|_| None)
+        .unwrap_or_else(|e| panic!("test manifest: {e}"));
+    State::new(cfg, opts, crate::transport::ssh::SshConfig::parse(""))
+}
+
 /// A pipeline state over scripted hosts, and the scripts.
 pub struct Kit {
     pub state: State,
@@ -85,9 +93,7 @@ impl Kit {
 
     /// Hosts from this manifest text, each connected and probed (see [`facts`]).
     pub fn from_yaml(yaml: &str, opts: RunOptions) -> Self {
-        let cfg = crate::config::load_str(yaml, "k0sctl.yaml", &|_| None)
-            .unwrap_or_else(|e| panic!("test manifest: {e}"));
-        let mut state = State::new(cfg, opts, crate::transport::ssh::SshConfig::parse(""));
+        let mut state = state_of(yaml, opts);
         let limits = Arc::new(Limits::new(state.opts.concurrency, state.opts.uploads));
         let mut scripts = Vec::new();
         for (i, h) in state.hosts.iter_mut().enumerate() {
