@@ -6,7 +6,7 @@
 //! passed over, so re-applying the same manifest changes nothing. (Removing every controller
 //! is refused earlier, by "Validate hosts".)
 
-use crate::phases::{Failure, HostFailure, each_host};
+use crate::phases::{Failure, HostFailure, each_host, fail_if_any};
 
 use crate::kube::{self, Client, DrainOptions, KubeError};
 
@@ -172,11 +172,7 @@ impl Phase for RemoveNodes {
             for (h, w) in planned {
                 state.planned(h, w);
             }
-            if failures.is_empty() {
-                Ok(())
-            } else {
-                Err(PhaseError::failed_on(TITLE, failures))
-            }
+            fail_if_any(TITLE, failures)
         })
     }
 }

@@ -12,14 +12,7 @@ pub async fn leader_client(state: &State) -> Result<crate::kube::Client, Failure
         .leader
         .ok_or("no leader (internal error: phase order)")?;
     let port = state
-        .config
-        .cluster
-        .spec
-        .k0s
-        .config
-        .get("spec")
-        .and_then(|s| s.get("api"))
-        .and_then(|a| a.get("port"))
+        .k0s_spec(&["api", "port"])
         .and_then(serde_json::Value::as_u64)
         .map_or(DEFAULT_API_PORT, |p| p as u16);
     host_client(&state.hosts[l], port).await
