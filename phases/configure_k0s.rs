@@ -367,16 +367,12 @@ async fn restart_ready(h: &super::HostState) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::phases::testkit::state_of;
 
     #[test]
     fn sans_and_peer_address() {
         let text = "apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: Cluster\nspec:\n  hosts:\n  - role: controller\n    privateAddress: 10.1.0.1\n    ssh:\n      address: 10.0.0.1\n";
-        let cfg = crate::config::load_str(text, "t.yaml", &|_| None).unwrap();
-        let state = State::new(
-            cfg,
-            Default::default(),
-            crate::transport::ssh::SshConfig::parse(""),
-        );
+        let state = state_of(text, Default::default());
         let sans = ConfigureK0s::sans(&state);
         assert_eq!(sans, ["10.0.0.1", "10.1.0.1"]);
         let base = parse_yaml("spec:\n  api:\n    sans: [k8s.example.com, 10.0.0.1]\n").unwrap();
@@ -400,12 +396,7 @@ mod tests {
     #[test]
     fn only_bind_to_address_gets_each_controllers_address() {
         let text = "apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: Cluster\nspec:\n  hosts:\n  - role: controller\n    privateAddress: 10.1.0.1\n    ssh:\n      address: 10.0.0.1\n  - role: controller\n    ssh:\n      address: 10.0.0.2\n";
-        let cfg = crate::config::load_str(text, "t.yaml", &|_| None).unwrap();
-        let state = State::new(
-            cfg,
-            Default::default(),
-            crate::transport::ssh::SshConfig::parse(""),
-        );
+        let state = state_of(text, Default::default());
         let base = parse_yaml("spec:\n  api:\n    onlyBindToAddress: true\n").unwrap();
         let a = Value::Object(config_for(&base, &state.hosts[0], &[], false));
         assert_eq!(a["spec"]["api"]["address"], "10.1.0.1");
@@ -424,12 +415,7 @@ mod tests {
     #[test]
     fn config_validate_gets_the_feature_gates_of_install_flags() {
         let text = "apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: Cluster\nspec:\n  hosts:\n  - role: controller\n    installFlags:\n    - --feature-gates=IPv6SingleStack=true\n    ssh:\n      address: 10.0.0.1\n";
-        let cfg = crate::config::load_str(text, "t.yaml", &|_| None).unwrap();
-        let state = State::new(
-            cfg,
-            Default::default(),
-            crate::transport::ssh::SshConfig::parse(""),
-        );
+        let state = state_of(text, Default::default());
         let v = |s: &str| crate::k0s::version::K0sVersion::parse(s).unwrap();
         let h = &state.hosts[0];
         assert_eq!(
@@ -456,12 +442,7 @@ mod tests {
     #[test]
     fn node_only_keeps_the_node_part() {
         let text = "apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: Cluster\nspec:\n  hosts:\n  - role: controller\n    privateAddress: 10.1.0.1\n    ssh:\n      address: 10.0.0.1\n";
-        let cfg = crate::config::load_str(text, "t.yaml", &|_| None).unwrap();
-        let state = State::new(
-            cfg,
-            Default::default(),
-            crate::transport::ssh::SshConfig::parse(""),
-        );
+        let state = state_of(text, Default::default());
         let base = parse_yaml(
             "metadata:\n  name: k0s\n  namespace: kube-system\nspec:\n  api: {port: 6443}\n  network: {podCIDR: 10.244.0.0/16}\n  storage: {type: etcd}\n  telemetry: {enabled: false}\n  extensions: {}\n",
         )

@@ -91,15 +91,6 @@ mod tests {
         k
     }
 
-    fn script_install(k: &Kit) {
-        k.script(0)
-            .on("/usr/local/bin/k0s install controller", "")
-            .on("systemctl start k0scontroller", "")
-            .on("systemctl is-active --quiet k0scontroller", "")
-            .on("get --raw=/readyz", "ok")
-            .on("rm -f /etc/k0s/.k0sctl-install-incomplete", "");
-    }
-
     #[test]
     fn runs_only_when_the_leader_does_not_run_k0s() {
         let mut k = kit(Default::default());
@@ -116,7 +107,7 @@ mod tests {
     #[tokio::test]
     async fn installs_starts_and_waits_in_order() {
         let mut k = kit(Default::default());
-        script_install(&k);
+        k.controller_install_succeeds(0);
         k.run(&InitLeader).await.unwrap();
         let s = k.script(0);
         let c = s.commands();
@@ -151,7 +142,7 @@ mod tests {
     #[tokio::test]
     async fn a_service_seen_running_by_the_install_is_not_waited_for() {
         let mut k = kit(Default::default());
-        script_install(&k);
+        k.controller_install_succeeds(0);
         k.script(0).on(
             "/usr/local/bin/k0s install controller",
             "@@k0sctl-service-running\n",
@@ -168,7 +159,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_install_is_reported_and_cleaned_up() {
         let mut k = kit(Default::default());
-        script_install(&k);
+        k.controller_install_succeeds(0);
         k.script(0).fail(
             "/usr/local/bin/k0s install controller",
             1,

@@ -343,12 +343,7 @@ mod phase_tests {
             .on("etcd member-list", MEMBERS)
             .on("token create --role=controller --expiry=30m0s", &token)
             .on("token invalidate", "");
-        k.script(1)
-            .on("/usr/local/bin/k0s install controller", "")
-            .on("systemctl start k0scontroller", "")
-            .on("systemctl is-active --quiet k0scontroller", "")
-            .on("get --raw=/readyz", "ok")
-            .on("rm -f /etc/k0s/.k0sctl-install-incomplete", "");
+        k.controller_install_succeeds(1);
         k.run(&InstallControllers).await.unwrap();
         let c = k.script(1);
         assert!(
@@ -422,13 +417,8 @@ mod phase_tests {
             .fail_times(leave, 1, "etcdserver: unhealthy cluster", 1)
             .on("token create --role=controller --expiry=30m0s", &token)
             .on("token invalidate", "");
-        k.script(1)
-            .on("install -d -m 0700 /etc/k0s", "")
-            .on("/usr/local/bin/k0s install controller", "")
-            .on("systemctl start k0scontroller", "")
-            .on("systemctl is-active --quiet k0scontroller", "")
-            .on("get --raw=/readyz", "ok")
-            .on("rm -f /etc/k0s/.k0sctl-install-incomplete", "");
+        k.controller_install_succeeds(1)
+            .on("install -d -m 0700 /etc/k0s", "");
         k.run(&InstallControllers).await.unwrap();
         let l = k.script(0);
         assert_eq!(

@@ -406,7 +406,11 @@ pub fn collect(
     phase: &'static str,
     results: impl IntoIterator<Item = Result<(), HostFailure>>,
 ) -> Result<(), PhaseError> {
-    let failures: Vec<HostFailure> = results.into_iter().filter_map(Result::err).collect();
+    fail_if_any(phase, results.into_iter().filter_map(Result::err).collect())
+}
+
+/// `Ok` when no host failed, else one [`PhaseError`] naming every host in `failures`.
+pub fn fail_if_any(phase: &'static str, failures: Vec<HostFailure>) -> Result<(), PhaseError> {
     if failures.is_empty() {
         Ok(())
     } else {

@@ -148,24 +148,15 @@ mod tests {
     #[test]
     fn should_run_follows_flag_drift() {
         let mut k = kit(Default::default());
+        // The flags `k0s status` says the worker runs with.
+        let runs_with = |k: &mut Kit, args: &[&str]| {
+            let status = k.state.hosts[1].k0s.as_mut().unwrap().status.as_mut();
+            status.unwrap().args = args.iter().map(|a| a.to_string()).collect();
+        };
         assert!(Reinstall.should_run(&k.state), "--debug is not running yet");
-        k.state.hosts[1]
-            .k0s
-            .as_mut()
-            .unwrap()
-            .status
-            .as_mut()
-            .unwrap()
-            .args = vec!["--debug=true".into()];
+        runs_with(&mut k, &["--debug=true"]);
         assert!(!Reinstall.should_run(&k.state), "converged");
-        k.state.hosts[1]
-            .k0s
-            .as_mut()
-            .unwrap()
-            .status
-            .as_mut()
-            .unwrap()
-            .args = vec![];
+        runs_with(&mut k, &[]);
         k.state.hosts[1].config.reset = true;
         assert!(!Reinstall.should_run(&k.state));
         k.state.hosts[1].config.reset = false;

@@ -6,11 +6,11 @@
 //! passed over, so re-applying the same manifest changes nothing. (Removing every controller
 //! is refused earlier, by "Validate hosts".)
 
-use crate::phases::{Failure, HostFailure, each_host};
+use crate::phases::{Failure, HostFailure, each_host, fail_if_any};
 
-use crate::exit::Code;
 use crate::kube::{self, Client, DrainOptions, KubeError};
 
+use super::steps::leader::leader_client_if;
 use super::steps::reset_host::{ResetSteps, plan_reset_host, reset_host};
 use super::{HostState, Phase, PhaseError, PhaseFuture, State};
 
@@ -84,21 +84,7 @@ impl Phase for RemoveNodes {
                 && hosts
                     .iter()
                     .any(|&i| state.hosts[i].config.is_worker() && state.hosts[i].is_running());
-            let client = if needs_client {
-                Some(
-                    super::steps::leader::leader_client(state)
-                        .await
-                        .map_err(|e| {
-                            PhaseError::new(
-                                Code::PhaseFailed,
-                                TITLE,
-                                format!("connecting to the cluster API: {e}"),
-                            )
-                        })?,
-                )
-            } else {
-                None
-            };
+            let client = leader_client_if(state, needs_client, TITLE).await?;
             let (controllers, workers): (Vec<usize>, Vec<usize>) = hosts
                 .into_iter()
                 .partition(|&i| state.hosts[i].config.is_controller());
@@ -186,11 +172,7 @@ impl Phase for RemoveNodes {
             for (h, w) in planned {
                 state.planned(h, w);
             }
-            if failures.is_empty() {
-                Ok(())
-            } else {
-                Err(PhaseError::failed_on(TITLE, failures))
-            }
+            fail_if_any(TITLE, failures)
         })
     }
 }

@@ -2,10 +2,10 @@
 //! (workers in parallel, controllers one at a time, the leader last); each host's reset is
 //! [`reset_host`] (see [`super::steps::reset_host`] for the steps).
 
-use crate::phases::{Failure, each_host};
+use crate::phases::{Failure, each_host, fail_if_any};
 
 use super::steps::reset_host::{HostReset, ResetSteps, plan_reset_host, reset_host};
-use super::{Phase, PhaseError, PhaseFuture, State};
+use super::{Phase, PhaseFuture, State};
 
 /// Which hosts a reset phase takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,11 +110,7 @@ impl Phase for ResetHosts {
                     failures.push((name, e));
                 }
             }
-            if failures.is_empty() {
-                Ok(())
-            } else {
-                Err(PhaseError::failed_on(self.title(), failures))
-            }
+            fail_if_any(self.title(), failures)
         })
     }
 
@@ -132,11 +128,7 @@ impl Phase for ResetHosts {
             for (h, w) in planned {
                 state.planned(h, w);
             }
-            if failures.is_empty() {
-                Ok(())
-            } else {
-                Err(PhaseError::failed_on(self.title(), failures))
-            }
+            fail_if_any(self.title(), failures)
         })
     }
 }

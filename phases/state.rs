@@ -298,6 +298,12 @@ impl State {
         self.plan.add(host, what);
     }
 
+    /// `spec.<path…>` of the manifest's k0s config, if it says.
+    pub fn k0s_spec(&self, path: &[&str]) -> Option<&serde_json::Value> {
+        let spec = self.config.cluster.spec.k0s.config.get("spec");
+        path.iter().try_fold(spec?, |v, k| v.get(*k))
+    }
+
     /// The target k0s version: the manifest's, or the one "Set k0s version" looked up.
     pub fn target_version(&self) -> Option<K0sVersion> {
         self.target.clone().or_else(|| {

@@ -71,6 +71,14 @@ pub fn facts(i: usize) -> Facts {
     }
 }
 
+/// The pipeline state of a manifest text, with `opts` and no host connected (for decisions
+/// that need only the manifest).
+pub fn state_of(yaml: &str, opts: RunOptions) -> State {
+    let cfg = crate::config::load_str(yaml, "k0sctl.yaml", &|_| None)
+        .unwrap_or_else(|e| panic!("test manifest: {e}"));
+    State::new(cfg, opts, crate::transport::ssh::SshConfig::parse(""))
+}
+
 /// A pipeline state over scripted hosts, and the scripts.
 pub struct Kit {
     pub state: State,
@@ -85,9 +93,7 @@ impl Kit {
 
     /// Hosts from this manifest text, each connected and probed (see [`facts`]).
     pub fn from_yaml(yaml: &str, opts: RunOptions) -> Self {
-        let cfg = crate::config::load_str(yaml, "k0sctl.yaml", &|_| None)
-            .unwrap_or_else(|e| panic!("test manifest: {e}"));
-        let mut state = State::new(cfg, opts, crate::transport::ssh::SshConfig::parse(""));
+        let mut state = state_of(yaml, opts);
         let limits = Arc::new(Limits::new(state.opts.concurrency, state.opts.uploads));
         let mut scripts = Vec::new();
         for (i, h) in state.hosts.iter_mut().enumerate() {
@@ -126,6 +132,17 @@ impl Kit {
 
     pub fn script(&self, i: usize) -> &Script {
         &self.scripts[i]
+    }
+
+    /// Host `i` installs and starts a k0s controller whose API then serves (`/readyz` ok), and
+    /// drops its unfinished-install marker: the answers of a controller install that succeeds.
+    pub fn controller_install_succeeds(&self, i: usize) -> &Script {
+        self.script(i)
+            .on("/usr/local/bin/k0s install controller", "")
+            .on("systemctl start k0scontroller", "")
+            .on("systemctl is-active --quiet k0scontroller", "")
+            .on("get --raw=/readyz", "ok")
+            .on("rm -f /etc/k0s/.k0sctl-install-incomplete", "")
     }
 
     /// Mark host `i` as running k0s `version` in its manifest role (as "Gather k0s facts"

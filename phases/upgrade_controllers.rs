@@ -16,6 +16,7 @@ use crate::phases::{Failure, HostFailure, each_host};
 use crate::transport::Cmd;
 
 use super::steps::hooks::{plan_host_hooks, run_host_hooks};
+use super::steps::leader::leader_client_if;
 use super::steps::reset_host::uses_etcd;
 use super::steps::upgrade_host::{mark_converged, needs_upgrade, running_version, upgrade_node};
 use super::steps::wait::WAIT;
@@ -96,22 +97,9 @@ impl Phase for UpgradeControllers {
             } else {
                 None
             };
-            let client =
-                if taint.is_some() && hosts.iter().any(|&i| state.hosts[i].config.is_worker()) {
-                    Some(
-                        super::steps::leader::leader_client(state)
-                            .await
-                            .map_err(|e| {
-                                PhaseError::new(
-                                    Code::PhaseFailed,
-                                    TITLE,
-                                    format!("connecting to the cluster API: {e}"),
-                                )
-                            })?,
-                    )
-                } else {
-                    None
-                };
+            let needs_client =
+                taint.is_some() && hosts.iter().any(|&i| state.hosts[i].config.is_worker());
+            let client = leader_client_if(state, needs_client, TITLE).await?;
             tracing::info!(
                 "upgrading {} controller{} to k0s {target}, one at a time",
                 hosts.len(),

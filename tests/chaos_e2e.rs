@@ -35,6 +35,7 @@ mod common;
 
 use common::chaos::*;
 use common::cli::*;
+use common::poll::poll_until_or;
 
 use std::io::BufRead;
 use std::process::Stdio;
@@ -55,24 +56,128 @@ struct Faulted {
     lost_after: Option<Duration>,
 }
 
+/// A `k0sctl` run in the background, its stderr collected line by line. Killed when dropped
+/// unfinished (a failed test leaves no k0sctl behind).
+struct Running {
+    child: std::process::Child,
+    log: Arc<Mutex<String>>,
+    /// When the first line saying "connection lost", or that the clean-ups start, came.
+    lost_at: Arc<Mutex<Option<Instant>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts `cmd` (stdout discarded, stderr into the log).
+    fn spawn(cmd: &mut std::process::Command) -> Running {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let lost_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let reader = {
+            let (log, lost_at) = (log.clone(), lost_at.clone());
+            let err = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                    // The failure is noticed when the clean-ups start (the error itself is
+                    // printed once, when the command ends).
+                    if line.contains("connection lost")
+                        || line.contains("Running clean-up for phase")
+                    {
+                        lost_at.lock().unwrap().get_or_insert_with(Instant::now);
+                    }
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            })
+        };
+        Running {
+            child,
+            log,
+            lost_at,
+            reader: Some(reader),
+        }
+    }
+
+    /// What it printed on stderr so far.
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Whether it printed `s` on stderr so far. (The log is locked only for the look: a
+    /// caller's slow check must not keep the reader, and so k0sctl's stderr, waiting.)
+    fn printed(&self, s: &str) -> bool {
+        self.log.lock().unwrap().contains(s)
+    }
+
+    /// Waits (bounded by `within`) until `ready()` holds; panics with the log when k0sctl
+    /// ends first or the time is up (`what` names the awaited point).
+    fn wait_for(&mut self, what: &str, within: Duration, mut ready: impl FnMut(&Running) -> bool) {
+        let r = poll_until_or(what, within, Duration::from_millis(20), || {
+            if ready(self) {
+                return Some(None);
+            }
+            self.child.try_wait().unwrap().map(Some)
+        });
+        match r {
+            Ok(None) => {}
+            Ok(Some(st)) => {
+                self.finish_log();
+                panic!("k0sctl ended ({st}) before {what}:\n{}", self.log());
+            }
+            Err(e) => panic!("{e}:\n{}", self.log()),
+        }
+    }
+
+    /// Waits (bounded by `within`) for the exit and the rest of its log; past `within`, kills
+    /// k0sctl and panics with the log (`what` names the wait).
+    fn wait_exit(&mut self, what: &str, within: Duration) -> (std::process::ExitStatus, String) {
+        let r = poll_until_or(what, within, Duration::from_millis(50), || {
+            self.child.try_wait().unwrap()
+        });
+        let status = r.unwrap_or_else(|e| {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!("{e}:\n{}", self.log())
+        });
+        self.finish_log();
+        (status, self.log())
+    }
+
+    fn finish_log(&mut self) {
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Runs `k0sctl apply -c manifest`; once "Install workers" runs and `host`'s install has
-/// started (`path` exists there), calls `fault(pid)`; waits (bounded) for the exit.
-fn apply_with_fault(
-    env: &Env,
-    cache: &std::path::Path,
-    manifest: &str,
-    host: &Host,
-    path: &str,
-    fault: impl FnOnce(u32),
-) -> Faulted {
+/// started (`path` exists there), injects `fault` aimed at `host`; waits (bounded) for the
+/// exit and puts the host back ([`Fault::repair`]).
+fn apply_with_fault(c: &Chaos, manifest: &str, host: &Host, path: &str, fault: Fault) -> Faulted {
     let test = format!("test -e {path} && echo yes || true");
-    apply_when(
-        cache,
+    let env = &c.env;
+    let f = apply_when(
+        &c.cache,
         manifest,
         "Install workers",
         || env.exec(host, &test).unwrap_or_default().trim() == "yes",
-        fault,
-    )
+        |pid| fault.inject(env, host, pid),
+    );
+    fault.repair(env, host);
+    f
 }
 
 /// Runs `k0sctl apply -c manifest`; once `phase` runs and `ready()` holds, calls
@@ -84,80 +189,25 @@ fn apply_when(
     ready: impl Fn() -> bool,
     fault: impl FnOnce(u32),
 ) -> Faulted {
-    let mut child = k0sctl_cmd(cache, &["apply", "-c", manifest])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let log = Arc::new(Mutex::new(String::new()));
-    let lost_at: Arc<Mutex<Option<Instant>>> = Arc::default();
-    let reader = {
-        let (log, lost_at) = (log.clone(), lost_at.clone());
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                // The failure is noticed when the clean-ups start (the error itself is
-                // printed once, when the command ends).
-                if line.contains("connection lost") || line.contains("Running clean-up for phase") {
-                    lost_at.lock().unwrap().get_or_insert_with(Instant::now);
-                }
-                let mut l = log.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let running = log
-            .lock()
-            .unwrap()
-            .contains(&format!("Running phase: {phase}"));
-        if running && ready() {
-            break;
-        }
-        if let Some(st) = child.try_wait().unwrap() {
-            reader.join().unwrap();
-            panic!(
-                "apply ended ({st}) before the fault point:\n{}",
-                log.lock().unwrap()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the fault point in {phase} never came:\n{}",
-            log.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    fault(pid);
+    let mut run = Running::spawn(&mut k0sctl_cmd(cache, &["apply", "-c", manifest]));
+    let running = format!("Running phase: {phase}");
+    run.wait_for(
+        &format!("the fault point in {phase}"),
+        Duration::from_secs(300),
+        |r| r.printed(&running) && ready(),
+    );
+    fault(run.child.id());
     let at = Instant::now();
-    let deadline = at + Duration::from_secs(240);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "k0sctl did not end within 240 s of the fault:\n{}",
-                log.lock().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (status, stderr) = run.wait_exit("k0sctl to end after the fault", Duration::from_secs(240));
     let after_fault = at.elapsed();
-    reader.join().unwrap();
-    let stderr = log.lock().unwrap().clone();
     for l in stderr
         .lines()
         .filter(|l| l.contains("ERROR") || l.contains("WARN"))
     {
         eprintln!("    | {l}");
     }
-    let lost_after = lost_at
+    let lost_after = run
+        .lost_at
         .lock()
         .unwrap()
         .map(|t| t.saturating_duration_since(at));
@@ -183,6 +233,18 @@ fn no_live_lock(env: &Env) {
             );
         }
     }
+}
+
+/// No process of the faulted run left on `host` (waited for up to `within`), and no lock
+/// file naming a live process on any host.
+fn settled(env: &Env, host: &Host, within: Duration, what: &str) {
+    assert_eq!(
+        leftover_processes(env, host, within),
+        "",
+        "{}: processes left after {what}",
+        host.name
+    );
+    no_live_lock(env);
 }
 
 fn converges(cache: &std::path::Path, manifest: &str, what: &str) -> String {
@@ -212,19 +274,35 @@ fn write_manifest(dir: &std::path::Path, env: &Env, idx: &[usize]) -> String {
     p.display().to_string()
 }
 
+/// One environment a test's chaos cases run on in order (the hosts go before their
+/// directory).
+struct Chaos {
+    env: Env,
+    cache: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    started: Instant,
+}
+
+impl Chaos {
+    /// An environment of `hosts` hosts in a fresh directory named `prefix…`, its options
+    /// adjusted by `tune`.
+    fn up(prefix: &str, hosts: usize, tune: impl FnOnce(&mut Options)) -> Chaos {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        let mut opts = Options::new(dir.path().join("env"), hosts);
+        tune(&mut opts);
+        let env = Env::up(opts).expect("testenv up");
+        Chaos {
+            cache: dir.path().join("cache"),
+            env,
+            dir,
+            started: Instant::now(),
+        }
+    }
+}
+
 #[test]
 fn faults_during_worker_install_then_plain_reapply_converges() {
-    let dir = tempfile::Builder::new()
-        .prefix("k0sctl-chaos-")
-        .tempdir()
-        .unwrap();
-    let env = Env::up(Options::new(dir.path().join("env"), 6)).expect("testenv up");
-    let c = Chaos {
-        cache: dir.path().join("cache"),
-        env,
-        dir,
-        started: Instant::now(),
-    };
+    let c = Chaos::up("k0sctl-chaos-", 6, |_| {});
     sigkill_during_install(&c);
     sshd_killed_during_install(&c);
     link_down_during_install(&c);
@@ -234,15 +312,6 @@ fn faults_during_worker_install_then_plain_reapply_converges() {
     nothing_left_behind(&c);
 }
 
-/// One environment the worker-install chaos cases run on in order (the hosts go before their
-/// directory).
-struct Chaos {
-    env: Env,
-    cache: std::path::PathBuf,
-    dir: tempfile::TempDir,
-    started: Instant,
-}
-
 fn sigkill_during_install(c: &Chaos) {
     let (dir, env, cache, started) = (&c.dir, &c.env, &c.cache, c.started);
     // 1. SIGKILL of k0sctl during the first worker's install; its service left stopped.
@@ -250,23 +319,12 @@ fn sigkill_during_install(c: &Chaos) {
     let w = &env.hosts[1];
     // Once the worker's service is written (k0s install ran), before it is known to run.
     let unit = "/etc/systemd/system/k0sworker.service";
-    let f = apply_with_fault(env, cache, &m, w, unit, |pid| {
-        std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status()
-            .unwrap();
-    });
-    assert_eq!(f.code, None, "killed by a signal:\n{}", f.stderr);
+    let f = apply_with_fault(c, &m, w, unit, Fault::Sigkill);
+    Fault::Sigkill.check_exit(&f, w, "Install workers");
     // What an interrupted start leaves: the service installed but not running.
     env.exec(w, "systemctl stop k0sworker 2>/dev/null; true")
         .unwrap();
-    assert_eq!(
-        leftover_processes(env, w, Duration::from_secs(15)),
-        "",
-        "processes of the killed run left on {}",
-        w.name
-    );
-    no_live_lock(env);
+    settled(env, w, Duration::from_secs(15), "the killed run");
     let err = converges(cache, &m, "SIGKILL");
     assert!(
         err.contains("took over the lock") && err.contains("is gone"),
@@ -284,29 +342,13 @@ fn sigkill_during_install(c: &Chaos) {
 
 fn sshd_killed_during_install(c: &Chaos) {
     let (dir, env, cache, started) = (&c.dir, &c.env, &c.cache, c.started);
-    // 2. sshd killed on the second worker mid-install.
+    // 2. sshd killed on the second worker mid-install: exit 4 naming the host, the phase and
+    // "connection lost", no script dump.
     let m = write_manifest(dir.path(), env, &[0, 1, 2]);
     let w = &env.hosts[2];
-    let f = apply_with_fault(env, cache, &m, w, MARKER, |_| kill_sshd(env, w));
-    assert_eq!(f.code, Some(4), "lost connection is exit 4:\n{}", f.stderr);
-    let ip = w.ip.to_string();
-    assert!(
-        f.stderr.contains("Install workers")
-            && f.stderr.contains("connection lost")
-            && f.stderr
-                .lines()
-                .any(|l| l.contains(&ip) && l.contains("connection lost")),
-        "host, phase and cause named:\n{}",
-        f.stderr
-    );
-    assert!(
-        !f.stderr.contains("#!/") && !f.stderr.contains("while :; do"),
-        "no script dump:\n{}",
-        f.stderr
-    );
-    ensure_sshd(env, w);
-    assert_eq!(leftover_processes(env, w, Duration::from_secs(15)), "");
-    no_live_lock(env);
+    let f = apply_with_fault(c, &m, w, MARKER, Fault::SshdKilled);
+    Fault::SshdKilled.check_exit(&f, w, "Install workers");
+    settled(env, w, Duration::from_secs(15), "sshd killed");
     converges(cache, &m, "sshd killed");
     eprintln!(
         "sshd killed during worker install: exit 4 {:?} after the kill; converged ({:?} so far)",
@@ -317,53 +359,36 @@ fn sshd_killed_during_install(c: &Chaos) {
 
 fn link_down_during_install(c: &Chaos) {
     let (dir, env, cache) = (&c.dir, &c.env, &c.cache);
-    // 3. The third worker's link goes down mid-install.
+    // 3. The third worker's link goes down mid-install: noticed by SSH keepalives (exit 4).
     let m = write_manifest(dir.path(), env, &[0, 1, 2, 3]);
     let w = &env.hosts[3];
-    let f = apply_with_fault(env, cache, &m, w, MARKER, |_| link_down(env, w));
-    link_up(env, w);
-    assert_eq!(f.code, Some(4), "lost connection is exit 4:\n{}", f.stderr);
-    assert!(
-        f.stderr.contains("Install workers") && f.stderr.contains("connection lost"),
-        "{}",
-        f.stderr
-    );
+    let f = apply_with_fault(c, &m, w, MARKER, Fault::LinkDown);
+    Fault::LinkDown.check_exit(&f, w, "Install workers");
     eprintln!(
         "link down during worker install: connection lost reported {:?} after the link went down (SSH keepalives), k0sctl ended after {:?} (with the bounded clean-up)",
         f.lost_after, f.after_fault
     );
     no_live_lock(env);
     converges(cache, &m, "link down");
-    assert_eq!(leftover_processes(env, w, Duration::from_secs(20)), "");
+    settled(env, w, Duration::from_secs(20), "link down and a re-apply");
 }
 
 fn link_flapping_during_install(c: &Chaos) {
     let (dir, env, cache) = (&c.dir, &c.env, &c.cache);
-    // 4. The fourth worker's link flaps (down 2 s, up 2 s, three times) mid-install: the run
-    // rides it out or reports the lost connection; either way a plain re-apply converges.
+    // 4. The fourth worker's link flaps mid-install: the run rides it out or reports the lost
+    // connection; either way a plain re-apply converges.
     let m = write_manifest(dir.path(), env, &[0, 1, 2, 3, 4]);
     let w = &env.hosts[4];
-    let f = apply_with_fault(env, cache, &m, w, MARKER, |_| {
-        for _ in 0..3 {
-            link_down(env, w);
-            std::thread::sleep(Duration::from_secs(2));
-            ip_link_up(env, w);
-            std::thread::sleep(Duration::from_secs(2));
-        }
-    });
-    link_up(env, w);
-    assert!(
-        matches!(f.code, Some(0) | Some(4)),
-        "a flapping link either passes or is a lost connection ({:?}):\n{}",
-        f.code,
-        f.stderr
-    );
-    if f.code == Some(4) {
-        assert!(f.stderr.contains("connection lost"), "{}", f.stderr);
-    }
+    let f = apply_with_fault(c, &m, w, MARKER, Fault::LinkFlapping);
+    Fault::LinkFlapping.check_exit(&f, w, "Install workers");
     no_live_lock(env);
     converges(cache, &m, "link flapping");
-    assert_eq!(leftover_processes(env, w, Duration::from_secs(20)), "");
+    settled(
+        env,
+        w,
+        Duration::from_secs(20),
+        "link flapping and a re-apply",
+    );
     eprintln!(
         "link flapping during worker install: exit {:?}; converged",
         f.code
@@ -377,29 +402,28 @@ fn double_sigint_during_install(c: &Chaos) -> String {
     // recognises the unfinished install as ours and converges.
     let m = write_manifest(dir.path(), env, &[0, 1, 2, 3, 4, 5]);
     let w = &env.hosts[5];
-    let f = apply_with_fault(env, cache, &m, w, MARKER, |pid| {
-        for _ in 0..2 {
-            std::process::Command::new("kill")
-                .args(["-INT", &pid.to_string()])
-                .status()
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    });
-    assert_eq!(f.code, Some(130), "double SIGINT:\n{}", f.stderr);
-    assert_eq!(
-        leftover_processes(env, w, Duration::from_secs(15)),
-        "",
-        "processes of the interrupted run left on {}",
-        w.name
-    );
-    no_live_lock(env);
+    let f = apply_with_fault(c, &m, w, MARKER, Fault::DoubleSigint);
+    Fault::DoubleSigint.check_exit(&f, w, "Install workers");
+    settled(env, w, Duration::from_secs(15), "the interrupted run");
     converges(cache, &m, "double SIGINT during worker install");
     eprintln!(
         "double SIGINT during worker install: exit 130; converged ({:?} so far)",
         started.elapsed()
     );
     m
+}
+
+/// Whether `w`'s worker service is stopped for an upgrade that has not finished.
+fn stopped_for_upgrade(env: &Env, w: &Host) -> bool {
+    env.exec(
+        w,
+        &format!(
+            "test -e {UPGRADE_MARKER} && ! systemctl is-active -q k0sworker && echo yes || true"
+        ),
+    )
+    .unwrap_or_default()
+    .trim()
+        == "yes"
 }
 
 fn upgrade_interrupted_twice(c: &Chaos, m: &str) {
@@ -420,92 +444,41 @@ fn upgrade_interrupted_twice(c: &Chaos, m: &str) {
     )
     .unwrap();
     let up = up.display().to_string();
+    let (w, workers) = (&env.hosts[1], &env.hosts[1..]);
     let f = apply_when(
         cache,
         &up,
         "Stage k0s binaries",
         || true,
-        |pid| {
-            for _ in 0..2 {
-                std::process::Command::new("kill")
-                    .args(["-INT", &pid.to_string()])
-                    .status()
-                    .unwrap();
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        },
+        |pid| Fault::DoubleSigint.inject(env, w, pid),
     );
-    assert_eq!(f.code, Some(130), "double SIGINT:\n{}", f.stderr);
-    for h in &env.hosts {
-        assert_eq!(
-            leftover_processes(env, h, Duration::from_secs(15)),
-            "",
-            "{}",
-            h.name
-        );
-    }
+    Fault::DoubleSigint.check_exit(&f, w, "Stage k0s binaries");
+    no_orphans(env, "a double SIGINT at staging");
     no_live_lock(env);
-    let workers = &env.hosts[1..];
     let f = apply_when(
         cache,
         &up,
         "Upgrade workers",
-        || {
-            workers.iter().any(|w| {
-                env.exec(
-                    w,
-                    &format!("test -e {UPGRADE_MARKER} && ! systemctl is-active -q k0sworker && echo yes || true"),
-                )
-                .unwrap_or_default()
-                .trim()
-                    == "yes"
-            })
-        },
-        |pid| {
-            std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status()
-                .unwrap();
-        },
+        || workers.iter().any(|w| stopped_for_upgrade(env, w)),
+        |pid| Fault::Sigkill.inject(env, w, pid),
     );
-    assert_eq!(f.code, None, "killed by a signal:\n{}", f.stderr);
+    Fault::Sigkill.check_exit(&f, w, "Upgrade workers");
     let err = converges(cache, &up, "SIGKILL in an upgrade batch");
     assert!(
         err.contains("stopped by an upgrade that did not finish"),
         "the stopped worker is started again:\n{err}"
     );
-    let kc = dir.path().join("kubeconfig");
-    let out = k0sctl(cache, &["kubeconfig", "-c", &up]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    std::fs::write(&kc, &out.stdout).unwrap();
-    let nodes = kubectl(
-        &kc,
-        &[
-            "get",
-            "nodes",
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name} {.spec.unschedulable} {.status.nodeInfo.kubeletVersion}{\"\\n\"}{end}",
-        ],
-        None,
-    );
-    let want = new.split('+').next().unwrap();
-    for line in nodes.lines() {
-        assert!(
-            !line.contains("true") && line.contains(want),
-            "every node schedulable and on {want}:\n{nodes}"
-        );
-    }
-    // Every worker is a node (the controller is not).
-    assert_eq!(nodes.lines().count(), env.hosts.len() - 1, "{nodes}");
+    // Every worker is a node (the controller is not), schedulable and on the new version.
+    nodes_ready_on(env, cache, &up, new);
     eprintln!(
         "upgrade interrupted twice: converged ({:?} so far)",
         started.elapsed()
     );
 }
 
-fn nothing_left_behind(c: &Chaos) {
-    let (env, started) = (&c.env, c.started);
-    // Nothing left behind anywhere.
+/// No staging file of the k0s binary, no unfinished-install or -upgrade marker and no lock on
+/// any host.
+fn no_marker_lock_or_staging_file(env: &Env) {
     for h in &env.hosts {
         let left = env
             .exec(
@@ -516,6 +489,13 @@ fn nothing_left_behind(c: &Chaos) {
             )
             .unwrap();
         assert_eq!(left.trim(), "", "{} keeps {left}", h.name);
+    }
+}
+
+fn nothing_left_behind(c: &Chaos) {
+    let (env, started) = (&c.env, c.started);
+    no_marker_lock_or_staging_file(env);
+    for h in &env.hosts {
         let token = env
             .exec(h, "cat /etc/k0s/k0stoken 2>/dev/null || true")
             .unwrap();
@@ -562,15 +542,25 @@ fn stalling_server(ip: &str) -> (String, Arc<std::sync::atomic::AtomicBool>) {
 
 #[test]
 fn stalled_transfers_fail_naming_host_url_and_bytes() {
-    let dir = tempfile::Builder::new()
-        .prefix("k0sctl-stall-")
-        .tempdir()
-        .unwrap();
-    let mut opts = Options::new(dir.path().join("env"), 1);
     // A shaped uplink makes the binary upload take seconds, so the link can drop during it.
-    opts.uplink_mbit = Some(16);
-    let env = Env::up(opts).expect("testenv up");
-    let cache = dir.path().join("cache");
+    let c = Chaos::up("k0sctl-stall-", 1, |o| o.uplink_mbit = Some(16));
+    stalled_host_download(&c);
+    stalled_upload(&c);
+    plain_apply_after_stalls_converges(&c);
+}
+
+/// The k0s staging files on `h` (`ls`; fails the test if the host does not answer).
+fn staging_files_strict(env: &Env, h: &Host) -> String {
+    env.exec(h, "ls /usr/local/bin/k0s.tmp.* 2>/dev/null || true")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// The host downloads k0s from a server that stops sending: exit 5 naming the host, the URL,
+/// the stall limit and the bytes received; no staging file stays.
+fn stalled_host_download(c: &Chaos) {
+    let (dir, env, cache) = (&c.dir, &c.env, &c.cache);
     let h = &env.hosts[0];
     let base = env.binserver_url.clone().expect("binary server");
     let ip = base
@@ -579,14 +569,12 @@ fn stalled_transfers_fail_naming_host_url_and_bytes() {
         .unwrap()
         .0
         .to_string();
-
-    // 1. The host downloads k0s from a server that stops sending.
     let (stall_url, stop) = stalling_server(&ip);
     let m = dir.path().join("stall.yaml");
     std::fs::write(&m, env.manifest_yaml().replace(&base, &stall_url)).unwrap();
     let m = m.display().to_string();
     let t = Instant::now();
-    let out = k0sctl_cmd(&cache, &["apply", "-c", &m])
+    let out = k0sctl_cmd(cache, &["apply", "-c", &m])
         .env("K0SCTL_STALL_TIMEOUT", "3")
         .output()
         .unwrap();
@@ -603,16 +591,14 @@ fn stalled_transfers_fail_naming_host_url_and_bytes() {
         "host, URL and bytes named:\n{err}"
     );
     eprintln!("stalled host download failed after {took:?} (limit 3 s)");
-    assert_eq!(
-        env.exec(h, "ls /usr/local/bin/k0s.tmp.* 2>/dev/null || true")
-            .unwrap()
-            .trim(),
-        "",
-        "no staging file left"
-    );
+    assert_eq!(staging_files_strict(env, h), "", "no staging file left");
+}
 
-    // 2. The link drops while the binary is uploaded (uploadBinary): the upload fails as
-    // stalled before the keepalives give up on the connection.
+/// The link drops while the binary is uploaded (`uploadBinary`): the upload fails as stalled,
+/// naming the bytes so far, before the keepalives give up on the connection.
+fn stalled_upload(c: &Chaos) {
+    let (dir, env, cache) = (&c.dir, &c.env, &c.cache);
+    let h = &env.hosts[0];
     let m = dir.path().join("upload.yaml");
     std::fs::write(
         &m,
@@ -623,49 +609,22 @@ fn stalled_transfers_fail_naming_host_url_and_bytes() {
     )
     .unwrap();
     let m = m.display().to_string();
-    let mut child = k0sctl_cmd(&cache, &["apply", "-c", &m])
-        .env("K0SCTL_STALL_TIMEOUT", "3")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let log = log.clone();
-        let e = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(e).lines().map_while(Result::ok) {
-                let mut l = log.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !log.lock().unwrap().contains("uploading k0s") {
-        assert!(
-            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
-            "the upload never started:\n{}",
-            log.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut run =
+        Running::spawn(k0sctl_cmd(cache, &["apply", "-c", &m]).env("K0SCTL_STALL_TIMEOUT", "3"));
+    run.wait_for(
+        "the upload to start (\"uploading k0s\")",
+        Duration::from_secs(180),
+        |r| r.printed("uploading k0s"),
+    );
+    // Not a wait for a condition: lets some bytes go through before the link drops.
     std::thread::sleep(Duration::from_millis(300));
-    link_down(&env, h);
+    link_down(env, h);
     let t = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(180),
-            "no end after the link went down"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    link_up(&env, h);
-    reader.join().unwrap();
-    let err = log.lock().unwrap().clone();
+    let (status, err) = run.wait_exit(
+        "k0sctl to end after the link went down",
+        Duration::from_secs(180),
+    );
+    link_up(env, h);
     assert_ne!(status.code(), Some(0), "{err}");
     assert!(
         err.contains("stalled: no progress for 3s after") && err.contains("bytes"),
@@ -675,15 +634,13 @@ fn stalled_transfers_fail_naming_host_url_and_bytes() {
         "stalled upload: k0sctl ended {:?} after the link went down",
         t.elapsed()
     );
+}
 
-    // A plain apply afterwards converges and leaves no staging file.
-    converges(&cache, &env.manifest.display().to_string(), "stalls");
-    assert_eq!(
-        env.exec(h, "ls /usr/local/bin/k0s.tmp.* 2>/dev/null || true")
-            .unwrap()
-            .trim(),
-        ""
-    );
+/// A plain apply after the stalls converges and leaves no staging file.
+fn plain_apply_after_stalls_converges(c: &Chaos) {
+    let (env, cache) = (&c.env, &c.cache);
+    converges(cache, &env.manifest.display().to_string(), "stalls");
+    assert_eq!(staging_files_strict(env, &env.hosts[0]), "");
 }
 
 /// The faults of one kind, injected into a run on `host`.
@@ -851,75 +808,100 @@ fn no_orphans(env: &Env, what: &str) {
 
 /// Faults at the two other points of a run, "Stage k0s binaries" (while the first worker's
 /// host-side download runs) and an upgrade batch of "Upgrade workers" (once a worker's service
-/// was stopped for its upgrade): SIGKILL of k0sctl at staging (in the first install), then per
-/// fault kind (sshd killed, link down, link flapping) an upgrade to the next version faulted at
-/// staging, the same upgrade faulted in a worker batch, and a plain re-apply. A run that rides
-/// a flapping link out finishes its upgrade; the next point then upgrades to the version after.
+/// was stopped for its upgrade): SIGKILL of k0sctl at staging (in the first install) and while
+/// `files:` are uploaded, then per fault kind (sshd killed, link down, link flapping, double
+/// SIGINT) an upgrade to the next version faulted at staging, the same upgrade faulted in a
+/// worker batch, and a plain re-apply. A run that rides a flapping link out finishes its
+/// upgrade; the next point then upgrades to the version after.
 ///
 /// One environment (1 controller + 2 workers) and a chain of stand-in versions (one upgrade per
 /// fault kind, two when a flapping link is ridden out at staging); the operator's direction of
 /// the bridge is shaped so that a host-side download takes seconds.
 #[test]
 fn faults_at_staging_and_in_an_upgrade_batch_then_plain_reapply_converges() {
-    let dir = tempfile::Builder::new()
-        .prefix("k0sctl-chaos2-")
-        .tempdir()
-        .unwrap();
-    let mut opts = Options::new(dir.path().join("env"), 3);
-    opts.versions = [
-        "v1.30.5+k0s.0",
-        "v1.31.2+k0s.0",
-        "v1.32.4+k0s.0",
-        "v1.33.4+k0s.0",
-        "v1.34.1+k0s.0",
-        "v1.34.2+k0s.0",
-    ]
-    .map(String::from)
-    .to_vec();
-    opts.uplink_mbit = Some(200);
-    let env = Env::up(opts).expect("testenv up");
-    let cache = dir.path().join("cache");
-    let started = Instant::now();
-    let w = &env.hosts[1];
-    let workers = &env.hosts[1..];
-    let staging = |h: &Host| !staging_files(&env, h).is_empty();
-    const STAGE: &str = "Stage k0s binaries";
-    const BATCH: &str = "Upgrade workers";
-
-    // SIGKILL at staging, in the first install.
+    let c = Chaos::up("k0sctl-chaos2-", 3, |o| {
+        o.versions = [
+            "v1.30.5+k0s.0",
+            "v1.31.2+k0s.0",
+            "v1.32.4+k0s.0",
+            "v1.33.4+k0s.0",
+            "v1.34.1+k0s.0",
+            "v1.34.2+k0s.0",
+        ]
+        .map(String::from)
+        .to_vec();
+        o.uplink_mbit = Some(200);
+    });
+    let m = sigkill_at_staging(&c);
+    sigkill_during_upload_files(&c, &m);
+    // The index of the version the cluster is on.
     let mut at = 0;
-    let m = manifest_at(dir.path(), &env, &env.versions[at]);
+    for fault in [
+        Fault::SshdKilled,
+        Fault::LinkDown,
+        Fault::LinkFlapping,
+        Fault::DoubleSigint,
+    ] {
+        at += 1;
+        if fault_at_staging(&c, fault, at) {
+            at += 1;
+        }
+        fault_in_an_upgrade_batch(&c, fault, at);
+    }
+    no_marker_lock_or_staging_file(&c.env);
+    eprintln!("staging/upgrade-batch chaos took {:?}", c.started.elapsed());
+}
+
+const STAGE: &str = "Stage k0s binaries";
+const BATCH: &str = "Upgrade workers";
+
+/// Whether `h` has a staging file of the k0s binary (a host-side download runs).
+fn staging(env: &Env, h: &Host) -> bool {
+    !staging_files(env, h).is_empty()
+}
+
+/// SIGKILL at staging, in the first install: the next apply removes the killed run's staging
+/// files and converges. Returns the manifest of the first version.
+fn sigkill_at_staging(c: &Chaos) -> String {
+    let (dir, env, cache, started) = (&c.dir, &c.env, &c.cache, c.started);
+    let w = &env.hosts[1];
+    let m = manifest_at(dir.path(), env, &env.versions[0]);
     let f = apply_when(
-        &cache,
+        cache,
         &m,
         STAGE,
-        || staging(w),
-        |pid| Fault::Sigkill.inject(&env, w, pid),
+        || staging(env, w),
+        |pid| Fault::Sigkill.inject(env, w, pid),
     );
     Fault::Sigkill.check_exit(&f, w, STAGE);
-    no_orphans(&env, "SIGKILL at staging");
-    no_live_lock(&env);
-    let err = converges(&cache, &m, "SIGKILL at staging");
+    no_orphans(env, "SIGKILL at staging");
+    no_live_lock(env);
+    let err = converges(cache, &m, "SIGKILL at staging");
     assert!(
         err.contains("removed stale staging files"),
         "the killed run's staging files are removed by the next apply:\n{err}"
     );
-    no_staging_file(&env, "SIGKILL at staging and a re-apply");
-    nodes_ready_on(&env, &cache, &m, &env.versions[at]);
+    no_staging_file(env, "SIGKILL at staging and a re-apply");
+    nodes_ready_on(env, cache, &m, &env.versions[0]);
     eprintln!(
         "SIGKILL at staging: converged ({:?} so far)",
         started.elapsed()
     );
+    m
+}
 
-    // SIGKILL while `files:` are uploaded: the record next to the lock names the upload's
-    // temporary files (written before the upload began), and the next apply removes exactly
-    // those.
+/// SIGKILL while `files:` are uploaded: the record next to the lock names the upload's
+/// temporary files (written before the upload began) and the relayed upload's per-transfer
+/// directories, and the next apply removes exactly those.
+fn sigkill_during_upload_files(c: &Chaos, m: &str) {
+    let (dir, env, cache, started) = (&c.dir, &c.env, &c.cache, c.started);
+    let (w, workers) = (&env.hosts[1], &env.hosts[1..]);
     let big = dir.path().join("big.bin");
     std::fs::write(&big, vec![7u8; 48 << 20]).unwrap();
     let mf = dir.path().join("k0sctl-files.yaml");
     std::fs::write(
         &mf,
-        std::fs::read_to_string(&m).unwrap().replace(
+        std::fs::read_to_string(m).unwrap().replace(
             "  - role: worker\n",
             &format!(
                 "  - role: worker\n    files:\n    - name: big\n      src: {}\n      dstDir: /opt/chaos\n      perm: \"0600\"\n",
@@ -939,11 +921,11 @@ fn faults_at_staging_and_in_an_upgrade_batch_then_plain_reapply_converges() {
     env.exec(w, "mkdir -p /opt/chaos && echo x > /opt/chaos/other.tmp.1")
         .unwrap();
     let f = apply_when(
-        &cache,
+        cache,
         &mf,
         "Upload files",
         || !uploading(w).is_empty(),
-        |pid| Fault::Sigkill.inject(&env, w, pid),
+        |pid| Fault::Sigkill.inject(env, w, pid),
     );
     Fault::Sigkill.check_exit(&f, w, "Upload files");
     // A relayed upload's per-transfer directory (key, known_hosts, data) is recorded too.
@@ -986,9 +968,9 @@ fn faults_at_staging_and_in_an_upgrade_batch_then_plain_reapply_converges() {
         "",
         "the killed upload left its temporary file"
     );
-    no_orphans(&env, "SIGKILL during Upload files");
-    no_live_lock(&env);
-    let err = converges(&cache, &mf, "SIGKILL during Upload files");
+    no_orphans(env, "SIGKILL during Upload files");
+    no_live_lock(env);
+    let err = converges(cache, &mf, "SIGKILL during Upload files");
     assert!(
         err.contains("removed stale staging files") && err.contains("/opt/chaos/big.bin.tmp."),
         "the recorded temporary file is removed by the next apply:\n{err}"
@@ -1019,95 +1001,75 @@ fn faults_at_staging_and_in_an_upgrade_batch_then_plain_reapply_converges() {
         "SIGKILL during Upload files: converged, relay directories left by the kill {relayed:?} removed ({:?} so far)",
         started.elapsed()
     );
+}
 
-    for fault in [
-        Fault::SshdKilled,
-        Fault::LinkDown,
-        Fault::LinkFlapping,
-        Fault::DoubleSigint,
-    ] {
-        // At staging.
-        at += 1;
-        let m = manifest_at(dir.path(), &env, &env.versions[at]);
-        let f = apply_when(
-            &cache,
-            &m,
-            STAGE,
-            || staging(w),
-            |pid| fault.inject(&env, w, pid),
-        );
-        fault.repair(&env, w);
-        fault.check_exit(&f, w, STAGE);
-        no_orphans(&env, &format!("{fault:?} at staging"));
-        no_live_lock(&env);
-        if f.code == Some(4) && fault == Fault::SshdKilled {
-            // The clean-up reconnected and removed what was staged.
-            no_staging_file(&env, &format!("{fault:?} at staging"));
-        }
-        eprintln!(
-            "{fault:?} at staging: exit {:?} {:?} after the fault ({:?} so far)",
-            f.code,
-            f.after_fault,
-            started.elapsed()
-        );
-
-        // In an upgrade batch (to the next version if the run above finished its upgrade).
-        if f.code == Some(0) {
-            at += 1;
-        }
-        let m = manifest_at(dir.path(), &env, &env.versions[at]);
-        let stopped: Mutex<Option<usize>> = Mutex::new(None);
-        let f = apply_when(
-            &cache,
-            &m,
-            BATCH,
-            || {
-                let i = workers.iter().position(|w| {
-                    env.exec(
-                        w,
-                        &format!("test -e {UPGRADE_MARKER} && ! systemctl is-active -q k0sworker && echo yes || true"),
-                    )
-                    .unwrap_or_default()
-                    .trim()
-                        == "yes"
-                });
-                *stopped.lock().unwrap() = i;
-                i.is_some()
-            },
-            |pid| {
-                let i = stopped.lock().unwrap().unwrap();
-                fault.inject(&env, &workers[i], pid)
-            },
-        );
-        let hit = &workers[stopped.lock().unwrap().unwrap()];
-        fault.repair(&env, hit);
-        fault.check_exit(&f, hit, BATCH);
-        no_orphans(&env, &format!("{fault:?} in an upgrade batch"));
-        no_live_lock(&env);
-        converges(&cache, &m, &format!("{fault:?} in an upgrade batch"));
-        no_staging_file(&env, &format!("{fault:?} and a re-apply"));
-        nodes_ready_on(&env, &cache, &m, &env.versions[at]);
-        eprintln!(
-            "{fault:?} in an upgrade batch: exit {:?} {:?} after the fault; converged ({:?} so far)",
-            f.code,
-            f.after_fault,
-            started.elapsed()
-        );
+/// `fault` while the first worker's download of version `at` is staged: the exit `fault`
+/// brings, no process or live lock left, and after sshd was killed (exit 4) the clean-up has
+/// reconnected and removed what was staged. Returns whether the run finished its upgrade
+/// anyway (a flapping link ridden out).
+fn fault_at_staging(c: &Chaos, fault: Fault, at: usize) -> bool {
+    let (dir, env, cache, started) = (&c.dir, &c.env, &c.cache, c.started);
+    let w = &env.hosts[1];
+    let m = manifest_at(dir.path(), env, &env.versions[at]);
+    let f = apply_when(
+        cache,
+        &m,
+        STAGE,
+        || staging(env, w),
+        |pid| fault.inject(env, w, pid),
+    );
+    fault.repair(env, w);
+    fault.check_exit(&f, w, STAGE);
+    no_orphans(env, &format!("{fault:?} at staging"));
+    no_live_lock(env);
+    if f.code == Some(4) && fault == Fault::SshdKilled {
+        no_staging_file(env, &format!("{fault:?} at staging"));
     }
+    eprintln!(
+        "{fault:?} at staging: exit {:?} {:?} after the fault ({:?} so far)",
+        f.code,
+        f.after_fault,
+        started.elapsed()
+    );
+    f.code == Some(0)
+}
 
-    // Nothing left behind anywhere.
-    for h in &env.hosts {
-        let left = env
-            .exec(
-                h,
-                &format!(
-                    "ls /usr/local/bin/k0s.tmp.* {MARKER} {UPGRADE_MARKER} /run/lock/k0sctl 2>/dev/null || true"
-                ),
-            )
-            .unwrap();
-        assert_eq!(left.trim(), "", "{} keeps {left}", h.name);
-    }
-    eprintln!("staging/upgrade-batch chaos took {:?}", started.elapsed());
+/// `fault` aimed at the worker whose service an upgrade to version `at` stopped: the exit
+/// `fault` brings, no process or live lock left, and a plain re-apply converges with no
+/// staging file and every node Ready, schedulable and on version `at`.
+fn fault_in_an_upgrade_batch(c: &Chaos, fault: Fault, at: usize) {
+    let (dir, env, cache, started) = (&c.dir, &c.env, &c.cache, c.started);
+    let workers = &env.hosts[1..];
+    let m = manifest_at(dir.path(), env, &env.versions[at]);
+    let stopped: Mutex<Option<usize>> = Mutex::new(None);
+    let f = apply_when(
+        cache,
+        &m,
+        BATCH,
+        || {
+            let i = workers.iter().position(|w| stopped_for_upgrade(env, w));
+            *stopped.lock().unwrap() = i;
+            i.is_some()
+        },
+        |pid| {
+            let i = stopped.lock().unwrap().unwrap();
+            fault.inject(env, &workers[i], pid)
+        },
+    );
+    let hit = &workers[stopped.lock().unwrap().unwrap()];
+    fault.repair(env, hit);
+    fault.check_exit(&f, hit, BATCH);
+    no_orphans(env, &format!("{fault:?} in an upgrade batch"));
+    no_live_lock(env);
+    converges(cache, &m, &format!("{fault:?} in an upgrade batch"));
+    no_staging_file(env, &format!("{fault:?} and a re-apply"));
+    nodes_ready_on(env, cache, &m, &env.versions[at]);
+    eprintln!(
+        "{fault:?} in an upgrade batch: exit {:?} {:?} after the fault; converged ({:?} so far)",
+        f.code,
+        f.after_fault,
+        started.elapsed()
+    );
 }
 
 /// The etcd members the first controller lists, as (name, peer URL), from `k0s etcd
@@ -1143,49 +1105,36 @@ fn etcd_members(env: &Env) -> Vec<(String, String)> {
 /// that etcd ends with exactly one started member per controller.
 #[test]
 fn interrupted_controller_join_leaves_no_stale_etcd_member() {
-    let dir = tempfile::Builder::new()
-        .prefix("k0sctl-chaos-etcd-")
-        .tempdir()
-        .unwrap();
-    let mut opts = Options::new(dir.path().join("env"), 3);
-    opts.controllers = 3;
-    let env = Env::up(opts).expect("testenv up");
-    let cache = dir.path().join("cache");
-    let started = Instant::now();
+    let chaos = Chaos::up("k0sctl-chaos-etcd-", 3, |o| o.controllers = 3);
+    let (dir, env, cache, started) = (&chaos.dir, &chaos.env, &chaos.cache, chaos.started);
 
     // Two controllers first.
-    let m2 = write_manifest(dir.path(), &env, &[0, 1]);
-    let out = k0sctl(&cache, &["apply", "-c", &m2]);
+    let m2 = write_manifest(dir.path(), env, &[0, 1]);
+    let out = k0sctl(cache, &["apply", "-c", &m2]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     // The third joins; once etcd lists its peer, k0sctl is killed and the service stopped.
     let c = &env.hosts[2];
     let peer = format!("https://{}:2380", c.ip);
-    let m3 = write_manifest(dir.path(), &env, &[0, 1, 2]);
+    let m3 = write_manifest(dir.path(), env, &[0, 1, 2]);
     let f = apply_when(
-        &cache,
+        cache,
         &m3,
         "Install controllers",
-        || etcd_members(&env).iter().any(|(_, u)| *u == peer),
-        |pid| {
-            std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status()
-                .unwrap();
-        },
+        || etcd_members(env).iter().any(|(_, u)| *u == peer),
+        |pid| Fault::Sigkill.inject(env, c, pid),
     );
-    assert_eq!(f.code, None, "killed by a signal:\n{}", f.stderr);
+    Fault::Sigkill.check_exit(&f, c, "Install controllers");
     env.exec(c, "systemctl stop k0scontroller 2>/dev/null; true")
         .unwrap();
     assert!(
-        etcd_members(&env).iter().any(|(_, u)| *u == peer),
+        etcd_members(env).iter().any(|(_, u)| *u == peer),
         "the interrupted join's member is in etcd: {:?}",
-        etcd_members(&env)
+        etcd_members(env)
     );
-    assert_eq!(leftover_processes(&env, c, Duration::from_secs(15)), "");
-    no_live_lock(&env);
+    settled(env, c, Duration::from_secs(15), "the killed join");
 
-    let err = converges(&cache, &m3, "an interrupted controller join");
+    let err = converges(cache, &m3, "an interrupted controller join");
     assert!(
         err.contains("was installed by an earlier k0sctl run that did not finish"),
         "the unfinished controller is reset and reinstalled:\n{err}"
@@ -1198,7 +1147,7 @@ fn interrupted_controller_join_leaves_no_stale_etcd_member() {
         "the member of the interrupted join is removed before the join:\n{err}"
     );
     // One started member per controller, each with its own peer.
-    let members = etcd_members(&env);
+    let members = etcd_members(env);
     let mut peers: Vec<String> = members.iter().map(|(_, u)| u.clone()).collect();
     peers.sort();
     let mut want: Vec<String> = env

@@ -12,17 +12,29 @@ pub async fn leader_client(state: &State) -> Result<crate::kube::Client, Failure
         .leader
         .ok_or("no leader (internal error: phase order)")?;
     let port = state
-        .config
-        .cluster
-        .spec
-        .k0s
-        .config
-        .get("spec")
-        .and_then(|s| s.get("api"))
-        .and_then(|a| a.get("port"))
+        .k0s_spec(&["api", "port"])
         .and_then(serde_json::Value::as_u64)
         .map_or(DEFAULT_API_PORT, |p| p as u16);
     host_client(&state.hosts[l], port).await
+}
+
+/// [`leader_client`] when `needed`, else `None`; a client that cannot be had fails `phase`
+/// ("connecting to the cluster API: …") before the phase changes anything.
+pub async fn leader_client_if(
+    state: &State,
+    needed: bool,
+    phase: &'static str,
+) -> Result<Option<crate::kube::Client>, crate::phases::PhaseError> {
+    if !needed {
+        return Ok(None);
+    }
+    leader_client(state).await.map(Some).map_err(|e| {
+        crate::phases::PhaseError::new(
+            crate::exit::Code::PhaseFailed,
+            phase,
+            format!("connecting to the cluster API: {e}"),
+        )
+    })
 }
 
 /// k0s's default API port (`spec.api.port`).

@@ -156,14 +156,7 @@ pub fn peer_address(h: &HostState) -> String {
 /// True when the cluster's controllers store state in etcd (the default, except `single`).
 pub fn uses_etcd(state: &State, h: &HostState) -> bool {
     let t = state
-        .config
-        .cluster
-        .spec
-        .k0s
-        .config
-        .get("spec")
-        .and_then(|s| s.get("storage"))
-        .and_then(|s| s.get("type"))
+        .k0s_spec(&["storage", "type"])
         .and_then(|t| t.as_str());
     match t {
         Some(t) => t == "etcd",

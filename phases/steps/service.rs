@@ -2,7 +2,8 @@
 //! the service environment, start or restart, and waiting until the init system reports it
 //! running.
 
-use crate::k0s::install::{InstallContext, install_command};
+use crate::k0s::install::{InstallContext, install_command, install_flags};
+use crate::k0s::version::K0sVersion;
 use crate::phases::{Context, Failure};
 use crate::transport::{Cmd, shell_quote};
 
@@ -54,6 +55,53 @@ pub fn dynamic_flag(h: &HostState) -> &'static [&'static str] {
     }
 }
 
+/// The `k0s install` role and flags for `h` (its binary, data dir, token and config paths), with
+/// k0sctl's `extra` flags, for the k0s `version` that will run the command.
+pub fn host_install_flags(
+    h: &HostState,
+    is_leader: bool,
+    extra: &[&str],
+    version: Option<&K0sVersion>,
+) -> Result<(&'static str, crate::config::flags::Flags), Failure> {
+    with_install_context(h, is_leader, extra, version, |cx| {
+        install_flags(&h.config, cx)
+    })?
+    .map_err(Failure::from)
+}
+
+/// The `k0s install` command line for `h` (see [`host_install_flags`]).
+pub fn host_install_command(
+    h: &HostState,
+    is_leader: bool,
+    extra: &[&str],
+    version: Option<&K0sVersion>,
+) -> Result<String, Failure> {
+    with_install_context(h, is_leader, extra, version, |cx| {
+        install_command(&h.config, cx)
+    })?
+    .map_err(Failure::from)
+}
+
+fn with_install_context<R>(
+    h: &HostState,
+    is_leader: bool,
+    extra: &[&str],
+    version: Option<&K0sVersion>,
+    f: impl FnOnce(&InstallContext) -> R,
+) -> Result<R, Failure> {
+    let p = probed(h)?;
+    let (data_dir, token_path, config_path) = (h.data_dir(), h.token_path(), h.k0s_config_path());
+    Ok(f(&InstallContext {
+        k0s_path: &p.k0s_binary_path,
+        data_dir: &data_dir,
+        is_leader,
+        token_path: &token_path,
+        config_path: &config_path,
+        extra,
+        binary_version: version,
+    }))
+}
+
 /// The manifest's `environment` as (key, value) pairs.
 pub fn service_env(h: &HostState) -> Vec<(String, String)> {
     h.config
@@ -79,16 +127,8 @@ pub async fn install_and_start(
     if force {
         extra.push("--force=true");
     }
-    let cx = InstallContext {
-        k0s_path: &p.k0s_binary_path,
-        data_dir: &h.data_dir(),
-        is_leader,
-        token_path: &h.token_path(),
-        config_path: &h.k0s_config_path(),
-        extra: &extra,
-        binary_version: h.k0s.as_ref().and_then(|k| k.binary_version.as_ref()),
-    };
-    let mut cmd = install_command(&h.config, &cx)?;
+    let binary_version = h.k0s.as_ref().and_then(|k| k.binary_version.as_ref());
+    let mut cmd = host_install_command(h, is_leader, &extra, binary_version)?;
     // Recorded before anything is installed (see `incomplete_marker`).
     let marker = incomplete_marker(h);
     cmd = format!(

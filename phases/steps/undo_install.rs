@@ -154,16 +154,12 @@ pub async fn reset_installed(h: &super::HostState) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::phases::testkit::state_of;
 
     #[test]
     fn cleanup_reset_keeps_the_kubelet_root_dir() {
         let text = "apiVersion: k0sctl.k0sproject.io/v1beta1\nkind: Cluster\nspec:\n  hosts:\n  - role: controller+worker\n    kubeletRootDir: /srv/kubelet\n    dataDir: /srv/k0s\n    ssh:\n      address: 10.0.0.1\n";
-        let cfg = crate::config::load_str(text, "t.yaml", &|_| None).unwrap();
-        let state = State::new(
-            cfg,
-            Default::default(),
-            crate::transport::ssh::SshConfig::parse(""),
-        );
+        let state = state_of(text, Default::default());
         assert_eq!(
             cleanup_reset_command(&state.hosts[0], "/usr/local/bin/k0s"),
             "/usr/local/bin/k0s reset --data-dir=/srv/k0s --kubelet-root-dir=/srv/kubelet"

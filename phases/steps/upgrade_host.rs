@@ -6,13 +6,12 @@
 //! talks to the node itself.
 
 use crate::config::flags::Flags;
-use crate::k0s::install::{InstallContext, install_command, install_flags};
 use crate::k0s::version::K0sVersion;
 use crate::phases::Failure;
 use crate::transport::{Cmd, shell_quote};
 
 use super::HostState;
-use super::service::{dynamic_flag, start_service};
+use super::service::{dynamic_flag, host_install_command, host_install_flags, start_service};
 use super::wait::{WAIT, wait_api_ready, wait_node_ready};
 
 /// The running k0s version, when k0s runs.
@@ -153,17 +152,7 @@ pub fn flags_drift(h: &HostState, is_leader: bool) -> Result<Option<bool>, Failu
     let Some(status) = h.k0s.as_ref().and_then(|k| k.status.as_ref()) else {
         return Ok(None);
     };
-    let p = h.probed()?;
-    let cx = InstallContext {
-        k0s_path: &p.k0s_binary_path,
-        data_dir: &h.data_dir(),
-        is_leader,
-        token_path: &h.token_path(),
-        config_path: &h.k0s_config_path(),
-        extra: dynamic_flag(h),
-        binary_version: Some(&status.version),
-    };
-    let (_, want) = install_flags(&h.config, &cx)?;
+    let (_, want) = host_install_flags(h, is_leader, dynamic_flag(h), Some(&status.version))?;
     let have = Flags(status.args.clone());
     Ok(Some(comparable(&want) != comparable(&have)))
 }
@@ -175,17 +164,11 @@ pub fn wanted_flags(
     is_leader: bool,
     version: &K0sVersion,
 ) -> Result<Vec<String>, Failure> {
-    let p = h.probed()?;
-    let cx = InstallContext {
-        k0s_path: &p.k0s_binary_path,
-        data_dir: &h.data_dir(),
-        is_leader,
-        token_path: &h.token_path(),
-        config_path: &h.k0s_config_path(),
-        extra: dynamic_flag(h),
-        binary_version: Some(version),
-    };
-    Ok(install_flags(&h.config, &cx)?.1.0)
+    Ok(
+        host_install_flags(h, is_leader, dynamic_flag(h), Some(version))?
+            .1
+            .0,
+    )
 }
 
 /// Records in the host's facts that it now runs `version` with the manifest's flags (so later
@@ -214,16 +197,8 @@ pub async fn reinstall_and_start(
     restart: bool,
 ) -> Result<(), Failure> {
     let p = h.probed()?;
-    let cx = InstallContext {
-        k0s_path: &p.k0s_binary_path,
-        data_dir: &h.data_dir(),
-        is_leader,
-        token_path: &h.token_path(),
-        config_path: &h.k0s_config_path(),
-        extra: &[dynamic_flag(h), &["--force=true"]].concat(),
-        binary_version: Some(version),
-    };
-    let cmd = install_command(&h.config, &cx)?;
+    let extra = [dynamic_flag(h), &["--force=true"]].concat();
+    let cmd = host_install_command(h, is_leader, &extra, Some(version))?;
     p.remote.run(Cmd::new(cmd).sudo()).await?;
     start_service(h, true, restart).await?;
     if h.config.is_controller() {
@@ -312,22 +287,21 @@ mod tests {
             "--enable-worker".into(),
             "-c /etc/k0s/k0s.yaml".into(),
         ]);
-        // … and what `k0s status` reports for it (pflag's rendering, k0s v1.34).
-        let have = Flags(vec![
-            "--config=/etc/k0s/k0s.yaml".into(),
-            "--enable-worker=true".into(),
-            "--labels=aa=2,zz=1".into(),
-            "--logging=containerd=info,etcd=info,konnectivity-server=1,kube-apiserver=1,kube-controller-manager=1,kube-scheduler=1,kubelet=2".into(),
-        ]);
-        assert_eq!(comparable(&want), comparable(&have));
+        // … and what `k0s status` reports for it (pflag's rendering, k0s v1.34), with the
+        // kubelet's log level `kubelet`.
+        let reported = |kubelet: u8| {
+            Flags(vec![
+                "--config=/etc/k0s/k0s.yaml".into(),
+                "--enable-worker=true".into(),
+                "--labels=aa=2,zz=1".into(),
+                format!(
+                    "--logging=containerd=info,etcd=info,konnectivity-server=1,kube-apiserver=1,kube-controller-manager=1,kube-scheduler=1,kubelet={kubelet}"
+                ),
+            ])
+        };
+        assert_eq!(comparable(&want), comparable(&reported(2)));
         // A real change still shows.
-        let changed = Flags(vec![
-            "--config=/etc/k0s/k0s.yaml".into(),
-            "--enable-worker=true".into(),
-            "--labels=aa=2,zz=1".into(),
-            "--logging=containerd=info,etcd=info,konnectivity-server=1,kube-apiserver=1,kube-controller-manager=1,kube-scheduler=1,kubelet=3".into(),
-        ]);
-        assert_ne!(comparable(&want), comparable(&changed));
+        assert_ne!(comparable(&want), comparable(&reported(3)));
         // Older k0s records only the given components; the shorthand glued to its value.
         let old = Flags(vec!["-lkubelet=2".into()]);
         assert_eq!(

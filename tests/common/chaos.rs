@@ -2,7 +2,9 @@
 //! (its veth on the environment's bridge), kill its sshd, list processes left on it. Used by
 //! `tests/chaos_e2e.rs`; general enough for any test that needs a host to misbehave.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::poll::{poll, poll_until_or};
 
 use testenv::{Env, Host};
 
@@ -39,15 +41,12 @@ pub fn ip_link_up(env: &Env, host: &Host) {
 pub fn link_up(env: &Env, host: &Host) {
     ip(&["link", "set", &veth(env, host), "up"]);
     let addr = std::net::SocketAddr::from((host.ip, host.ssh_port));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{} unreachable 60 s after its link came back",
-            host.name
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    poll(
+        &format!("{}'s sshd to answer after its link came back", host.name),
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok(),
+    );
 }
 
 /// Kills every sshd process on `host` (listener and sessions) with SIGKILL; the host's
@@ -58,38 +57,42 @@ pub fn kill_sshd(env: &Env, host: &Host) {
 
 /// Starts sshd again if the host's service manager did not.
 pub fn ensure_sshd(env: &Env, host: &Host) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let up = env
-            .exec(host, "systemctl is-active ssh >/dev/null 2>&1 || systemctl start ssh; systemctl is-active ssh || true")
-            .unwrap_or_default();
-        if up.trim() == "active" {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "sshd did not come back on {}",
-            host.name
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    poll(
+        &format!("sshd to come back on {}", host.name),
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || {
+            env.exec(host, "systemctl is-active ssh >/dev/null 2>&1 || systemctl start ssh; systemctl is-active ssh || true")
+                .unwrap_or_default()
+                .trim()
+                == "active"
+        },
+    );
 }
 
 /// Processes on `host` that belong to a k0sctl run (its scripts, downloads, `k0s install`),
 /// polled for up to `within` until none is left; returns what is still there.
 pub fn leftover_processes(env: &Env, host: &Host, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let ps = env
-            .exec(
-                host,
-                "ps -eo pid,args | grep -E 'k0s install|k0s.tmp|curl |wget |k0sctl-install-incomplete|sleep 0.2' | grep -v grep || true",
-            )
-            .unwrap_or_default();
-        if ps.trim().is_empty() || Instant::now() > deadline {
-            return ps.trim().to_string();
-        }
-        std::thread::sleep(Duration::from_millis(300));
+    let mut last = String::new();
+    let gone = poll_until_or(
+        &format!("the processes of a k0sctl run on {} to end", host.name),
+        within,
+        Duration::from_millis(300),
+        || {
+            last = env
+                .exec(
+                    host,
+                    "ps -eo pid,args | grep -E 'k0s install|k0s.tmp|curl |wget |k0sctl-install-incomplete|sleep 0.2' | grep -v grep || true",
+                )
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            last.is_empty().then_some(())
+        },
+    );
+    match gone {
+        Ok(()) => String::new(),
+        Err(_) => last,
     }
 }
 

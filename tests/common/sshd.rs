@@ -6,7 +6,7 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k0sctl::transport::ssh::{KnownHostsConfig, SshOptions, StrictHostKeyChecking};
 
@@ -195,7 +195,6 @@ impl Sshd {
                 .spawn()
                 .expect("spawn sshd")
         };
-        let mut port = port;
         let child = spawn(port);
         let mut s = Sshd {
             port,
@@ -203,16 +202,24 @@ impl Sshd {
             host_key,
             child,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            // Lost the race for a free port to someone else: try another one.
-            if setup.port.is_none() && matches!(s.child.try_wait(), Ok(Some(_))) {
-                port = free_port();
-                s.port = port;
-                s.child = spawn(port);
-            }
-            assert!(Instant::now() < deadline, "sshd did not start: {}", s.log());
-            std::thread::sleep(Duration::from_millis(20));
+        let listening = super::poll::poll_until_or(
+            "sshd to listen",
+            Duration::from_secs(20),
+            Duration::from_millis(20),
+            || {
+                if std::net::TcpStream::connect(("127.0.0.1", s.port)).is_ok() {
+                    return Some(());
+                }
+                // Lost the race for a free port to someone else: try another one.
+                if setup.port.is_none() && matches!(s.child.try_wait(), Ok(Some(_))) {
+                    s.port = free_port();
+                    s.child = spawn(s.port);
+                }
+                None
+            },
+        );
+        if let Err(e) = listening {
+            panic!("{e}: sshd did not start: {}", s.log());
         }
         s
     }
