@@ -917,18 +917,6 @@ fn sigkill_during_upload_files(c: &Chaos, m: &str) {
             .trim()
             .to_string()
     };
-    // Something another program left that merely looks like a staging file: not ours.
-    env.exec(w, "mkdir -p /opt/chaos && echo x > /opt/chaos/other.tmp.1")
-        .unwrap();
-    let f = apply_when(
-        cache,
-        &mf,
-        "Upload files",
-        || !uploading(w).is_empty(),
-        |pid| Fault::Sigkill.inject(env, w, pid),
-    );
-    Fault::Sigkill.check_exit(&f, w, "Upload files");
-    // A relayed upload's per-transfer directory (key, known_hosts, data) is recorded too.
     let relay_dirs = |h: &Host| {
         env.exec(
             h,
@@ -938,6 +926,33 @@ fn sigkill_during_upload_files(c: &Chaos, m: &str) {
         .trim()
         .to_string()
     };
+    // Bytes are arriving on `w`: streamed into its relay directory's `data` (a relayed upload,
+    // for the whole transfer) or into the temporary file next to the destination (a direct
+    // upload, or the short install step of a relayed one).
+    let receiving = |h: &Host| {
+        !uploading(h).is_empty()
+            || env
+                .exec(
+                    h,
+                    "ls /root/.k0sctl-relay-*/data /home/*/.k0sctl-relay-*/data 2>/dev/null || true",
+                )
+                .unwrap_or_default()
+                .trim()
+                .len()
+                > 0
+    };
+    // Something another program left that merely looks like a staging file: not ours.
+    env.exec(w, "mkdir -p /opt/chaos && echo x > /opt/chaos/other.tmp.1")
+        .unwrap();
+    let f = apply_when(
+        cache,
+        &mf,
+        "Upload files",
+        || receiving(w),
+        |pid| Fault::Sigkill.inject(env, w, pid),
+    );
+    Fault::Sigkill.check_exit(&f, w, "Upload files");
+    // A relayed upload's per-transfer directory (key, known_hosts, data) is recorded too.
     let relayed: Vec<(String, String)> = workers
         .iter()
         .map(|h| (h.name.clone(), relay_dirs(h)))
@@ -963,17 +978,23 @@ fn sigkill_during_upload_files(c: &Chaos, m: &str) {
         record.starts_with("600 root\n") && record.contains("/opt/chaos/big.bin.tmp.*"),
         "the upload's temporary files are recorded (0600) before it starts:\n{record}"
     );
-    assert_ne!(
-        uploading(w),
-        "",
-        "the killed upload left its temporary file"
+    // What the kill left on `w`: the temporary file or (relayed) the transfer directory; which
+    // one depends on where the bytes were when the kill landed, but something is left.
+    let (left_tmp, left_relay) = (uploading(w), relay_dirs(w));
+    assert!(
+        !left_tmp.is_empty() || !left_relay.is_empty(),
+        "the killed upload left its temporary file or its relay directory on {}",
+        w.name
     );
     no_orphans(env, "SIGKILL during Upload files");
     no_live_lock(env);
     let err = converges(cache, &mf, "SIGKILL during Upload files");
     assert!(
-        err.contains("removed stale staging files") && err.contains("/opt/chaos/big.bin.tmp."),
-        "the recorded temporary file is removed by the next apply:\n{err}"
+        err.contains("removed stale staging files")
+            && (left_tmp.is_empty() || err.contains("/opt/chaos/big.bin.tmp."))
+            && (left_relay.is_empty() || err.contains(".k0sctl-relay-")),
+        "what the killed upload left ({left_tmp:?}, {left_relay:?}) is removed by the next \
+         apply as recorded:\n{err}"
     );
     for h in workers {
         assert_eq!(uploading(h), "", "{}", h.name);
