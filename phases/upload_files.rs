@@ -445,7 +445,7 @@ async fn apply_step(h: &HostState, it: &Item, step: &Step) -> Result<Option<Stri
     let q = shell_quote(&it.dst);
     match step {
         Step::Unchanged => {
-            tracing::debug!("{}: {} is up to date", h.name, it.dst);
+            tracing::debug!(host = %h.name, "{} is up to date", it.dst);
             Ok(None)
         }
         Step::Upload { mkdir, mode } => {
@@ -457,7 +457,7 @@ async fn apply_step(h: &HostState, it: &Item, step: &Step) -> Result<Option<Stri
                 }
                 r.run(Cmd::new(cmd).sudo()).await?;
             }
-            tracing::info!("{}: uploading {} to {}", h.name, it.label, it.dst);
+            tracing::info!(host = %h.name, "uploading {} to {}", it.label, it.dst);
             let mut opts = UploadOptions::default().mode(*mode).sudo(true);
             if let Some(o) = &it.owner {
                 opts = opts.owner(o.clone());
@@ -510,7 +510,7 @@ async fn apply_step(h: &HostState, it: &Item, step: &Step) -> Result<Option<Stri
                 dm = it.dir_mode,
                 url = url.replace(['"', '\\', '$', '`'], "")
             );
-            tracing::info!("{}: downloading {url} to {}", h.name, it.dst);
+            tracing::info!(host = %h.name, "downloading {url} to {}", it.dst);
             let out = r.run(Cmd::new(script).sudo()).await?;
             Ok((out.stdout_str().trim() == "changed")
                 .then(|| format!("downloaded {url} to {}", it.dst)))
@@ -708,7 +708,7 @@ impl Phase for UploadFiles {
             }
             for (idx, _) in &plans {
                 if !touched.contains(idx) && !failed.contains(idx) {
-                    tracing::info!("{}: files are up to date", state.hosts[*idx].name);
+                    tracing::info!(host = %state.hosts[*idx].name, "files are up to date");
                 }
             }
             collect(TITLE, plain)
@@ -734,8 +734,7 @@ impl Phase for UploadFiles {
                 async move { plan_host(h, &base, &version).await }
             })
             .await;
-            let plans: Vec<(usize, Result<Vec<(Item, Step)>, HostFailure>)> =
-                hosts.iter().map(|(_, idx)| *idx).zip(planned).collect();
+            let plans: Vec<_> = hosts.iter().map(|(_, idx)| *idx).zip(planned).collect();
             // Who sends each relayed file to whom, per (host, step): the sender's name.
             let (_, groups) = relay_groups(&plans);
             let mut sender: Vec<((usize, usize), String)> = Vec::new();
