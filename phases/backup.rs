@@ -38,7 +38,7 @@ async fn remove_tempdir(h: &HostState, r: &Remote, dir: &str) {
         .run(Cmd::new(format!("rm -rf -- {}", shell_quote(dir))).sudo())
         .await
     {
-        tracing::warn!(host = %h.name, "failed to remove the temp directory {dir}: {e}");
+        tracing::warn!(about = %h.name, "failed to remove the temp directory {dir}: {e}");
     }
 }
 
@@ -71,7 +71,7 @@ async fn run_hooks(h: &HostState, stage: &str) -> Result<Vec<String>, Failure> {
         .cloned()
         .unwrap_or_default();
     for cmd in cmds {
-        tracing::info!(host = %h.name, "running {stage} backup hook: {cmd:?}");
+        tracing::info!(about = %h.name, "running {stage} backup hook: {cmd:?}");
         remote.run(Cmd::new(cmd.as_str())).await.map_err(|e| {
             format!("failed to execute hook {cmd:?} for action \"backup\" stage {stage:?}: {e}")
         })?;
@@ -125,7 +125,7 @@ impl Phase for TakeBackup {
                     shell_quote(&dir),
                     shell_quote(&h.data_dir())
                 ));
-                tracing::info!(host = %h.name, "taking a backup");
+                tracing::info!(about = %h.name, "taking a backup");
                 p.remote.run(Cmd::new(cmd).sudo()).await?;
                 let name = p
                     .remote
@@ -209,7 +209,7 @@ impl Phase for RestoreState {
         match state.leader {
             Some(l) if state.hosts[l].is_running() => {
                 tracing::warn!(
-                    host = %state.hosts[l].name,
+                    about = %state.hosts[l].name,
                     "k0s already runs on the leader; --restore-from {} is not used (a restore only happens before the cluster is initialised)",
                     src.display()
                 );
@@ -241,7 +241,7 @@ impl Phase for RestoreState {
             let result = async {
                 let archive = format!("{dir}/k0s_backup.tar.gz");
                 tracing::info!(
-                    host = %h.name,
+                    about = %h.name,
                     "uploading the backup {} ({} bytes)",
                     src.display(),
                     meta.len()
@@ -259,7 +259,7 @@ impl Phase for RestoreState {
                     shell_quote(&format!("{dir}/k0s.yaml")),
                     shell_quote(&archive)
                 ));
-                tracing::info!(host = %h.name, "restoring the cluster state");
+                tracing::info!(about = %h.name, "restoring the cluster state");
                 p.remote.run(Cmd::new(cmd).sudo()).await?;
                 Ok::<(), Failure>(())
             }

@@ -44,7 +44,7 @@ impl Phase for RunHooks {
                     };
                     for cmd in self.commands(&h.config) {
                         tracing::info!(
-                            host = %h.name,
+                            about = %h.name,
                             "running {} {} hook: {cmd:?}",
                             self.stage,
                             self.action

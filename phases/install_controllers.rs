@@ -82,7 +82,7 @@ impl Phase for InstallControllers {
                             install_and_start(h, false, force, Some(&token.url)).await?;
                             wait_api_ready(h).await?;
                             retire_token(leader, h, token, None, false).await;
-                            tracing::info!(host = %h.name, "controller joined");
+                            tracing::info!(about = %h.name, "controller joined");
                             run_host_hooks(h, "install", "after").await?;
                             install_finished(h).await?;
                             Ok(())
@@ -197,7 +197,7 @@ async fn leave_stale_members(state: &State, l: usize, todo: &[usize]) -> Result<
             .find(|h| peer_address(h) == peer)
             .expect("a joining controller");
         tracing::warn!(
-            host = %h.name,
+            about = %h.name,
             "etcd lists the member {peer} of an earlier join that did not finish; removing it on {} before the join",
             leader.name
         );

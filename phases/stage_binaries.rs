@@ -361,14 +361,14 @@ impl Phase for StageBinaries {
                                         .stdout_str();
                                     if current.trim() == sum {
                                         tracing::info!(
-                                            host = %h.name,
+                                            about = %h.name,
                                             "k0s binary at {final_path} already matches {}",
                                             path.display()
                                         );
                                         return Ok(None);
                                     }
                                     tracing::info!(
-                                        host = %h.name,
+                                        about = %h.name,
                                         "uploading k0s binary {}",
                                         path.display()
                                     );
@@ -389,7 +389,7 @@ impl Phase for StageBinaries {
                                         .map(|(_, _, r)| r.as_ref().cloned().map_err(|e| Failure::other(e.to_string())))
                                         .unwrap_or_else(|| Err(format!("{url} was not fetched").into()))?;
                                     tracing::info!(
-                                        host = %h.name,
+                                        about = %h.name,
                                         "uploading k0s {target} from the local cache"
                                     );
                                     record.await?;
@@ -403,7 +403,7 @@ impl Phase for StageBinaries {
                                 }
                                 Source::HostDownload(url) => {
                                     tracing::info!(
-                                        host = %h.name,
+                                        about = %h.name,
                                         "downloading k0s {target} from {url}"
                                     );
                                     // The record goes first in the download's own round trip:
@@ -678,7 +678,7 @@ impl Phase for StageBinaries {
                         .map(|p| p.facts.lock_file.clone())
                         .unwrap_or_default();
                     tracing::warn!(
-                        host = %h.name,
+                        about = %h.name,
                         "could not remove the staged k0s binary ({e}); the files named in {} stay on the host until the next apply removes them",
                         super::steps::staging::record_path(&lock)
                     );

@@ -77,12 +77,12 @@ impl Phase for EnsureJoinTokenWorkaround {
                     Ok(true) => continue,
                     Ok(false) => {}
                     Err(e) => {
-                        tracing::debug!(host = %h.name, "skipping the join token workaround: {e}");
+                        tracing::debug!(about = %h.name, "skipping the join token workaround: {e}");
                         continue;
                     }
                 }
                 tracing::info!(
-                    host = %h.name,
+                    about = %h.name,
                     "applying a workaround for k0s issue #7202 (k0s v1.35.1 decodes the join token file at every start)"
                 );
                 let written = async {
@@ -104,7 +104,7 @@ impl Phase for EnsureJoinTokenWorkaround {
                         state.changed(name, "wrote a dummy join token for k0s v1.35.1");
                     }
                     Err(e) => tracing::warn!(
-                        host = %h.name,
+                        about = %h.name,
                         "failed to write a dummy join token to {}: {e}",
                         h.token_path()
                     ),

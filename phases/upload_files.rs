@@ -445,7 +445,7 @@ async fn apply_step(h: &HostState, it: &Item, step: &Step) -> Result<Option<Stri
     let q = shell_quote(&it.dst);
     match step {
         Step::Unchanged => {
-            tracing::debug!(host = %h.name, "{} is up to date", it.dst);
+            tracing::debug!(about = %h.name, "{} is up to date", it.dst);
             Ok(None)
         }
         Step::Upload { mkdir, mode } => {
@@ -457,7 +457,7 @@ async fn apply_step(h: &HostState, it: &Item, step: &Step) -> Result<Option<Stri
                 }
                 r.run(Cmd::new(cmd).sudo()).await?;
             }
-            tracing::info!(host = %h.name, "uploading {} to {}", it.label, it.dst);
+            tracing::info!(about = %h.name, "uploading {} to {}", it.label, it.dst);
             let mut opts = UploadOptions::default().mode(*mode).sudo(true);
             if let Some(o) = &it.owner {
                 opts = opts.owner(o.clone());
@@ -510,7 +510,7 @@ async fn apply_step(h: &HostState, it: &Item, step: &Step) -> Result<Option<Stri
                 dm = it.dir_mode,
                 url = url.replace(['"', '\\', '$', '`'], "")
             );
-            tracing::info!(host = %h.name, "downloading {url} to {}", it.dst);
+            tracing::info!(about = %h.name, "downloading {url} to {}", it.dst);
             let out = r.run(Cmd::new(script).sudo()).await?;
             Ok((out.stdout_str().trim() == "changed")
                 .then(|| format!("downloaded {url} to {}", it.dst)))
@@ -708,7 +708,7 @@ impl Phase for UploadFiles {
             }
             for (idx, _) in &plans {
                 if !touched.contains(idx) && !failed.contains(idx) {
-                    tracing::info!(host = %state.hosts[*idx].name, "files are up to date");
+                    tracing::info!(about = %state.hosts[*idx].name, "files are up to date");
                 }
             }
             collect(TITLE, plain)

@@ -5,7 +5,7 @@
 //! The phases know nothing of it. It is fed by the run's structured events, the same ones
 //! `--output json` prints ([`on_event`]: `phase_start`, `cleanup_start`, `change`), by a
 //! callback for upload byte progress, and, for the hosts' latest actions, by the log lines
-//! about one host: those carry the host in their [`crate::logging::HOST`] field and the action
+//! about one host: those carry the host in their [`crate::logging::ABOUT`] field and the action
 //! as their message ([`crate::logging::DisplayLayer`] passes them to [`Display::on_host_line`]);
 //! the text of a line is never searched for a host. It is
 //! only installed on a terminal without `--debug`/`--trace` and without `--output json` (see
@@ -468,15 +468,17 @@ mod tests {
                     vec![waiting(), waiting(), waiting()]
                 )
             );
-            tracing::info!(host = "10.0.0.1:22", "connected");
+            tracing::info!(about = "10.0.0.1:22", "connected");
             tracing::warn!(
-                host = %"root@10.0.0.1:2222",
+                about = %"root@10.0.0.1:2222",
                 "is running {}\nremote stderr:\n  x",
                 "Ubuntu 22.04"
             );
             // Below info, and hosts not of the run, change nothing.
-            tracing::debug!(host = "admin@node", "a debug line");
-            tracing::info!(host = "10.0.0.9:22", "connected");
+            tracing::debug!(about = "admin@node", "a debug line");
+            tracing::info!(about = "10.0.0.9:22", "connected");
+            // Another field named `host` (the transport's) is not the one.
+            tracing::info!(host = "admin@node", "exec");
             assert_eq!(
                 d.snapshot().1,
                 vec![

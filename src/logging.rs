@@ -8,10 +8,11 @@
 //! (trace with `--trace`); its path is printed when a command fails. The newest
 //! [`KEEP_LOG_FILES`] files are kept.
 //!
-//! A line about one host names it in the [`HOST`] field, not in its text:
-//! `tracing::info!(host = %h.name, "connected")`. Both outputs render the field as the line's
+//! A line about one host names it in the [`ABOUT`] field, not in its text:
+//! `tracing::info!(about = %h.name, "connected")`. Both outputs render the field as the line's
 //! `<host>: ` prefix ([`HostFields`]), so the lines read `10.0.0.1:22: connected` as they
-//! always have, and the live display takes the host from the field.
+//! always have, and the live display takes the host from the field. (A `host` field, as the
+//! transport's `exec` lines have, is an ordinary field and prints as `host="…"`.)
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -126,11 +127,11 @@ pub fn init(s: Settings) -> Option<PathBuf> {
 
 /// The field that names the host a log line is about (as the run names it, `address:port`,
 /// or as its connection does, `user@address:port`).
-pub const HOST: &str = "host";
+pub const ABOUT: &str = "about";
 
 /// The fields of a log line as tracing's default format writes them, except that a line with
-/// a [`HOST`] field and a message reads `<host>: <message>`: the host is written where the
-/// message starts, as part of it, and not again as `host=…`.
+/// an [`ABOUT`] field and a message reads `<host>: <message>`: the host is written where the
+/// message starts, as part of it, and not again as `about=…`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HostFields;
 
@@ -142,14 +143,14 @@ struct HostOf {
 
 impl Visit for HostOf {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == HOST {
+        if field.name() == ABOUT {
             self.host = Some(value.to_string());
         }
         self.message |= field.name() == "message";
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == HOST {
+        if field.name() == ABOUT {
             self.host = Some(format!("{value:?}"));
         }
         self.message |= field.name() == "message";
@@ -165,7 +166,7 @@ struct Prefixed<'h, 'w> {
 impl Visit for Prefixed<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         match field.name() {
-            HOST => {}
+            ABOUT => {}
             "message" => self
                 .inner
                 .record_str(field, &format!("{}: {value}", self.host)),
@@ -175,7 +176,7 @@ impl Visit for Prefixed<'_, '_> {
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         match field.name() {
-            HOST => {}
+            ABOUT => {}
             "message" => self.record_debug(field, &format_args!("{value}")),
             _ => self.inner.record_error(field, value),
         }
@@ -183,7 +184,7 @@ impl Visit for Prefixed<'_, '_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         match field.name() {
-            HOST => {}
+            ABOUT => {}
             "message" => self
                 .inner
                 .record_debug(field, &format_args!("{}: {value:?}", self.host)),
@@ -217,7 +218,7 @@ impl<'writer> FormatFields<'writer> for HostFields {
     }
 }
 
-/// Feeds the info, warning and error lines about one host (those with a [`HOST`] field) to
+/// Feeds the info, warning and error lines about one host (those with a [`ABOUT`] field) to
 /// the live display: the host from the field, the action from the message.
 #[derive(Clone, Copy)]
 pub struct DisplayLayer {
@@ -241,7 +242,7 @@ impl Visit for HostLine {
     fn record_str(&mut self, field: &Field, value: &str) {
         match field.name() {
             "message" => self.message.push_str(value),
-            HOST => self.host = Some(value.to_string()),
+            ABOUT => self.host = Some(value.to_string()),
             _ => {}
         }
     }
@@ -249,7 +250,7 @@ impl Visit for HostLine {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         match field.name() {
             "message" => self.message.push_str(&format!("{value:?}")),
-            HOST => self.host = Some(format!("{value:?}")),
+            ABOUT => self.host = Some(format!("{value:?}")),
             _ => {}
         }
     }
@@ -408,12 +409,13 @@ mod tests {
         let n = 3;
         for (ansi, target) in [(false, false), (true, false), (false, true), (true, true)] {
             let with_field = formatted(ansi, target, true, || {
-                tracing::info!(host = %h, "connected");
-                tracing::warn!(host = %h, "uploading {n} files\nremote stderr:\n  x");
-                tracing::error!(host = %h, n, "failed");
-                tracing::info!(host = "root@10.0.0.2:22", "is running Ubuntu 22.04");
+                tracing::info!(about = %h, "connected");
+                tracing::warn!(about = %h, "uploading {n} files\nremote stderr:\n  x");
+                tracing::error!(about = %h, n, "failed");
+                tracing::info!(about = "root@10.0.0.2:22", "is running Ubuntu 22.04");
                 tracing::info!("==> Running phase: Connect to hosts");
                 tracing::info!(n, "no host");
+                tracing::debug!(host = "root@10.0.0.2:22", cmd = %"true", "exec");
             });
             let in_text = formatted(ansi, target, false, || {
                 tracing::info!("{h}: connected");
@@ -422,13 +424,19 @@ mod tests {
                 tracing::info!("root@10.0.0.2:22: is running Ubuntu 22.04");
                 tracing::info!("==> Running phase: Connect to hosts");
                 tracing::info!(n, "no host");
+                tracing::debug!(host = "root@10.0.0.2:22", cmd = %"true", "exec");
             });
             assert_eq!(with_field, in_text, "ansi {ansi}, target {target}");
             assert!(
                 with_field.contains("10.0.0.1:22: connected"),
                 "{with_field}"
             );
-            assert!(!with_field.contains("host="), "{with_field}");
+            assert!(!with_field.contains("about="), "{with_field}");
+            // The transport's `host` field is not the prefix.
+            assert!(
+                ansi || with_field.contains("exec host=\"root@10.0.0.2:22\" cmd=true"),
+                "{with_field}"
+            );
         }
     }
 

@@ -13,17 +13,17 @@ pub fn report(state: &State, host: &str, ev: &DrainEvent) {
     match ev {
         DrainEvent::Cordoned { node, already } => {
             if *already {
-                tracing::info!(host = %host, "node {node} was already cordoned");
+                tracing::info!(about = %host, "node {node} was already cordoned");
             } else {
-                tracing::info!(host = %host, "cordoned node {node}");
+                tracing::info!(about = %host, "cordoned node {node}");
             }
         }
         DrainEvent::Warning { message, pods, .. } => {
-            tracing::warn!(host = %host, "{message}: {}", pods.join(", "))
+            tracing::warn!(about = %host, "{message}: {}", pods.join(", "))
         }
         DrainEvent::Evicting { pods, .. } => {
             tracing::info!(
-                host = %host,
+                about = %host,
                 "evicting {} pod{}: {}",
                 pods.len(),
                 if pods.len() == 1 { "" } else { "s" },
@@ -46,7 +46,7 @@ pub fn report(state: &State, host: &str, ev: &DrainEvent) {
                 .map(|d| format!("for up to {}", kube::drain::fmt_duration(d)))
                 .unwrap_or_else(|| "without a time limit".into());
             tracing::warn!(
-                host = %host,
+                about = %host,
                 "eviction of pod {pod} refused{by}: {message}; retrying when the budget allows (at least every {}) {until}",
                 kube::drain::fmt_duration(*retry_every)
             );
@@ -66,7 +66,7 @@ pub fn report(state: &State, host: &str, ev: &DrainEvent) {
                 })
                 .collect();
             tracing::info!(
-                host = %host,
+                about = %host,
                 "draining for {}: {evicted} evicted, {pending} waiting{}",
                 kube::drain::fmt_duration(*elapsed),
                 if who.is_empty() {
@@ -76,13 +76,13 @@ pub fn report(state: &State, host: &str, ev: &DrainEvent) {
                 }
             );
         }
-        DrainEvent::Evicted { pod, .. } => tracing::debug!(host = %host, "pod {pod} is gone"),
+        DrainEvent::Evicted { pod, .. } => tracing::debug!(about = %host, "pod {pod} is gone"),
         DrainEvent::Done {
             node,
             evicted,
             elapsed,
         } => tracing::info!(
-            host = %host,
+            about = %host,
             "drained node {node} ({evicted} pods evicted in {})",
             kube::drain::fmt_duration(*elapsed)
         ),

@@ -232,7 +232,7 @@ async fn run_hooks(h: &HostState, stage: &str, changes: &mut Vec<String>) -> Res
         return Err("not connected".into());
     };
     for cmd in hook_commands(h, stage) {
-        tracing::info!(host = %h.name, "running {stage} reset hook: {cmd:?}");
+        tracing::info!(about = %h.name, "running {stage} reset hook: {cmd:?}");
         remote.run(Cmd::new(cmd.as_str())).await.map_err(|e| {
             format!("failed to execute hook {cmd:?} for action \"reset\" stage {stage:?}: {e}")
         })?;
@@ -287,7 +287,7 @@ async fn reset_host_inner(
             .run(Cmd::new(cmd).sudo())
             .await
             .with_context(|| format!("deleting node {node} (on the leader {})", leader.name))?;
-        tracing::info!(host = %h.name, "deleted node {node} from the cluster");
+        tracing::info!(about = %h.name, "deleted node {node} from the cluster");
         changes.push(format!("deleted node {node} from the cluster"));
     }
 
@@ -308,7 +308,7 @@ async fn reset_host_inner(
             match lp.remote.run(Cmd::new(cmd.clone()).sudo()).await {
                 Err(e) if tries < 15 && e.to_string().contains("unhealthy cluster") => {
                     tracing::info!(
-                        host = %h.name,
+                        about = %h.name,
                         "etcd is not ready to remove {peer} yet, retrying"
                     );
                     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -318,7 +318,7 @@ async fn reset_host_inner(
         };
         match left {
             Ok(_) => {
-                tracing::info!(host = %h.name, "left etcd (peer {peer})");
+                tracing::info!(about = %h.name, "left etcd (peer {peer})");
                 changes.push(format!("removed the etcd member {peer}"));
             }
             // k0s answers `peer not found: https://<peer>:2380` (exit 1) when the controller is
@@ -326,7 +326,7 @@ async fn reset_host_inner(
             // remove, so the reset goes on, as k0sctl's does.
             Err(e) if e.to_string().contains("peer not found") => {
                 tracing::warn!(
-                    host = %h.name,
+                    about = %h.name,
                     "not an etcd member (peer {peer}), nothing to remove: {e}"
                 );
             }
@@ -341,7 +341,7 @@ async fn reset_host_inner(
     }
 
     if !found.anything() {
-        tracing::info!(host = %h.name, "no k0s found, nothing to reset");
+        tracing::info!(about = %h.name, "no k0s found, nothing to reset");
         return run_hooks(h, "after", changes).await;
     }
 
@@ -349,7 +349,7 @@ async fn reset_host_inner(
         for svc in running_services(h, &found).await? {
             init.stop(&p.remote, &svc).await?;
             init.wait_state(&p.remote, &svc, false, WAIT).await?;
-            tracing::info!(host = %h.name, "stopped the {svc} service");
+            tracing::info!(about = %h.name, "stopped the {svc} service");
             changes.push(format!("stopped the {svc} service"));
         }
     }
@@ -365,10 +365,10 @@ async fn reset_host_inner(
         let cmd = reset_command(&h.config, &p.k0s_binary_path, &h.data_dir());
         let out = p.remote.run(Cmd::new(cmd).sudo()).await?;
         for line in out.stderr_str().lines().filter(|l| !l.trim().is_empty()) {
-            tracing::debug!(host = %h.name, "k0s reset: {line}");
+            tracing::debug!(about = %h.name, "k0s reset: {line}");
         }
         tracing::info!(
-            host = %h.name,
+            about = %h.name,
             "k0s reset done (k0s recommends a reboot to clear network state)"
         );
         changes.push(format!(
@@ -409,7 +409,7 @@ async fn reset_host_inner(
     {
         changes.push("reloaded the service manager".into());
     }
-    tracing::info!(host = %h.name, "reset");
+    tracing::info!(about = %h.name, "reset");
     run_hooks(h, "after", changes).await
 }
 

@@ -412,7 +412,7 @@ impl TunnelConnector {
         let mut m = carriers().lock().unwrap();
         if !m.contains_key(self.remote.name()) {
             tracing::info!(
-                host = %self.remote.name(),
+                about = %self.remote.name(),
                 "SSH TCP forwarding is off (the server refused a direct-tcpip channel); \
                  reaching the Kubernetes API at {}:{} through {}",
                 self.host,

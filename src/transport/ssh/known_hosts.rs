@@ -279,7 +279,7 @@ pub fn verify(
     {
         if policy == StrictHostKeyChecking::No {
             tracing::warn!(
-                host = %label,
+                about = %label,
                 "host key changed ({}:{}), accepted because StrictHostKeyChecking=no",
                 l.file.display(),
                 l.line
