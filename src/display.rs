@@ -24,7 +24,7 @@ use indicatif::{
 };
 use tracing_subscriber::fmt::MakeWriter;
 
-/// Which of `hosts` (as the phases name them, `address:port`) a log line's host field names:
+/// Which of `hosts` (as the phases name them, `address:port`) a log line's `about` field names:
 /// the host itself, or its connection (`user@address:port`, as the transport names it).
 fn host_index(host: &str, hosts: &[String]) -> Option<usize> {
     hosts.iter().position(|h| h == host).or_else(|| {
@@ -230,7 +230,7 @@ impl Display {
         }
     }
 
-    /// Updates the line of `host` (a log line's host field) with the first line of `action`
+    /// Updates the line of `host` (a log line's `about` field) with the first line of `action`
     /// (the log line's message).
     pub fn on_host_line(&self, host: &str, action: &str) {
         let g = self.lock();
@@ -445,11 +445,11 @@ mod tests {
         assert_eq!(host_index("", &h), None);
     }
 
-    /// Through the tracing layer: a log line moves a host's line by its host field only. A
+    /// Through the tracing layer: a log line moves a host's line by its `about` field only. A
     /// line that names a host only in its text (`<host>: <action>`) changes nothing: the
     /// display does not parse log text.
     #[test]
-    fn host_lines_come_from_the_host_field_never_from_the_text() {
+    fn host_lines_come_from_the_about_field_never_from_the_text() {
         use tracing_subscriber::layer::SubscriberExt;
         let d: &'static Display = Box::leak(Box::new(Display::new(ProgressDrawTarget::hidden())));
         d.set_hosts(hosts());

@@ -218,7 +218,7 @@ impl<'writer> FormatFields<'writer> for HostFields {
     }
 }
 
-/// Feeds the info, warning and error lines about one host (those with a [`ABOUT`] field) to
+/// Feeds the info, warning and error lines about one host (those with an [`ABOUT`] field) to
 /// the live display: the host from the field, the action from the message.
 #[derive(Clone, Copy)]
 pub struct DisplayLayer {
@@ -231,7 +231,7 @@ impl DisplayLayer {
     }
 }
 
-/// A log line's message and host fields.
+/// A log line's message and `about` field.
 #[derive(Default)]
 struct HostLine {
     message: String,
@@ -400,11 +400,11 @@ mod tests {
         String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
     }
 
-    /// A line with a host field prints byte for byte what the same line with the host written
+    /// A line with an `about` field prints byte for byte what the same line with the host written
     /// at the start of its text printed (in colour or not, with the target or not, with more
     /// fields, over several lines); lines without one print as tracing prints them.
     #[test]
-    fn the_host_field_prints_as_the_lines_prefix() {
+    fn the_about_field_prints_as_the_lines_host_prefix() {
         let h = "10.0.0.1:22".to_string();
         let n = 3;
         for (ansi, target) in [(false, false), (true, false), (false, true), (true, true)] {
