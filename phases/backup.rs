@@ -38,7 +38,7 @@ async fn remove_tempdir(h: &HostState, r: &Remote, dir: &str) {
         .run(Cmd::new(format!("rm -rf -- {}", shell_quote(dir))).sudo())
         .await
     {
-        tracing::warn!("{}: failed to remove the temp directory {dir}: {e}", h.name);
+        tracing::warn!(about = %h.name, "failed to remove the temp directory {dir}: {e}");
     }
 }
 
@@ -71,7 +71,7 @@ async fn run_hooks(h: &HostState, stage: &str) -> Result<Vec<String>, Failure> {
         .cloned()
         .unwrap_or_default();
     for cmd in cmds {
-        tracing::info!("{}: running {stage} backup hook: {cmd:?}", h.name);
+        tracing::info!(about = %h.name, "running {stage} backup hook: {cmd:?}");
         remote.run(Cmd::new(cmd.as_str())).await.map_err(|e| {
             format!("failed to execute hook {cmd:?} for action \"backup\" stage {stage:?}: {e}")
         })?;
@@ -125,7 +125,7 @@ impl Phase for TakeBackup {
                     shell_quote(&dir),
                     shell_quote(&h.data_dir())
                 ));
-                tracing::info!("{}: taking a backup", h.name);
+                tracing::info!(about = %h.name, "taking a backup");
                 p.remote.run(Cmd::new(cmd).sudo()).await?;
                 let name = p
                     .remote
@@ -209,8 +209,8 @@ impl Phase for RestoreState {
         match state.leader {
             Some(l) if state.hosts[l].is_running() => {
                 tracing::warn!(
-                    "{}: k0s already runs on the leader; --restore-from {} is not used (a restore only happens before the cluster is initialised)",
-                    state.hosts[l].name,
+                    about = %state.hosts[l].name,
+                    "k0s already runs on the leader; --restore-from {} is not used (a restore only happens before the cluster is initialised)",
                     src.display()
                 );
                 false
@@ -241,8 +241,8 @@ impl Phase for RestoreState {
             let result = async {
                 let archive = format!("{dir}/k0s_backup.tar.gz");
                 tracing::info!(
-                    "{}: uploading the backup {} ({} bytes)",
-                    h.name,
+                    about = %h.name,
+                    "uploading the backup {} ({} bytes)",
                     src.display(),
                     meta.len()
                 );
@@ -259,7 +259,7 @@ impl Phase for RestoreState {
                     shell_quote(&format!("{dir}/k0s.yaml")),
                     shell_quote(&archive)
                 ));
-                tracing::info!("{}: restoring the cluster state", h.name);
+                tracing::info!(about = %h.name, "restoring the cluster state");
                 p.remote.run(Cmd::new(cmd).sudo()).await?;
                 Ok::<(), Failure>(())
             }

@@ -267,7 +267,7 @@ impl Phase for ConfigureK0s {
                         .and_then(parse_yaml)
                         .map(|c| if node_only { node_part(c) } else { c });
                     if current.as_ref() == Some(&want) {
-                        tracing::info!("{}: k0s config is up to date", h.name);
+                        tracing::info!(about = %h.name, "k0s config is up to date");
                         return Ok(());
                     }
                     let running = h.is_running();
@@ -298,7 +298,7 @@ impl Phase for ConfigureK0s {
                     if let Some(old) = &existing
                         && !old.contains(MARKER)
                     {
-                        tracing::warn!("{}: an existing configuration was not created by k0sctl, it will be moved to {path}.old", h.name);
+                        tracing::warn!(about = %h.name, "an existing configuration was not created by k0sctl, it will be moved to {path}.old");
                         p.remote
                             .run(Cmd::new(format!("mv -f {q} {q}.old", q = shell_quote(&path))).sudo())
                             .await?;
@@ -306,7 +306,7 @@ impl Phase for ConfigureK0s {
                     p.remote
                         .upload(std::io::Cursor::new(text.into_bytes()), &path, &UploadOptions::default().mode(0o600).sudo(true).create_parent(true))
                         .await?;
-                    tracing::info!("{}: wrote k0s config to {path}", h.name);
+                    tracing::info!(about = %h.name, "wrote k0s config to {path}");
                     plans.lock().expect("lock").push((h.name.clone(), format!("wrote k0s config to {path}")));
                     if running {
                         restarts.lock().expect("lock").push(h.index);
@@ -355,12 +355,12 @@ async fn restart_ready(h: &super::HostState) -> Result<(), Failure> {
     let p = h.probed()?;
     let init = p.init_system()?;
     let svc = h.service_name();
-    tracing::info!("{}: restarting {svc} for its new config", h.name);
+    tracing::info!(about = %h.name, "restarting {svc} for its new config");
     init.restart(&p.remote, svc).await?;
     init.wait_state(&p.remote, svc, true, super::steps::wait::WAIT)
         .await?;
     super::steps::wait::wait_api_ready(h).await?;
-    tracing::info!("{}: restarted {svc} with the new config", h.name);
+    tracing::info!(about = %h.name, "restarted {svc} with the new config");
     Ok(())
 }
 

@@ -25,7 +25,7 @@ impl Phase for Connect {
                     // Whatever the transport's reason, the host could not be reached.
                     let spec = spec_for(&h.config, base, ssh_config).map_err(Failure::connect)?;
                     let remote = pool.connect(&spec).await.map_err(Failure::connect)?;
-                    tracing::info!("{}: connected", h.name);
+                    tracing::info!(about = %h.name, "connected");
                     h.spec = Some(spec);
                     h.remote = Some(remote);
                     Ok(())

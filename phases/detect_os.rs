@@ -110,7 +110,7 @@ impl Phase for DetectOs {
                                         "useExistingK0s is set but there is no k0s on the host's PATH (install it first, or remove useExistingK0s)",
                                     ));
                                 };
-                                tracing::info!("{}: using the existing k0s at {path}", h.name);
+                                tracing::info!(about = %h.name, "using the existing k0s at {path}");
                                 probed.k0s_binary_path = path;
                             }
                             // As k0sctl's "Gather host facts": without a `privateAddress` in the
@@ -123,8 +123,8 @@ impl Phase for DetectOs {
                                 && let Some(a) = probed.facts.private_address.clone()
                             {
                                 tracing::info!(
-                                    "{}: discovered {a} as private address (interface {})",
-                                    h.name,
+                                    about = %h.name,
+                                    "discovered {a} as private address (interface {})",
                                     probed.facts.private_interface.as_deref().unwrap_or("?")
                                 );
                                 h.config.private_address = Some(a);

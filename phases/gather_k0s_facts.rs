@@ -66,7 +66,7 @@ impl Phase for GatherK0sFacts {
                         if dry {
                             plan.push(format!("start the {svc} service, stopped by an interrupted upgrade"));
                         } else {
-                            tracing::warn!("{}: the {svc} service was stopped by an upgrade that did not finish; starting it again", h.name);
+                            tracing::warn!(about = %h.name, "the {svc} service was stopped by an upgrade that did not finish; starting it again");
                             let init = p.init_system()?;
                             init.start(&p.remote, &svc).await?;
                             let cmd = p.k0s_cmd("status -o json");
@@ -110,11 +110,11 @@ impl Phase for GatherK0sFacts {
                                 shell_quote(&super::steps::staging::record_path(&p.facts.lock_file))
                             );
                             p.remote.run(Cmd::new(rm).sudo()).await?;
-                            tracing::info!("{}: removed stale staging files of an earlier run: {}", h.name, stale.join(", "));
+                            tracing::info!(about = %h.name, "removed stale staging files of an earlier run: {}", stale.join(", "));
                         }
                     }
                     if let Some(st) = &status {
-                        tracing::info!("{}: is running k0s {} version {}", h.name, st.role, st.version);
+                        tracing::info!(about = %h.name, "is running k0s {} version {}", st.role, st.version);
                         if st.role != h.config.role && !(h.config.reset && force) {
                             return Err(Failure::other(format!(
                                 "k0s is running as {} but the configuration says {}: role change is not supported (reset the host first, or use reset: true with --force)",
@@ -140,7 +140,7 @@ impl Phase for GatherK0sFacts {
                         if dry {
                             plan.push(format!("reset the unfinished k0s install (the {svc} service of an interrupted run) and install again"));
                         } else {
-                            tracing::warn!("{}: the {svc} service was installed by an earlier k0sctl run that did not finish; resetting it to install again", h.name);
+                            tracing::warn!(about = %h.name, "the {svc} service was installed by an earlier k0sctl run that did not finish; resetting it to install again");
                             reset_installed(h).await?;
                             service = None;
                         }
@@ -260,12 +260,12 @@ impl Phase for GatherK0sFacts {
                 };
                 match read {
                     Ok(uid) => {
-                        tracing::info!("{}: is the leader; cluster ID {uid}", leader.name);
+                        tracing::info!(about = %leader.name, "is the leader; cluster ID {uid}");
                         state.cluster_id = Some(uid.trim().to_string());
                     }
                     // A leader being reset needs no cluster ID; a broken API must not stop it.
                     Err(e) if leader.config.reset => {
-                        tracing::warn!("{}: could not read the cluster ID: {e}", leader.name);
+                        tracing::warn!(about = %leader.name, "could not read the cluster ID: {e}");
                     }
                     Err(e) => {
                         return Err(PhaseError::on_host(
@@ -277,8 +277,8 @@ impl Phase for GatherK0sFacts {
                 }
             } else {
                 tracing::info!(
-                    "{}: will be the leader (no controller runs k0s yet)",
-                    leader.name
+                    about = %leader.name,
+                    "will be the leader (no controller runs k0s yet)"
                 );
             }
             finish_interrupted_upgrades(state, upgrades).await
@@ -324,8 +324,8 @@ async fn finish_interrupted_upgrades(
                 .await
                 .map_err(|e| fail(Failure::from(e).context(format!("uncordoning node {node}"))))?;
             tracing::info!(
-                "{}: made node {node} schedulable again (an interrupted upgrade had cordoned it)",
-                h.name
+                about = %h.name,
+                "made node {node} schedulable again (an interrupted upgrade had cordoned it)"
             );
         }
         let p = h.probed().map_err(|e| fail(e.into()))?;

@@ -44,8 +44,8 @@ impl Phase for RunHooks {
                     };
                     for cmd in self.commands(&h.config) {
                         tracing::info!(
-                            "{}: running {} {} hook: {cmd:?}",
-                            h.name,
+                            about = %h.name,
+                            "running {} {} hook: {cmd:?}",
                             self.stage,
                             self.action
                         );

@@ -36,10 +36,10 @@ impl Phase for InitLeader {
                 .await
                 .map_err(&fail)?;
             wait_api_ready(leader).await.map_err(&fail)?;
-            tracing::info!("{}: the kubernetes API is ready", leader.name);
+            tracing::info!(about = %leader.name, "the kubernetes API is ready");
             if leader.dynamic_config {
                 wait_config_reconciled(leader).await.map_err(&fail)?;
-                tracing::info!("{}: k0s reconciled the dynamic cluster config", leader.name);
+                tracing::info!(about = %leader.name, "k0s reconciled the dynamic cluster config");
             }
             run_host_hooks(leader, "install", "after")
                 .await

@@ -50,7 +50,7 @@ impl Phase for InstallBinaries {
                     if h.config.k0s_binary_path.is_none() && target.as_ref().is_some_and(|t| *t != got) {
                         return Err(format!("updated k0s binary version is {got} not {}", target.unwrap()).into());
                     }
-                    tracing::info!("{}: installed k0s {got} at {}", h.name, p.k0s_binary_path);
+                    tracing::info!(about = %h.name, "installed k0s {got} at {}", p.k0s_binary_path);
                     if let Some(k) = &mut h.k0s {
                         k.binary_version = Some(got);
                     }

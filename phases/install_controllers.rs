@@ -82,7 +82,7 @@ impl Phase for InstallControllers {
                             install_and_start(h, false, force, Some(&token.url)).await?;
                             wait_api_ready(h).await?;
                             retire_token(leader, h, token, None, false).await;
-                            tracing::info!("{}: controller joined", h.name);
+                            tracing::info!(about = %h.name, "controller joined");
                             run_host_hooks(h, "install", "after").await?;
                             install_finished(h).await?;
                             Ok(())
@@ -197,8 +197,8 @@ async fn leave_stale_members(state: &State, l: usize, todo: &[usize]) -> Result<
             .find(|h| peer_address(h) == peer)
             .expect("a joining controller");
         tracing::warn!(
-            "{}: etcd lists the member {peer} of an earlier join that did not finish; removing it on {} before the join",
-            h.name,
+            about = %h.name,
+            "etcd lists the member {peer} of an earlier join that did not finish; removing it on {} before the join",
             leader.name
         );
         let cmd = etcd_leave_command(&p.k0s_binary_path, &peer, &leader.data_dir());

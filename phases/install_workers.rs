@@ -71,13 +71,13 @@ impl Phase for InstallWorkers {
                             r = wait_node_ready(leader, &node, None) => r?,
                             e = connection_lost(h) => return Err(e),
                         }
-                        tracing::info!("{}: node {node} is Ready", h.name);
+                        tracing::info!(about = %h.name, "node {node} is Ready");
                         // Without install.after hooks, the install is finished in the same
                         // round trip as the token overwrite.
                         let no_hooks = host_hooks(&h.config, "install", "after").is_empty();
                         finished = retire_token(leader, h, token, target, no_hooks).await;
                     } else {
-                        tracing::warn!("{}: --no-wait given, the join token stays valid until it expires (10 minutes)", h.name);
+                        tracing::warn!(about = %h.name, "--no-wait given, the join token stays valid until it expires (10 minutes)");
                     }
                     run_host_hooks(h, "install", "after").await?;
                     if !finished {

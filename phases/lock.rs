@@ -64,12 +64,12 @@ impl Phase for AcquireLock {
                         let who = rest.split_once(' ').map(|(_, w)| w).unwrap_or("").to_string();
                         if let Some(pid) = dead_local_holder(&who) {
                             if dry {
-                                tracing::info!("{name}: the lock {path} is held by {who}, a process on this machine that is gone (pid {pid}); a real run takes it over");
+                                tracing::info!(about = %name, "the lock {path} is held by {who}, a process on this machine that is gone (pid {pid}); a real run takes it over");
                                 return Ok(());
                             }
                             out = r.run_str(Cmd::new(acquire_script(path, &me, Some(&who))).sudo().display_as(format!("lock {path} (take over)"))).await?;
                             if out.trim() == "acquired" {
-                                tracing::warn!("{name}: took over the lock {path} from {who}: pid {pid} on this machine is gone (killed or crashed)");
+                                tracing::warn!(about = %name, "took over the lock {path} from {who}: pid {pid} on this machine is gone (killed or crashed)");
                             }
                         }
                     }

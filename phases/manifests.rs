@@ -53,7 +53,7 @@ impl Phase for ApplyManifests {
                             )
                         })?;
                     let said = out.stdout_str();
-                    tracing::info!("{}: kubectl apply {}: {}", leader.name, m.name, said.trim());
+                    tracing::info!(about = %leader.name, "kubectl apply {}: {}", m.name, said.trim());
                     if said
                         .lines()
                         .any(|l| !l.trim().is_empty() && !l.trim_end().ends_with("unchanged"))

@@ -93,7 +93,7 @@ impl Phase for PrepareHosts {
                     let p = h.probed()?;
                     let mut done = Vec::new();
                     if t.install_curl {
-                        tracing::info!("{}: installing curl", h.name);
+                        tracing::info!(about = %h.name, "installing curl");
                         p.install_packages(&["curl"]).await?;
                         done.push("installed package curl".to_string());
                     }
@@ -106,7 +106,7 @@ impl Phase for PrepareHosts {
                             .await;
                     }
                     if let Some(new) = t.environment {
-                        tracing::info!("{}: updating /etc/environment", h.name);
+                        tracing::info!(about = %h.name, "updating /etc/environment");
                         p.remote
                             .write_file("/etc/environment", new, 0o644, true)
                             .await

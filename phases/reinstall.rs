@@ -56,7 +56,7 @@ impl Phase for Reinstall {
             }
             for i in controllers {
                 let (h, leader) = (&state.hosts[i], &state.hosts[l]);
-                tracing::info!("{}: reinstalling k0s (its install flags changed)", h.name);
+                tracing::info!(about = %h.name, "reinstalling k0s (its install flags changed)");
                 let version = running_version(h).cloned().expect("candidates run k0s");
                 reinstall_and_start(h, leader, i == l, &version, wait, true)
                     .await
@@ -84,8 +84,8 @@ impl Phase for Reinstall {
                         let leader = &hosts[l];
                         async move {
                             tracing::info!(
-                                "{}: reinstalling k0s (its install flags changed)",
-                                h.name
+                                about = %h.name,
+                                "reinstalling k0s (its install flags changed)"
                             );
                             let version = running_version(h).cloned().expect("candidates run k0s");
                             reinstall_and_start(h, leader, false, &version, wait, true).await

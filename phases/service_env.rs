@@ -50,7 +50,7 @@ async fn converge(state: &State, i: usize, change: Option<String>) -> Result<Str
             format!("removed the {svc} service environment and restarted it")
         }
     };
-    tracing::info!("{}: restarting {svc} for its new environment", h.name);
+    tracing::info!(about = %h.name, "restarting {svc} for its new environment");
     init.restart(&p.remote, svc).await?;
     init.wait_state(&p.remote, svc, true, WAIT).await?;
     if h.config.is_controller() {

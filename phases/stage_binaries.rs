@@ -361,15 +361,15 @@ impl Phase for StageBinaries {
                                         .stdout_str();
                                     if current.trim() == sum {
                                         tracing::info!(
-                                            "{}: k0s binary at {final_path} already matches {}",
-                                            h.name,
+                                            about = %h.name,
+                                            "k0s binary at {final_path} already matches {}",
                                             path.display()
                                         );
                                         return Ok(None);
                                     }
                                     tracing::info!(
-                                        "{}: uploading k0s binary {}",
-                                        h.name,
+                                        about = %h.name,
+                                        "uploading k0s binary {}",
                                         path.display()
                                     );
                                     record.await?;
@@ -389,8 +389,8 @@ impl Phase for StageBinaries {
                                         .map(|(_, _, r)| r.as_ref().cloned().map_err(|e| Failure::other(e.to_string())))
                                         .unwrap_or_else(|| Err(format!("{url} was not fetched").into()))?;
                                     tracing::info!(
-                                        "{}: uploading k0s {target} from the local cache",
-                                        h.name
+                                        about = %h.name,
+                                        "uploading k0s {target} from the local cache"
                                     );
                                     record.await?;
                                     Ok(Some(Pending {
@@ -403,8 +403,8 @@ impl Phase for StageBinaries {
                                 }
                                 Source::HostDownload(url) => {
                                     tracing::info!(
-                                        "{}: downloading k0s {target} from {url}",
-                                        h.name
+                                        about = %h.name,
+                                        "downloading k0s {target} from {url}"
                                     );
                                     // The record goes first in the download's own round trip:
                                     // nothing is written under the staged name before it.
@@ -678,8 +678,8 @@ impl Phase for StageBinaries {
                         .map(|p| p.facts.lock_file.clone())
                         .unwrap_or_default();
                     tracing::warn!(
-                        "{}: could not remove the staged k0s binary ({e}); the files named in {} stay on the host until the next apply removes them",
-                        h.name,
+                        about = %h.name,
+                        "could not remove the staged k0s binary ({e}); the files named in {} stay on the host until the next apply removes them",
                         super::steps::staging::record_path(&lock)
                     );
                 }

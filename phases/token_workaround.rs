@@ -77,13 +77,13 @@ impl Phase for EnsureJoinTokenWorkaround {
                     Ok(true) => continue,
                     Ok(false) => {}
                     Err(e) => {
-                        tracing::debug!("{}: skipping the join token workaround: {e}", h.name);
+                        tracing::debug!(about = %h.name, "skipping the join token workaround: {e}");
                         continue;
                     }
                 }
                 tracing::info!(
-                    "{}: applying a workaround for k0s issue #7202 (k0s v1.35.1 decodes the join token file at every start)",
-                    h.name
+                    about = %h.name,
+                    "applying a workaround for k0s issue #7202 (k0s v1.35.1 decodes the join token file at every start)"
                 );
                 let written = async {
                     let token = dummy_join_token()?;
@@ -104,8 +104,8 @@ impl Phase for EnsureJoinTokenWorkaround {
                         state.changed(name, "wrote a dummy join token for k0s v1.35.1");
                     }
                     Err(e) => tracing::warn!(
-                        "{}: failed to write a dummy join token to {}: {e}",
-                        h.name,
+                        about = %h.name,
+                        "failed to write a dummy join token to {}: {e}",
                         h.token_path()
                     ),
                 }

@@ -116,7 +116,7 @@ impl Phase for UpgradeControllers {
                     if loses_quorum(members, down.len()) {
                         let names: Vec<&str> = down.iter().map(|(n, _)| n.as_str()).collect();
                         for (n, e) in &down {
-                            tracing::error!("{n}: k0s is down: {e}");
+                            tracing::error!(about = %n, "k0s is down: {e}");
                         }
                         return Err(fail(format!(
                             "not upgrading: {} of {members} controllers {} down ({}), so stopping this one would leave etcd without a quorum ({} of {members} members needed). Nothing was changed on it; start k0s on {} (or remove {} with reset: true) and run apply again",
@@ -138,7 +138,7 @@ impl Phase for UpgradeControllers {
                         kube::add_taint(c, &node, t, WAIT).await.map_err(|e| {
                             fail(Failure::from(e).context(format!("tainting node {node}")))
                         })?;
-                        tracing::info!("{}: tainted node {node} with {t}", h.name);
+                        tracing::info!(about = %h.name, "tainted node {node} with {t}");
                         Some((c, t, node))
                     }
                     _ => None,
@@ -148,7 +148,7 @@ impl Phase for UpgradeControllers {
                     && let Err(e) = kube::remove_taint(c, &node, t).await
                 {
                     // As k0sctl: a taint left behind is reported, not fatal.
-                    tracing::warn!("{}: removing the evict taint from node {node}: {e}", h.name);
+                    tracing::warn!(about = %h.name, "removing the evict taint from node {node}: {e}");
                 }
                 upgraded.map_err(&fail)?;
                 run_host_hooks(h, "upgrade", "after").await.map_err(fail)?;

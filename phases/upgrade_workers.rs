@@ -236,7 +236,7 @@ impl Phase for UpgradeWorkers {
                     // Nothing of this batch stays cordoned or tainted because of us.
                     for &i in batch {
                         if let Err(e) = restore(&cx, &state.hosts[i]).await {
-                            tracing::warn!("{}: {e}", state.hosts[i].name);
+                            tracing::warn!(about = %state.hosts[i].name, "{e}");
                         }
                     }
                 }

@@ -11,7 +11,6 @@
 //! reads (for URLs it hashes the download stream without writing it) and plans the rest.
 
 use crate::phases::{Context, Failure, HostFailure, each_host};
-use futures::future::join_all;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -446,7 +445,7 @@ async fn apply_step(h: &HostState, it: &Item, step: &Step) -> Result<Option<Stri
     let q = shell_quote(&it.dst);
     match step {
         Step::Unchanged => {
-            tracing::debug!("{}: {} is up to date", h.name, it.dst);
+            tracing::debug!(about = %h.name, "{} is up to date", it.dst);
             Ok(None)
         }
         Step::Upload { mkdir, mode } => {
@@ -458,7 +457,7 @@ async fn apply_step(h: &HostState, it: &Item, step: &Step) -> Result<Option<Stri
                 }
                 r.run(Cmd::new(cmd).sudo()).await?;
             }
-            tracing::info!("{}: uploading {} to {}", h.name, it.label, it.dst);
+            tracing::info!(about = %h.name, "uploading {} to {}", it.label, it.dst);
             let mut opts = UploadOptions::default().mode(*mode).sudo(true);
             if let Some(o) = &it.owner {
                 opts = opts.owner(o.clone());
@@ -511,7 +510,7 @@ async fn apply_step(h: &HostState, it: &Item, step: &Step) -> Result<Option<Stri
                 dm = it.dir_mode,
                 url = url.replace(['"', '\\', '$', '`'], "")
             );
-            tracing::info!("{}: downloading {url} to {}", h.name, it.dst);
+            tracing::info!(about = %h.name, "downloading {url} to {}", it.dst);
             let out = r.run(Cmd::new(script).sudo()).await?;
             Ok((out.stdout_str().trim() == "changed")
                 .then(|| format!("downloaded {url} to {}", it.dst)))
@@ -574,48 +573,48 @@ impl Phase for UploadFiles {
                 }
             }
             let (relayed, groups) = relay_groups(&plans);
-            let results = join_all(plans.iter().map(|(idx, planned)| {
-                let h = &state.hosts[*idx];
-                let (limits, relayed) = (limits.clone(), &relayed);
-                async move {
-                    let _slot = limits.host_slot().await;
-                    let err = |e: Failure| (h.name.clone(), e);
-                    let steps = planned.clone().unwrap_or_default();
-                    // The temporary names of every file written below (here or relayed),
-                    // recorded before the first byte goes out.
-                    let staged: Vec<String> = steps
-                        .iter()
-                        .filter(|(_, s)| matches!(s, Step::Upload { .. } | Step::Download))
-                        .map(|(it, _)| super::steps::staging::temp_files_of(&it.dst))
-                        .collect();
-                    let p = h.probed().map_err(|e| err(e.into()))?;
-                    super::steps::staging::record(&p.remote, &p.facts.lock_file, &staged)
-                        .await
-                        .map_err(err)?;
-                    let mut done = Vec::new();
-                    for (n, (it, step)) in steps.iter().enumerate() {
-                        // Relayed uploads only get their directory here; the bytes come below.
-                        let step = match step {
-                            Step::Upload { mkdir, .. } if relayed.contains(&(*idx, n)) => {
-                                if *mkdir {
-                                    make_dir(h, it)
-                                        .await
-                                        .map_err(|e| err(e.context(it.label.clone())))?;
+            let results = each_host(
+                &limits,
+                plans.iter().map(|p| (&state.hosts[p.0], p)),
+                |(h, (idx, planned))| {
+                    let relayed = &relayed;
+                    async move {
+                        let steps = planned.clone().unwrap_or_default();
+                        // The temporary names of every file written below (here or relayed),
+                        // recorded before the first byte goes out.
+                        let staged: Vec<String> = steps
+                            .iter()
+                            .filter(|(_, s)| matches!(s, Step::Upload { .. } | Step::Download))
+                            .map(|(it, _)| super::steps::staging::temp_files_of(&it.dst))
+                            .collect();
+                        let p = h.probed()?;
+                        super::steps::staging::record(&p.remote, &p.facts.lock_file, &staged)
+                            .await?;
+                        let mut done = Vec::new();
+                        for (n, (it, step)) in steps.iter().enumerate() {
+                            // Relayed uploads only get their directory here; the bytes come below.
+                            let step = match step {
+                                Step::Upload { mkdir, .. } if relayed.contains(&(*idx, n)) => {
+                                    if *mkdir {
+                                        make_dir(h, it)
+                                            .await
+                                            .map_err(|e| e.context(it.label.clone()))?;
+                                    }
+                                    continue;
                                 }
-                                continue;
+                                s => s,
+                            };
+                            if let Some(d) = apply_step(h, it, step)
+                                .await
+                                .map_err(|e| e.context(it.label.clone()))?
+                            {
+                                done.push(d);
                             }
-                            s => s,
-                        };
-                        if let Some(d) = apply_step(h, it, step)
-                            .await
-                            .map_err(|e| err(e.context(it.label.clone())))?
-                        {
-                            done.push(d);
                         }
+                        Ok((*idx, done))
                     }
-                    Ok((*idx, done))
-                }
-            }))
+                },
+            )
             .await;
             let mut failed: Vec<usize> = plan_failures.iter().map(|(i, _)| *i).collect();
             let mut plain: Vec<Result<(), HostFailure>> =
@@ -709,7 +708,7 @@ impl Phase for UploadFiles {
             }
             for (idx, _) in &plans {
                 if !touched.contains(idx) && !failed.contains(idx) {
-                    tracing::info!("{}: files are up to date", state.hosts[*idx].name);
+                    tracing::info!(about = %state.hosts[*idx].name, "files are up to date");
                 }
             }
             collect(TITLE, plain)
@@ -723,18 +722,19 @@ impl Phase for UploadFiles {
                 .target_version()
                 .map(|v| v.to_string())
                 .unwrap_or_default();
-            let plans = join_all(
-                state
-                    .hosts
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, h)| has_files(h))
-                    .map(|(idx, h)| {
-                        let (base, version) = (base.clone(), version.clone());
-                        async move { (idx, plan_host(h, &base, &version).await) }
-                    }),
-            )
+            let hosts: Vec<(&HostState, usize)> = state
+                .hosts
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| has_files(h))
+                .map(|(idx, h)| (h, idx))
+                .collect();
+            let planned = each_host(state.pool.limits(), hosts.iter().copied(), |(h, _)| {
+                let (base, version) = (base.clone(), version.clone());
+                async move { plan_host(h, &base, &version).await }
+            })
             .await;
+            let plans: Vec<_> = hosts.iter().map(|(_, idx)| *idx).zip(planned).collect();
             // Who sends each relayed file to whom, per (host, step): the sender's name.
             let (_, groups) = relay_groups(&plans);
             let mut sender: Vec<((usize, usize), String)> = Vec::new();
@@ -772,29 +772,34 @@ impl Phase for UploadFiles {
                     }
                 }
             }
-            let results = join_all(plans.into_iter().map(|(idx, planned)| {
-                let h = &state.hosts[idx];
-                let sender = &sender;
-                async move {
-                    let err = |e: Failure| (h.name.clone(), e);
-                    let steps = planned.map_err(&err)?;
-                    let mut plan = Vec::new();
-                    for (n, (it, step)) in steps.iter().enumerate() {
-                        if *step == Step::Download && !url_differs(h, it).await.map_err(&err)? {
-                            continue;
-                        }
-                        let from = sender.iter().find(|(k, _)| *k == (idx, n)).map(|(_, f)| f);
-                        plan.extend(describe(it, step).map(|d| match from {
-                            Some(f) if f.as_str() == "operator" => {
-                                format!("{d} (sent by the operator)")
+            let results = each_host(
+                state.pool.limits(),
+                plans
+                    .into_iter()
+                    .map(|(idx, planned)| (&state.hosts[idx], (idx, planned))),
+                |(h, (idx, planned))| {
+                    let sender = &sender;
+                    async move {
+                        // A host whose planning failed fails here, under its name.
+                        let steps = planned.map_err(|(_, e)| e)?;
+                        let mut plan = Vec::new();
+                        for (n, (it, step)) in steps.iter().enumerate() {
+                            if *step == Step::Download && !url_differs(h, it).await? {
+                                continue;
                             }
-                            Some(f) => format!("{d} (relayed from {f})"),
-                            None => d,
-                        }));
+                            let from = sender.iter().find(|(k, _)| *k == (idx, n)).map(|(_, f)| f);
+                            plan.extend(describe(it, step).map(|d| match from {
+                                Some(f) if f.as_str() == "operator" => {
+                                    format!("{d} (sent by the operator)")
+                                }
+                                Some(f) => format!("{d} (relayed from {f})"),
+                                None => d,
+                            }));
+                        }
+                        Ok((h.name.clone(), plan))
                     }
-                    Ok((h.name.clone(), plan))
-                }
-            }))
+                },
+            )
             .await;
             let mut plain = Vec::new();
             for r in results {

@@ -4,12 +4,12 @@
 //!
 //! The phases know nothing of it. It is fed by the run's structured events, the same ones
 //! `--output json` prints ([`on_event`]: `phase_start`, `cleanup_start`, `change`), by a
-//! callback for upload byte progress, and, for the hosts' latest actions, by the log lines the
-//! phases write about a host of the run (`<host>: <action>`, see [`host_line`]; the phases
-//! name the host only in the text of those lines). It is only installed on a terminal without
-//! `--debug`/`--trace` and without `--output json` (see [`crate::logging`]); everywhere else
-//! the output is the plain
-//! lines, unchanged. While it is installed, log lines are written through
+//! callback for upload byte progress, and, for the hosts' latest actions, by the log lines
+//! about one host: those carry the host in their [`crate::logging::ABOUT`] field and the action
+//! as their message ([`crate::logging::DisplayLayer`] passes them to [`Display::on_host_line`]);
+//! the text of a line is never searched for a host. It is
+//! only installed on a terminal without `--debug`/`--trace` and without `--output json` (see
+//! [`crate::logging`]); everywhere else the output is the plain lines, unchanged. While it is installed, log lines are written through
 //! [`DisplayWriter`], which takes the bars off the screen for the moment it writes, so lines
 //! are never garbled; [`suspend`] does the same for prompts and [`finish`] clears the bars for
 //! good.
@@ -22,31 +22,17 @@ use std::time::Duration;
 use indicatif::{
     HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle,
 };
-use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::layer::{Context, Layer};
 
-/// Recognises a phase's `<host>: <action>` line about one of `hosts` (as the phases name
-/// them, `address:port`; connections name themselves `user@address:port`): the host's index
-/// and the first line of the action.
-pub fn host_line<'a>(msg: &'a str, hosts: &[String]) -> Option<(usize, &'a str)> {
-    let first = msg.lines().next().unwrap_or("");
-    let without_user = first
-        .split_once('@')
-        .filter(|(user, _)| !user.is_empty() && !user.contains([' ', ':']))
-        .map(|(_, rest)| rest);
-    for candidate in std::iter::once(first).chain(without_user) {
-        for (i, h) in hosts.iter().enumerate() {
-            if let Some(rest) = candidate
-                .strip_prefix(h.as_str())
-                .and_then(|r| r.strip_prefix(": "))
-            {
-                return Some((i, rest));
-            }
-        }
-    }
-    None
+/// Which of `hosts` (as the phases name them, `address:port`) a log line's `about` field names:
+/// the host itself, or its connection (`user@address:port`, as the transport names it).
+fn host_index(host: &str, hosts: &[String]) -> Option<usize> {
+    hosts.iter().position(|h| h == host).or_else(|| {
+        let (user, rest) = host.split_once('@')?;
+        (!user.is_empty())
+            .then(|| hosts.iter().position(|h| h == rest))
+            .flatten()
+    })
 }
 
 /// A duration for the timing table: `0.42s`, `12.3s`, `2m05s`.
@@ -244,16 +230,15 @@ impl Display {
         }
     }
 
-    /// Updates a host's line from one log message about it (see [`host_line`]).
-    pub fn on_message(&self, msg: &str) {
+    /// Updates the line of `host` (a log line's `about` field) with the first line of `action`
+    /// (the log line's message).
+    pub fn on_host_line(&self, host: &str, action: &str) {
         let g = self.lock();
         if g.finished {
             return;
         }
-        if let Some((i, action)) = host_line(msg, &g.hosts)
-            && let Some(b) = g.bars.get(i)
-        {
-            b.set_message(action.to_string());
+        if let Some(b) = host_index(host, &g.hosts).and_then(|i| g.bars.get(i)) {
+            b.set_message(action.lines().next().unwrap_or("").to_string());
         }
     }
 
@@ -432,40 +417,6 @@ impl<'a> MakeWriter<'a> for DisplayWriter {
     }
 }
 
-/// Feeds info, warning and error messages to the display.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DisplayLayer;
-
-struct Message(String);
-
-impl Visit for Message {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.0.push_str(value);
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            let _ = write!(self.0, "{value:?}");
-        }
-    }
-}
-
-impl<S: Subscriber> Layer<S> for DisplayLayer {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        if *event.metadata().level() > Level::INFO {
-            return;
-        }
-        let Some(d) = DISPLAY.get() else {
-            return;
-        };
-        let mut m = Message(String::new());
-        event.record(&mut m);
-        d.on_message(&m.0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,31 +430,64 @@ mod tests {
     }
 
     #[test]
-    fn recognises_host_lines() {
+    fn resolves_the_host_field() {
         let h = hosts();
-        assert_eq!(
-            host_line("10.0.0.1:22: uploading k0s binary /tmp/k0s", &h),
-            Some((0, "uploading k0s binary /tmp/k0s"))
-        );
-        assert_eq!(
-            host_line("10.0.0.1:2222: connected", &h),
-            Some((1, "connected"))
-        );
-        assert_eq!(
-            host_line("admin@node: failed\nremote stderr:\n  x", &h),
-            Some((2, "failed"))
-        );
-        assert_eq!(
-            host_line("root@10.0.0.1:2222: is running Ubuntu 22.04", &h),
-            Some((1, "is running Ubuntu 22.04"))
-        );
-        // Not a host of the run, not the host prefix, other lines.
-        assert_eq!(host_line("root@10.0.0.9:22: x", &h), None);
-        assert_eq!(host_line("a user@10.0.0.1:22: x", &h), None);
-        assert_eq!(host_line("10.0.0.9:22: connected", &h), None);
-        assert_eq!(host_line("10.0.0.1:22 connected", &h), None);
-        assert_eq!(host_line("==> Running phase: Connect to hosts", &h), None);
-        assert_eq!(host_line("", &h), None);
+        assert_eq!(host_index("10.0.0.1:22", &h), Some(0));
+        assert_eq!(host_index("10.0.0.1:2222", &h), Some(1));
+        assert_eq!(host_index("admin@node", &h), Some(2));
+        // A connection names itself `user@address:port`.
+        assert_eq!(host_index("root@10.0.0.1:2222", &h), Some(1));
+        // Not a host of the run.
+        assert_eq!(host_index("root@10.0.0.9:22", &h), None);
+        assert_eq!(host_index("@10.0.0.1:22", &h), None);
+        assert_eq!(host_index("10.0.0.9:22", &h), None);
+        assert_eq!(host_index("10.0.0.1", &h), None);
+        assert_eq!(host_index("", &h), None);
+    }
+
+    /// Through the tracing layer: a log line moves a host's line by its `about` field only. A
+    /// line that names a host only in its text (`<host>: <action>`) changes nothing: the
+    /// display does not parse log text.
+    #[test]
+    fn host_lines_come_from_the_about_field_never_from_the_text() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let d: &'static Display = Box::leak(Box::new(Display::new(ProgressDrawTarget::hidden())));
+        d.set_hosts(hosts());
+        d.on_event(&phase_start("Connect to hosts"));
+        let waiting = || ("waiting".to_string(), None);
+        let sub = tracing_subscriber::registry().with(crate::logging::DisplayLayer::new(d));
+        tracing::subscriber::with_default(sub, || {
+            tracing::info!("10.0.0.1:22: connected");
+            tracing::warn!("root@10.0.0.1:2222: is running Ubuntu 22.04");
+            tracing::info!("admin@node: connected");
+            tracing::info!("==> Running phase: Install workers");
+            assert_eq!(
+                d.snapshot(),
+                (
+                    Some("Connect to hosts".into()),
+                    vec![waiting(), waiting(), waiting()]
+                )
+            );
+            tracing::info!(about = "10.0.0.1:22", "connected");
+            tracing::warn!(
+                about = %"root@10.0.0.1:2222",
+                "is running {}\nremote stderr:\n  x",
+                "Ubuntu 22.04"
+            );
+            // Below info, and hosts not of the run, change nothing.
+            tracing::debug!(about = "admin@node", "a debug line");
+            tracing::info!(about = "10.0.0.9:22", "connected");
+            // Another field named `host` (the transport's) is not the one.
+            tracing::info!(host = "admin@node", "exec");
+            assert_eq!(
+                d.snapshot().1,
+                vec![
+                    ("connected".to_string(), None),
+                    ("is running Ubuntu 22.04".to_string(), None),
+                    waiting()
+                ]
+            );
+        });
     }
 
     fn phase_start(title: &str) -> serde_json::Value {
@@ -542,7 +526,7 @@ mod tests {
         let d = Display::new(ProgressDrawTarget::hidden()).with_max_host_lines(2);
         d.set_hosts(hosts());
         d.on_event(&phase_start("Connect to hosts"));
-        d.on_message("admin@node: connected");
+        d.on_host_line("admin@node", "connected");
         d.upload_progress("admin@node", 1, Some(2));
         assert_eq!(d.snapshot().1, vec![("waiting".to_string(), None)]);
         let more = d.lock().more.as_ref().map(|b| b.prefix());
@@ -556,10 +540,10 @@ mod tests {
         let d = Display::new(ProgressDrawTarget::hidden());
         d.set_hosts(hosts());
         // Nothing before the first phase.
-        d.on_message("10.0.0.1:22: early");
+        d.on_host_line("10.0.0.1:22", "early");
         assert_eq!(d.snapshot(), (None, vec![]));
         d.on_event(&phase_start("Connect to hosts"));
-        d.on_message("10.0.0.1:2222: connected");
+        d.on_host_line("10.0.0.1:2222", "connected");
         let (phase, h) = d.snapshot();
         assert_eq!(phase.as_deref(), Some("Connect to hosts"));
         assert_eq!(
@@ -571,7 +555,7 @@ mod tests {
             ]
         );
         d.on_event(&phase_start("Stage k0s binaries"));
-        d.on_message("10.0.0.1:22: uploading k0s binary /tmp/k0s");
+        d.on_host_line("10.0.0.1:22", "uploading k0s binary /tmp/k0s");
         d.upload_progress("10.0.0.1:22", 100, Some(1000));
         d.upload_progress("10.0.0.1:22", 600, Some(1000));
         d.upload_progress("nobody:22", 600, Some(1000));
@@ -590,9 +574,6 @@ mod tests {
         d.on_event(&serde_json::json!({"event": "change", "host": "10.0.0.1:2222", "action": "installed k0s"}));
         d.on_event(&serde_json::json!({"event": "change", "host": "nobody:22", "action": "x"}));
         assert_eq!(d.snapshot().1[1], ("installed k0s".into(), None));
-        // The phase's log line is not what moves the spinner.
-        d.on_message("==> Running phase: Install workers");
-        assert_eq!(d.snapshot().0.as_deref(), Some("Stage k0s binaries"));
         d.on_event(
             &serde_json::json!({"event": "cleanup_start", "phase": "Acquire exclusive host lock"}),
         );

@@ -7,7 +7,14 @@
 //! `$XDG_CACHE_HOME/k0sctl/logs/k0sctl-<UTC time>-<pid>.log`, created 0600, always at debug level
 //! (trace with `--trace`); its path is printed when a command fails. The newest
 //! [`KEEP_LOG_FILES`] files are kept.
+//!
+//! A line about one host names it in the [`ABOUT`] field, not in its text:
+//! `tracing::info!(about = %h.name, "connected")`. Both outputs render the field as the line's
+//! `<host>: ` prefix ([`HostFields`]), so the lines read `10.0.0.1:22: connected` as they
+//! always have, and the live display takes the host from the field. (A `host` field, as the
+//! transport's `exec` lines have, is an ordinary field and prints as `host="…"`.)
 
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IsTerminal};
 use std::os::unix::fs::OpenOptionsExt;
@@ -15,10 +22,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::Layer;
+use tracing_subscriber::field::{RecordFields, VisitOutput};
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 pub const KEEP_LOG_FILES: usize = 20;
@@ -48,14 +60,15 @@ pub fn init(s: Settings) -> Option<PathBuf> {
         LevelFilter::INFO
     };
     let tty = io::stderr().is_terminal();
-    let display = s.progress && tty && !(s.debug || s.trace || s.quiet);
-    let writer = if display {
-        crate::display::install();
+    let display =
+        (s.progress && tty && !(s.debug || s.trace || s.quiet)).then(crate::display::install);
+    let writer = if display.is_some() {
         BoxMakeWriter::new(crate::display::DisplayWriter)
     } else {
         BoxMakeWriter::new(io::stderr)
     };
     let screen = tracing_subscriber::fmt::layer()
+        .fmt_fields(HostFields)
         .with_writer(writer)
         .with_ansi(tty)
         .with_target(s.debug || s.trace);
@@ -75,6 +88,7 @@ pub fn init(s: Settings) -> Option<PathBuf> {
                     LevelFilter::DEBUG
                 };
                 let layer = tracing_subscriber::fmt::layer()
+                    .fmt_fields(HostFields)
                     .with_writer(Mutex::new(file))
                     .with_ansi(false)
                     .with_filter(level)
@@ -103,12 +117,156 @@ pub fn init(s: Settings) -> Option<PathBuf> {
         .with(targets)
         .with(screen)
         .with(file_layer)
-        .with(display.then_some(crate::display::DisplayLayer))
+        .with(display.map(DisplayLayer::new))
         .try_init();
     if let Some(p) = &path {
         tracing::debug!("###### New session ###### log file {}", p.display());
     }
     path
+}
+
+/// The field that names the host a log line is about (as the run names it, `address:port`,
+/// or as its connection does, `user@address:port`).
+pub const ABOUT: &str = "about";
+
+/// The fields of a log line as tracing's default format writes them, except that a line with
+/// an [`ABOUT`] field and a message reads `<host>: <message>`: the host is written where the
+/// message starts, as part of it, and not again as `about=…`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostFields;
+
+/// What the first pass over a line's fields finds: the host, and whether there is a message.
+struct HostOf {
+    host: Option<String>,
+    message: bool,
+}
+
+impl Visit for HostOf {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == ABOUT {
+            self.host = Some(value.to_string());
+        }
+        self.message |= field.name() == "message";
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == ABOUT {
+            self.host = Some(format!("{value:?}"));
+        }
+        self.message |= field.name() == "message";
+    }
+}
+
+/// Tracing's default field visitor with the host moved into the message.
+struct Prefixed<'h, 'w> {
+    host: &'h str,
+    inner: DefaultVisitor<'w>,
+}
+
+impl Visit for Prefixed<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            ABOUT => {}
+            "message" => self
+                .inner
+                .record_str(field, &format!("{}: {value}", self.host)),
+            _ => self.inner.record_str(field, value),
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        match field.name() {
+            ABOUT => {}
+            "message" => self.record_debug(field, &format_args!("{value}")),
+            _ => self.inner.record_error(field, value),
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        match field.name() {
+            ABOUT => {}
+            "message" => self
+                .inner
+                .record_debug(field, &format_args!("{}: {value:?}", self.host)),
+            _ => self.inner.record_debug(field, value),
+        }
+    }
+}
+
+impl<'writer> FormatFields<'writer> for HostFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut found = HostOf {
+            host: None,
+            message: false,
+        };
+        fields.record(&mut found);
+        match found.host {
+            Some(host) if found.message => {
+                let mut v = Prefixed {
+                    host: &host,
+                    inner: DefaultVisitor::new(writer, true),
+                };
+                fields.record(&mut v);
+                v.inner.finish()
+            }
+            _ => {
+                let mut v = DefaultVisitor::new(writer, true);
+                fields.record(&mut v);
+                v.finish()
+            }
+        }
+    }
+}
+
+/// Feeds the info, warning and error lines about one host (those with an [`ABOUT`] field) to
+/// the live display: the host from the field, the action from the message.
+#[derive(Clone, Copy)]
+pub struct DisplayLayer {
+    display: &'static crate::display::Display,
+}
+
+impl DisplayLayer {
+    pub fn new(display: &'static crate::display::Display) -> Self {
+        Self { display }
+    }
+}
+
+/// A log line's message and `about` field.
+#[derive(Default)]
+struct HostLine {
+    message: String,
+    host: Option<String>,
+}
+
+impl Visit for HostLine {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "message" => self.message.push_str(value),
+            ABOUT => self.host = Some(value.to_string()),
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        match field.name() {
+            "message" => self.message.push_str(&format!("{value:?}")),
+            ABOUT => self.host = Some(format!("{value:?}")),
+            _ => {}
+        }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for DisplayLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        if *event.metadata().level() > Level::INFO {
+            return;
+        }
+        let mut line = HostLine::default();
+        event.record(&mut line);
+        if let Some(host) = &line.host {
+            self.display.on_host_line(host, &line.message);
+        }
+    }
 }
 
 /// The directory for log files: `$XDG_CACHE_HOME/k0sctl/logs` (`~/.cache/k0sctl/logs`).
@@ -206,6 +364,81 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    /// What a subscriber wrote.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The lines `f` logs, formatted as the screen formats them (with or without colours and
+    /// the target), with our field formatter or tracing's default one.
+    fn formatted(ansi: bool, target: bool, host_fields: bool, f: impl FnOnce()) -> String {
+        let out = Captured::default();
+        let w = out.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(move || w.clone())
+            .with_ansi(ansi)
+            .with_target(target)
+            .without_time();
+        if host_fields {
+            let sub = tracing_subscriber::registry().with(layer.fmt_fields(HostFields));
+            tracing::subscriber::with_default(sub, f);
+        } else {
+            let sub = tracing_subscriber::registry().with(layer);
+            tracing::subscriber::with_default(sub, f);
+        }
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// A line with an `about` field prints byte for byte what the same line with the host written
+    /// at the start of its text printed (in colour or not, with the target or not, with more
+    /// fields, over several lines); lines without one print as tracing prints them.
+    #[test]
+    fn the_about_field_prints_as_the_lines_host_prefix() {
+        let h = "10.0.0.1:22".to_string();
+        let n = 3;
+        for (ansi, target) in [(false, false), (true, false), (false, true), (true, true)] {
+            let with_field = formatted(ansi, target, true, || {
+                tracing::info!(about = %h, "connected");
+                tracing::warn!(about = %h, "uploading {n} files\nremote stderr:\n  x");
+                tracing::error!(about = %h, n, "failed");
+                tracing::info!(about = "root@10.0.0.2:22", "is running Ubuntu 22.04");
+                tracing::info!("==> Running phase: Connect to hosts");
+                tracing::info!(n, "no host");
+                tracing::debug!(host = "root@10.0.0.2:22", cmd = %"true", "exec");
+            });
+            let in_text = formatted(ansi, target, false, || {
+                tracing::info!("{h}: connected");
+                tracing::warn!("{h}: uploading {n} files\nremote stderr:\n  x");
+                tracing::error!(n, "{h}: failed");
+                tracing::info!("root@10.0.0.2:22: is running Ubuntu 22.04");
+                tracing::info!("==> Running phase: Connect to hosts");
+                tracing::info!(n, "no host");
+                tracing::debug!(host = "root@10.0.0.2:22", cmd = %"true", "exec");
+            });
+            assert_eq!(with_field, in_text, "ansi {ansi}, target {target}");
+            assert!(
+                with_field.contains("10.0.0.1:22: connected"),
+                "{with_field}"
+            );
+            assert!(!with_field.contains("about="), "{with_field}");
+            // The transport's `host` field is not the prefix.
+            assert!(
+                ansi || with_field.contains("exec host=\"root@10.0.0.2:22\" cmd=true"),
+                "{with_field}"
+            );
+        }
+    }
 
     #[test]
     fn stamps() {

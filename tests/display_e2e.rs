@@ -150,6 +150,27 @@ fn apply_on_a_terminal_draws_and_plain_output_is_unchanged() {
                 .any(|l| l.starts_with(&format!("  {} ", hosts[0]))),
         "{out}"
     );
+    // Host lines show the actions of the log lines about the host (their `about` field), not
+    // only the changes of the `change` events: one of these, which only log lines say, is drawn.
+    const LOGGED: &[&str] = &[
+        "connected",
+        "is running ",
+        "is the leader",
+        "will be the leader",
+        "uploading k0s",
+        "installing k0s",
+        "installed k0s ",
+        "wrote k0s config",
+        "the kubernetes API is ready",
+        "k0s reconciled",
+        "controller joined",
+        "node ",
+    ];
+    // (A log line reads `<host>: <action>`, a host line `  <host> <action>`.)
+    let logged_action = hosts
+        .iter()
+        .any(|h| LOGGED.iter().any(|a| out.contains(&format!("  {h} {a}"))));
+    assert!(logged_action, "no host line with a logged action:\n{out}");
     // The upload byte bar.
     assert!(
         out.contains("MiB/") && out.contains("] "),

@@ -28,7 +28,7 @@ pub async fn run_host_hooks(
     }
     let p = h.probed()?;
     for cmd in cmds {
-        tracing::info!("{}: running {stage} {action} hook: {cmd:?}", h.name);
+        tracing::info!(about = %h.name, "running {stage} {action} hook: {cmd:?}");
         p.remote
             .run(Cmd::new(cmd.as_str()))
             .await

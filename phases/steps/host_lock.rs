@@ -2,11 +2,10 @@
 //! check) scripts, and the part of the host probe that takes the lock in the probe's round
 //! trip. The phases "Acquire exclusive host lock" and "Detect host operating systems" use them.
 
-use futures::future::join_all;
-
 use crate::transport::{Cmd, Remote, shell_quote};
 
 use super::State;
+use crate::phases::{Failure, each_host};
 
 /// A lock not refreshed for this long is stale and taken over (k0sctl's timing).
 pub const STALE_SECS: u64 = 30;
@@ -172,19 +171,26 @@ pub async fn release(state: &mut State) {
         return;
     }
     let me = holder();
-    join_all(state.hosts.iter().filter_map(lock_path).map(|(r, path)| {
+    let locks: Vec<(String, Remote, String)> = state
+        .hosts
+        .iter()
+        .filter_map(|h| lock_path(h).map(|(r, path)| (h.name.clone(), r, path)))
+        .collect();
+    // Best effort: a host where the removal fails keeps a lock that goes stale on its own.
+    let _ = each_host(state.pool.limits(), &locks, |(_, r, path)| {
         // Under our lock, the files this run recorded as staged go first (those moved into
         // place are gone already; anything else is a leftover), then the record, then the lock.
         let cmd = format!(
             "p={q}; if [ \"$(head -n1 \"$p\" 2>/dev/null)\" = {m} ]; then {rm}; rm -f \"$p\"; fi; true",
-            q = shell_quote(&path),
+            q = shell_quote(path),
             m = shell_quote(&me),
-            rm = super::staging::remove_script(&path)
+            rm = super::staging::remove_script(path)
         );
         async move {
             let _ = r.exec(Cmd::new(cmd).sudo()).await;
+            Ok::<_, Failure>(())
         }
-    }))
+    })
     .await;
 }
 

@@ -13,17 +13,18 @@ pub fn report(state: &State, host: &str, ev: &DrainEvent) {
     match ev {
         DrainEvent::Cordoned { node, already } => {
             if *already {
-                tracing::info!("{host}: node {node} was already cordoned");
+                tracing::info!(about = %host, "node {node} was already cordoned");
             } else {
-                tracing::info!("{host}: cordoned node {node}");
+                tracing::info!(about = %host, "cordoned node {node}");
             }
         }
         DrainEvent::Warning { message, pods, .. } => {
-            tracing::warn!("{host}: {message}: {}", pods.join(", "))
+            tracing::warn!(about = %host, "{message}: {}", pods.join(", "))
         }
         DrainEvent::Evicting { pods, .. } => {
             tracing::info!(
-                "{host}: evicting {} pod{}: {}",
+                about = %host,
+                "evicting {} pod{}: {}",
                 pods.len(),
                 if pods.len() == 1 { "" } else { "s" },
                 pods.join(", ")
@@ -45,7 +46,8 @@ pub fn report(state: &State, host: &str, ev: &DrainEvent) {
                 .map(|d| format!("for up to {}", kube::drain::fmt_duration(d)))
                 .unwrap_or_else(|| "without a time limit".into());
             tracing::warn!(
-                "{host}: eviction of pod {pod} refused{by}: {message}; retrying when the budget allows (at least every {}) {until}",
+                about = %host,
+                "eviction of pod {pod} refused{by}: {message}; retrying when the budget allows (at least every {}) {until}",
                 kube::drain::fmt_duration(*retry_every)
             );
         }
@@ -64,7 +66,8 @@ pub fn report(state: &State, host: &str, ev: &DrainEvent) {
                 })
                 .collect();
             tracing::info!(
-                "{host}: draining for {}: {evicted} evicted, {pending} waiting{}",
+                about = %host,
+                "draining for {}: {evicted} evicted, {pending} waiting{}",
                 kube::drain::fmt_duration(*elapsed),
                 if who.is_empty() {
                     String::new()
@@ -73,13 +76,14 @@ pub fn report(state: &State, host: &str, ev: &DrainEvent) {
                 }
             );
         }
-        DrainEvent::Evicted { pod, .. } => tracing::debug!("{host}: pod {pod} is gone"),
+        DrainEvent::Evicted { pod, .. } => tracing::debug!(about = %host, "pod {pod} is gone"),
         DrainEvent::Done {
             node,
             evicted,
             elapsed,
         } => tracing::info!(
-            "{host}: drained node {node} ({evicted} pods evicted in {})",
+            about = %host,
+            "drained node {node} ({evicted} pods evicted in {})",
             kube::drain::fmt_duration(*elapsed)
         ),
     }

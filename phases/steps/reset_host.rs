@@ -225,7 +225,7 @@ async fn run_hooks(h: &HostState, stage: &str, changes: &mut Vec<String>) -> Res
         return Err("not connected".into());
     };
     for cmd in hook_commands(h, stage) {
-        tracing::info!("{}: running {stage} reset hook: {cmd:?}", h.name);
+        tracing::info!(about = %h.name, "running {stage} reset hook: {cmd:?}");
         remote.run(Cmd::new(cmd.as_str())).await.map_err(|e| {
             format!("failed to execute hook {cmd:?} for action \"reset\" stage {stage:?}: {e}")
         })?;
@@ -280,7 +280,7 @@ async fn reset_host_inner(
             .run(Cmd::new(cmd).sudo())
             .await
             .with_context(|| format!("deleting node {node} (on the leader {})", leader.name))?;
-        tracing::info!("{}: deleted node {node} from the cluster", h.name);
+        tracing::info!(about = %h.name, "deleted node {node} from the cluster");
         changes.push(format!("deleted node {node} from the cluster"));
     }
 
@@ -301,8 +301,8 @@ async fn reset_host_inner(
             match lp.remote.run(Cmd::new(cmd.clone()).sudo()).await {
                 Err(e) if tries < 15 && e.to_string().contains("unhealthy cluster") => {
                     tracing::info!(
-                        "{}: etcd is not ready to remove {peer} yet, retrying",
-                        h.name
+                        about = %h.name,
+                        "etcd is not ready to remove {peer} yet, retrying"
                     );
                     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                 }
@@ -311,7 +311,7 @@ async fn reset_host_inner(
         };
         match left {
             Ok(_) => {
-                tracing::info!("{}: left etcd (peer {peer})", h.name);
+                tracing::info!(about = %h.name, "left etcd (peer {peer})");
                 changes.push(format!("removed the etcd member {peer}"));
             }
             // k0s answers `peer not found: https://<peer>:2380` (exit 1) when the controller is
@@ -319,8 +319,8 @@ async fn reset_host_inner(
             // remove, so the reset goes on, as k0sctl's does.
             Err(e) if e.to_string().contains("peer not found") => {
                 tracing::warn!(
-                    "{}: not an etcd member (peer {peer}), nothing to remove: {e}",
-                    h.name
+                    about = %h.name,
+                    "not an etcd member (peer {peer}), nothing to remove: {e}"
                 );
             }
             Err(e) => {
@@ -334,7 +334,7 @@ async fn reset_host_inner(
     }
 
     if !found.anything() {
-        tracing::info!("{}: no k0s found, nothing to reset", h.name);
+        tracing::info!(about = %h.name, "no k0s found, nothing to reset");
         return run_hooks(h, "after", changes).await;
     }
 
@@ -342,7 +342,7 @@ async fn reset_host_inner(
         for svc in running_services(h, &found).await? {
             init.stop(&p.remote, &svc).await?;
             init.wait_state(&p.remote, &svc, false, WAIT).await?;
-            tracing::info!("{}: stopped the {svc} service", h.name);
+            tracing::info!(about = %h.name, "stopped the {svc} service");
             changes.push(format!("stopped the {svc} service"));
         }
     }
@@ -358,11 +358,11 @@ async fn reset_host_inner(
         let cmd = reset_command(&h.config, &p.k0s_binary_path, &h.data_dir());
         let out = p.remote.run(Cmd::new(cmd).sudo()).await?;
         for line in out.stderr_str().lines().filter(|l| !l.trim().is_empty()) {
-            tracing::debug!("{}: k0s reset: {line}", h.name);
+            tracing::debug!(about = %h.name, "k0s reset: {line}");
         }
         tracing::info!(
-            "{}: k0s reset done (k0s recommends a reboot to clear network state)",
-            h.name
+            about = %h.name,
+            "k0s reset done (k0s recommends a reboot to clear network state)"
         );
         changes.push(format!(
             "ran k0s reset (removed the k0s services and {})",
@@ -402,7 +402,7 @@ async fn reset_host_inner(
     {
         changes.push("reloaded the service manager".into());
     }
-    tracing::info!("{}: reset", h.name);
+    tracing::info!(about = %h.name, "reset");
     run_hooks(h, "after", changes).await
 }
 

@@ -152,8 +152,8 @@ pub async fn install_and_start(
         );
     }
     tracing::info!(
-        "{}: installing k0s {}",
-        h.name,
+        about = %h.name,
+        "installing k0s {}",
         if h.config.is_controller() {
             "controller"
         } else {
@@ -166,7 +166,7 @@ pub async fn install_and_start(
     } else if !out.stdout_str().lines().any(|l| l.trim() == RUNNING) {
         init.wait_state(&p.remote, svc, true, WAIT).await?;
     }
-    tracing::info!("{}: {} is running", h.name, h.service_name());
+    tracing::info!(about = %h.name, "{} is running", h.service_name());
     Ok(())
 }
 

@@ -105,8 +105,8 @@ pub async fn retire_token(
         ));
         if let Err(e) = p.remote.run(Cmd::new(cmd).sudo()).await {
             tracing::warn!(
-                "{}: failed to invalidate the join token {}: {e}",
-                leader.name,
+                about = %leader.name,
+                "failed to invalidate the join token {}: {e}",
                 token.id
             );
         }
@@ -116,7 +116,7 @@ pub async fn retire_token(
             match crate::k0s::token::dummy_join_token() {
                 Ok(t) => t.into_bytes(),
                 Err(e) => {
-                    tracing::warn!("{}: building a dummy join token: {e}", h.name);
+                    tracing::warn!(about = %h.name, "building a dummy join token: {e}");
                     return false;
                 }
             }
@@ -134,7 +134,7 @@ pub async fn retire_token(
     match p.remote.upload_bytes(content, &h.token_path(), &opts).await {
         Ok(_) => finish,
         Err(e) => {
-            tracing::warn!("{}: failed to overwrite the join token file: {e}", h.name);
+            tracing::warn!(about = %h.name, "failed to overwrite the join token file: {e}");
             false
         }
     }

@@ -29,7 +29,7 @@ pub async fn reconnect_if_lost(state: &mut State, i: usize) -> Result<(), Failur
     if !p.remote.connection().is_closed() {
         return Ok(());
     }
-    tracing::info!("{}: connection lost; reconnecting once to clean up", h.name);
+    tracing::info!(about = %h.name, "connection lost; reconnecting once to clean up");
     let privilege = p.remote.privilege().clone();
     let mut fresh = tokio::time::timeout(RECONNECT, state.pool.reconnect(&spec))
         .await
@@ -40,7 +40,7 @@ pub async fn reconnect_if_lost(state: &mut State, i: usize) -> Result<(), Failur
         p.remote = fresh.clone();
     }
     h.remote = Some(fresh);
-    tracing::info!("{}: reconnected", h.name);
+    tracing::info!(about = %h.name, "reconnected");
     Ok(())
 }
 
@@ -69,8 +69,8 @@ pub async fn reset_unfinished(state: &mut State, idx: &[usize]) {
         if let Err(e) = result {
             let h = &state.hosts[i];
             tracing::warn!(
-                "{}: could not undo the unfinished k0s install ({e}); left on the host: the {} service (installed, maybe not running), the join token file {} and the marker {}; the next apply resets and reinstalls it",
-                h.name,
+                about = %h.name,
+                "could not undo the unfinished k0s install ({e}); left on the host: the {} service (installed, maybe not running), the join token file {} and the marker {}; the next apply resets and reinstalls it",
                 h.service_name(),
                 h.token_path(),
                 incomplete_marker(h)
@@ -85,8 +85,8 @@ pub async fn reset_unfinished(state: &mut State, idx: &[usize]) {
 pub async fn reset_installed(h: &super::HostState) -> Result<(), Failure> {
     let p = h.probed()?;
     tracing::warn!(
-        "{}: resetting the k0s install this run did not finish",
-        h.name
+        about = %h.name,
+        "resetting the k0s install this run did not finish"
     );
     let svc = h.service_name();
     // Where the init system is unknown, look for a systemd unit (the most common).
@@ -120,7 +120,7 @@ pub async fn reset_installed(h: &super::HostState) -> Result<(), Failure> {
         }
         match p.remote.run(Cmd::new(cmd.clone()).sudo()).await {
             Err(e) if lost(&e) => return Err(e.into()),
-            Err(e) => tracing::warn!("{}: k0s reset failed: {e}", h.name),
+            Err(e) => tracing::warn!(about = %h.name, "k0s reset failed: {e}"),
             Ok(_) => {}
         }
         let left = match init.is_installed(&p.remote, svc).await {
@@ -139,14 +139,14 @@ pub async fn reset_installed(h: &super::HostState) -> Result<(), Failure> {
                 if lost(&e) {
                     return Err(e.into());
                 }
-                tracing::warn!("{}: removing the join token file: {e}", h.name);
+                tracing::warn!(about = %h.name, "removing the join token file: {e}");
             }
             return Ok(());
         }
     }
     tracing::warn!(
-        "{}: the {svc} service is still installed after k0s reset; the next apply resets it again",
-        h.name
+        about = %h.name,
+        "the {svc} service is still installed after k0s reset; the next apply resets it again"
     );
     Ok(())
 }

@@ -228,7 +228,7 @@ pub async fn upgrade_node(
     let from = running_version(h)
         .map(|v| v.to_string())
         .unwrap_or_default();
-    tracing::info!("{}: upgrading k0s {from} to {target}", h.name);
+    tracing::info!(about = %h.name, "upgrading k0s {from} to {target}");
     // Recorded before the service stops, so that a run that dies before it starts again does
     // not leave a host the next apply refuses.
     super::markers::upgrade_started(h, "upgrade").await?;
@@ -251,12 +251,12 @@ pub async fn upgrade_node(
     }
     .await;
     if steps.is_err() && !init.is_running(&p.remote, svc).await.unwrap_or(false) {
-        tracing::warn!("{}: starting {svc} again after the failed upgrade", h.name);
+        tracing::warn!(about = %h.name, "starting {svc} again after the failed upgrade");
         let _ = init.start(&p.remote, svc).await;
     }
     steps?;
     super::markers::upgrade_finished(h, true).await?;
-    tracing::info!("{}: upgraded to k0s {target}", h.name);
+    tracing::info!(about = %h.name, "upgraded to k0s {target}");
     Ok(())
 }
 

@@ -106,7 +106,7 @@ impl Host {
             remote.set_privilege(p);
         }
         if let Some(id) = &opts.os_override {
-            tracing::info!("{}: OS ID has been manually set to {id}", remote.name());
+            tracing::info!(about = %remote.name(), "OS ID has been manually set to {id}");
             facts.os = OsRelease {
                 id: id.to_lowercase(),
                 id_like: vec![],
@@ -119,12 +119,12 @@ impl Host {
         })?;
         if let Some(f) = sel.fallback {
             tracing::warn!(
-                "{}: using '{f}' as OS support fallback for {}",
-                remote.name(),
+                about = %remote.name(),
+                "using '{f}' as OS support fallback for {}",
                 facts.os.display()
             );
         }
-        tracing::info!("{}: is running {}", remote.name(), facts.os.display());
+        tracing::info!(about = %remote.name(), "is running {}", facts.os.display());
         let host = Host {
             k0s_binary_path: opts
                 .k0s_install_path

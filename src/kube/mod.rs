@@ -444,9 +444,9 @@ impl TunnelConnector {
         let mut m = carriers().lock().unwrap();
         if !m.contains_key(self.remote.name()) {
             tracing::info!(
-                "{}: SSH TCP forwarding is off (the server refused a direct-tcpip channel); \
+                about = %self.remote.name(),
+                "SSH TCP forwarding is off (the server refused a direct-tcpip channel); \
                  reaching the Kubernetes API at {}:{} through {}",
-                self.remote.name(),
                 self.host,
                 self.port,
                 c.describe()

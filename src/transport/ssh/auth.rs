@@ -237,7 +237,7 @@ where
         (true, Some(sock)) => match AgentClient::connect_uds(&sock).await {
             Ok(a) => Some(a),
             Err(e) => {
-                tracing::debug!("{label}: ssh-agent at {} unavailable: {e}", sock.display());
+                tracing::debug!(about = %label, "ssh-agent at {} unavailable: {e}", sock.display());
                 None
             }
         },

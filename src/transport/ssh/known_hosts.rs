@@ -279,7 +279,8 @@ pub fn verify(
     {
         if policy == StrictHostKeyChecking::No {
             tracing::warn!(
-                "{label}: host key changed ({}:{}), accepted because StrictHostKeyChecking=no",
+                about = %label,
+                "host key changed ({}:{}), accepted because StrictHostKeyChecking=no",
                 l.file.display(),
                 l.line
             );

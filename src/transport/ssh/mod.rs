@@ -318,8 +318,8 @@ impl client::Handler for ClientHandler {
                     })
                 })?;
                 tracing::info!(
-                    "{}: new host key {fp} recorded in {}",
-                    self.label,
+                    about = %self.label,
+                    "new host key {fp} recorded in {}",
                     file.display()
                 );
             }
@@ -532,7 +532,7 @@ impl SshConnection {
                     if matches!(e, TransportError::ConnectTimeout { .. }) {
                         timeouts += 1;
                     }
-                    tracing::debug!("{}: {e}; retrying in {delay:?}", opts.label());
+                    tracing::debug!(about = %opts.label(), "{e}; retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                     attempt += 1;
@@ -627,7 +627,7 @@ impl SshConnection {
             .await
             .map_err(|_| to_err())??;
         drop(permit);
-        tracing::debug!("{label}: connected");
+        tracing::debug!(about = %label, "connected");
         Ok(SshConnection {
             handle: Arc::new(handle),
             name: label,
@@ -702,7 +702,7 @@ impl SshConnection {
                     r = &mut wtask, if !writer_done => {
                         writer_done = true;
                         if let Ok(Err(e)) = r {
-                            tracing::debug!("{host}: stdin writer ended: {e}");
+                            tracing::debug!(about = %host, "stdin writer ended: {e}");
                         }
                     }
                     m = rd.wait() => match m {
