@@ -931,15 +931,14 @@ fn sigkill_during_upload_files(c: &Chaos, m: &str) {
     // upload, or the short install step of a relayed one).
     let receiving = |h: &Host| {
         !uploading(h).is_empty()
-            || env
+            || !env
                 .exec(
                     h,
                     "ls /root/.k0sctl-relay-*/data /home/*/.k0sctl-relay-*/data 2>/dev/null || true",
                 )
                 .unwrap_or_default()
                 .trim()
-                .len()
-                > 0
+                .is_empty()
     };
     // Something another program left that merely looks like a staging file: not ours.
     env.exec(w, "mkdir -p /opt/chaos && echo x > /opt/chaos/other.tmp.1")
