@@ -368,6 +368,7 @@ async fn relay(
         targets[order[0].0].dst,
         names.join(" → ")
     );
+    let probed_at = started.elapsed();
     // 2. Prepare.
     let dirs: Vec<String> = order
         .iter()
@@ -447,6 +448,7 @@ async fn relay(
     let prepared_ok = prepared
         .iter()
         .all(|r| r.as_ref().is_ok_and(|s| s.trim() == "ready"));
+    let prepared_at = started.elapsed();
     // 3. Transfer (only when every link is ready; a broken link is caught by step 4 anyway).
     if prepared_ok {
         let first = &targets[order[0].0];
@@ -483,6 +485,7 @@ async fn relay(
             }
         }
     }
+    let sent_at = started.elapsed();
     // 4. Install, 5. clean up.
     let marker = &marker;
     let finished = join_all(order.iter().enumerate().map(|(pos, (i, home))| {
@@ -554,10 +557,16 @@ async fn relay(
         }
     }))
     .await;
+    let done_at = started.elapsed();
     tracing::debug!(
-        "relay {marker}: {} hosts in {:.1?}",
+        "relay {marker}: {} hosts in {:.1?} (probe {:.1?}, prepare {:.1?}, transfer {:.1?}, \
+         install and clean up {:.1?})",
         order.len(),
-        started.elapsed()
+        done_at,
+        probed_at,
+        prepared_at - probed_at,
+        sent_at - prepared_at,
+        done_at - sent_at
     );
     out.extend(finished);
     out
