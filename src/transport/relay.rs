@@ -19,8 +19,9 @@
 //! 3. **Transfer**: the operator streams the file into the first host's receive script; each
 //!    receive script writes `data` (0600) and, on senders, `tee`s the stream into `ssh` to the
 //!    next hop (`-F /dev/null`, `BatchMode`, `StrictHostKeyChecking=yes`, only the pinned
-//!    known_hosts, only the transfer key; AES-GCM preferred, several times cheaper than
-//!    OpenSSH's default ChaCha20 on CPUs with AES instructions, and CPU is what a hop costs).
+//!    known_hosts, only the transfer key; AES-GCM preferred: with AES instructions a hop's
+//!    ssh and sshd spent 0.6-0.8 s of CPU per 128 MiB with it against 1.0 s with OpenSSH's
+//!    default ChaCha20, and CPU is what a hop costs).
 //! 4. **Install** (every host, through the privilege wrapper): copy `data` to a temp name next
 //!    to the destination, check its SHA-256 against the operator's, and only then chmod, chown,
 //!    set mtime and rename into place. A mismatch or a missing copy (a broken hop, a route
