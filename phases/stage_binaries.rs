@@ -68,8 +68,9 @@ fn source_for(
         } else {
             base_dir.join(p)
         };
-        let sum =
-            sha256_file(&path).with_context(|| format!("k0sBinaryPath {}", path.display()))?;
+        // Hashed once however many hosts share the path.
+        let (_, sum) = crate::transport::files::local_sha256(&path)
+            .with_context(|| format!("k0sBinaryPath {}", path.display()))?;
         return Ok(Source::Local(path, sum));
     }
     let url = url_for(h, target, arch);

@@ -73,7 +73,9 @@ fn digest(bytes: &[u8]) -> String {
 
 fn local_item(f: &UploadFile, path: &Path, dst: String) -> Result<Item, Failure> {
     use std::os::unix::fs::PermissionsExt;
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    // Hashed once per file however many hosts get it, without holding it in memory.
+    let (size, sha256) = crate::transport::files::local_sha256(path)
+        .with_context(|| format!("reading {}", path.display()))?;
     let md = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
     let mtime = md
         .modified()
@@ -87,8 +89,8 @@ fn local_item(f: &UploadFile, path: &Path, dst: String) -> Result<Item, Failure>
             f.name.clone()
         },
         dst,
-        size: bytes.len() as u64,
-        sha256: digest(&bytes),
+        size,
+        sha256,
         content: Content::Local(path.to_path_buf()),
         mode: octal(&f.perm).or(Some(md.permissions().mode() & 0o7777)),
         owner: owner(f),
@@ -337,10 +339,23 @@ async fn plan_host(
     version: &str,
 ) -> Result<Vec<(Item, Step)>, Failure> {
     let p = h.probed()?;
-    let mut items = Vec::new();
-    for f in &h.config.files {
-        items.extend(resolve(f, base, version, &p.facts.arch)?);
-    }
+    // Resolving reads and hashes local files: off the async workers, so that the other hosts'
+    // round trips go on meanwhile.
+    let (files, base2, version2, arch) = (
+        h.config.files.clone(),
+        base.to_path_buf(),
+        version.to_string(),
+        p.facts.arch.clone(),
+    );
+    let items = tokio::task::spawn_blocking(move || {
+        let mut items = Vec::new();
+        for f in &files {
+            items.extend(resolve(f, &base2, &version2, &arch)?);
+        }
+        Ok::<_, Failure>(items)
+    })
+    .await
+    .map_err(|e| Failure::from(format!("resolving files: {e}")))??;
     let script = probe_script(&items);
     let probed = if script.is_empty() {
         vec![None; items.len()]

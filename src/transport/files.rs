@@ -186,6 +186,56 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
     }
 }
 
+/// Size and SHA-256 (hex) of a local file, read in 256 KiB pieces (never whole in memory).
+///
+/// Computed once per process for the same file: every host that gets the same local file (a
+/// `files:` entry or `k0sBinaryPath` shared by all hosts) would otherwise read and hash it again
+/// (for a 128 MiB file on 20 hosts that was 2.5 GiB read and hashed, one host after another).
+/// The cache key is the file's device, inode, size, modification and change times, so a file
+/// that changed in between is hashed again.
+pub fn local_sha256(path: &Path) -> std::io::Result<(u64, String)> {
+    use std::collections::HashMap;
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    type Key = (u64, u64, u64, i64, i64, i64, i64);
+    static CACHE: Mutex<Option<HashMap<Key, String>>> = Mutex::new(None);
+    let md = std::fs::metadata(path)?;
+    let key: Key = (
+        md.dev(),
+        md.ino(),
+        md.len(),
+        md.mtime(),
+        md.mtime_nsec(),
+        md.ctime(),
+        md.ctime_nsec(),
+    );
+    // Held while hashing: a second caller for the same file waits and then finds it cached.
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(sum) = cache.get_or_insert_with(HashMap::new).get(&key) {
+        return Ok((md.len(), sum.clone()));
+    }
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    let sum = hex::encode(h.finalize());
+    // A file that grew or shrank while being read is not cached (its key is already stale).
+    if size == md.len() {
+        cache
+            .get_or_insert_with(HashMap::new)
+            .insert(key, sum.clone());
+    }
+    Ok((size, sum))
+}
+
 fn temp_name(dst: &str) -> String {
     format!("{dst}.tmp.{:016x}", rand::random::<u64>())
 }
@@ -596,5 +646,38 @@ impl Remote {
                     .timeout(Duration::from_secs(30)),
             )
             .await;
+    }
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::local_sha256;
+
+    fn sha(b: &[u8]) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(b))
+    }
+
+    #[test]
+    fn local_sha256_hashes_in_pieces_and_notices_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        // Bigger than one 256 KiB read, not a multiple of it.
+        let a: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&p, &a).unwrap();
+        assert_eq!(local_sha256(&p).unwrap(), (a.len() as u64, sha(&a)));
+        // Asked again: the same answer (from the cache).
+        assert_eq!(local_sha256(&p).unwrap(), (a.len() as u64, sha(&a)));
+        // Rewritten in place with other bytes of the same size: the change time moves (a new
+        // inode for a replaced file), so it is hashed again.
+        let mut b = a.clone();
+        b[12345] ^= 0xff;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&p, &b).unwrap();
+        assert_eq!(local_sha256(&p).unwrap(), (b.len() as u64, sha(&b)));
+        let q = dir.path().join("g");
+        std::fs::write(&q, b"hello\n").unwrap();
+        assert_eq!(local_sha256(&q).unwrap().1, sha(b"hello\n"));
+        assert!(local_sha256(&dir.path().join("missing")).is_err());
     }
 }
