@@ -270,7 +270,7 @@ pub async fn deliver(
             let _slot = limits.host_slot().await;
             let planned_so = ["small file", "relaying is off", "no other host"];
             if !planned_so.iter().any(|p| why.starts_with(p)) {
-                tracing::info!("{}: {why}; uploading {} directly", t.name, t.dst);
+                tracing::info!(about = %t.name, "{why}; uploading {} directly", t.dst);
             }
             let r = t
                 .remote
@@ -480,8 +480,8 @@ async fn relay(
         for (pos, r) in prepared.iter().enumerate() {
             if let Err(e) = r {
                 tracing::warn!(
-                    "{}: preparing the relay failed: {e}",
-                    targets[order[pos].0].name
+                    about = %targets[order[pos].0].name,
+                    "preparing the relay failed: {e}"
                 );
             }
         }
@@ -540,7 +540,7 @@ async fn relay(
             // login user (the same one that made it).
             let c = t.remote.run(Cmd::new(cleanup)).await;
             if let Err(e) = c {
-                tracing::warn!("{}: cleaning up relay {marker}: {e}", t.name);
+                tracing::warn!(about = %t.name, "cleaning up relay {marker}: {e}");
             }
             let r = match r {
                 Ok(s) if s.trim() == "ok" => Ok(()),
