@@ -40,3 +40,4 @@ done
 printf '%d hosts          direct    bastion   ratio (goal <= 2)\n' "$N"
 printf 'exec -- true   %8.2f   %8.2f   %5.2f\n' "${EXEC[direct]}" "${EXEC[bastion]}" "$(echo "${EXEC[bastion]} / ${EXEC[direct]}" | bc -l)"
 printf 'apply          %8.2f   %8.2f   %5.2f\n' "${APPLY[direct]}" "${APPLY[bastion]}" "$(echo "${APPLY[bastion]} / ${APPLY[direct]}" | bc -l)"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

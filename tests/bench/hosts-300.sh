@@ -10,6 +10,16 @@ set -euo pipefail
 N=${1:-300}
 cd "$(dirname "$0")/../.."
 [ -x /usr/bin/time ] || { echo "install GNU time (apt-get install time)" >&2; exit 1; }
+# Preflight: machine limits that stop a big environment part-way.
+[ "$(id -u)" = 0 ] || { echo "run as root (testenv creates namespaces)" >&2; exit 1; }
+avail=$(awk '/MemAvailable/ {print int($2 / 1024)}' /proc/meminfo)
+[ "$avail" -ge $((N * 40)) ] || {
+    echo "$N hosts need about $((N * 40)) MB of free memory (about 40 MB a host), $avail MB available: try N=$((avail / 40))" >&2
+    exit 1
+}
+[ "$N" -le 960 ] || { echo "testenv makes at most 960 hosts (four /24s on one bridge)" >&2; exit 1; }
+# (testenv itself raises the inotify limits and the shared IPv4 neighbour table's thresholds.)
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 [ -x target/release/k0sctl ] && [ -x target/release/testenv ] && [ -x target/release/k0s ] \
     || cargo build --release -p k0sctl -p testenv --bins
 D=$(mktemp -d /tmp/k0sctl-300.XXXXXX)
@@ -25,3 +35,4 @@ for what in apply no-op-re-apply; do
     rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$D/time.txt")
     printf '%-15s wall %s   peak RSS %.1f MB\n' "$what" "$wall" "$(echo "$rss / 1024" | bc -l)"
 done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
