@@ -32,10 +32,12 @@ s=$(date +%s.%N)
 $B/testenv up --dir "$D/env" --hosts "$N" > /dev/null
 printf 'testenv up (%d hosts): %.1f s\n' "$N" "$(echo "$(date +%s.%N) - $s" | bc)"
 for what in apply no-op-re-apply; do
+    ok=1
     /usr/bin/time -v -o "$D/time.txt" $B/k0sctl apply -c "$D/env/k0sctl.yaml" \
-        > "$D/out.txt" 2>&1 || { tail -30 "$D/out.txt" >&2; exit 1; }
+        > "$D/out.txt" 2>&1 || ok=0
     wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$D/time.txt")
     rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$D/time.txt")
     printf '%-15s wall %s   peak RSS %.1f MB\n' "$what" "$wall" "$(echo "$rss / 1024" | bc -l)"
+    [ "$ok" = 1 ] || { echo "$what FAILED:" >&2; tail -30 "$D/out.txt" >&2; exit 1; }
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
