@@ -211,12 +211,15 @@ pub fn script_with(private_interface: Option<&str>, root_part: Option<&str>) -> 
     let root = root_part
         .map(|part| {
             let q = shell_quote(part);
+            // Quoted once into a variable rather than once per case: the probe is the
+            // largest command of a run and its size stays in every connection's buffers.
             format!(
                 "echo {ROOT_MARK}\n\
+                 K0SCTL_ROOT_PART={q}\n\
                  case \"$K0SCTL_PRIV\" in\n\
-                 root) sh -c {q} ;;\n\
-                 sudo-n) sudo -n -- sh -c {q} ;;\n\
-                 doas) doas -n -- sh -c {q} ;;\n\
+                 root) sh -c \"$K0SCTL_ROOT_PART\" ;;\n\
+                 sudo-n) sudo -n -- sh -c \"$K0SCTL_ROOT_PART\" ;;\n\
+                 doas) doas -n -- sh -c \"$K0SCTL_ROOT_PART\" ;;\n\
                  *) echo skipped ;;\n\
                  esac\n\
                  echo \"{TAIL_MARK}$(date -u +%s.%N)\"\n"

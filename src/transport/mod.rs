@@ -765,7 +765,10 @@ pub(crate) async fn pump_stdin<W: AsyncWrite + Unpin>(
             n += b.len() as u64;
         }
         Stdin::Reader(mut r) => {
-            let mut buf = vec![0u8; IO_CHUNK];
+            // A small buffer until the first bytes came: most commands keep an input open that
+            // never yields a byte (see `OpenInput`), some (the lock refresh) on every host for
+            // a whole run, and a full chunk each would cost IO_CHUNK × hosts of memory.
+            let mut buf = vec![0u8; 4096];
             loop {
                 let k = read_full(&mut r, &mut buf).await?;
                 if k == 0 {
@@ -773,6 +776,9 @@ pub(crate) async fn pump_stdin<W: AsyncWrite + Unpin>(
                 }
                 w.write_all(&buf[..k]).await?;
                 n += k as u64;
+                if buf.len() < IO_CHUNK {
+                    buf = vec![0u8; IO_CHUNK];
+                }
             }
         }
     }
@@ -811,9 +817,12 @@ pub fn session_bound(cmd: &str, pidfile: Option<&str>) -> String {
         ),
         None => (String::new(), String::new()),
     };
+    // The command is quoted once into a variable, not once per branch: the command line
+    // stays small (russh keeps a connection's packet buffers at the size of its largest
+    // packet, so a large command costs memory on every connection for its whole life).
     format!(
-        "exec 3<&0; if command -v setsid >/dev/null 2>&1; then setsid sh -c {q} </dev/null & \
-         else sh -c {q} </dev/null & fi; c=$!; {rec}\
+        "k0sctl_cmd={q}; exec 3<&0; if command -v setsid >/dev/null 2>&1; then setsid sh -c \"$k0sctl_cmd\" </dev/null & \
+         else sh -c \"$k0sctl_cmd\" </dev/null & fi; c=$!; {rec}\
          ( read -r _ <&3; kill -TERM -$c 2>/dev/null || kill -TERM $c 2>/dev/null; sleep 2 >/dev/null 2>&1; kill -KILL -$c 2>/dev/null ) & w=$!; \
          exec 3<&-; wait $c; rc=$?; kill $w 2>/dev/null; {unrec}\
          if [ $rc -gt 128 ] && [ $rc -le 192 ]; then kill -$((rc - 128)) $$ 2>/dev/null; fi; exit $rc"

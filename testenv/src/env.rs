@@ -8,7 +8,10 @@
 //!
 //! Collision avoidance between concurrent environments: every environment gets a random prefix
 //! (`te` + 4 hex digits) used in all namespace/bridge/veth/cgroup names, and its own /24 subnet
-//! out of 10.213.0.0/16, claimed with an O_EXCL lock file in `/run/testenv/`.
+//! out of 10.213.0.0/16, claimed with an O_EXCL lock file in `/run/testenv/`. A /24 holds
+//! `HOSTS_PER_SUBNET` hosts; a bigger environment claims one more /24 per further
+//! `HOSTS_PER_SUBNET` hosts, all on the same bridge (each host has an on-link route to the
+//! others), like a flat data-centre network with several subnets on one segment.
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -18,6 +21,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const REGISTRY: &str = "/run/testenv";
+/// Hosts per /24: addresses `.10` to `.249` (`.1` is the machine, `.5` the bastion, `.254` the
+/// gateway nobody owns).
+pub const HOSTS_PER_SUBNET: usize = 240;
+/// Most hosts one environment may have (its /24s all sit on one bridge).
+pub const MAX_HOSTS: usize = 4 * HOSTS_PER_SUBNET;
 /// Where host cgroups live on the machine and how a host mounts its cgroup filesystem:
 /// cgroup v2 (pure v2 machine, or the `unified` hierarchy of a hybrid one) is preferred; a named
 /// `name=systemd` v1 hierarchy is the fallback. Each host gets a sub-cgroup and a cgroup namespace.
@@ -146,6 +154,9 @@ pub struct State {
     pub private_subnet: Option<u8>,
     #[serde(default)]
     pub private_bridge: Option<String>,
+    /// More /24s on the main bridge when there are more than `HOSTS_PER_SUBNET` hosts.
+    #[serde(default)]
+    pub extra_subnets: Vec<u8>,
     pub netns: Vec<String>,
     pub links: Vec<String>,
     pub hosts: Vec<Host>,
@@ -473,8 +484,13 @@ impl Env {
         if unsafe { libc::geteuid() } != 0 {
             bail!("testenv must run as root");
         }
-        if opts.hosts == 0 || opts.hosts > 240 {
-            bail!("--hosts must be 1..=240");
+        if opts.hosts == 0 || opts.hosts > MAX_HOSTS {
+            bail!("--hosts must be 1..={MAX_HOSTS}");
+        }
+        if opts.hosts > HOSTS_PER_SUBNET && (opts.bastion || opts.private_net) {
+            bail!(
+                "--hosts above {HOSTS_PER_SUBNET} is only supported without --bastion and --private-net"
+            );
         }
         if opts.controllers > opts.hosts {
             bail!("--controllers must not exceed --hosts");
@@ -491,7 +507,7 @@ impl Env {
             }
             o => bail!("--init must be systemd or openrc, not {o:?}"),
         }
-        raise_sysctls();
+        raise_sysctls(opts.hosts);
         for v in &opts.versions {
             crate::stamp::validate_version(v)?;
         }
@@ -529,6 +545,17 @@ impl Env {
             ..Default::default()
         };
         st.subnet = claim_subnet(&dir)?;
+        for _ in 1..opts.hosts.div_ceil(HOSTS_PER_SUBNET) {
+            match claim_subnet(&dir) {
+                Ok(n) => st.extra_subnets.push(n),
+                Err(e) => {
+                    for n in std::iter::once(st.subnet).chain(st.extra_subnets.iter().copied()) {
+                        release_subnet(n, &dir);
+                    }
+                    return Err(e);
+                }
+            }
+        }
         st.bridge = format!("{prefix}br");
         if opts.bastion {
             match claim_subnet(&dir) {
@@ -557,6 +584,16 @@ impl Env {
         let mut planned = Vec::new();
         let outer = |i: u8| Ipv4Addr::new(10, 213, st.subnet, i);
         let cluster_net = st.inner_subnet.unwrap_or(st.subnet);
+        // Host i's /24 and its last octet.
+        let host_net = |i: usize| {
+            let k = i / HOSTS_PER_SUBNET;
+            let n = if k == 0 {
+                cluster_net
+            } else {
+                st.extra_subnets[k - 1]
+            };
+            (n, 10 + (i % HOSTS_PER_SUBNET) as u8)
+        };
         let cluster_bridge = st.inner_bridge.clone().unwrap_or(st.bridge.clone());
         let (mut nc, mut nw) = (0, 0);
         for i in 0..opts.hosts {
@@ -572,7 +609,10 @@ impl Env {
                 veth: format!("{prefix}v{i}"),
                 name,
                 role: role.into(),
-                ip: Ipv4Addr::new(10, 213, cluster_net, 10 + i as u8),
+                ip: {
+                    let (n, o) = host_net(i);
+                    Ipv4Addr::new(10, 213, n, o)
+                },
                 inner: None,
                 private: st.private_subnet.map(|n| {
                     (
@@ -583,7 +623,7 @@ impl Env {
                 bridge: cluster_bridge.clone(),
                 // A gateway address nobody owns: hosts get a realistic default route, but no
                 // packet can leave the bridge towards any other network.
-                gateway: Ipv4Addr::new(10, 213, cluster_net, 254),
+                gateway: Ipv4Addr::new(10, 213, host_net(i).0, 254),
             });
         }
         if let Some(inner) = st.inner_subnet {
@@ -643,6 +683,9 @@ impl Env {
             "link add {} type bridge\naddr add {bridge_ip}/24 dev {}\nlink set {} up\n",
             st.bridge, st.bridge, st.bridge
         );
+        for n in &st.extra_subnets {
+            root_batch += &format!("addr add 10.213.{n}.1/24 dev {}\n", st.bridge);
+        }
         if let Some(ib) = &st.inner_bridge {
             // The inner bridge has no address: the machine cannot reach hosts behind the bastion.
             root_batch += &format!("link add {ib} type bridge\nlink set {ib} up\n");
@@ -714,6 +757,13 @@ impl Env {
                     );
                 }
                 None => b += &format!("route add default via {} dev eth0 onlink\n", p.gateway),
+            }
+            // The environment's other /24s are on the same segment.
+            for n in std::iter::once(st.subnet).chain(st.extra_subnets.iter().copied()) {
+                if st.extra_subnets.is_empty() || p.ip.octets()[2] == n {
+                    continue;
+                }
+                b += &format!("route add 10.213.{n}.0/24 dev eth0 scope link\n");
             }
             if let Some((_, iip)) = &p.inner {
                 b += &format!("addr add {iip}/24 dev eth1\nlink set eth1 up\n");
@@ -1230,10 +1280,19 @@ fn add_user(up: &Path, u: &str, pubkey: &str, sudo: SudoMode) -> Result<()> {
 
 /// Every host runs its own systemd, which needs several inotify instances; the kernel's default
 /// per-user limit (128) allows only a dozen or so hosts. Raise (never lower) the limits.
-fn raise_sysctls() {
+fn raise_sysctls(hosts: usize) {
+    // The kernel's IPv4 neighbour (ARP) table is one table for all network namespaces, and
+    // its hard limit (gc_thresh3, 1024 by default) counts every namespace's entries: the
+    // machine's entry for each host, each host's for the machine and the controller, the
+    // controller's for each host. Above ~240 hosts that passes 1024 and new neighbours are
+    // refused ("neighbour table overflow"), so leave room for 8 entries per host.
+    let neigh = (8 * hosts) as u64;
     for (k, min) in [
         ("fs/inotify/max_user_instances", 8192u64),
         ("fs/inotify/max_user_watches", 524288),
+        ("net/ipv4/neigh/default/gc_thresh1", neigh / 4),
+        ("net/ipv4/neigh/default/gc_thresh2", neigh / 2),
+        ("net/ipv4/neigh/default/gc_thresh3", neigh),
     ] {
         let p = Path::new("/proc/sys").join(k);
         let cur: u64 = std::fs::read_to_string(&p)
@@ -1413,7 +1472,12 @@ pub fn down_dir(dir: &Path) -> Result<()> {
     // 5. Host layers and bookkeeping.
     let _ = std::fs::remove_dir_all(dir.join("hosts"));
     release_subnet(st.subnet, &dir);
-    for n in st.inner_subnet.iter().chain(st.private_subnet.iter()) {
+    for n in st
+        .inner_subnet
+        .iter()
+        .chain(st.private_subnet.iter())
+        .chain(st.extra_subnets.iter())
+    {
         release_subnet(*n, &dir);
     }
     let _ = std::fs::remove_file(Path::new(REGISTRY).join(format!("env-{}", st.prefix)));
@@ -1459,6 +1523,9 @@ pub fn status(dir: &Path) -> Result<String> {
         st.prefix,
         st.subnet
     );
+    for n in &st.extra_subnets {
+        s += &format!("also subnet 10.213.{n}.0/24 on the same bridge\n");
+    }
     if let Some(u) = &st.binserver_url {
         s += &format!("binary server: {u}\n");
     }

@@ -6,16 +6,18 @@
 # the wall times and the ratios bastion ÷ direct (goal ≤ 2).
 #
 # Run as root from the workspace root:  tests/bench/bastion-scale.sh [N=100] [RUNS=3]
-# Builds the release binaries if they are missing. Talks only to the testenv hosts it creates.
+# Builds the release binaries if they are missing (BIN=DIR takes k0sctl, testenv and k0s from
+# DIR instead). Talks only to the testenv hosts it creates.
 set -euo pipefail
 N=${1:-100}
 RUNS=${2:-3}
 cd "$(dirname "$0")/../.."
-[ -x target/release/k0sctl ] && [ -x target/release/testenv ] && [ -x target/release/k0s ] \
+B=${BIN:-target/release}
+[ -x "$B/k0sctl" ] && [ -x "$B/testenv" ] && [ -x "$B/k0s" ] \
     || cargo build --release -p k0sctl -p testenv --bins
 D=$(mktemp -d /tmp/k0sctl-bastion-bench.XXXXXX)
 cleanup() {
-    for e in direct bastion; do target/release/testenv down --dir "$D/$e" >/dev/null 2>&1 || true; done
+    for e in direct bastion; do $B/testenv down --dir "$D/$e" >/dev/null 2>&1 || true; done
     rm -rf "$D"
 }
 trap cleanup EXIT
@@ -27,16 +29,17 @@ timed() { local s; s=$(date +%s.%N); "$@" >"$D/last.out" 2>&1 || { tail -30 "$D/
 declare -A EXEC APPLY
 for e in direct bastion; do
     flag=""; [ "$e" = bastion ] && flag="--bastion"
-    target/release/testenv up --dir "$D/$e" --hosts "$N" $flag > /dev/null
+    $B/testenv up --dir "$D/$e" --hosts "$N" $flag > /dev/null
     M="$D/$e/k0sctl.yaml"
-    timed target/release/k0sctl exec -c "$M" --concurrency 0 -- true > /dev/null   # warm-up
+    timed $B/k0sctl exec -c "$M" --concurrency 0 -- true > /dev/null   # warm-up
     ts=()
-    for _ in $(seq "$RUNS"); do ts+=("$(timed target/release/k0sctl exec -c "$M" --concurrency 0 -- true)"); done
+    for _ in $(seq "$RUNS"); do ts+=("$(timed $B/k0sctl exec -c "$M" --concurrency 0 -- true)"); done
     EXEC[$e]=$(printf '%s\n' "${ts[@]}" | median)
     grep -q "succeeded, 0 failed" "$D/last.out" || { cat "$D/last.out" >&2; exit 1; }
-    APPLY[$e]=$(timed target/release/k0sctl apply -c "$M")
-    target/release/testenv down --dir "$D/$e" > /dev/null
+    APPLY[$e]=$(timed $B/k0sctl apply -c "$M")
+    $B/testenv down --dir "$D/$e" > /dev/null
 done
 printf '%d hosts          direct    bastion   ratio (goal <= 2)\n' "$N"
 printf 'exec -- true   %8.2f   %8.2f   %5.2f\n' "${EXEC[direct]}" "${EXEC[bastion]}" "$(echo "${EXEC[bastion]} / ${EXEC[direct]}" | bc -l)"
 printf 'apply          %8.2f   %8.2f   %5.2f\n' "${APPLY[direct]}" "${APPLY[bastion]}" "$(echo "${APPLY[bastion]} / ${APPLY[direct]}" | bc -l)"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

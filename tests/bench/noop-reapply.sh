@@ -41,3 +41,4 @@ printf '%d hosts: cold exec -- true %.2f s, no-op re-apply %.2f s, ratio %.2f (g
 LOG=$(ls "$D"/cache/k0sctl/logs/*.log | sort | tail -1)
 grep ' exec ' "$LOG" | grep -v 'cmd=refresh lock ' | sed 's/.*exec host="\([^"]*\)".*/\1/' | sort | uniq -c | awk '{print $1}' \
     | sort -n | uniq -c | awk '{printf "commands per host in the last re-apply: %d on %d hosts\n", $2, $1}'
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

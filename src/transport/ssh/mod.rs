@@ -408,6 +408,9 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WatchedStream<S
 /// (default 10) with "administratively prohibited"; more commands wait for a free session.
 pub const MAX_SESSIONS: usize = 8;
 
+/// How often a refused session is asked for again (see `exec_inner`).
+const SESSION_RETRIES: u32 = 5;
+
 /// A native SSH connection to one host; commands open channels on it.
 pub struct SshConnection {
     handle: Arc<Handle<ClientHandler>>,
@@ -548,7 +551,11 @@ impl SshConnection {
     ) -> Result<Self, TransportError> {
         let label = opts.label();
         let addr = format!("{}:{}", opts.address, opts.port);
-        let lines = known_hosts::load(&opts.known_hosts);
+        // Only this host's lines: every use below filters by host anyway, and the handler
+        // keeps them for the connection's life (a whole file per connection grows with the
+        // square of the host count).
+        let mut lines = known_hosts::load(&opts.known_hosts);
+        lines.retain(|l| known_hosts::patterns_match(&l.patterns, &opts.address, opts.port));
         let cfg = Arc::new(client_config(opts, &lines));
         let accepted_key: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
         let handler = ClientHandler {
@@ -661,19 +668,31 @@ impl SshConnection {
                 format!("{e}{doing}")
             },
         };
-        let ch = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|e| match e {
-                russh::Error::ChannelOpenFailure(r) => TransportError::Protocol {
-                    host: host.to_string(),
-                    reason: format!(
-                        "the server refused a new session ({r:?}); is its MaxSessions below {MAX_SESSIONS}?"
-                    ),
-                },
-                e => lost(e),
-            })?;
+        let mut refused = 0u32;
+        let ch = loop {
+            match self.handle.channel_open_session().await {
+                Ok(ch) => break ch,
+                // sshd frees a closed session's slot only after it has handled the close, so
+                // a session opened right after others closed can find every MaxSessions slot
+                // still taken (seen with hundreds of workers reading the leader's files at
+                // once): ask again a few times, 0.1 s doubling to 1.6 s, before giving up.
+                Err(russh::Error::ChannelOpenFailure(r)) if refused < SESSION_RETRIES => {
+                    refused += 1;
+                    tracing::debug!("{host}: the server refused a new session ({r:?}); retrying");
+                    tokio::time::sleep(Duration::from_millis(50 << refused)).await;
+                }
+                Err(russh::Error::ChannelOpenFailure(r)) => {
+                    return Err(TransportError::Protocol {
+                        host: host.to_string(),
+                        reason: format!(
+                            "the server refused a new session ({r:?}, {} times); is its MaxSessions below {MAX_SESSIONS}?",
+                            refused + 1
+                        ),
+                    });
+                }
+                Err(e) => return Err(lost(e)),
+            }
+        };
         ch.exec(true, req.command.as_bytes()).await.map_err(lost)?;
         let (mut rd, wr) = ch.split();
         let wr = Arc::new(wr);
