@@ -71,6 +71,25 @@ pub struct UploadOptions {
 }
 
 impl UploadOptions {
+    /// The shell that puts a verified temporary file (`qtmp`, already quoted) into place: mode,
+    /// owner and mtime on the temporary name, then an atomic rename onto `dst`; on any failure
+    /// the temporary file is removed and the exit status kept.
+    fn finish_script(&self, qtmp: &str, dst: &str) -> String {
+        let mode = self.mode.unwrap_or(0o644);
+        let mut fin = format!("chmod {mode:o} {qtmp}");
+        if let Some(owner) = &self.owner {
+            fin.push_str(&format!(" && chown {} {qtmp}", shell_quote(owner)));
+        }
+        if let Some(t) = self.mtime {
+            fin.push_str(&format!(" && touch -d @{t} {qtmp}"));
+        }
+        fin.push_str(&format!(
+            " && mv -f {qtmp} {} || {{ rc=$?; rm -f {qtmp}; exit $rc; }}",
+            shell_quote(dst)
+        ));
+        fin
+    }
+
     pub fn mode(mut self, mode: u32) -> Self {
         self.mode = Some(mode);
         self
@@ -346,17 +365,7 @@ impl Remote {
             });
         }
         let mode = opts.mode.unwrap_or(0o644);
-        let mut fin = format!("chmod {mode:o} {qtmp}");
-        if let Some(owner) = &opts.owner {
-            fin.push_str(&format!(" && chown {} {qtmp}", shell_quote(owner)));
-        }
-        if let Some(t) = opts.mtime {
-            fin.push_str(&format!(" && touch -d @{t} {qtmp}"));
-        }
-        fin.push_str(&format!(
-            " && mv -f {qtmp} {} || {{ rc=$?; rm -f {qtmp}; exit $rc; }}",
-            shell_quote(dst)
-        ));
+        let fin = opts.finish_script(&qtmp, dst);
         self.run(
             Cmd::new(fin)
                 .sudo_if(opts.sudo)
@@ -431,17 +440,7 @@ impl Remote {
             mkdir = format!("mkdir -p -m 0755 {} || exit 1; ", shell_quote(d));
         }
         let mode = opts.mode.unwrap_or(0o644);
-        let mut fin = format!("chmod {mode:o} {qtmp}");
-        if let Some(owner) = &opts.owner {
-            fin.push_str(&format!(" && chown {} {qtmp}", shell_quote(owner)));
-        }
-        if let Some(t) = opts.mtime {
-            fin.push_str(&format!(" && touch -d @{t} {qtmp}"));
-        }
-        fin.push_str(&format!(
-            " && mv -f {qtmp} {} || {{ rc=$?; rm -f {qtmp}; exit $rc; }}",
-            shell_quote(dst)
-        ));
+        let mut fin = opts.finish_script(&qtmp, dst);
         if let Some(then) = &opts.then {
             fin.push_str(&format!("\n{then}"));
         }
