@@ -166,31 +166,34 @@ mod phase_tests {
         }
         assert!(ReleaseLock.should_run(&k.state));
         for s in &k.scripts {
-            s.on("rm -f \"$p\"", "");
+            s.on("rm -f /run/lock/k0sctl.staging \"$p\"", "");
         }
         k.run(&ReleaseLock).await.unwrap();
         assert!(!k.state.lock_held && k.state.lock_refresh.is_none());
         for s in &k.scripts {
-            let rel = s.ran_matching("rm -f \"$p\"");
+            let rel = s.ran_matching("rm -f /run/lock/k0sctl.staging \"$p\"");
             assert_eq!(rel.len(), 1);
             assert!(
-                rel[0]
-                    .starts_with("p=/run/lock/k0sctl; if [ \"$(head -n1 \"$p\" 2>/dev/null)\" = "),
+                rel[0].starts_with(
+                    "p=/run/lock/k0sctl; c=; read -r c 2>/dev/null < \"$p\"; if [ \"$c\" = "
+                ),
                 "{}",
                 rel[0]
             );
-            // Under our lock, the staging files the record names and the record go first.
+            // Under our lock, the staging files the record names go first, then the record
+            // and the lock (one `rm`).
             assert!(
-                rel[0].contains("rm -f /run/lock/k0sctl.staging; rm -f \"$p\"; fi"),
+                rel[0].contains("rm -f /run/lock/k0sctl.staging \"$p\"; fi"),
                 "{}",
                 rel[0]
             );
-            // Under our own lock, what the staging record names goes first, then the lock.
             let (staging, lock) = (
                 rel[0]
-                    .find("rm -f /run/lock/k0sctl.staging")
-                    .expect("record removed"),
-                rel[0].find("rm -f \"$p\"").unwrap(),
+                    .find("done < \"$r\"")
+                    .expect("recorded files removed"),
+                rel[0]
+                    .find("rm -f /run/lock/k0sctl.staging \"$p\"")
+                    .unwrap(),
             );
             assert!(staging < lock, "{}", rel[0]);
         }
@@ -215,10 +218,10 @@ mod phase_tests {
         );
         assert!(!e.contains("10.0.0.1:22"), "{e}");
         assert!(k.state.lock_held, "the clean-up releases what was taken");
-        k.script(0).on("rm -f \"$p\"", "");
-        k.script(1).on("rm -f \"$p\"", "");
+        k.script(0).on("rm -f /run/lock/k0sctl.staging \"$p\"", "");
+        k.script(1).on("rm -f /run/lock/k0sctl.staging \"$p\"", "");
         AcquireLock.clean_up(&mut k.state).await.unwrap();
-        assert!(k.script(0).has_run("rm -f \"$p\""));
+        assert!(k.script(0).has_run("rm -f /run/lock/k0sctl.staging \"$p\""));
     }
 
     /// A dry run reads the lock (no `set -C` create) and takes nothing.

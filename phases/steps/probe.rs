@@ -93,7 +93,7 @@ pub fn k0s_part(state: &State, h: &HostState, leader_reads: bool) -> String {
     let svc = h.service_name();
     let variant = |env: Option<String>, lock: &str| {
         format!(
-            "echo {}; echo {}; echo {}; sh -c {}",
+            "echo {}; echo {}; echo {}; ( eval {} )",
             shell_quote(&k),
             shell_quote(env.as_deref().unwrap_or("-")),
             shell_quote(lock),
@@ -126,7 +126,7 @@ pub fn k0s_part(state: &State, h: &HostState, leader_reads: bool) -> String {
         "T=$(mktemp -d 2>/dev/null) || T=\n\
          if [ -n \"$T\" ] && [ -f {admin} ]; then\n\
          ( v=$({} 2>/dev/null) && echo \"ok $v\" > \"$T/id\" ) &\n\
-         ( v=$(sh -c {}) && {{ echo ok; printf '%s\\n' \"$v\"; }} > \"$T/prune\" ) &\n\
+         ( v=$(eval {}) && {{ echo ok; printf '%s\\n' \"$v\"; }} > \"$T/prune\" ) &\n\
          fi\n\
          {facts}\
          wait\n\

@@ -114,8 +114,19 @@ pub fn list_script(lock_file: &str) -> String {
 
 /// Removes every file the record names, then the record (a shell snippet; needs root).
 pub fn remove_script(lock_file: &str) -> String {
+    remove_script_and(lock_file, "")
+}
+
+/// [`remove_script`], removing `also` (shell words, quoted by the caller) with the record in
+/// the same `rm` (one process fewer on the host than a second `rm`).
+pub fn remove_script_and(lock_file: &str, also: &str) -> String {
+    let also = if also.is_empty() {
+        String::new()
+    } else {
+        format!(" {also}")
+    };
     format!(
-        "( IFS=; {} ); rm -f {}",
+        "( IFS=; {} ); rm -f {}{also}",
         for_each_recorded(
             lock_file,
             "case \"$g\" in */.k0sctl-relay-?*) rm -rf -- \"$g\" ;; *) rm -f -- \"$g\" ;; esac"

@@ -62,8 +62,9 @@ impl Privilege {
 
     /// Shell snippet printing one word: `root`, `sudo-n`, `doas`, `has-sudo` (sudo needs a
     /// password) or `none`. Exposed so other one-round-trip scripts (host facts) can embed it.
-    /// It runs in a subshell, so it can be embedded in a larger script.
-    pub const DETECT_SCRIPT: &str = r#"(if [ "$(id -u)" = 0 ]; then echo root; exit 0; fi
+    /// It runs in a subshell, so it can be embedded in a larger script; one that has read the
+    /// effective uid already passes it in `$K0SCTL_UID` (saving the host an `id` process).
+    pub const DETECT_SCRIPT: &str = r#"(if [ "${K0SCTL_UID:-$(id -u)}" = 0 ]; then echo root; exit 0; fi
 if command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then echo sudo-n; exit 0; fi
 if command -v doas >/dev/null 2>&1 && doas -n true >/dev/null 2>&1; then echo doas; exit 0; fi
 if command -v sudo >/dev/null 2>&1; then echo has-sudo; exit 0; fi
