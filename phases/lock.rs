@@ -104,6 +104,7 @@ impl Phase for AcquireLock {
                                 .exec(
                                     Cmd::new(format!("touch -c {}", shell_quote(path)))
                                         .sudo()
+                                        .short_lived()
                                         .display_as(format!("refresh lock {path}")),
                                 )
                                 .await;

@@ -188,7 +188,7 @@ pub async fn release(state: &mut State) {
             rm = super::staging::remove_script_and(path, "\"$p\"")
         );
         async move {
-            let _ = r.exec(Cmd::new(cmd).sudo()).await;
+            let _ = r.exec(Cmd::new(cmd).sudo().short_lived()).await;
             Ok::<_, Failure>(())
         }
     })

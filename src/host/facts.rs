@@ -87,6 +87,7 @@ fi
 echo "$IFACE"
 echo @@addrs; if [ -n "$IFACE" ]; then ip -o -4 addr show dev "$IFACE" scope global 2>/dev/null; fi
 echo @@date; date -u +%s.%N
+echo @@uptime; k0sctl_cat /proc/uptime 2>/dev/null
 echo @@privilege
 "#;
 
@@ -210,8 +211,16 @@ pub async fn gather(
 
 /// The line that separates the facts from the output of the root part in [`gather_with`].
 const ROOT_MARK: &str = "@@@root";
-/// The last line of the root part: the remote time when it ended.
+/// The last line of the root part: when it ended, as the host's uptime (`up <seconds>`, read
+/// with a builtin from `/proc/uptime`) or, without it, the remote time (`date`).
 const TAIL_MARK: &str = "@@@tail ";
+
+/// When the root part ended (see [`TAIL_MARK`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum End {
+    Uptime(f64),
+    Date(f64),
+}
 
 /// The facts script followed, in the same round trip, by `root_part` run as root when the
 /// login user can become root without a password (already root, `sudo -n`, `doas -n`).
@@ -237,7 +246,8 @@ pub fn script_with(private_interface: Option<&str>, root_part: Option<&str>) -> 
                  doas) doas -n -- sh -c \"$K0SCTL_ROOT_PART\" ;;\n\
                  *) echo skipped ;;\n\
                  esac\n\
-                 echo \"{TAIL_MARK}$(date -u +%s.%N)\"\n"
+                 if read -r K0SCTL_UP k0sctl_l 2>/dev/null < /proc/uptime; then echo \"{TAIL_MARK}up $K0SCTL_UP\"; \
+                 else echo \"{TAIL_MARK}$(date -u +%s.%N)\"; fi\n"
             )
         })
         .unwrap_or_default();
@@ -267,11 +277,17 @@ pub async fn gather_with(
     let (facts_out, root_out) = split_root(&out);
     // The clock is read in the facts part: the root part's run time (from the same clock)
     // is taken off the round trip before its midpoint is used.
+    let sections = parse_sections(facts_out);
+    let first =
+        |k: &str| -> Option<f64> { sections.get(k)?.split_whitespace().next()?.parse().ok() };
     let tail = root_out
         .as_ref()
         .and_then(|(_, end)| *end)
-        .zip(remote_date(facts_out))
-        .map(|(end, date)| (end - date).clamp(0.0, elapsed))
+        .and_then(|end| match end {
+            End::Uptime(u) => first("uptime").map(|s| u - s),
+            End::Date(d) => first("date").map(|s| d - s),
+        })
+        .map(|t| t.clamp(0.0, elapsed))
         .unwrap_or(0.0);
     let mid = t0 + (elapsed - tail) / 2.0;
     let facts = parse(facts_out, connect_address, mid, r.name())?;
@@ -282,31 +298,47 @@ pub async fn gather_with(
 }
 
 /// Splits [`script_with`]'s output into the facts and (the root part, its end time).
-fn split_root(out: &str) -> (&str, Option<(String, Option<f64>)>) {
+fn split_root(out: &str) -> (&str, Option<(String, Option<End>)>) {
     let Some(at) = out.find(&format!("\n{ROOT_MARK}\n")) else {
         return (out, None);
     };
     let facts = &out[..at + 1];
     let rest = &out[at + ROOT_MARK.len() + 2..];
     let (body, end) = match rest.rfind(TAIL_MARK) {
-        Some(t) if t == 0 || rest.as_bytes()[t - 1] == b'\n' => (
-            &rest[..t],
-            rest[t + TAIL_MARK.len()..].trim().parse::<f64>().ok(),
-        ),
+        Some(t) if t == 0 || rest.as_bytes()[t - 1] == b'\n' => {
+            let v = rest[t + TAIL_MARK.len()..].trim();
+            let end = match v.strip_prefix("up ") {
+                Some(u) => u.trim().parse().ok().map(End::Uptime),
+                None => v.parse().ok().map(End::Date),
+            };
+            (&rest[..t], end)
+        }
         // Cut short: no end line, so the root part did not finish.
         _ => return (facts, None),
     };
     (facts, Some((body.to_string(), end)))
 }
 
-fn remote_date(facts_out: &str) -> Option<f64> {
-    let s = parse_sections(facts_out);
-    s.get("date")?.trim().parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The root part's end line: the host's uptime (builtin read), or the date without it;
+    /// a root part cut short has none.
+    #[test]
+    fn the_root_part_end_is_read_from_its_tail_line() {
+        let facts = "@@uname\nLinux\n@@end\n";
+        let out = format!("{facts}@@@root\nbody\n@@@tail up 123.45\n");
+        let (f, root) = split_root(&out);
+        assert_eq!(f, facts);
+        assert_eq!(root, Some(("body\n".into(), Some(End::Uptime(123.45)))));
+        let (_, root) = split_root(&format!("{facts}@@@root\nbody\n@@@tail 1700000000.5\n"));
+        assert_eq!(
+            root,
+            Some(("body\n".into(), Some(End::Date(1_700_000_000.5))))
+        );
+        assert_eq!(split_root(&format!("{facts}@@@root\nbo")).1, None);
+    }
 
     /// The script (builtins where it can) read on this machine gives what the machine says.
     #[test]

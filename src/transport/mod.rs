@@ -499,6 +499,7 @@ pub struct Cmd {
     pub(crate) on_output: Option<OutputCallback>,
     pub(crate) shown: Option<String>,
     pub(crate) discard_stdout: bool,
+    pub(crate) short_lived: bool,
 }
 
 impl Cmd {
@@ -541,6 +542,13 @@ impl Cmd {
     /// Stream stdout to the [`Cmd::on_output`] callback only, without keeping it in memory.
     pub fn discard_stdout(mut self) -> Self {
         self.discard_stdout = true;
+        self
+    }
+    /// A command that ends by itself at once (shell builtins, `rm` or `touch` of a local file):
+    /// run as is, not tied to its session by [`session_bound`]'s wrapper, which costs the host
+    /// two more processes (`setsid`, `sh`) for nothing a short command can need.
+    pub fn short_lived(mut self) -> Self {
+        self.short_lived = true;
         self
     }
     /// Show this instead of the command line in errors and logs (for long generated scripts).
@@ -623,7 +631,8 @@ impl Remote {
         // watcher on the host sees end of input and kills the group instead of letting the
         // work run on.
         let bound = matches!(&*self.conn, Connection::Ssh(_) | Connection::OpenSsh(_))
-            && matches!(stdin, Stdin::Null);
+            && matches!(stdin, Stdin::Null)
+            && !cmd.short_lived;
         let pidfile = match (&cmd.timeout, &*self.conn) {
             (Some(_), Connection::Ssh(_) | Connection::OpenSsh(_)) => {
                 Some(format!("/tmp/.k0sctl-{:016x}.pid", rand::random::<u64>()))
