@@ -38,6 +38,38 @@ pub struct Strays {
     pub missing: Vec<(String, String)>,
 }
 
+/// The fields of `kubectl get nodes -o json` read here (a NodeList of core/v1 Node objects).
+/// A typed read keeps only these: a whole JSON tree of a few hundred Nodes (labels, images,
+/// addresses, ...) takes megabytes at the run's peak, when every host's connection is open.
+/// Every field may be missing or null, as in a generic JSON read.
+#[derive(serde::Deserialize)]
+struct NodeList {
+    items: Option<Vec<Node>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Node {
+    metadata: Option<NodeMeta>,
+    status: Option<NodeStatus>,
+}
+
+#[derive(serde::Deserialize)]
+struct NodeMeta {
+    name: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct NodeStatus {
+    conditions: Option<Vec<NodeCondition>>,
+}
+
+#[derive(serde::Deserialize)]
+struct NodeCondition {
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    status: Option<String>,
+}
+
 /// Compares what the leader reported with the manifest's hosts.
 pub fn strays(
     nodes_json: &str,
@@ -46,17 +78,20 @@ pub fn strays(
     known_peers: &[String],
 ) -> Strays {
     let mut s = Strays::default();
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(nodes_json) {
-        for n in v["items"].as_array().into_iter().flatten() {
-            let name = n["metadata"]["name"].as_str().unwrap_or("").to_string();
+    if let Ok(list) = serde_json::from_str::<NodeList>(nodes_json) {
+        for n in list.items.into_iter().flatten() {
+            let name = n.metadata.and_then(|m| m.name).unwrap_or_default();
             if name.is_empty() || known_nodes.contains(&name) {
                 continue;
             }
-            let ready = n["status"]["conditions"]
-                .as_array()
+            let ready = n
+                .status
+                .and_then(|st| st.conditions)
                 .into_iter()
                 .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                .any(|c| {
+                    c.type_.as_deref() == Some("Ready") && c.status.as_deref() == Some("True")
+                });
             s.nodes.push((name, ready));
         }
     }
@@ -342,6 +377,29 @@ mod tests {
         );
         assert_eq!(s.members, [("gone".to_string(), "10.0.0.9".to_string())]);
         assert_eq!(strays("", "", &[], &[]), Strays::default());
+    }
+
+    /// Missing or null fields (a Node without status yet) still list the node, as not Ready;
+    /// the fields not read (labels, addresses, ...) are skipped.
+    #[test]
+    fn nodes_with_missing_fields_are_listed_as_not_ready() {
+        let nodes = r#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":""},"items":[
+            {"metadata":{"name":"new","labels":{"a":"b"}},"status":null},
+            {"metadata":{"name":"bare"}},
+            {"metadata":{"name":"odd"},"status":{"conditions":[{"type":"MemoryPressure","status":"True"},{"type":"Ready"}],
+             "addresses":[{"type":"InternalIP","address":"10.0.0.3"}]}},
+            {"metadata":{},"status":{"conditions":[{"type":"Ready","status":"True"}]}}]}"#;
+        let s = strays(nodes, "", &[], &[]);
+        assert_eq!(
+            s.nodes,
+            [
+                ("bare".to_string(), false),
+                ("new".to_string(), false),
+                ("odd".to_string(), false)
+            ]
+        );
+        let nodes = r#"{"kind":"List","items":null}"#;
+        assert_eq!(strays(nodes, "", &[], &[]), Strays::default());
     }
 
     #[test]

@@ -97,8 +97,11 @@ pub enum Verdict {
     ChangedAccepted,
 }
 
-/// Read all lines of the configured files (missing files are fine, bad lines are skipped).
-pub fn load(cfg: &KnownHostsConfig) -> Vec<KnownHostLine> {
+/// Read the lines of the configured files whose host patterns match `host`/`port` (missing
+/// files are fine, bad lines are skipped). Every check filters by host anyway, and a connection
+/// keeps its lines for its whole life: keeping (or reserving room for) the whole file would make
+/// each connection's share grow with the number of hosts in it, and the total with its square.
+pub fn load_for(cfg: &KnownHostsConfig, host: &str, port: u16) -> Vec<KnownHostLine> {
     let mut out = Vec::new();
     for f in cfg.user_files.iter().chain(&cfg.global_files) {
         let Ok(text) = std::fs::read_to_string(f) else {
@@ -112,6 +115,7 @@ pub fn load(cfg: &KnownHostsConfig) -> Vec<KnownHostLine> {
             // ssh_key splits on single spaces: normalise runs of whitespace.
             let norm = t.split_whitespace().collect::<Vec<_>>().join(" ");
             match Entry::from_str(&norm) {
+                Ok(e) if !patterns_match(e.host_patterns(), host, port) => {}
                 Ok(e) => out.push(KnownHostLine {
                     file: f.clone(),
                     line: i + 1,
@@ -376,6 +380,34 @@ mod tests {
         assert!(patterns_match(&p, "good.ex.com", 22));
         assert!(!patterns_match(&p, "bad.ex.com", 22));
         assert!(!patterns_match(&p, "good.ex.com", 2222));
+    }
+
+    #[test]
+    fn load_for_keeps_only_this_hosts_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("known_hosts");
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGQvQvdYE3WyOjpuSx0ArwbATL31IwKNkXIGev8+Zm7k";
+        let mut text = String::new();
+        for i in 0..200 {
+            text.push_str(&format!("10.0.{}.{} {key}\n", i / 250, i % 250 + 1));
+        }
+        text.push_str(&format!("@cert-authority *.example.com {key}\n"));
+        std::fs::write(&f, text).unwrap();
+        let cfg = KnownHostsConfig {
+            user_files: vec![f],
+            global_files: vec![],
+            policy: StrictHostKeyChecking::Yes,
+        };
+        let lines = load_for(&cfg, "10.0.0.7", 22);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].line, 7);
+        // Room for the whole file would be kept for the connection's life.
+        assert!(lines.capacity() < 16, "capacity {}", lines.capacity());
+        let lines = load_for(&cfg, "a.example.com", 22);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].marker, Some(Marker::CertAuthority));
+        assert!(load_for(&cfg, "10.0.0.7", 2222).is_empty());
     }
 
     #[test]

@@ -551,11 +551,8 @@ impl SshConnection {
     ) -> Result<Self, TransportError> {
         let label = opts.label();
         let addr = format!("{}:{}", opts.address, opts.port);
-        // Only this host's lines: every use below filters by host anyway, and the handler
-        // keeps them for the connection's life (a whole file per connection grows with the
-        // square of the host count).
-        let mut lines = known_hosts::load(&opts.known_hosts);
-        lines.retain(|l| known_hosts::patterns_match(&l.patterns, &opts.address, opts.port));
+        // Only this host's lines (the handler keeps them for the connection's life).
+        let lines = known_hosts::load_for(&opts.known_hosts, &opts.address, opts.port);
         let cfg = Arc::new(client_config(opts, &lines));
         let accepted_key: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
         let handler = ClientHandler {
