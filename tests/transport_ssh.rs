@@ -504,6 +504,44 @@ async fn more_parallel_commands_than_max_sessions() {
     assert_eq!(got, (0..30).map(|i| i.to_string()).collect::<Vec<_>>());
 }
 
+/// A server that allows fewer sessions than the tool opens at once (`MaxSessions 2`): a
+/// refused session is asked for again (0.1 s doubling, 5 times) and gets in when another ends;
+/// one still refused after that fails, saying which sshd setting to look at.
+#[tokio::test]
+async fn a_refused_session_is_asked_for_again() {
+    let sshd = Sshd::start_with(SshdSetup {
+        extra: vec!["MaxSessions 2".into()],
+        ..Default::default()
+    });
+    let r = remote(&sshd.target("root").ssh_options()).await.unwrap();
+    let run_all = |cmd: &'static str| {
+        let r = r.clone();
+        async move {
+            let mut set = tokio::task::JoinSet::new();
+            for i in 0..3 {
+                let r = r.clone();
+                set.spawn(async move { r.run_str(format!("{cmd}; echo {i}")).await });
+            }
+            set.join_all().await
+        }
+    };
+    // The third session is refused while two run, and gets in once they end.
+    let got = run_all("sleep 0.3").await;
+    assert!(got.iter().all(|r| r.is_ok()), "{got:?}");
+    // Sessions held longer than the retries last: the refused one fails and says why.
+    let got = run_all("sleep 6").await;
+    let failed: Vec<String> = got
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+        .collect();
+    assert_eq!(failed.len(), 1, "{got:?}");
+    assert!(
+        failed[0].contains("the server refused a new session") && failed[0].contains("MaxSessions"),
+        "{}",
+        failed[0]
+    );
+}
+
 #[tokio::test]
 async fn encrypted_key_in_agent_without_pub_file_needs_no_passphrase() {
     let sshd = Sshd::start();
